@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every offsite.backup module shares: option specs and the call into the engine.
+
+Modules stay thin: build an AnsibleModule from these specs, call ``run`` with an engine
+operation, and the result (with ``executed_commands``) or a clear failure comes back.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import env_fallback
+from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError
+
+
+def repository_spec():
+    return dict(
+        type=dict(type='str', required=True, choices=['local', 's3', 'sftp']),
+        bucket=dict(type='str'),
+        prefix=dict(type='str'),
+        endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),
+        region=dict(type='str', fallback=(env_fallback, ['AWS_REGION', 'AWS_DEFAULT_REGION'])),
+        access_key=dict(type='str', no_log=False, fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
+        secret_key=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
+        session_token=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
+        storage_class=dict(type='str'),
+        server_side_encryption=dict(type='str'),
+        part_size=dict(type='int'),
+        concurrency=dict(type='int'),
+        checksums=dict(type='str', choices=['auto', 'when_required', 'when_supported']),
+        host=dict(type='str'),
+        port=dict(type='int'),
+        user=dict(type='str'),
+        private_key=dict(type='path', no_log=False),
+        private_key_passphrase=dict(type='str', no_log=True),
+        known_hosts=dict(type='path'),
+        host_key=dict(type='str', no_log=False),
+        path=dict(type='str'),
+        timeout=dict(type='int'),
+        retries=dict(type='int'),
+        verify=dict(type='str', choices=['full', 'size'], default='full'),
+        legacy_timezone=dict(type='str'),
+    )
+
+
+def database_spec():
+    """Connection options shared by a database source (dump) and target (restore)."""
+    return dict(
+        type=dict(type='str', required=True, choices=['files', 'postgresql']),
+        database=dict(type='str'),
+        host=dict(type='str'),
+        port=dict(type='int'),
+        user=dict(type='str'),
+        password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
+        ssl_mode=dict(type='str'),
+        connect_timeout=dict(type='int'),
+        maintenance_db=dict(type='str'),
+        jobs=dict(type='int'),
+    )
+
+
+def run(module, operation, **kwargs):
+    """Call an engine operation and exit the module with its result or a clear failure."""
+    log = CommandLog()
+    try:
+        result = operation(log=log, **kwargs)
+    except BackupError as exc:
+        extra = dict(exc.details or {})
+        extra.pop('changed', None)
+        module.fail_json(msg=str(exc), error=exc.kind, executed_commands=log.commands, **extra)
+    except Exception as exc:  # a bug or an unforeseen failure: still no traceback soup in msg
+        module.fail_json(msg='unexpected error: %s: %s' % (type(exc).__name__, exc),
+                         error='internal', exception=traceback.format_exc(),
+                         executed_commands=log.commands)
+    result['executed_commands'] = log.commands
+    module.exit_json(**result)

@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""External commands: run them, record them, never put a secret on their command line.
+
+Secrets reach tools through the environment (``PGPASSWORD``) or 0600 files, so the
+recorded argv is safe to return as ``executed_commands`` and invisible secrets stay out of
+``ps``.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+from .errors import DependencyError
+
+STDERR_TAIL = 2000
+
+
+class CommandLog(object):
+    """The commands one engine call executed, in order, for ``executed_commands``."""
+
+    def __init__(self):
+        self.commands = []
+
+    def record(self, argv):
+        self.commands.append(' '.join(shlex.quote(str(a)) for a in argv))
+
+
+def which(tool, purpose):
+    path = shutil.which(tool)
+    if not path:
+        raise DependencyError('%s is not installed on this node (needed %s)' % (tool, purpose),
+                              'install it (Debian: the package that ships %s) or add it to PATH' % tool)
+    return path
+
+
+def child_env(extra):
+    env = dict(os.environ)
+    env.update(dict((k, str(v)) for k, v in extra.items() if v is not None))
+    return env
+
+
+def run(argv, log, env=None, stdin=None, timeout=None):
+    """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc."""
+    log.record(argv)
+    proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout)
+    return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
+            proc.stderr.decode('utf-8', 'replace'))
+
+
+@contextlib.contextmanager
+def streaming(argv, log, env=None, stdin=None, stdout=None):
+    """Start a producer/consumer process; yields it. stderr goes to a temp file so a chatty
+    tool can never block on a full pipe; read it with ``stderr_tail``. The caller checks
+    the exit status (a pipe must never hide a failing process)."""
+    log.record(argv)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, env=child_env(env or {}), stdin=stdin,
+                                stdout=stdout if stdout is not None else subprocess.PIPE,
+                                stderr=err)
+        proc.stderr_file = err
+        try:
+            yield proc
+        finally:
+            for pipe in (proc.stdout, proc.stdin):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except (OSError, ValueError):
+                        pass
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def stderr_tail(proc):
+    proc.stderr_file.flush()
+    proc.stderr_file.seek(0, os.SEEK_END)
+    size = proc.stderr_file.tell()
+    proc.stderr_file.seek(max(0, size - STDERR_TAIL))
+    return proc.stderr_file.read().decode('utf-8', 'replace').strip()

@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The manifest, and how backups are named in a repository.
+
+A backup is two objects under ``<name>/``: the artifact ``<id>.<ext>`` and the manifest
+``<id>.manifest.json``, written last. Ids sort by time: ``<name>_<YYYYMMDDTHHMMSSZ>`` with a
+``-N`` suffix when several backups of a set start in the same second.
+
+Backups made by the seed scripts (``<name>_YYYYMMDD_HHMMSS.sql.gz`` or
+``<name>_backup_YYYYMMDD_HHMMSS.sql.gz``, no manifest) are recognised as *legacy* backups.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import datetime
+import json
+import re
+
+from .errors import ConfigError, IntegrityError
+
+FORMAT_VERSION = 1
+ENGINE_VERSION = '0.1.0'
+MANIFEST_SUFFIX = '.manifest.json'
+PARTIAL_SUFFIX = '.partial'
+
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
+_ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?$')
+_LEGACY_RE = re.compile(
+    r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})'
+    r'\.(?P<ext>sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz)$')
+
+
+
+def validate_name(name):
+    if not name or not NAME_RE.match(name):
+        raise ConfigError(
+            'backup set name %r is not usable' % (name,),
+            'use letters, digits, "_" and "-" only (it becomes part of every object name)')
+    return name
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def format_time(dt):
+    """ISO-8601 in UTC with a Z, to the second: what manifests and results carry."""
+    return dt.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def parse_time(text):
+    """Parse the ISO-8601 forms users and manifests write; naive times are UTC."""
+    if isinstance(text, datetime.datetime):
+        dt = text
+    else:
+        value = str(text).strip()
+        if value.endswith('Z'):
+            value = value[:-1] + '+00:00'
+        if re.match(r'^\d{8}T\d{6}\+00:00$', value):
+            value = '%s-%s-%sT%s:%s:%s+00:00' % (value[0:4], value[4:6], value[6:8],
+                                                value[9:11], value[11:13], value[13:15])
+        try:
+            dt = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError('%r is not a time' % (text,),
+                              'write it as ISO-8601, e.g. 2026-11-23T03:00:00Z')
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return dt
+
+
+def make_id(name, created, seq=0):
+    stamp = created.astimezone(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    return '%s_%s%s' % (name, stamp, '-%d' % seq if seq else '')
+
+
+def parse_id(backup_id):
+    """Return (name, created) for one of our ids, or None."""
+    match = _ID_RE.match(backup_id)
+    if not match:
+        return None
+    created = datetime.datetime.strptime(match.group('ts'), '%Y%m%dT%H%M%SZ')
+    return match.group('name'), created.replace(tzinfo=datetime.timezone.utc)
+
+
+def artifact_key(name, backup_id, extension):
+    return '%s/%s.%s' % (name, backup_id, extension)
+
+
+def manifest_key(name, backup_id):
+    return '%s/%s%s' % (name, backup_id, MANIFEST_SUFFIX)
+
+
+def id_from_key(key):
+    """The id part of an artifact or manifest key (ids contain no dot)."""
+    base = key.rsplit('/', 1)[-1]
+    return base.split('.', 1)[0]
+
+
+def parse_legacy(key, name, tz=datetime.timezone.utc):
+    """Recognise a seed-script backup of set ``name``; returns (id, created, ext) or None.
+
+    The seeds stamp file names with the server's local time; ``tz`` says which one.
+    """
+    parts = key.split('/')
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != name):
+        return None
+    match = _LEGACY_RE.match(parts[-1])
+    if not match or match.group('name') != name:
+        return None
+    created = datetime.datetime.strptime(match.group('date') + match.group('time'), '%Y%m%d%H%M%S')
+    created = created.replace(tzinfo=tz).astimezone(datetime.timezone.utc)
+    return parts[-1][:-len(match.group('ext')) - 1], created, match.group('ext')
+
+
+def build(name, backup_id, created, extension, compression, fmt, size, sha256, raw_size,
+          source, tags, duration, encryption=None):
+    return {
+        'format_version': FORMAT_VERSION,
+        'tool': 'offsite.backup',
+        'tool_version': ENGINE_VERSION,
+        'name': name,
+        'id': backup_id,
+        'created': format_time(created),
+        'artifact': '%s.%s' % (backup_id, extension),
+        'extension': extension,
+        'format': fmt,
+        'compression': compression,
+        'encryption': encryption,
+        'size': size,
+        'sha256': sha256,
+        'raw_size': raw_size,
+        'source': source,
+        'tags': list(tags or []),
+        'duration_seconds': round(duration, 3),
+    }
+
+
+def dumps(manifest):
+    return (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8')
+
+
+def loads(data, where):
+    """Parse and sanity-check a manifest read from ``where`` (a location for messages)."""
+    try:
+        manifest = json.loads(data.decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError('manifest %s is not valid JSON (%s)' % (where, exc),
+                             'the object is damaged; restore another backup')
+    missing = [k for k in ('format_version', 'name', 'id', 'created', 'artifact', 'size', 'sha256')
+               if k not in manifest]
+    if missing:
+        raise IntegrityError('manifest %s lacks %s' % (where, ', '.join(missing)),
+                             'it was not written by offsite.backup or is damaged')
+    if manifest['format_version'] > FORMAT_VERSION:
+        raise IntegrityError(
+            'manifest %s has format version %s; this offsite.backup understands up to %s'
+            % (where, manifest['format_version'], FORMAT_VERSION),
+            'upgrade the offsite.backup collection')
+    return manifest

@@ -1,0 +1,370 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine's entry points: dump, upload, retention, restore, info.
+
+Modules and the ``offsite-backup`` runner call these and nothing below them. Each returns
+a plain dict (JSON-able) and records the commands it ran in the ``CommandLog`` it is given.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+import uuid
+
+from . import manifest as mf
+from .catalog import Catalog
+from .commands import CommandLog
+from .errors import BackupError, ConfigError, DependencyError, LockedError, NotFoundError, TargetError
+from .pipeline import (DiskFullError, HashingWriter, COMPRESSION_EXT_FOR, compress,
+                       fetch_verified, free_bytes, validate_compression)
+from .repositories import open_repository
+from .retention import BackupRef, PolicyError, plan_retention
+from .sources import open_source
+
+try:
+    import fcntl
+except ImportError:  # not on Windows; the engine runs on Linux nodes
+    fcntl = None
+
+try:
+    import jmespath
+    JMESPATH_IMPORT_ERROR = None
+except ImportError:
+    jmespath = None
+    JMESPATH_IMPORT_ERROR = traceback.format_exc()
+
+DEFAULT_GRACE_HOURS = 24
+
+
+# -- dump ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def set_lock(directory, name):
+    """One run per backup set and directory at a time; the lock dies with the process."""
+    path = os.path.join(directory, '.%s.lock' % name)
+    handle = open(path, 'a+')
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError) as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                handle.seek(0)
+                holder = handle.read().strip() or 'unknown'
+                raise LockedError('another run of backup set %s holds %s (%s)' % (name, path, holder),
+                                  'wait for it to finish; runs never overlap')
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write('pid %d since %s\n' % (os.getpid(), mf.format_time(mf.utcnow())))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=0,
+         check_mode=False, log=None):
+    """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1)."""
+    log = log or CommandLog()
+    mf.validate_name(name)
+    validate_compression(compression, level)
+    src = open_source(source, log)
+    started = time.time()
+    facts = src.probe()
+    extension, fmt = src.artifact()
+    extension += COMPRESSION_EXT_FOR[compression]
+    created = mf.utcnow()
+    set_dir = os.path.join(os.path.abspath(dest), name)
+    backup_id = mf.make_id(name, created)
+    predicted = {'id': backup_id, 'name': name, 'created': mf.format_time(created),
+                 'path': os.path.join(set_dir, '%s.%s' % (backup_id, extension)),
+                 'manifest': os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX),
+                 'compression': compression, 'format': fmt, 'source': facts, 'tags': list(tags or [])}
+    if check_mode:
+        predicted['estimated_raw_size'] = facts.get('database_size')
+        return {'changed': True, 'backup': predicted}
+    os.makedirs(set_dir, mode=0o700, exist_ok=True)
+    with set_lock(set_dir, name):
+        seq = 0
+        while any(os.path.exists(os.path.join(set_dir, mf.make_id(name, created, seq) + suffix))
+                  for suffix in ('.' + extension, mf.MANIFEST_SUFFIX)):
+            seq += 1
+        backup_id = mf.make_id(name, created, seq)
+        final = os.path.join(set_dir, '%s.%s' % (backup_id, extension))
+        partial = '%s.%s%s' % (final, uuid.uuid4().hex[:8], mf.PARTIAL_SUFFIX)
+        try:
+            with open(partial, 'wb') as out:
+                os.fchmod(out.fileno(), 0o600)
+                writer = HashingWriter(out)
+                with src.dump() as reader:
+                    raw_size = compress(reader, writer, compression, level, threads)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(partial, final)
+        except OSError as exc:
+            _unlink(partial)
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError('no space left in %s while dumping %s' % (set_dir, src.describe()),
+                                    'free space or apply retention; the partial dump was removed')
+            raise
+        except BaseException:
+            _unlink(partial)
+            raise
+        duration = time.time() - started
+        data = mf.build(name, backup_id, created, extension, compression, fmt, writer.size,
+                        writer.hexdigest(), raw_size, facts, tags, duration)
+        manifest_path = os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX)
+        _write_atomic(manifest_path, mf.dumps(data))  # manifest last: now the backup exists
+    result = dict(predicted, id=backup_id, path=final, manifest=manifest_path, size=writer.size,
+                  sha256=writer.hexdigest(), raw_size=raw_size, duration=round(duration, 3))
+    return {'changed': True, 'backup': result}
+
+
+def _write_atomic(path, data):
+    partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], mf.PARTIAL_SUFFIX)
+    try:
+        with open(partial, 'wb') as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(partial, path)
+    except BaseException:
+        _unlink(partial)
+        raise
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- upload -------------------------------------------------------------------------------
+def load_local_backup(backup):
+    """The artifact path and manifest of a local backup, from a path or dump's result."""
+    if isinstance(backup, dict):
+        path = backup.get('path')
+    else:
+        path = backup
+    if not path:
+        raise ConfigError('backup must be the path of an artifact or the backup returned by dump')
+    path = os.path.abspath(path)
+    manifest_path = os.path.join(os.path.dirname(path), mf.id_from_key(path) + mf.MANIFEST_SUFFIX)
+    if not os.path.exists(path):
+        raise NotFoundError('backup artifact %s does not exist' % path)
+    if not os.path.exists(manifest_path):
+        raise NotFoundError('%s has no manifest (%s)' % (path, manifest_path),
+                            'it is incomplete or was not made by offsite.backup.dump; dump again')
+    with open(manifest_path, 'rb') as handle:
+        data = mf.loads(handle.read(), manifest_path)
+    if os.path.getsize(path) != data['size']:
+        raise BackupError('%s has %d bytes but its manifest records %d' % (path, os.path.getsize(path), data['size']),
+                          'the local copy is damaged; dump again')
+    return path, data
+
+
+def upload(backup, repositories, check_mode=False, log=None):
+    """Copy one local backup to every repository: artifact, verified, then manifest."""
+    log = log or CommandLog()
+    path, data = load_local_backup(backup)
+    if not repositories:
+        raise ConfigError('no repositories given')
+    name = data['name']
+    art_key = mf.artifact_key(name, data['id'], data['extension'])
+    man_key = mf.manifest_key(name, data['id'])
+    results, failures = [], []
+    for options in repositories:
+        started = time.time()
+        outcome = {'type': options.get('type'), 'key': art_key}
+        try:
+            with open_repository(options) as repo:
+                outcome['location'] = repo.location(art_key)
+                outcome['status'] = _upload_one(repo, path, data, art_key, man_key, check_mode)
+        except BackupError as exc:
+            outcome.update(status='failed', error=str(exc))
+            failures.append(outcome)
+        outcome['duration'] = round(time.time() - started, 3)
+        results.append(outcome)
+    result = {'changed': any(r['status'] in ('uploaded', 'would upload') for r in results),
+              'backup': {'id': data['id'], 'name': name, 'size': data['size'], 'sha256': data['sha256']},
+              'repositories': results}
+    if failures:
+        raise BackupError('upload of %s failed on %d of %d repositories: %s'
+                          % (data['id'], len(failures), len(results),
+                             '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)),
+                          details=result)
+    return result
+
+
+def _upload_one(repo, path, data, art_key, man_key, check_mode):
+    remote_manifest = repo.stat(man_key)
+    if remote_manifest is not None:
+        try:
+            remote = mf.loads(repo.get_bytes(man_key), repo.location(man_key))
+        except BackupError:
+            remote = {}
+        artifact = repo.stat(art_key)
+        if remote.get('sha256') == data['sha256'] and artifact is not None and artifact.size == data['size']:
+            return 'unchanged'
+    if check_mode:
+        return 'would upload'
+    with open(path, 'rb') as reader:
+        repo.put(art_key, reader, data['size'], data['sha256'])
+    repo.put_bytes(man_key, mf.dumps(data))  # manifest last
+    return 'uploaded'
+
+
+# -- retention ----------------------------------------------------------------------------
+def _refs(items):
+    return [BackupRef(b.id, b.created, tuple(b.tags)) for b in items]
+
+
+def plan(backups, policy, timezone='UTC', now=None, log=None):
+    """Planning only (no repository): ``backups`` is a list of {id, time, tags}."""
+    try:
+        refs = [BackupRef(str(b['id']), mf.parse_time(b['time']), tuple(b.get('tags') or ())) for b in backups]
+        result = plan_retention(refs, policy, tz=timezone, now=now).as_dict()
+    except (KeyError, TypeError) as exc:
+        raise ConfigError('each entry of backups needs id and time (%s)' % exc)
+    except PolicyError as exc:
+        raise ConfigError(str(exc))
+    result['changed'] = False
+    return result
+
+
+def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRACE_HOURS,
+              check_mode=False, now=None, log=None):
+    """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers."""
+    now = now or mf.utcnow()
+    with open_repository(repository) as repo:
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        complete = catalog.complete
+        try:
+            decided = plan_retention(_refs(complete), policy, tz=timezone, now=now)
+        except PolicyError as exc:
+            raise ConfigError(str(exc))
+        newest = complete[0].id if complete else None
+        remove_ids = set(b.id for b in decided.remove) - set([newest])  # never the newest complete
+        by_id = dict((b.id, b) for b in complete)
+        cutoff = now - datetime.timedelta(hours=grace_hours)
+        leftovers = [b for b in catalog.incomplete if b.manifest_key is None and b.modified < cutoff]
+        partials = [o for o in catalog.leftovers if o.modified < cutoff]
+        removed, cleaned = [], []
+        if not check_mode:
+            for backup_id in sorted(remove_ids, key=lambda i: by_id[i].created):
+                backup = by_id[backup_id]
+                # manifest first: an interrupted deletion leaves an incomplete backup, never a
+                # complete-looking one without data
+                for key in (backup.manifest_key, backup.artifact_key):
+                    if key:
+                        repo.delete(key)
+                removed.append(backup_id)
+            for backup in leftovers:
+                repo.delete(backup.artifact_key)
+                cleaned.append(backup.artifact_key)
+            for info in partials:
+                repo.delete(info.key)
+                cleaned.append(info.key)
+        plan_dict = decided.as_dict()
+        return {
+            'changed': bool(remove_ids or leftovers or partials),
+            'keep': [i for i in plan_dict['keep']] + ([newest] if newest in set(plan_dict['remove']) else []),
+            'remove': [i for i in plan_dict['remove'] if i in remove_ids],
+            'reasons': plan_dict['reasons'],
+            'removed': removed,
+            'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
+            'incomplete_removed': cleaned,
+            'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
+            'location': repo.location(name),
+        }
+
+
+def _legacy_tz(options):
+    name = (options or {}).get('legacy_timezone')
+    if not name:
+        return datetime.timezone.utc
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name)
+    except Exception:
+        raise ConfigError('legacy_timezone %r is not a known IANA time zone' % name)
+
+
+# -- info ---------------------------------------------------------------------------------
+def info(name, repository, query=None, log=None):
+    with open_repository(repository) as repo:
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        backups = [b.as_dict() for b in catalog.backups]
+        latest = catalog.latest()
+        result = {'changed': False, 'backups': backups, 'latest': latest.as_dict() if latest else None,
+                  'count': len(catalog.complete), 'location': repo.location(name),
+                  'total_size': sum(b.size or 0 for b in catalog.backups)}
+    if query:
+        if jmespath is None:
+            raise DependencyError('the Python library jmespath is missing on this node (needed for query)',
+                                  'pip install jmespath into the interpreter that runs the modules')
+        try:
+            result['backups'] = jmespath.search(query, backups)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ConfigError('query %r is not valid JMESPath: %s' % (query, exc))
+    return result
+
+
+# -- restore ------------------------------------------------------------------------------
+def restore(name, repository, target, backup='latest', mode='create', work_dir=None,
+            check_mode=False, log=None):
+    log = log or CommandLog()
+    started = time.time()
+    with open_repository(repository) as repo:
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        chosen = catalog.select(backup)
+        data = chosen.manifest or _legacy_manifest(chosen)
+        source_type = (data.get('source') or {}).get('type')
+        if source_type and target.get('type') != source_type:
+            raise ConfigError('backup %s is a %s backup and cannot be restored into a %s target'
+                              % (chosen.id, source_type, target.get('type')))
+        tgt = open_source(target, log)
+        target_facts = tgt.check_target(mode)
+        age = (mf.utcnow() - chosen.created).total_seconds()
+        summary = {'backup': chosen.as_dict(), 'target': tgt.describe(), 'mode': mode,
+                   'age_seconds': int(age), 'target_existed': target_facts.get('exists')}
+        if check_mode:
+            return dict(summary, changed=True, status='would restore')
+        work_dir = os.path.abspath(work_dir or tempfile.gettempdir())
+        needed = data.get('raw_size') or 0
+        if needed and free_bytes(work_dir) < needed * 1.05:
+            raise DiskFullError('%s has %d MiB free; restoring %s needs about %d MiB there'
+                                % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
+                                'free space or set work_dir to a larger disk; nothing was changed')
+        scratch = tempfile.mkdtemp(prefix='offsite-restore-', dir=work_dir)
+        try:
+            local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
+            with repo.get(chosen.artifact_key) as reader:
+                fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
+                               expected_sha256=chosen.sha256, where=repo.location(chosen.artifact_key))
+            downloaded = time.time()
+            details = tgt.restore(local, data, mode)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    finished = time.time()
+    return dict(summary, changed=True, status='restored', restored=details,
+                duration=round(finished - started, 3),
+                download_seconds=round(downloaded - started, 3),
+                restore_seconds=round(finished - downloaded, 3))
+
+
+def _legacy_manifest(backup):
+    """What a seed script's file implies: a plain SQL dump of PostgreSQL, gzip-compressed."""
+    key = backup.artifact_key
+    fmt = 'custom' if '.dump' in key else 'plain'
+    return {'format': fmt, 'extension': 'dump' if fmt == 'custom' else 'sql',
+            'source': {'type': 'postgresql'}, 'legacy': True}

@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Byte streams and the stages they flow through: compress, hash, count, decompress.
+
+Everything moves in CHUNK-sized pieces, so memory stays flat whatever the database size.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import errno
+import gzip
+import hashlib
+import os
+import traceback
+import zlib
+
+from .errors import ConfigError, DependencyError, IntegrityError, BackupError
+
+try:
+    import zstandard
+    ZSTD_IMPORT_ERROR = None
+except ImportError:
+    zstandard = None
+    ZSTD_IMPORT_ERROR = traceback.format_exc()
+
+CHUNK = 1024 * 1024
+COMPRESSIONS = ('zstd', 'gzip', 'none')
+COMPRESSION_EXT_FOR = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
+DEFAULT_LEVEL = {'zstd': 3, 'gzip': 6, 'none': None}
+
+
+class DiskFullError(BackupError):
+    kind = 'disk_full'
+
+
+def _need_zstd():
+    if zstandard is None:
+        raise DependencyError(
+            'the Python library zstandard is missing on this node (needed for zstd compression)',
+            'pip install zstandard into the interpreter that runs the modules, or use compression: gzip')
+
+
+class HashingWriter(object):
+    """A write-only sink that hashes and counts what passes through to ``target``."""
+
+    def __init__(self, target):
+        self.target = target
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.sha256.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def flush(self):
+        self.target.flush()
+
+    def hexdigest(self):
+        return self.sha256.hexdigest()
+
+
+class HashingReader(object):
+    """A read-only source that hashes and counts what is read from ``source``."""
+
+    def __init__(self, source):
+        self.source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size=-1):
+        data = self.source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def hexdigest(self):
+        return self.sha256.hexdigest()
+
+
+def read_full(reader, size):
+    """Read exactly ``size`` bytes unless EOF comes first (pipes return short reads)."""
+    parts = []
+    missing = size
+    while missing > 0:
+        data = reader.read(missing)
+        if not data:
+            break
+        parts.append(data)
+        missing -= len(data)
+    return b''.join(parts)
+
+
+def copy(reader, writer):
+    total = 0
+    while True:
+        data = reader.read(CHUNK)
+        if not data:
+            return total
+        writer.write(data)
+        total += len(data)
+
+
+def validate_compression(name, level=None):
+    if name not in COMPRESSIONS:
+        raise ConfigError('unknown compression %r' % (name,), 'use one of: %s' % ', '.join(COMPRESSIONS))
+    if name == 'zstd':
+        _need_zstd()
+        if level is not None and not 1 <= level <= 19:
+            raise ConfigError('zstd level %s is out of range' % level, 'use 1 (fastest) to 19')
+    if name == 'gzip' and level is not None and not 1 <= level <= 9:
+        raise ConfigError('gzip level %s is out of range' % level, 'use 1 (fastest) to 9')
+
+
+def compress(reader, sink, compression, level=None, threads=0):
+    """Compress everything from ``reader`` into ``sink``; returns the raw byte count."""
+    level = level or DEFAULT_LEVEL[compression]
+    if compression == 'none':
+        return copy(reader, sink)
+    if compression == 'zstd':
+        _need_zstd()
+        # threads: zstd compresses in its own threads (GIL released) while we read and hash.
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+        with cctx.stream_writer(sink, closefd=False) as writer:
+            return copy(reader, writer)
+    with gzip.GzipFile(fileobj=sink, mode='wb', compresslevel=level, mtime=0) as writer:
+        return copy(reader, writer)
+
+
+def decompressing_reader(reader, compression):
+    """A reader that yields the decompressed bytes of ``reader``."""
+    if compression == 'none':
+        return reader
+    if compression == 'zstd':
+        _need_zstd()
+        return zstandard.ZstdDecompressor().stream_reader(reader, read_across_frames=True)
+    return gzip.GzipFile(fileobj=reader, mode='rb')
+
+
+def fetch_verified(reader, path, compression, expected_size=None, expected_sha256=None,
+                   where='the artifact'):
+    """Stream ``reader`` (compressed bytes) into ``path`` decompressed, then prove the
+    compressed bytes were the ones backed up. Returns (size, sha256, raw_size). On any
+    failure the partial file is removed and an error raised: nothing unproven stays."""
+    hashed = HashingReader(reader)
+    try:
+        with open(path, 'wb') as out:
+            try:
+                raw_size = copy(decompressing_reader(hashed, compression), out)
+                # drain what the decompressor did not need (trailing bytes would change the hash)
+                copy(hashed, _NullWriter())
+            except (EOFError, OSError, zlib.error) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise
+                raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
+                                     'the copy is corrupted or truncated; restore another backup')
+            except Exception as exc:  # zstandard.ZstdError has no common base with the above
+                if zstandard is not None and isinstance(exc, zstandard.ZstdError):
+                    raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
+                                         'the copy is corrupted or truncated; restore another backup')
+                raise
+        if expected_size is not None and hashed.size != expected_size:
+            raise IntegrityError('%s has %d bytes but the manifest records %d'
+                                 % (where, hashed.size, expected_size),
+                                 'the copy is truncated or damaged; restore another backup')
+        if expected_sha256 and hashed.hexdigest() != expected_sha256:
+            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
+                                 % (where, hashed.hexdigest(), expected_sha256),
+                                 'the copy is corrupted; restore another backup')
+        return hashed.size, hashed.hexdigest(), raw_size
+    except OSError as exc:
+        _remove(path)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError('no space left writing %s' % path,
+                                'free space there or point work_dir at a larger disk')
+        raise
+    except BaseException:
+        _remove(path)
+        raise
+
+
+class _NullWriter(object):
+    def write(self, data):
+        return len(data)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -1,0 +1,19 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Repository types by name. Adding a type: one new file, one line here."""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+from ..errors import ConfigError
+from . import local, s3, sftp
+
+TYPES = dict((cls.type, cls) for cls in (local.LocalRepository, s3.S3Repository, sftp.SftpRepository))
+
+
+def open_repository(options):
+    """Build the repository an options dict describes (it is not connected yet)."""
+    kind = (options or {}).get('type')
+    if kind not in TYPES:
+        raise ConfigError('repository type %r is not known' % (kind,),
+                          'use one of: %s' % ', '.join(sorted(TYPES)))
+    return TYPES[kind](options)

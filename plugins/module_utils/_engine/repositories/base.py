@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The repository interface: five verbs, nothing type-specific above it.
+
+Keys are relative to the repository's root (``prefix`` of a bucket, ``path`` of a
+directory) and use ``/``. ``put`` is atomic: a reader sees the whole object or nothing.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import collections
+import io
+
+from ..errors import ConfigError, IntegrityError
+
+ObjectInfo = collections.namedtuple('ObjectInfo', 'key size modified metadata')
+ObjectInfo.__new__.__defaults__ = (None,)
+
+PutResult = collections.namedtuple('PutResult', 'key size sha256 verification')
+
+VERIFY_MODES = ('full', 'size')
+
+
+class Repository(object):
+    """Base class. Subclasses set ``type``, ``required`` and implement the five verbs."""
+
+    type = None
+    required = ()
+    # option names whose values are secrets: never in messages, never in results
+    secret_options = ()
+
+    def __init__(self, options):
+        self.options = dict((k, v) for k, v in options.items() if v is not None)
+        missing = [name for name in self.required if not self.options.get(name)]
+        if missing:
+            raise ConfigError('a %s repository needs %s' % (self.type, ', '.join(missing)),
+                              'set them in the repository options')
+        self.verify = self.options.get('verify', 'full')
+        if self.verify not in VERIFY_MODES:
+            raise ConfigError('verify: %r is not known' % (self.verify,),
+                              'use one of: %s' % ', '.join(VERIFY_MODES))
+
+    # -- the five verbs --------------------------------------------------------------
+    def put(self, key, reader, size, sha256):
+        """Store ``size`` bytes from ``reader`` at ``key`` atomically and prove that what
+        landed has that size and sha256 (as far as ``verify`` asks). Returns PutResult."""
+        raise NotImplementedError
+
+    def get(self, key):
+        """Context manager yielding a binary reader of the object."""
+        raise NotImplementedError
+
+    def list(self, prefix):
+        """ObjectInfo of every object whose key starts with ``prefix``."""
+        raise NotImplementedError
+
+    def stat(self, key):
+        """ObjectInfo of ``key`` (with metadata where the store keeps it), or None."""
+        raise NotImplementedError
+
+    def delete(self, key):
+        """Delete ``key``; deleting a missing key is not an error."""
+        raise NotImplementedError
+
+    # -- shared conveniences -----------------------------------------------------------
+    def location(self, key=''):
+        """Where ``key`` lives, for humans: no credentials in it."""
+        raise NotImplementedError
+
+    def describe(self):
+        return {'type': self.type, 'location': self.location()}
+
+    def secrets(self):
+        return [self.options.get(name) for name in self.secret_options if self.options.get(name)]
+
+    def put_bytes(self, key, data):
+        import hashlib
+        return self.put(key, io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
+
+    def get_bytes(self, key):
+        from ..pipeline import copy
+        out = io.BytesIO()
+        with self.get(key) as reader:
+            copy(reader, out)
+        return out.getvalue()
+
+    def check_landed(self, key, size, sha256, landed_size, landed_sha256=None):
+        """Compare what a store reports back with what we sent; raise on a mismatch."""
+        if landed_size != size:
+            raise IntegrityError('%s holds %s bytes after upload, %s were sent'
+                                 % (self.location(key), landed_size, size),
+                                 'the upload was truncated; it was not marked complete, run it again')
+        if landed_sha256 is not None and landed_sha256 != sha256:
+            raise IntegrityError('%s does not read back with the checksum that was sent' % self.location(key),
+                                 'the store corrupted the upload; it was not marked complete')
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

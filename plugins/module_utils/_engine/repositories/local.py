@@ -1,0 +1,154 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A directory on a local or mounted disk (USB drive, NFS mount, the dump's own local copy)."""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import contextlib
+import datetime
+import errno
+import hashlib
+import os
+import uuid
+
+from ..errors import NotFoundError, RepositoryError
+from ..manifest import PARTIAL_SUFFIX
+from ..pipeline import CHUNK, DiskFullError, HashingWriter, copy, read_full
+from .base import ObjectInfo, PutResult, Repository
+
+
+class LocalRepository(Repository):
+    type = 'local'
+    required = ('path',)
+
+    def __init__(self, options):
+        super(LocalRepository, self).__init__(options)
+        self.root = os.path.abspath(os.path.expanduser(self.options['path']))
+
+    def location(self, key=''):
+        return os.path.join(self.root, key) if key else self.root
+
+    def _path(self, key):
+        return os.path.join(self.root, *key.split('/'))
+
+    def _check_root(self):
+        if not os.path.isdir(self.root):
+            raise NotFoundError('repository directory %s does not exist' % self.root,
+                                'create it (and mount the disk if it is one) or fix `path`')
+
+    def put(self, key, reader, size, sha256):
+        self._check_root()
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], PARTIAL_SUFFIX)
+        try:
+            with open(partial, 'wb') as out:
+                os.fchmod(out.fileno(), 0o600)
+                writer = HashingWriter(out)
+                copy(_Limited(reader, size), writer)
+                out.flush()
+                os.fsync(out.fileno())
+            self.check_landed(key, size, sha256, writer.size, writer.hexdigest())
+            if self.verify == 'full':
+                self.check_landed(key, size, sha256, *_hash_file(partial))
+            os.rename(partial, path)
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            _unlink(partial)
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError('no space left on the disk of %s' % self.root,
+                                    'free space or apply retention; the partial copy was removed')
+            raise RepositoryError('cannot write %s: %s' % (path, exc.strerror or exc))
+        except BaseException:
+            _unlink(partial)
+            raise
+        return PutResult(key, size, sha256, 'sha256 re-read' if self.verify == 'full' else 'size')
+
+    @contextlib.contextmanager
+    def get(self, key):
+        try:
+            handle = open(self._path(key), 'rb')
+        except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOENT:
+                raise NotFoundError('%s does not exist' % self.location(key))
+            raise RepositoryError('cannot read %s: %s' % (self.location(key), exc.strerror))
+        with handle:
+            yield handle
+
+    def list(self, prefix):
+        self._check_root()
+        head, _, _ = prefix.rpartition('/')
+        start = self._path(head) if head else self.root
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            for filename in filenames:
+                full = os.path.join(dirpath, filename)
+                key = os.path.relpath(full, self.root).replace(os.sep, '/')
+                if key.startswith(prefix):
+                    try:
+                        st = os.stat(full)
+                    except OSError:
+                        continue  # vanished while listing
+                    found.append(ObjectInfo(key, st.st_size, _mtime(st)))
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, '/')
+            rel = '' if rel == '.' else rel + '/'
+            # descend only where keys starting with prefix can be
+            dirnames[:] = [d for d in dirnames
+                           if (rel + d + '/').startswith(prefix) or prefix.startswith(rel + d + '/')]
+        return found
+
+    def stat(self, key):
+        try:
+            st = os.stat(self._path(key))
+        except OSError:
+            return None
+        return ObjectInfo(key, st.st_size, _mtime(st))
+
+    def delete(self, key):
+        _unlink(self._path(key))
+
+
+class _Limited(object):
+    """Read at most ``size`` bytes: a writer must never take more than the manifest promises."""
+
+    def __init__(self, reader, size):
+        self.reader, self.left = reader, size
+
+    def read(self, n=-1):
+        if self.left <= 0:
+            return b''
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = read_full(self.reader, n)
+        self.left -= len(data)
+        return data
+
+
+def _hash_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as handle:
+        while True:
+            data = handle.read(CHUNK)
+            if not data:
+                return size, digest.hexdigest()
+            digest.update(data)
+            size += len(data)
+
+
+def _mtime(st):
+    return datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

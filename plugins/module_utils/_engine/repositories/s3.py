@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Amazon S3 and every S3-compatible store (B2's S3 API, Wasabi, MinIO, GCS interoperability).
+
+Uploads are multipart with a bounded number of parts in memory. Each part carries its
+Content-MD5, so the store refuses a part damaged in transit, and the final ETag of a
+multipart object (md5 of the part md5s, ``-N``) is recomputed here to prove the whole
+object landed. Our own sha256 travels in the object metadata: it, not the ETag, decides
+whether an object is already uploaded.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import base64
+import contextlib
+import hashlib
+import threading
+import traceback
+
+from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
+from ..pipeline import read_full
+from .base import ObjectInfo, PutResult, Repository
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    BOTO3_IMPORT_ERROR = None
+except ImportError:
+    boto3 = None
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+
+MIB = 1024 * 1024
+MIN_PART = 5 * MIB            # S3's floor for every part but the last
+MAX_PARTS = 10000
+_AUTH_CODES = ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken',
+               'ExpiredToken', 'AuthorizationHeaderMalformed', '403')
+
+
+def checksum_setting(endpoint_url, requested='auto'):
+    """botocore 1.36+ sends CRC checksums by default, which many S3-compatible stores reject.
+    ``auto`` keeps them for AWS and asks for them only when required elsewhere."""
+    if requested != 'auto':
+        return requested
+    if not endpoint_url or '.amazonaws.com' in endpoint_url:
+        return 'when_supported'
+    return 'when_required'
+
+
+class S3Repository(Repository):
+    type = 's3'
+    required = ('bucket',)
+    secret_options = ('secret_key', 'session_token')
+
+    def __init__(self, options):
+        super(S3Repository, self).__init__(options)
+        self.bucket = self.options['bucket']
+        self.prefix = self.options.get('prefix', '').strip('/')
+        self.endpoint_url = self.options.get('endpoint_url')
+        self.part_size = int(self.options.get('part_size', 16)) * MIB
+        self.concurrency = int(self.options.get('concurrency', 4))
+        if self.part_size < MIN_PART:
+            raise ConfigError('part_size must be at least 5 (MiB)', 'S3 refuses smaller parts')
+        if self.concurrency < 1:
+            raise ConfigError('concurrency must be at least 1')
+        self.checksums = checksum_setting(self.endpoint_url, self.options.get('checksums', 'auto'))
+        self._client = None
+
+    # -- connection ---------------------------------------------------------------------
+    def client_config(self):
+        params = dict(
+            region_name=self.options.get('region'),
+            retries={'max_attempts': int(self.options.get('retries', 5)), 'mode': 'standard'},
+            connect_timeout=int(self.options.get('timeout', 30)),
+            read_timeout=int(self.options.get('timeout', 60)),
+            max_pool_connections=self.concurrency + 4,
+            s3={'addressing_style': 'path' if self.endpoint_url else 'auto'},
+            request_checksum_calculation=self.checksums,
+            response_checksum_validation=self.checksums,
+        )
+        try:
+            return botocore.config.Config(**params)
+        except TypeError:  # botocore older than 1.36 has neither setting nor the default
+            del params['request_checksum_calculation'], params['response_checksum_validation']
+            return botocore.config.Config(**params)
+
+    @property
+    def client(self):
+        if self._client is None:
+            if boto3 is None:
+                raise DependencyError(
+                    'the Python library boto3 is missing on this node (needed for s3 repositories)',
+                    'pip install boto3 into the interpreter that runs the modules '
+                    '(ansible_python_interpreter), e.g. the offsite.backup.client role\'s virtualenv')
+            session = boto3.session.Session(
+                aws_access_key_id=self.options.get('access_key'),
+                aws_secret_access_key=self.options.get('secret_key'),
+                aws_session_token=self.options.get('session_token'),
+                region_name=self.options.get('region'))
+            self._client = session.client('s3', endpoint_url=self.endpoint_url, config=self.client_config())
+        return self._client
+
+    def location(self, key=''):
+        path = '/'.join(p for p in (self.prefix, key) if p)
+        where = 's3://%s/%s' % (self.bucket, path)
+        return '%s at %s' % (where, self.endpoint_url) if self.endpoint_url else where
+
+    def _key(self, key):
+        return '%s/%s' % (self.prefix, key) if self.prefix else key
+
+    @contextlib.contextmanager
+    def _errors(self, doing, key=''):
+        """Turn boto's exceptions into messages an operator can act on."""
+        try:
+            yield
+        except botocore.exceptions.NoCredentialsError:
+            raise ConfigError('no S3 credentials for %s' % self.location(),
+                              'set access_key/secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError) as exc:
+            raise RepositoryError('cannot reach the S3 endpoint %s while %s (%s)'
+                                  % (self.endpoint_url or 'of AWS', doing, exc),
+                                  'check endpoint_url, DNS and the network')
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get('Error', {}).get('Code', ''))
+            status = exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
+            if code == 'NoSuchBucket':
+                raise NotFoundError('bucket %s does not exist%s' % (
+                    self.bucket, ' at %s' % self.endpoint_url if self.endpoint_url else ''),
+                    'create it or fix `bucket`')
+            if code in _AUTH_CODES or status == 403:
+                raise RepositoryError('the S3 endpoint refused the credentials while %s %s (%s)'
+                                      % (doing, self.location(key), code),
+                                      'check access_key/secret_key and the key\'s permissions on the bucket')
+            if code in ('NoSuchKey', '404'):
+                raise NotFoundError('%s does not exist' % self.location(key))
+            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
+        except botocore.exceptions.BotoCoreError as exc:
+            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
+
+    # -- the five verbs -----------------------------------------------------------------
+    def put(self, key, reader, size, sha256):
+        extra = {'Metadata': {'sha256': sha256}}
+        if self.options.get('storage_class') and not key.endswith('.json'):
+            extra['StorageClass'] = self.options['storage_class']  # manifests stay readable
+        if self.options.get('server_side_encryption'):
+            extra['ServerSideEncryption'] = self.options['server_side_encryption']
+        # keep under S3's 10,000-part limit however large the artifact grows
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        with self._errors('uploading', key):
+            first = read_full(reader, min(part_size, size) if size else part_size)
+            if len(first) < part_size or size <= part_size:
+                etag, expected = self._put_single(key, first, extra)
+            else:
+                etag, expected = self._put_multipart(key, first, reader, part_size, extra)
+            landed = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        self.check_landed(key, size, sha256, landed['ContentLength'])
+        if landed.get('Metadata', {}).get('sha256') != sha256:
+            raise RepositoryError('%s was stored without its sha256 metadata' % self.location(key),
+                                  'the store drops user metadata; it cannot be used as is')
+        verification = 'size'
+        if self.verify == 'full':
+            if etag.strip('"') == expected:
+                verification = 'md5 per part + etag'
+            else:
+                # ETag is not an MD5 here (SSE-KMS, some compatible stores): read it back
+                with self.get(key) as body:
+                    digest, count = hashlib.sha256(), 0
+                    for chunk in iter(lambda: body.read(MIB), b''):
+                        digest.update(chunk)
+                        count += len(chunk)
+                self.check_landed(key, size, sha256, count, digest.hexdigest())
+                verification = 'sha256 re-read'
+        return PutResult(key, size, sha256, verification)
+
+    def _put_single(self, key, data, extra):
+        md5 = hashlib.md5(data)
+        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                          ContentMD5=base64.b64encode(md5.digest()).decode(), **extra)
+        return response['ETag'], md5.hexdigest()
+
+    def _put_multipart(self, key, first, reader, part_size, extra):
+        from concurrent.futures import ThreadPoolExecutor
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=self._key(key), **extra)['UploadId']
+        digests = {}
+        # at most `concurrency` parts in flight plus the one being read: bounded memory
+        slots = threading.BoundedSemaphore(self.concurrency)
+        failure = []
+
+        def send(number, data):
+            try:
+                md5 = hashlib.md5(data).digest()
+                response = self.client.upload_part(
+                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id, PartNumber=number,
+                    Body=data, ContentMD5=base64.b64encode(md5).decode())
+                digests[number] = (response['ETag'], md5)
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                slots.release()
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                number, data = 1, first
+                while data and not failure:
+                    slots.acquire()
+                    pool.submit(send, number, data)
+                    number += 1
+                    data = read_full(reader, part_size)
+            if failure:
+                raise failure[0]
+            parts = [{'PartNumber': n, 'ETag': digests[n][0]} for n in sorted(digests)]
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
+                MultipartUpload={'Parts': parts})
+        except BaseException:
+            # never leave invisible parts behind that the bucket owner pays for
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key), UploadId=upload_id)
+            except Exception:
+                pass
+            raise
+        combined = hashlib.md5(b''.join(digests[n][1] for n in sorted(digests))).hexdigest()
+        return response['ETag'], '%s-%d' % (combined, len(digests))
+
+    @contextlib.contextmanager
+    def get(self, key):
+        with self._errors('downloading', key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))['Body']
+        try:
+            yield _ErrorMappingReader(body, self, key)
+        finally:
+            body.close()
+
+    def list(self, prefix):
+        found = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with self._errors('listing', prefix):
+            pages = self.client.get_paginator('list_objects_v2').paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                for item in page.get('Contents', []):
+                    found.append(ObjectInfo(item['Key'][strip:], item['Size'], item['LastModified']))
+        return found
+
+    def stat(self, key):
+        try:
+            with self._errors('inspecting', key):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except NotFoundError:
+            return None
+        return ObjectInfo(key, head['ContentLength'], head['LastModified'], head.get('Metadata', {}))
+
+    def delete(self, key):
+        with self._errors('deleting', key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class _ErrorMappingReader(object):
+    """A streaming body whose network errors mid-download become RepositoryErrors."""
+
+    def __init__(self, body, repo, key):
+        self.body, self.repo, self.key = body, repo, key
+
+    def read(self, size=-1):
+        with self.repo._errors('downloading', self.key):
+            try:
+                return self.body.read(size if size and size > 0 else None)
+            except (IOError, OSError) as exc:
+                raise RepositoryError('download of %s broke off: %s' % (self.repo.location(self.key), exc))
+
+    def readable(self):
+        return True

@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The source interface: what is backed up (``dump``) is also what is restored into.
+
+A source type is one file: it dumps into a byte stream and restores from a verified,
+decompressed local file, always into a scratch place first, swapped in only on success.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+from ..errors import ConfigError
+
+RESTORE_MODES = ('create', 'replace')
+
+
+class Source(object):
+    type = None
+    required = ()
+    secret_options = ()
+
+    def __init__(self, options, log):
+        self.options = dict((k, v) for k, v in (options or {}).items() if v is not None)
+        self.log = log
+        missing = [name for name in self.required if not self.options.get(name)]
+        if missing:
+            raise ConfigError('a %s source needs %s' % (self.type, ', '.join(missing)))
+
+    def secrets(self):
+        return [self.options[name] for name in self.secret_options if self.options.get(name)]
+
+    def describe(self):
+        """Where the data lives, for messages and results (no secrets)."""
+        raise NotImplementedError
+
+    # -- backup side ---------------------------------------------------------------------
+    def artifact(self):
+        """(file extension before compression, format name) of what ``dump`` produces."""
+        raise NotImplementedError
+
+    def probe(self):
+        """Connect, and return facts for the manifest (server version, size estimate...).
+        Raises a clear error when the source cannot be dumped. Used by check mode too."""
+        raise NotImplementedError
+
+    def dump(self):
+        """Context manager yielding a binary reader of the dump; on exit, raises if the
+        producer failed (so a truncated dump never passes for a complete one)."""
+        raise NotImplementedError
+
+    # -- restore side --------------------------------------------------------------------
+    def check_target(self, mode):
+        """Before anything is downloaded: is the target reachable, and does ``mode`` allow
+        the restore? Returns facts (e.g. ``exists``)."""
+        raise NotImplementedError
+
+    def restore(self, path, manifest, mode):
+        """Restore the decompressed, checksum-verified artifact at ``path``."""
+        raise NotImplementedError
+
+
+def check_mode(mode):
+    if mode not in RESTORE_MODES:
+        raise ConfigError('restore mode %r is not known' % (mode,), 'use create or replace')
