@@ -142,8 +142,8 @@ options:
     description:
       - The repositories to copy the backup to, each a dict with a O(repositories[].type).
       - Each is tried even when another fails; the task fails if any failed.
+      - One of O(repositories) and O(repository) is required; O(repositories) wins when both are set.
     type: list
     elements: dict
-    required: true
     suboptions:
 ''' + _indent(_SUBOPTIONS, 6).replace('O(repository.', 'O(repositories[].') + '\n'

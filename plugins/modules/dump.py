@@ -114,6 +114,12 @@ options:
       - Worker threads for zstd; C(0) compresses in the reading thread, C(-1) uses one per CPU.
     type: int
     default: -1
+  repository:
+    description:
+      - Not used by dump (it writes to O(dest)); accepted so that C(module_defaults) for
+        C(group/offsite.backup.all) can set O(repository) once for every module of a play.
+        Copy offsite with M(offsite.backup.upload).
+    type: dict
   tags:
     description: Tags recorded in the manifest; M(offsite.backup.retention) can keep backups by tag.
     type: list
@@ -245,6 +251,7 @@ def main():
             compression_level=dict(type='int'),
             compression_threads=dict(type='int', default=-1),
             tags=dict(type='list', elements='str', default=[]),
+            repository=dict(type='dict'),
         ),
         supports_check_mode=True,
     )

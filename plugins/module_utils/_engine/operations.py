@@ -172,12 +172,16 @@ def load_local_backup(backup):
     return path, data
 
 
-def upload(backup, repositories, check_mode=False, log=None):
+def upload(backup, repositories, name=None, check_mode=False, log=None):
     """Copy one local backup to every repository: artifact, verified, then manifest."""
     log = log or CommandLog()
     path, data = load_local_backup(backup)
+    repositories = [r for r in repositories or [] if r]
     if not repositories:
         raise ConfigError('no repositories given')
+    if name and name != data['name']:
+        raise ConfigError('%s belongs to backup set %s, not %s' % (path, data['name'], name),
+                          'upload the right file or fix `name`')
     name = data['name']
     art_key = mf.artifact_key(name, data['id'], data['extension'])
     man_key = mf.manifest_key(name, data['id'])

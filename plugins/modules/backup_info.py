@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: backup_info
+short_description: List the backups of a set in a repository
+version_added: 0.1.0
+description:
+  - Lists the backups of O(name) in O(repository), newest first, complete or not, including
+    legacy backups written by the seed scripts (C(<name>_YYYYMMDD_HHMMSS.sql.gz)).
+  - A backup is complete when its manifest exists and its artifact has the recorded size;
+    only complete backups count as RV(latest).
+extends_documentation_fragment:
+  - offsite.backup.attributes
+  - offsite.backup.repository
+attributes:
+  check_mode:
+    description: Read-only; runs the same in check mode.
+    support: full
+  idempotent:
+    description: Never changes anything.
+    support: full
+options:
+  name:
+    description: Backup set name.
+    type: str
+    required: true
+  repository:
+    required: true
+  query:
+    description:
+      - A JMESPath expression applied to the list of backups, for example
+        C([?complete] | [?size > `1000000`].id). RV(backups) then holds its result.
+    type: str
+requirements:
+  - jmespath (Python) for O(query)
+author:
+  - offsite.backup maintainers
+'''
+
+EXAMPLES = r'''
+- name: What is in the bucket?
+  offsite.backup.backup_info:
+    name: crm
+    repository:
+      type: s3
+      bucket: crm-backups
+      endpoint_url: https://s3.eu-central-003.backblazeb2.com
+  register: info
+
+- name: Fail when the newest backup is older than a day
+  ansible.builtin.assert:
+    that: (now(utc=true) - (info.latest.created | to_datetime('%Y-%m-%dT%H:%M:%SZ'))).total_seconds() < 86400
+
+- name: Only the ids of incomplete backups
+  offsite.backup.backup_info:
+    name: crm
+    repository: {type: local, path: /srv/backups}
+    query: "[?!complete].id"
+'''
+
+RETURN = r'''
+backups:
+  description: Backups, newest first (or the result of O(query)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Backup id.
+      type: str
+    created:
+      description: Creation time, UTC.
+      type: str
+    size:
+      description: Artifact size in bytes.
+      type: int
+    sha256:
+      description: Artifact sha256 (none for legacy backups).
+      type: str
+    complete:
+      description: Whether the backup is complete (manifest present, sizes agree).
+      type: bool
+    legacy:
+      description: Whether it is a seed-script backup without manifest.
+      type: bool
+    tags:
+      description: Tags from the manifest.
+      type: list
+      elements: str
+    problem:
+      description: Why the backup is not complete.
+      type: str
+      returned: when not complete
+latest:
+  description: The newest complete backup, or null.
+  returned: always
+  type: dict
+count:
+  description: Number of complete backups.
+  returned: always
+  type: int
+total_size:
+  description: Bytes stored by all listed artifacts.
+  returned: always
+  type: int
+location:
+  description: Where the set lives (no credentials).
+  returned: always
+  type: str
+executed_commands:
+  description: Commands the module ran.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str', required=True),
+            repository=dict(type='dict', required=True, options=repository_spec()),
+            query=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    run(module, operations.info, name=p['name'], repository=p['repository'], query=p['query'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,218 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: restore
+short_description: Restore a verified backup into a database or a directory
+version_added: 0.1.0
+description:
+  - Downloads the chosen backup of O(name) from O(repository), checks its sha256 and size
+    against the manifest before anything is written to the target, decompresses it and
+    restores it, with C(pg_restore -j) for PostgreSQL custom-format dumps.
+  - The restore goes into a scratch database (or directory) first. Only when it fully
+    succeeded is it renamed into place; with O(target.mode=replace) the old database is swapped
+    out in the same transaction. A failed restore leaves the target exactly as it was.
+  - Seed-script backups (C(<name>_YYYYMMDD_HHMMSS.sql.gz)) are restorable too.
+extends_documentation_fragment:
+  - offsite.backup.attributes
+  - offsite.backup.repository
+attributes:
+  check_mode:
+    description: Chooses the backup and checks the target (connection, existence for O(target.mode=create)); changes nothing.
+    support: full
+  idempotent:
+    description: Every run restores again.
+    support: none
+options:
+  name:
+    description: Backup set name.
+    type: str
+    required: true
+  repository:
+    required: true
+  backup:
+    description: C(latest), a backup id, or an ISO-8601 time (the newest complete backup at or before it).
+    type: str
+    default: latest
+  target:
+    description: Where to restore.
+    type: dict
+    required: true
+    suboptions:
+      type:
+        description: C(postgresql) or C(files); must match the backup's source type.
+        type: str
+        required: true
+        choices: [files, postgresql]
+      mode:
+        description:
+          - C(create) fails if the target exists.
+          - C(replace) restores beside the target and swaps it in only after success.
+        type: str
+        choices: [create, replace]
+        default: create
+      database:
+        description: Database to restore into (C(postgresql)).
+        type: str
+      host:
+        description: Server host (C(postgresql)). Defaults to C(127.0.0.1).
+        type: str
+      port:
+        description: Server port (C(postgresql)). Defaults to C(5432).
+        type: int
+      user:
+        description: User (C(postgresql)); needs CREATEDB. Defaults to C(postgres).
+        type: str
+      password:
+        description: Password (C(postgresql)), passed in E(PGPASSWORD). Falls back to E(PGPASSWORD).
+        type: str
+      ssl_mode:
+        description: libpq C(sslmode) (C(postgresql)).
+        type: str
+      connect_timeout:
+        description: Seconds to wait for a connection (C(postgresql)). Defaults to 10.
+        type: int
+      maintenance_db:
+        description: Database to connect to for CREATE/ALTER/DROP DATABASE (C(postgresql)). Defaults to C(postgres).
+        type: str
+      jobs:
+        description: Parallel C(pg_restore) jobs for custom-format dumps. Defaults to the CPU count, at most 4.
+        type: int
+      owner:
+        description: Owner of the restored database (C(postgresql)).
+        type: str
+      no_owner:
+        description: Restore without the dump's ownership and privileges (roles missing on the target).
+        type: bool
+        default: false
+      terminate_connections:
+        description: With O(target.mode=replace), end sessions on the old database so it can be swapped.
+        type: bool
+        default: false
+      keep_previous:
+        description: Keep the replaced database or directory under a C(_previous_...) name instead of dropping it.
+        type: bool
+        default: false
+      path:
+        description: Directory to restore into (C(files)).
+        type: path
+      include:
+        description: Restore only these paths of the archive (C(files)).
+        type: list
+        elements: str
+  work_dir:
+    description:
+      - Directory for the downloaded, decompressed dump (C(pg_restore -j) needs a file).
+        It must hold the uncompressed size; this is checked before anything is downloaded.
+        Defaults to the system temporary directory.
+    type: path
+author:
+  - offsite.backup maintainers
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest backup into a new database (a restore test)
+  offsite.backup.restore:
+    name: crm
+    repository:
+      type: s3
+      bucket: crm-backups
+    target:
+      type: postgresql
+      database: crm_restore_test
+
+- name: Disaster recovery - replace the production database with the backup of last night
+  offsite.backup.restore:
+    name: crm
+    backup: "2026-11-23T03:30:00Z"
+    repository: {type: sftp, host: u123456.your-storagebox.de, port: 23, user: u123456,
+                 private_key: /root/.ssh/id_ed25519_backup, known_hosts: /etc/offsite-backup/known_hosts,
+                 path: backups/crm}
+    target:
+      type: postgresql
+      database: crm_db
+      mode: replace
+      terminate_connections: true
+'''
+
+RETURN = r'''
+backup:
+  description: The backup that was restored (as in M(offsite.backup.backup_info)).
+  returned: always
+  type: dict
+target:
+  description: The target, described.
+  returned: always
+  type: str
+  sample: PostgreSQL database crm_db on 127.0.0.1:5432
+mode:
+  description: The restore mode.
+  returned: always
+  type: str
+age_seconds:
+  description: Age of the backup when restored (the recovery point actually achieved).
+  returned: always
+  type: int
+status:
+  description: C(restored), or C(would restore) in check mode.
+  returned: always
+  type: str
+restored:
+  description: What was restored (database or path, whether it replaced one).
+  returned: when restored
+  type: dict
+duration:
+  description: Seconds from start to restored.
+  returned: when restored
+  type: float
+download_seconds:
+  description: Seconds spent downloading, verifying and decompressing.
+  returned: when restored
+  type: float
+restore_seconds:
+  description: Seconds spent loading the target.
+  returned: when restored
+  type: float
+executed_commands:
+  description: Commands the module ran, without secrets.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+
+
+def main():
+    target = database_spec()
+    target.update(
+        mode=dict(type='str', choices=['create', 'replace'], default='create'),
+        owner=dict(type='str'),
+        no_owner=dict(type='bool', default=False),
+        terminate_connections=dict(type='bool', default=False),
+        keep_previous=dict(type='bool', default=False),
+        path=dict(type='path'),
+        include=dict(type='list', elements='str'),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str', required=True),
+            repository=dict(type='dict', required=True, options=repository_spec()),
+            backup=dict(type='str', default='latest'),
+            target=dict(type='dict', required=True, options=target),
+            work_dir=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    run(module, operations.restore, name=p['name'], repository=p['repository'], target=p['target'],
+        backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], check_mode=module.check_mode)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: retention
+short_description: Apply a restic-compatible retention policy to a backup set
+version_added: 0.1.0
+description:
+  - Decides which backups of O(name) to keep with exactly the semantics of C(restic forget)
+    (calendar buckets, ISO weeks Monday to Sunday, only buckets holding a backup count,
+    durations measured back from the newest backup, C(-1) for unlimited, the oldest backup
+    kept while a bucket rule has counts left as in restic 0.16+), and deletes the others
+    from O(repository): the manifest first, then the artifact.
+  - It never deletes the newest complete backup. Incomplete leftovers (an artifact without
+    manifest, a partial upload) older than O(incomplete_grace) hours are removed.
+  - With O(backups) instead of O(repository) it only plans, touching nothing, so you can see
+    what a policy keeps over a year.
+  - Calendar buckets are taken in O(timezone), so an operator in Paris gets Paris days and weeks.
+extends_documentation_fragment:
+  - offsite.backup.attributes
+  - offsite.backup.repository
+attributes:
+  check_mode:
+    description: A dry run that returns what would be deleted.
+    support: full
+  idempotent:
+    description: A second run with the same policy and backups deletes nothing.
+    support: full
+options:
+  name:
+    description: Backup set name. Required with O(repository).
+    type: str
+  backups:
+    description:
+      - Plan only, for these backups, each C({id, time, tags}); C(time) is ISO-8601.
+      - When given, O(repository) is ignored (so C(module_defaults) may still set it) and
+        nothing is deleted.
+    type: list
+    elements: dict
+  policy:
+    description: The retention policy; at least one rule, else everything is kept.
+    type: dict
+    required: true
+    suboptions:
+      keep_last:
+        description: Keep the N newest backups (C(-1) all).
+        type: int
+      keep_hourly:
+        description: Keep the newest backup of each of the last N hours that have one.
+        type: int
+      keep_daily:
+        description: Keep the newest backup of each of the last N days that have one.
+        type: int
+      keep_weekly:
+        description: Keep the newest backup of each of the last N ISO weeks that have one.
+        type: int
+      keep_monthly:
+        description: Keep the newest backup of each of the last N months that have one.
+        type: int
+      keep_yearly:
+        description: Keep the newest backup of each of the last N years that have one.
+        type: int
+      keep_within:
+        description: Keep every backup within this duration of the newest one, restic syntax (C(1y2m3d4h)).
+        type: str
+      keep_within_hourly:
+        description: Keep the newest backup per hour within this duration of the newest backup.
+        type: str
+      keep_within_daily:
+        description: Keep the newest backup per day within this duration of the newest backup.
+        type: str
+      keep_within_weekly:
+        description: Keep the newest backup per ISO week within this duration of the newest backup.
+        type: str
+      keep_within_monthly:
+        description: Keep the newest backup per month within this duration of the newest backup.
+        type: str
+      keep_within_yearly:
+        description: Keep the newest backup per year within this duration of the newest backup.
+        type: str
+      keep_tags:
+        description:
+          - Keep backups that have all tags of any entry; an entry is a list or a comma-separated string.
+        type: list
+        elements: raw
+      keep_days:
+        description:
+          - The seed scripts' C(BACKUP_RETENTION_DAYS) - keep every backup at most N days old,
+            measured from now (unlike O(policy.keep_within), measured from the newest backup).
+        type: int
+  timezone:
+    description: IANA time zone for the calendar buckets, for example C(Europe/Paris).
+    type: str
+    default: UTC
+  incomplete_grace:
+    description: Hours after which incomplete leftovers are removed (so a running upload is never touched).
+    type: int
+    default: 24
+  repository:
+    description: The repository to apply the policy to. Ignored when O(backups) is given.
+author:
+  - offsite.backup maintainers
+'''
+
+EXAMPLES = r'''
+- name: The seed's production policy, in Paris days
+  offsite.backup.retention:
+    name: crm
+    repository:
+      type: s3
+      bucket: crm-backups
+    policy:
+      keep_daily: 30
+      keep_weekly: 12
+      keep_monthly: 12
+    timezone: Europe/Paris
+
+- name: What a policy would keep (plan only, nothing is touched)
+  offsite.backup.retention:
+    backups:
+      - {id: crm_a, time: "2026-10-31T03:00:00Z", tags: [monthly]}
+      - {id: crm_b, time: "2026-11-22T03:00:00Z"}
+      - {id: crm_c, time: "2026-11-23T03:00:00Z"}
+    policy: {keep_last: 1, keep_tags: [monthly]}
+  register: planned
+
+- name: Same as the seed's find -mtime +30 -delete
+  offsite.backup.retention:
+    name: crm
+    repository: {type: local, path: /srv/backups}
+    policy: {keep_days: 31}
+'''
+
+RETURN = r'''
+keep:
+  description: Ids of the backups kept, newest first.
+  returned: always
+  type: list
+  elements: str
+remove:
+  description: Ids of the backups the policy removes (removed, or would be in check mode and planning).
+  returned: always
+  type: list
+  elements: str
+reasons:
+  description: For each kept id, why (restic's wording, e.g. C(daily snapshot), C(within 7d)).
+  returned: always
+  type: dict
+removed:
+  description: Ids actually deleted.
+  returned: with repository
+  type: list
+  elements: str
+incomplete:
+  description: Keys of incomplete leftovers past the grace period.
+  returned: with repository
+  type: list
+  elements: str
+incomplete_removed:
+  description: Keys of incomplete leftovers actually deleted.
+  returned: with repository
+  type: list
+  elements: str
+damaged:
+  description: Backups whose manifest and artifact disagree; never deleted automatically.
+  returned: with repository
+  type: list
+  elements: dict
+executed_commands:
+  description: Commands the module ran.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+
+COUNTS = ('keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly', 'keep_days')
+DURATIONS = ('keep_within', 'keep_within_hourly', 'keep_within_daily', 'keep_within_weekly',
+             'keep_within_monthly', 'keep_within_yearly')
+
+
+def main():
+    policy = dict((key, dict(type='int')) for key in COUNTS)
+    policy.update((key, dict(type='str')) for key in DURATIONS)
+    policy['keep_tags'] = dict(type='list', elements='raw')
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str'),
+            repository=dict(type='dict', options=repository_spec()),
+            backups=dict(type='list', elements='dict'),
+            policy=dict(type='dict', required=True, options=policy),
+            timezone=dict(type='str', default='UTC'),
+            incomplete_grace=dict(type='int', default=24),
+        ),
+        required_one_of=[('repository', 'backups')],
+        supports_check_mode=True,
+    )
+    p = module.params
+    rules = dict((k, v) for k, v in p['policy'].items() if v is not None)
+    if p['backups'] is not None:
+        run(module, operations.plan, backups=p['backups'], policy=rules, timezone=p['timezone'])
+    if not p['name']:
+        module.fail_json(msg='name is required to apply a policy to a repository')
+    run(module, operations.retention, name=p['name'], repository=p['repository'], policy=rules,
+        timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode)
+
+
+if __name__ == '__main__':
+    main()
