@@ -1,0 +1,18 @@
+"""Test harness for offsite.backup: real services on loopback, PostgreSQL helpers and an
+ansible-playbook runner.
+
+    from tests.harness.services import MotoS3, Sshd, ScramPostgres
+    from tests.harness import pg
+    from tests.harness.ansible import run_playbook
+
+Command line (for the demo script):
+
+    python -m tests.harness.services up --state FILE [--services moto,sshd,scram_pg]
+    python -m tests.harness.services down --state FILE
+"""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+COLLECTIONS_PATH = REPO_ROOT / ".cache" / "collections"
