@@ -58,6 +58,11 @@ class TargetError(BackupError):
     kind = 'target'
 
 
+class DiskFullError(BackupError):
+    """No space left where a dump, an upload or a restore writes."""
+    kind = 'disk_full'
+
+
 class LockedError(BackupError):
     """Another run holds the lock for this backup set."""
     kind = 'locked'

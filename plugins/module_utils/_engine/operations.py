@@ -11,7 +11,6 @@ __metaclass__ = type
 import contextlib
 import datetime
 import errno
-import json
 import os
 import shutil
 import tempfile
@@ -22,9 +21,10 @@ import uuid
 from . import manifest as mf
 from .catalog import Catalog
 from .commands import CommandLog
-from .errors import BackupError, ConfigError, DependencyError, LockedError, NotFoundError, TargetError
-from .pipeline import (DiskFullError, HashingWriter, COMPRESSION_EXT_FOR, compress,
-                       fetch_verified, free_bytes, validate_compression)
+from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
+                     NotFoundError)
+from .pipeline import (COMPRESSION_EXT_FOR, HashingReader, HashingWriter, compress, fetch_verified,
+                       free_bytes, validate_compression)
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
 from .sources import open_source
@@ -221,8 +221,15 @@ def _upload_one(repo, path, data, art_key, man_key, check_mode):
             return 'unchanged'
     if check_mode:
         return 'would upload'
-    with open(path, 'rb') as reader:
-        repo.put(art_key, reader, data['size'], data['sha256'])
+    with open(path, 'rb') as handle:
+        sent = HashingReader(handle)
+        repo.put(art_key, sent, data['size'], data['sha256'])
+    if sent.hexdigest() != data['sha256'] or sent.size != data['size']:
+        # the local copy rotted or changed since dump: never mark such a copy complete
+        repo.delete(art_key)
+        raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
+                             % (path, sent.hexdigest(), data['sha256']),
+                             'the local copy is damaged; dump again (nothing was marked complete)')
     repo.put_bytes(man_key, mf.dumps(data))  # manifest last
     return 'uploaded'
 
@@ -257,7 +264,9 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
         except PolicyError as exc:
             raise ConfigError(str(exc))
         newest = complete[0].id if complete else None
-        remove_ids = set(b.id for b in decided.remove) - set([newest])  # never the newest complete
+        remove_ids = set(b.id for b in decided.remove)
+        if newest in remove_ids:  # the planner keeps it; deleting it would be unrecoverable
+            raise BackupError('internal error: retention planned to delete the newest backup %s' % newest)
         by_id = dict((b.id, b) for b in complete)
         cutoff = now - datetime.timedelta(hours=grace_hours)
         leftovers = [b for b in catalog.incomplete if b.manifest_key is None and b.modified < cutoff]
@@ -278,18 +287,14 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             for info in partials:
                 repo.delete(info.key)
                 cleaned.append(info.key)
-        plan_dict = decided.as_dict()
-        return {
+        return dict(decided.as_dict(), **{
             'changed': bool(remove_ids or leftovers or partials),
-            'keep': [i for i in plan_dict['keep']] + ([newest] if newest in set(plan_dict['remove']) else []),
-            'remove': [i for i in plan_dict['remove'] if i in remove_ids],
-            'reasons': plan_dict['reasons'],
             'removed': removed,
             'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
             'incomplete_removed': cleaned,
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
-        }
+        })
 
 
 def _legacy_tz(options):

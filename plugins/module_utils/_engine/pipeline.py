@@ -14,7 +14,7 @@ import os
 import traceback
 import zlib
 
-from .errors import ConfigError, DependencyError, IntegrityError, BackupError
+from .errors import ConfigError, DependencyError, DiskFullError, IntegrityError
 
 try:
     import zstandard
@@ -27,10 +27,6 @@ CHUNK = 1024 * 1024
 COMPRESSIONS = ('zstd', 'gzip', 'none')
 COMPRESSION_EXT_FOR = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
 DEFAULT_LEVEL = {'zstd': 3, 'gzip': 6, 'none': None}
-
-
-class DiskFullError(BackupError):
-    kind = 'disk_full'
 
 
 def _need_zstd():

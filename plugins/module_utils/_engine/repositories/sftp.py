@@ -24,7 +24,8 @@ import uuid
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..pipeline import CHUNK, DiskFullError, HashingWriter, read_full
+from ..errors import DiskFullError
+from ..pipeline import CHUNK, read_full
 from .base import ObjectInfo, PutResult, Repository
 
 try:
@@ -177,16 +178,14 @@ class SftpRepository(Repository):
                 self._makedirs(posixpath.dirname(path))
                 with self.sftp.open(partial, 'wb') as remote:
                     remote.set_pipelined(True)
-                    writer = HashingWriter(remote)
                     left = size
                     while left > 0:
                         data = read_full(reader, min(CHUNK, left))
                         if not data:
                             break
-                        writer.write(data)
+                        remote.write(data)
                         left -= len(data)
                 self.check_landed(key, size, sha256, self.sftp.stat(partial).st_size)
-                self.check_landed(key, size, sha256, writer.size, writer.hexdigest())
                 if self.verify == 'full':
                     self.check_landed(key, size, sha256, *self._hash_remote(partial))
                 self._rename(partial, path)
