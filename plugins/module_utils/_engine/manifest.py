@@ -25,14 +25,14 @@ PARTIAL_SUFFIX = '.partial'
 
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
 _ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?$')
+_LEGACY_EXT = r'sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz'
 _LEGACY_RE = re.compile(
     r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})'
-    r'\.(?P<ext>sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz)$')
-
+    r'\.(?P<ext>' + _LEGACY_EXT + r')$')
 
 
 def validate_name(name):
-    if not name or not NAME_RE.match(name):
+    if not name or not NAME_RE.fullmatch(name):  # match() would let a trailing newline through
         raise ConfigError(
             'backup set name %r is not usable' % (name,),
             'use letters, digits, "_" and "-" only (it becomes part of every object name)')
@@ -58,7 +58,7 @@ def parse_time(text):
             value = value[:-1] + '+00:00'
         if re.match(r'^\d{8}T\d{6}\+00:00$', value):
             value = '%s-%s-%sT%s:%s:%s+00:00' % (value[0:4], value[4:6], value[6:8],
-                                                value[9:11], value[11:13], value[13:15])
+                                                 value[9:11], value[11:13], value[13:15])
         try:
             dt = datetime.datetime.fromisoformat(value)
         except ValueError:
@@ -106,7 +106,12 @@ def parse_legacy(key, name, tz=datetime.timezone.utc):
     if len(parts) > 2 or (len(parts) == 2 and parts[0] != name):
         return None
     match = _LEGACY_RE.match(parts[-1])
-    if not match or match.group('name') != name:
+    if match and match.group('name') != name:
+        # the name group is lazy: for crm_backup_20251028_140000.sql.gz it says "crm" and
+        # swallows "_backup"; set crm_backup must find it too (the seeds' own prefix)
+        match = re.match(r'^%s_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>%s)$'
+                         % (re.escape(name), _LEGACY_EXT), parts[-1])
+    if not match:
         return None
     created = datetime.datetime.strptime(match.group('date') + match.group('time'), '%Y%m%d%H%M%S')
     created = created.replace(tzinfo=tz).astimezone(datetime.timezone.utc)
@@ -147,14 +152,25 @@ def loads(data, where):
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError('manifest %s is not valid JSON (%s)' % (where, exc),
                              'the object is damaged; restore another backup')
+    if not isinstance(manifest, dict):
+        raise IntegrityError('manifest %s is not a JSON object' % where,
+                             'the object is damaged; restore another backup')
     missing = [k for k in ('format_version', 'name', 'id', 'created', 'artifact', 'size', 'sha256')
                if k not in manifest]
     if missing:
         raise IntegrityError('manifest %s lacks %s' % (where, ', '.join(missing)),
                              'it was not written by offsite.backup or is damaged')
+    if not isinstance(manifest['format_version'], int):
+        raise IntegrityError('manifest %s has format version %r, not a number' % (where, manifest['format_version']),
+                             'the object is damaged; restore another backup')
     if manifest['format_version'] > FORMAT_VERSION:
         raise IntegrityError(
             'manifest %s has format version %s; this offsite.backup understands up to %s'
             % (where, manifest['format_version'], FORMAT_VERSION),
             'upgrade the offsite.backup collection')
+    try:
+        parse_time(manifest['created'])
+    except ConfigError:
+        raise IntegrityError('manifest %s has created %r, not a time' % (where, manifest['created']),
+                             'the object is damaged; restore another backup')
     return manifest
