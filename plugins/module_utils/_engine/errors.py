@@ -2,9 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One error hierarchy, with messages written for the operator who reads them at 3 a.m.
 
-Every message says what failed, where, and what to do. None carries a secret: callers
-build messages from names and locations, and ``redact`` scrubs known secret values from
-text we did not write ourselves (a tool's stderr, a library's exception).
+Every message says what failed, where, and what to do. None carries a secret: messages
+are built from names and locations, and secrets reach tools only through the environment.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -67,12 +66,3 @@ class LockedError(BackupError):
     """Another run holds the lock for this backup set."""
     kind = 'locked'
 
-
-def redact(text, secrets):
-    """Replace every occurrence of each non-empty secret in ``text`` by ``********``."""
-    if not text:
-        return text
-    for secret in secrets or ():
-        if secret and len(str(secret)) >= 3:
-            text = text.replace(str(secret), '********')
-    return text
