@@ -75,7 +75,7 @@ class Catalog(object):
                 continue
             legacy = mf.parse_legacy(key, self.name, legacy_tz)
             if legacy:
-                backup_id, created, _ = legacy
+                backup_id, created, dummy = legacy
                 self.backups.append(Backup(backup_id, self.name, created, artifact_key=key, size=info.size,
                                            legacy=True, complete=True, modified=info.modified))
                 continue
@@ -134,17 +134,18 @@ class Catalog(object):
         """``latest``, an id, or a time (the newest complete backup at or before it)."""
         complete = self.complete
         where = self.repository.location()
-        if not complete:
-            raise NotFoundError('no complete backup of %s in %s' % (self.name, where),
-                                'run a backup first, or check `name` and the repository options')
-        if wanted in (None, '', 'latest'):
-            return complete[0]
+        # an id asked for by name is judged first: "incomplete" says more than "no complete backup"
         for backup in self.backups:
             if backup.id == wanted:
                 if not backup.complete:
                     raise NotFoundError('backup %s in %s is incomplete (%s)' % (wanted, where, backup.problem),
                                         'choose another backup')
                 return backup
+        if not complete:
+            raise NotFoundError('no complete backup of %s in %s' % (self.name, where),
+                                'run a backup first, or check `name` and the repository options')
+        if wanted in (None, '', 'latest'):
+            return complete[0]
         try:
             moment = mf.parse_time(wanted)
         except ConfigError:

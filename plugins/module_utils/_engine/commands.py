@@ -49,7 +49,7 @@ def run(argv, log, env=None, stdin=None, timeout=None):
     """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc."""
     log.record(argv)
     proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=timeout)
+                          stderr=subprocess.PIPE, timeout=timeout, check=False)
     return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
             proc.stderr.decode('utf-8', 'replace'))
 
@@ -89,3 +89,15 @@ def stderr_tail(proc):
     size = proc.stderr_file.tell()
     proc.stderr_file.seek(max(0, size - STDERR_TAIL))
     return proc.stderr_file.read().decode('utf-8', 'replace').strip()
+
+
+def killed_by(rc):
+    """The name of the signal that ended a process (``rc`` < 0 from subprocess), or None.
+    A killed tool writes no error message: say so instead of "no error output"."""
+    if rc is None or rc >= 0:
+        return None
+    import signal
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return 'signal %d' % -rc

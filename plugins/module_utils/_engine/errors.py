@@ -65,4 +65,3 @@ class DiskFullError(BackupError):
 class LockedError(BackupError):
     """Another run holds the lock for this backup set."""
     kind = 'locked'
-

@@ -194,7 +194,7 @@ def upload(backup, repositories, name=None, check_mode=False, log=None):
                 outcome['location'] = repo.location(art_key)
                 outcome['status'] = _upload_one(repo, path, data, art_key, man_key, check_mode)
         except BackupError as exc:
-            outcome.update(status='failed', error=str(exc))
+            outcome.update(status='failed', error=str(exc), error_kind=exc.kind)
             failures.append(outcome)
         outcome['duration'] = round(time.time() - started, 3)
         results.append(outcome)
@@ -202,10 +202,14 @@ def upload(backup, repositories, name=None, check_mode=False, log=None):
               'backup': {'id': data['id'], 'name': name, 'size': data['size'], 'sha256': data['sha256']},
               'repositories': results}
     if failures:
-        raise BackupError('upload of %s failed on %d of %d repositories: %s'
-                          % (data['id'], len(failures), len(results),
-                             '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)),
-                          details=result)
+        error = BackupError('upload of %s failed on %d of %d repositories: %s'
+                            % (data['id'], len(failures), len(results),
+                               '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)),
+                            details=result)
+        kinds = set(f['error_kind'] for f in failures)
+        if len(kinds) == 1:  # one cause everywhere: report its kind (not_found, repository...)
+            error.kind = kinds.pop()
+        raise error
     return result
 
 
@@ -372,8 +376,11 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
 
 
 def _legacy_manifest(backup):
-    """What a seed script's file implies: a plain SQL dump of PostgreSQL, gzip-compressed."""
+    """What a seed script's file name implies: a tar of files, or a PostgreSQL dump
+    (plain SQL unless it is a custom-format .dump)."""
     key = backup.artifact_key
+    if '.tar' in key:
+        return {'format': 'tar', 'extension': 'tar', 'source': {'type': 'files'}, 'legacy': True}
     fmt = 'custom' if '.dump' in key else 'plain'
     return {'format': fmt, 'extension': 'dump' if fmt == 'custom' else 'sql',
             'source': {'type': 'postgresql'}, 'legacy': True}

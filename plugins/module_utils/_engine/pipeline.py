@@ -152,12 +152,10 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
             except (EOFError, OSError, zlib.error) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     raise
-                raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
-                                     'the copy is corrupted or truncated; restore another backup')
+                _damaged(hashed, exc, where, expected_size, expected_sha256)
             except Exception as exc:  # zstandard.ZstdError has no common base with the above
                 if zstandard is not None and isinstance(exc, zstandard.ZstdError):
-                    raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
-                                         'the copy is corrupted or truncated; restore another backup')
+                    _damaged(hashed, exc, where, expected_size, expected_sha256)
                 raise
         if expected_size is not None and hashed.size != expected_size:
             raise IntegrityError('%s has %d bytes but the manifest records %d'
@@ -177,6 +175,27 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
     except BaseException:
         _remove(path)
         raise
+
+
+def _damaged(hashed, exc, where, expected_size, expected_sha256):
+    """Decompression failed: name the root cause. Read the rest of the stream so that a copy
+    whose bytes differ from the manifest is reported as that (the operator's fact), not as a
+    decompressor's complaint about some block."""
+    try:
+        copy(hashed, _NullWriter())
+    except (EOFError, OSError):
+        pass
+    else:
+        if expected_size is not None and hashed.size != expected_size:
+            raise IntegrityError('%s has %d bytes but the manifest records %d'
+                                 % (where, hashed.size, expected_size),
+                                 'the copy is truncated or damaged; restore another backup')
+        if expected_sha256 and hashed.hexdigest() != expected_sha256:
+            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
+                                 % (where, hashed.hexdigest(), expected_sha256),
+                                 'the copy is corrupted; restore another backup')
+    raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
+                         'the copy is corrupted or truncated; restore another backup')
 
 
 class _NullWriter(object):

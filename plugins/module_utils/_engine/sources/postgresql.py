@@ -87,6 +87,14 @@ class PostgresqlSource(Source):
         if 'server version mismatch' in text:
             raise SourceError('%s: the client tools are older than the server at %s (%s)' % (what, where, text),
                               'install the postgresql-client package of the server\'s major version')
+        lost = [line.strip() for line in text.splitlines()
+                if 'terminating connection' in line or 'server closed the connection' in line
+                or 'connection to server was lost' in line]
+        if lost:
+            raise SourceError('the connection to PostgreSQL at %s broke off during %s (%s)'
+                              % (where, what, lost[0].split('server: ')[-1]),
+                              'the server restarted or the session was terminated; nothing complete was '
+                              'written, run it again')
         if 'Connection refused' in text or 'could not connect' in text or 'timeout expired' in text \
                 or 'could not translate host name' in text:
             raise SourceError('cannot reach PostgreSQL at %s (%s)' % (where, text.splitlines()[-1] if text else '?'),
@@ -107,7 +115,7 @@ class PostgresqlSource(Source):
 
     def probe(self):
         row = self._psql(_FACTS_SQL, self.database, 'connecting')[0]
-        rc, out, _ = commands.run([commands.which('pg_dump', 'to dump PostgreSQL'), '--version'], self.log)
+        rc, out, dummy = commands.run([commands.which('pg_dump', 'to dump PostgreSQL'), '--version'], self.log)
         return {'type': self.type, 'database': self.database, 'host': self.host, 'port': self.port,
                 'user': self.user, 'format': self.format,
                 'server_version': row[0], 'server_version_num': int(row[1]), 'database_size': int(row[2]),
@@ -128,6 +136,10 @@ class PostgresqlSource(Source):
         with commands.streaming(argv, self.log, env=self._env()) as proc:
             yield proc.stdout
             rc = proc.wait()
+            if commands.killed_by(rc):
+                raise SourceError('pg_dump of %s was killed by signal %s' % (self.describe(), commands.killed_by(rc)),
+                                  'the partial dump was discarded; find out what killed it (out-of-memory '
+                                  'killer, an operator, a timeout) and run it again')
             if rc != 0:
                 self._fail('pg_dump', commands.stderr_tail(proc))
 
@@ -184,7 +196,7 @@ class PostgresqlSource(Source):
                 argv += ['--no-owner', '--no-privileges']
             argv.append(path)
             tool = 'pg_restore'
-        rc, _, err = commands.run(argv, self.log, env=self._env())
+        rc, dummy, err = commands.run(argv, self.log, env=self._env())
         if rc != 0:
             raise TargetError('%s into the scratch database failed: %s' % (tool, err.strip()[-1500:]),
                               'the target database %s was not touched' % self.database)

@@ -1,0 +1,120 @@
+"""Small, stable helpers for integration tests: repository / source / target dicts built from
+the fixtures, and direct (non-Ansible) looks into the services to check real outcomes.
+
+    s3_repo(moto, bucket, prefix="p")          {type: s3, bucket, prefix, endpoint_url, region, keys}
+    sftp_repo(sshd, path)                      normal port, known_hosts file
+    storagebox_repo(sshd, relpath)             SFTP-only port, pinned host_key, path relative to home
+    local_repo(path)                           {type: local, path}
+    pg_source(db, **extra) / pg_target(db, mode="create", **extra)   127.0.0.1:5432 as postgres
+    s3_keys(moto, bucket, prefix="") -> sorted keys;  s3_exists(moto, bucket, key) -> bool (head_object)
+    tree(path) -> {relpath: ("file", mode, bytes) | ("dir", mode) | ("link", target)}
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import botocore.exceptions
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_USER = "postgres"
+
+
+# --- repositories -----------------------------------------------------------------------------
+
+
+def s3_repo(moto, bucket: str, prefix: str | None = "backups", **extra) -> dict:
+    repo = {"type": "s3", "bucket": bucket, "endpoint_url": moto.endpoint_url, "region": moto.region,
+            "access_key": moto.access_key, "secret_key": moto.secret_key}
+    if prefix:
+        repo["prefix"] = prefix
+    repo.update(extra)
+    return repo
+
+
+def sftp_repo(sshd, path: str, **extra) -> dict:
+    """The normal sshd port, host key checked against the harness's known_hosts file."""
+    repo = {"type": "sftp", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+            "private_key": sshd.private_key, "known_hosts": sshd.known_hosts, "path": path}
+    repo.update(extra)
+    return repo
+
+
+def storagebox_repo(sshd, relpath: str, **extra) -> dict:
+    """Like a Hetzner Storage Box: SFTP-only port, pinned ``host_key``, ``path`` relative to the
+    login directory. ``relpath`` must exist (create it with ``sshd.make_dir``)."""
+    repo = {"type": "sftp", "host": sshd.host, "port": sshd.sftp_only_port, "user": sshd.user,
+            "private_key": sshd.private_key, "host_key": sshd.host_key, "path": relpath}
+    repo.update(extra)
+    return repo
+
+
+def local_repo(path, **extra) -> dict:
+    repo = {"type": "local", "path": str(path)}
+    repo.update(extra)
+    return repo
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def pg_source(database: str, **extra) -> dict:
+    src = {"type": "postgresql", "database": database, "host": PG_HOST, "port": PG_PORT, "user": PG_USER}
+    src.update(extra)
+    return src
+
+
+def pg_target(database: str, mode: str = "create", **extra) -> dict:
+    tgt = pg_source(database, mode=mode)
+    tgt.update(extra)
+    return tgt
+
+
+# --- looking into the services ----------------------------------------------------------------
+
+
+def s3_keys(moto, bucket: str, prefix: str = "") -> list[str]:
+    s3 = moto.client()
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def s3_head(moto, bucket: str, key: str) -> dict | None:
+    """``head_object`` of ``key``, or None when it does not exist."""
+    try:
+        return moto.client().head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as e:
+        if e.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+            return None
+        raise
+
+
+def s3_exists(moto, bucket: str, key: str) -> bool:
+    return s3_head(moto, bucket, key) is not None
+
+
+def tree(root) -> dict:
+    """A comparable description of a directory tree (not following symlinks).
+
+    ``{relpath: ("dir", mode) | ("file", mode, content) | ("link", target)}``; modes are the
+    permission bits only.
+    """
+    root = Path(root)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), p.read_bytes())
+    return out

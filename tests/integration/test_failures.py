@@ -1,0 +1,622 @@
+"""Bad input: every case is a real ``ansible-playbook`` run that fails with a clear message, a
+non-zero exit status and an ``error`` kind, and leaves NOTHING half-written behind.
+
+After each failure the test looks at the real state: the bucket / directory of the repository
+(no object, no manifest, no pending multipart upload), the dump directory (no artifact that
+looks complete, no ``.partial``), and the target database (same fingerprint as before, no
+``<db>_restore_*`` scratch database left).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness import pg
+from tests.harness.ansible import run_playbook
+from tests.harness.services import free_port
+from tests.integration.helpers import local_repo, pg_source, pg_target, s3_keys, s3_repo, sftp_repo
+
+pytestmark = pytest.mark.integration
+
+SET = "failset"      # backup set name used throughout
+FAST = {"timeout": 3, "retries": 1}
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def play(*tasks, **kwargs):
+    """Run the tasks (dicts) as one localhost play."""
+    return run_playbook(list(tasks), **kwargs)
+
+
+def task(title: str, module: str, /, **args) -> dict:
+    return {"name": title, f"offsite.backup.{module}": args}
+
+
+def assert_failed(r, name: str, kind: str, *words: str) -> dict:
+    """``name`` failed (not ignored), the play exited non-zero, ``error`` is ``kind`` and ``msg``
+    contains every one of ``words``. Returns the module result."""
+    assert r.rc != 0, f"the play should have failed\n{r.output}"
+    assert r.status(name) == "failed", f"{name}: {r.status(name)}\n{r.output}"
+    res = r.result(name)
+    msg = res.get("msg", "")
+    assert res.get("error") == kind, f"error kind {res.get('error')!r} != {kind!r}: {msg}"
+    for w in words:
+        assert w in msg, f"{w!r} not in msg: {msg}"
+    assert "Traceback" not in msg
+    return res
+
+
+def assert_no_secret(r, *secrets: str) -> None:
+    everything = r.stdout + r.stderr + json.dumps(r.events, default=str)
+    for s in secrets:
+        assert s and s not in everything, "a secret leaked into the output"
+
+
+def files(root) -> list[str]:
+    """Relative paths of every file below ``root`` (empty list when it does not exist)."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def backup_files(root) -> list[str]:
+    """Files that a catalog would look at (lock files excluded)."""
+    return [f for f in files(root) if not Path(f).name.endswith(".lock")]
+
+
+def no_pending_uploads(moto, bucket: str) -> bool:
+    return not moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def scratch_databases(db: str) -> list[str]:
+    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
+                                 f"{pg.quote_literal(db[:40] + '_restore_%')} OR datname LIKE "
+                                 f"{pg.quote_literal(db[:40] + '_previous_%')};")
+    return [line for line in out.splitlines() if line]
+
+
+def make_small_db(name: str) -> None:
+    """A tiny database with known content: the restore target that must stay untouched."""
+    pg.drop_database(name)
+    pg.create_database(name)
+    pg.run_sql(name, "CREATE TABLE keep_me (id int PRIMARY KEY, note text);"
+                     "INSERT INTO keep_me VALUES (1, 'précieux'), (2, 'do not lose');")
+
+
+def flip_byte(data: bytes, where: str) -> bytes:
+    """Flip one byte: in the ``middle`` (zstd stores the incompressible bytes there as they are,
+    so decompression succeeds and only the checksum can tell), or near the ``start`` (inside a
+    compressed block: the decompressor chokes before the checksum is known)."""
+    at = len(data) // 2 if where == "middle" else 12
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def sftp_dir(sshd, label: str) -> str:
+    return sshd.make_dir(f"backups/{label}-{_uid()}")
+
+
+# --- shared fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def source_db():
+    """The database that is backed up (sample data, 2 MiB of incompressible bytes)."""
+    name = f"offsite_failsrc_{_uid()}"
+    pg.create_sample_database(name)
+    try:
+        yield name
+    finally:
+        pg.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def dumped(source_db, tmp_path_factory):
+    """One good local backup of ``source_db``: {"dest", "backup" (dump's result)}.
+
+    ``dest`` has the layout of a local repository, so restores can read from it directly."""
+    dest = tmp_path_factory.mktemp("dumped")
+    r = play(task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(dest)))
+    assert r.rc == 0, r.output
+    return {"dest": str(dest), "backup": r.result("dump")["backup"]}
+
+
+@pytest.fixture
+def victim_db(unique_db_name):
+    """An existing database with known content, and its fingerprint."""
+    make_small_db(unique_db_name)
+    return unique_db_name, pg.fingerprint(unique_db_name)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (needs root / CAP_SYS_ADMIN); unmounted afterwards."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# --- 1. wrong S3 credentials ------------------------------------------------------------------
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("which", ["wrong_secret", "unknown_access_key"])
+def test_wrong_s3_credentials(moto, bucket, dumped, which):
+    bad_secret = "wrong-" + _uid() + "-" + moto.secret_key[:6]
+    repo = s3_repo(moto, bucket, secret_key=bad_secret, **FAST)
+    if which == "unknown_access_key":
+        repo["access_key"] = "AKIAOFFSITEUNKNOWN00"
+    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
+    res = assert_failed(r, "upload", "repository", "refused the credentials", bucket,
+                        "check access_key/secret_key")
+    assert res["repositories"][0]["status"] == "failed"
+    assert s3_keys(moto, bucket) == []
+    assert no_pending_uploads(moto, bucket)
+    assert_no_secret(r, bad_secret, moto.secret_key)
+
+
+# --- 2. missing bucket ------------------------------------------------------------------------
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("module", ["upload", "backup_info", "restore"])
+def test_missing_bucket(moto, dumped, unique_db_name, module):
+    missing = f"offsite-missing-{_uid()}"
+    repo = s3_repo(moto, missing, **FAST)
+    if module == "upload":
+        t = task(module, module, backup=dumped["backup"], repositories=[repo])
+    elif module == "backup_info":
+        t = task(module, module, name=SET, repository=repo)
+    else:
+        t = task(module, module, name=SET, repository=repo, target=pg_target(unique_db_name))
+    r = play(t)
+    assert_failed(r, module, "not_found", f"bucket {missing} does not exist at {moto.endpoint_url}",
+                  "create it or fix `bucket`")
+    assert missing not in [b["Name"] for b in moto.client().list_buckets()["Buckets"]]
+    assert not pg.database_exists(unique_db_name)
+    assert_no_secret(r, moto.secret_key)
+
+
+# --- 3. unreachable host ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["s3", "sftp"])
+def test_unreachable_host(sshd, dumped, kind):
+    port = free_port()  # nothing listens there
+    if kind == "s3":
+        repo = {"type": "s3", "bucket": "offsite-nowhere", "endpoint_url": f"http://127.0.0.1:{port}",
+                "region": "us-east-1", "access_key": "AKIAOFFSITENOWHERE00", "secret_key": "nowhere-secret",
+                **FAST}
+        words = ["cannot reach", f"http://127.0.0.1:{port}"]
+    else:
+        repo = sftp_repo(sshd, "/nowhere", port=port, **FAST)
+        words = ["cannot reach", f"127.0.0.1:{port}", "port"]
+    started = time.monotonic()
+    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
+    elapsed = time.monotonic() - started
+    assert_failed(r, "upload", "repository", *words)
+    assert elapsed < 30, f"timeout: 3 / retries: 1 should fail fast, took {elapsed:.1f}s"
+    assert_no_secret(r, "nowhere-secret")
+
+
+# --- 4. unknown / mismatching host key --------------------------------------------------------
+
+
+@pytest.mark.sftp
+@pytest.mark.parametrize("case", ["known_hosts_without_server", "known_hosts_other_key", "pinned_other_key"])
+def test_host_key_not_trusted(sshd, dumped, tmp_path, case):
+    path = sftp_dir(sshd, "hostkey")
+    other_key = " ".join(Path(sshd.wrong_private_key + ".pub").read_text().split()[:2])
+    repo = sftp_repo(sshd, path, **FAST)
+    if case == "known_hosts_without_server":
+        kh = tmp_path / "known_hosts"
+        kh.write_text(f"[192.0.2.7]:2222 {sshd.host_key}\n")  # some other host only
+        repo["known_hosts"] = str(kh)
+        words = ["host key", f"127.0.0.1:{sshd.port}", "unknown", "ssh-keyscan"]
+    elif case == "known_hosts_other_key":
+        kh = tmp_path / "known_hosts"
+        kh.write_text(f"[127.0.0.1]:{sshd.port} {other_key}\n")
+        repo["known_hosts"] = str(kh)
+        words = ["host key", f"127.0.0.1:{sshd.port}", "does NOT match"]
+    else:
+        del repo["known_hosts"]
+        repo["host_key"] = other_key
+        words = ["host key", f"127.0.0.1:{sshd.port}", "does NOT match"]
+    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
+    assert_failed(r, "upload", "repository", *words)
+    assert files(path) == []
+
+
+# --- 5. wrong SSH key -------------------------------------------------------------------------
+
+
+@pytest.mark.sftp
+def test_wrong_ssh_key(sshd, dumped):
+    path = sftp_dir(sshd, "wrongkey")
+    repo = sftp_repo(sshd, path, private_key=sshd.wrong_private_key, **FAST)
+    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
+    assert_failed(r, "upload", "repository", "refused the SSH key", sshd.wrong_private_key,
+                  f"user {sshd.user}")
+    assert files(path) == []
+    assert_no_secret(r, Path(sshd.wrong_private_key).read_text().splitlines()[1])
+
+
+# --- 6. nonexistent database ------------------------------------------------------------------
+
+
+def test_dump_nonexistent_database(workdir):
+    missing = f"offsite_nosuchdb_{_uid()}"
+    dest = workdir / "dest"
+    r = play(task("dump", "dump", name=SET, source=pg_source(missing), dest=str(dest)))
+    assert_failed(r, "dump", "not_found", f"database {missing} does not exist", "127.0.0.1:5432")
+    assert files(dest) == []
+    assert not pg.database_exists(missing)
+
+
+# --- 7. wrong PostgreSQL password -------------------------------------------------------------
+
+
+@pytest.mark.scram_pg
+@pytest.mark.parametrize("module", ["dump", "restore"])
+def test_wrong_postgresql_password(scram_pg, dumped, workdir, module):
+    wrong = "not-the-pw-" + _uid()
+    conn = {"type": "postgresql", "host": scram_pg.host, "port": scram_pg.port, "user": scram_pg.user,
+            "password": wrong}
+    dest = workdir / "dest"
+    if module == "dump":
+        t = task(module, module, name=SET, source=dict(conn, database="postgres"), dest=str(dest))
+    else:
+        t = task(module, module, name=SET, repository=local_repo(dumped["dest"]),
+                 target=dict(conn, database="restored_here", mode="create"), work_dir=str(workdir))
+    r = play(t)
+    assert_failed(r, module, "source", "refused the password", f"user {scram_pg.user}",
+                  f"{scram_pg.host}:{scram_pg.port}")
+    assert_no_secret(r, wrong, scram_pg.password)
+    assert files(dest) == []
+    assert not [p for p in workdir.iterdir() if p.name.startswith("offsite-restore-")]
+    out = subprocess.run(["psql", "-XAtc", "SELECT datname FROM pg_database", "-d", "postgres"],
+                         env=pg.pg_env(scram_pg.env()), capture_output=True, text=True, check=True).stdout
+    assert "restored_here" not in out
+
+
+# --- 8. corrupted artifact --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,where", [("local", "middle"), ("s3", "middle"), ("local", "start")])
+def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim_db, workdir, kind, where):
+    if kind == "local":
+        repo = local_repo(workdir / "repo")
+        (workdir / "repo").mkdir()
+    else:
+        repo = s3_repo(moto, bucket, **FAST)
+    backup = dumped["backup"]
+    art_name = Path(backup["path"]).name
+    man_name = Path(backup["manifest"]).name
+    # the good backup, stored the way upload stores it (upload itself is tested elsewhere)
+    for path in (backup["path"], backup["manifest"]):
+        if kind == "s3":
+            body = Path(path).read_bytes()
+            moto.client().put_object(Bucket=bucket, Key=f"{repo['prefix']}/{SET}/{Path(path).name}",
+                                     Body=body, Metadata={"sha256": hashlib.sha256(body).hexdigest()})
+        else:
+            (Path(repo["path"]) / SET).mkdir(exist_ok=True)
+            shutil.copyfile(path, Path(repo["path"]) / SET / Path(path).name)
+
+    # flip one byte in the middle of the stored artifact; keep the manifest
+    if kind == "s3":
+        s3 = moto.client()
+        key = f"{repo['prefix']}/{SET}/{art_name}"
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        s3.put_object(Bucket=bucket, Key=key, Body=flip_byte(obj["Body"].read(), where),
+                      Metadata=obj["Metadata"])
+        assert any(k.endswith(man_name) for k in s3_keys(moto, bucket))
+    else:
+        art = Path(repo["path"]) / SET / art_name
+        art.write_bytes(flip_byte(art.read_bytes(), where))
+        assert (Path(repo["path"]) / SET / man_name).exists()
+
+    db, before = victim_db
+    r = play(task("restore", "restore", name=SET, repository=repo, work_dir=str(workdir),
+                  target=pg_target(db, mode="replace", terminate_connections=True)))
+    res = assert_failed(r, "restore", "integrity", "does not match its manifest checksum",
+                        art_name, backup["sha256"])
+    assert not any("pg_restore" in c for c in res.get("executed_commands", []))
+    assert pg.fingerprint(db) == before
+    assert scratch_databases(db) == []
+    assert not [p for p in workdir.iterdir() if p.name.startswith("offsite-restore-")]
+
+
+# --- 9. truncated upload (artifact without manifest) ------------------------------------------
+
+
+@pytest.mark.parametrize("kind,previous", [("s3", True), ("sftp", True), ("local", False)])
+def test_artifact_without_manifest_is_incomplete(moto, bucket, sshd, dumped, workdir, unique_db_name,
+                                                  kind, previous):
+    backup = dumped["backup"]
+    good_id = backup["id"]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + 3600))
+    partial_id = f"{SET}_{stamp}"  # newer than the good backup: it would be `latest` if complete
+    ext = Path(backup["path"]).name[len(good_id) + 1:]
+    half = Path(backup["path"]).read_bytes()
+    half = half[:len(half) // 2]
+    if kind == "s3":
+        repo = s3_repo(moto, bucket, **FAST)
+        moto.client().put_object(Bucket=bucket, Key=f"{repo['prefix']}/{SET}/{partial_id}.{ext}", Body=half)
+    elif kind == "sftp":
+        rel = f"backups/trunc-{_uid()}"
+        root = sshd.make_dir(rel)
+        repo = sftp_repo(sshd, root, **FAST)
+        partial = Path(sshd.make_dir(f"{rel}/{SET}")) / f"{partial_id}.{ext}"
+        partial.write_bytes(half)
+        st = os.stat(root)
+        os.chown(partial, st.st_uid, st.st_gid)  # as if the SSH user had written it
+    else:
+        root = workdir / "repo"
+        repo = local_repo(root)
+        (root / SET).mkdir(parents=True)
+        (root / SET / f"{partial_id}.{ext}").write_bytes(half)
+
+    tasks = []
+    if previous:
+        tasks.append(task("upload", "upload", backup=backup, repositories=[repo]))
+    tasks.append(task("info", "backup_info", name=SET, repository=repo))
+    if previous:
+        tasks.append(task("restore latest", "restore", name=SET, repository=repo, work_dir=str(workdir),
+                          target=pg_target(unique_db_name)))
+    else:
+        tasks.append(dict(task("restore latest", "restore", name=SET, repository=repo, work_dir=str(workdir),
+                               target=pg_target(unique_db_name)), ignore_errors=True))
+    tasks.append(task("restore partial", "restore", name=SET, repository=repo, backup=partial_id,
+                      work_dir=str(workdir), target=pg_target(unique_db_name + "_p")))
+    try:
+        r = play(*tasks)
+        info = r.result("info")
+        listed = {b["id"]: b for b in info["backups"]}
+        assert listed[partial_id]["complete"] is False, info
+        assert "manifest" in listed[partial_id].get("problem", ""), info
+        if previous:
+            assert listed[good_id]["complete"] is True
+            assert info["latest"]["id"] == good_id
+            assert info["count"] == 1
+            assert r.status("restore latest") == "changed", r.output
+            assert r.result("restore latest")["backup"]["id"] == good_id
+        else:
+            assert info["latest"] is None
+            assert info["count"] == 0
+            latest = r.tasks["restore latest"]
+            assert latest["status"] == "failed" and latest["ignored"], r.output
+            assert latest["result"]["error"] == "not_found"
+            assert "no complete backup" in latest["result"]["msg"]
+            assert not pg.database_exists(unique_db_name)
+        assert_failed(r, "restore partial", "not_found", partial_id, "incomplete")
+        assert not pg.database_exists(unique_db_name + "_p")
+        assert scratch_databases(unique_db_name) == []
+    finally:
+        pg.drop_database(unique_db_name + "_p")
+
+
+# --- 10. dump interrupted midway --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_db():
+    """~170 MB of table data, so that pg_dump runs for about a second."""
+    name = f"offsite_failbig_{_uid()}"
+    pg.drop_database(name)
+    pg.create_database(name)
+    pg.run_sql(name, "CREATE UNLOGGED TABLE big AS SELECT i, repeat(md5(i::text), 4) AS t "
+                     "FROM generate_series(1, 1000000) AS i;")
+    try:
+        yield name
+    finally:
+        pg.drop_database(name)
+
+
+def _descendants(root_pid: int) -> list[int]:
+    """Pids of every living descendant of ``root_pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _our_pg_dump(db: str) -> list[int]:
+    """pg_dump processes started by this test process (our descendants) that dump ``db``."""
+    pids = []
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"pg_dump" and db.encode() in argv:
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["terminate_backend", "kill_pg_dump"])
+def test_dump_interrupted_midway(big_db, workdir, how):
+    dest = workdir / "dest"
+    set_dir = dest / SET
+    done = threading.Event()
+    report: dict = {}
+
+    def interrupter():
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            partials = list(set_dir.glob("*.partial")) if set_dir.is_dir() else []
+            try:
+                size = sum(p.stat().st_size for p in partials)
+            except OSError:
+                size = 0
+            if partials and size > 64 * 1024:
+                report["partial_size"] = size
+                if how == "terminate_backend":
+                    out = pg.run_sql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                                 f"WHERE datname = {pg.quote_literal(big_db)} "
+                                                 "AND pid <> pg_backend_pid();")
+                    report["terminated"] = out.split().count("t")
+                else:
+                    pids = _our_pg_dump(big_db)
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL)
+                    report["terminated"] = len(pids)
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=interrupter, daemon=True)
+    t.start()
+    try:
+        # the failure ends the play (rc != 0); `always` still lists what dest holds afterwards
+        r = play({"block": [task("dump", "dump", name=SET, source=pg_source(big_db), dest=str(dest))],
+                  "always": [task("info", "backup_info", name=SET, repository=local_repo(dest))]})
+    finally:
+        done.set()
+        t.join(10)
+    assert report.get("terminated"), f"the dump was not caught running ({report})\n{r.output}"
+    words = ["pg_dump", "127.0.0.1:5432"]
+    words += ["broke off during pg_dump"] if how == "terminate_backend" else ["killed by signal", "SIGKILL"]
+    assert_failed(r, "dump", "source", *words)
+    left = backup_files(dest)
+    assert not [f for f in left if f.endswith(".partial")], left
+    assert not [f for f in left if f.endswith(".manifest.json")], left
+    assert left == [], left
+    assert r.status("info") == "ok", r.output
+    assert r.result("info")["backups"] == [] and r.result("info")["latest"] is None
+
+
+# --- 11. mode: create on an existing database -------------------------------------------------
+
+
+def test_restore_create_onto_existing_database(dumped, victim_db, workdir):
+    db, before = victim_db
+    r = play(task("restore", "restore", name=SET, repository=local_repo(dumped["dest"]),
+                  work_dir=str(workdir), target=pg_target(db, mode="create")))
+    res = assert_failed(r, "restore", "target", f"database {db} already exists", "mode is create",
+                        "mode: replace")
+    # nothing downloaded: no scratch directory in work_dir, no restore tool ran
+    assert list(workdir.iterdir()) == []
+    assert not any("pg_restore" in c or ("psql" in c and "CREATE DATABASE" in c)
+                   for c in res.get("executed_commands", []))
+    assert pg.fingerprint(db) == before
+    assert scratch_databases(db) == []
+
+
+# --- 12. concurrent runs of one backup set ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_concurrent_dump_is_refused(source_db, workdir):
+    dest = workdir / "dest"
+    # hold a table lock so that the first dump's pg_dump waits (deterministically slow)
+    holder = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", source_db],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=pg.pg_env())
+    first: dict = {}
+    runner = None
+    try:
+        holder.stdin.write("BEGIN; LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
+
+        def run_first():
+            first["r"] = play(task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(dest)))
+
+        runner = threading.Thread(target=run_first, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = pg.run_sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                             f"{pg.quote_literal(source_db)} AND wait_event_type = 'Lock';")
+            if waiting.strip() not in ("", "0"):
+                break
+            assert runner.is_alive(), first.get("r") and first["r"].output
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first dump never started waiting on the table lock")
+
+        second = play(task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(dest)))
+        assert_failed(second, "dump", "locked", "another run of backup set failset holds",
+                      f".{SET}.lock", "wait for it to finish")
+        # only the first run's in-progress file exists, nothing complete yet
+        assert [f for f in backup_files(dest) if not f.endswith(".partial")] == []
+    finally:
+        if holder.poll() is None:
+            try:
+                holder.stdin.write("COMMIT;\n")
+                holder.stdin.close()
+            except OSError:
+                pass
+            holder.wait(30)
+        if runner is not None:
+            runner.join(120)
+    r = first["r"]
+    assert r.rc == 0 and r.status("dump") == "changed", r.output
+    b = r.result("dump")["backup"]
+    assert sorted(backup_files(dest)) == sorted([f"{SET}/{Path(b['path']).name}", f"{SET}/{Path(b['manifest']).name}"])
+
+
+# --- 13. full disk while dumping --------------------------------------------------------------
+
+
+def test_dump_into_full_disk(source_db, tiny_tmpfs):
+    r = play(task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(tiny_tmpfs)))
+    assert_failed(r, "dump", "disk_full", "no space left", str(tiny_tmpfs), "partial dump was removed")
+    assert backup_files(tiny_tmpfs) == []
+    st = os.statvfs(tiny_tmpfs)
+    assert st.f_bfree * st.f_frsize > 900 * 1024  # the space was given back
+
+
+# --- 14. restore work_dir too small -----------------------------------------------------------
+
+
+def test_restore_work_dir_too_small(dumped, victim_db, tiny_tmpfs):
+    db, before = victim_db
+    raw_mib = dumped["backup"]["raw_size"] // 2 ** 20
+    assert raw_mib >= 2, "the sample must be bigger than the tmpfs for this test to mean anything"
+    r = play(task("restore", "restore", name=SET, repository=local_repo(dumped["dest"]),
+                  work_dir=str(tiny_tmpfs), target=pg_target(db, mode="replace")))
+    res = assert_failed(r, "restore", "disk_full", str(tiny_tmpfs), f"needs about {raw_mib} MiB",
+                        "work_dir")
+    assert re.search(r"has \d+ MiB free", res["msg"])
+    assert files(tiny_tmpfs) == []
+    assert pg.fingerprint(db) == before
+    assert scratch_databases(db) == []
