@@ -14,7 +14,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(openssh-server rsync restic age zstd postgresql-client)
+APT_PACKAGES=(openssh-server rsync restic age zstd postgresql-client shellcheck)
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '[bootstrap] %s\n' "$*"; }
@@ -70,7 +70,7 @@ else
         apt_install postgresql
         installed_pg=1
     fi
-    PGVER="$(ls /etc/postgresql | sort -V | tail -n1)"
+    PGVER="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)"
     if [ ! -d "/etc/postgresql/$PGVER/main" ]; then
         say "creating cluster $PGVER/main"
         $SUDO pg_createcluster "$PGVER" main >/dev/null

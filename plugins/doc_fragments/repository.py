@@ -3,128 +3,12 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-# One text for the options of a repository, used under `repository` (one dict) and under
-# `repositories` (a list): written once, indented into both fragments below.
-_SUBOPTIONS = r'''
-type:
-  description:
-    - The kind of repository.
-    - C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2's S3 API, Wasabi, MinIO,
-      Google Cloud Storage interoperability with HMAC keys).
-    - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
-    - C(local) is a directory on a local or mounted disk.
-  type: str
-  required: true
-  choices: [local, s3, sftp]
-bucket:
-  description: Bucket name (C(s3)).
-  type: str
-prefix:
-  description: Key prefix inside the bucket under which backup sets are stored (C(s3)).
-  type: str
-endpoint_url:
-  description:
-    - URL of an S3-compatible endpoint (C(s3)); omit for AWS.
-    - Falls back to the environment variable E(AWS_ENDPOINT_URL).
-  type: str
-region:
-  description:
-    - Region of the bucket (C(s3)).
-    - Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
-  type: str
-access_key:
-  description:
-    - Access key id (C(s3)). Falls back to E(AWS_ACCESS_KEY_ID).
-  type: str
-secret_key:
-  description:
-    - Secret access key (C(s3)). Falls back to E(AWS_SECRET_ACCESS_KEY). Never logged.
-  type: str
-session_token:
-  description:
-    - Session token of temporary credentials (C(s3)). Falls back to E(AWS_SESSION_TOKEN).
-  type: str
-storage_class:
-  description:
-    - Storage class of uploaded artifacts (C(s3)), for example C(STANDARD_IA).
-      Manifests always stay in the default class so that listing and restore can read them.
-  type: str
-server_side_encryption:
-  description: Server-side encryption requested for uploads (C(s3)), for example C(AES256).
-  type: str
-part_size:
-  description:
-    - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
-      O(part_size) times O(concurrency + 1). Defaults to 16.
-  type: int
-concurrency:
-  description: Parts uploaded in parallel (C(s3)). Defaults to 4.
-  type: int
-checksums:
-  description:
-    - Whether botocore computes and validates its own request/response checksums (C(s3)).
-    - C(auto) keeps botocore's default for AWS and uses C(when_required) for any other
-      O(repository.endpoint_url), because many S3-compatible stores reject the checksum
-      headers botocore 1.36+ sends by default.
-  type: str
-  choices: [auto, when_required, when_supported]
-host:
-  description: SSH server (C(sftp)).
-  type: str
-port:
-  description: SSH port (C(sftp)). Defaults to 22; a Hetzner Storage Box uses 23.
-  type: int
-user:
-  description: SSH user (C(sftp)).
-  type: str
-private_key:
-  description: Path of the SSH private key on the node running the module (C(sftp)).
-  type: path
-private_key_passphrase:
-  description: Passphrase of O(repository.private_key) (C(sftp)). Never logged.
-  type: str
-known_hosts:
-  description:
-    - Path of a known_hosts file holding the server's host key (C(sftp)).
-    - One of O(repository.known_hosts) or O(repository.host_key) is required; an unknown
-      or changed host key always fails the connection.
-  type: path
-host_key:
-  description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp)).
-  type: str
-path:
-  description:
-    - Directory that holds the backup sets (C(sftp), C(local)). On SFTP a relative path is
-      relative to the login directory (what a Storage Box expects).
-  type: str
-timeout:
-  description: Seconds to wait when connecting (C(s3), C(sftp)).
-  type: int
-retries:
-  description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
-  type: int
-verify:
-  description:
-    - How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
-      multipart ETag, or a re-read sha256 where the ETag is no MD5; SFTP and local re-read
-      the object and compare its sha256). C(size) checks only the size.
-  type: str
-  choices: [full, size]
-  default: full
-legacy_timezone:
-  description:
-    - Time zone (IANA name) in which seed-script file names such as
-      C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
-  type: str
-'''
-
-
-def _indent(text, spaces):
-    pad = ' ' * spaces
-    return '\n'.join(pad + line if line else line for line in text.strip('\n').splitlines())
-
 
 class ModuleDocFragment(object):
+    # The options of one repository appear twice: under `repository` (one dict) and under
+    # `repositories` (upload's list). They are literal text because ansible-test's yamllint
+    # reads fragments without running them; tests/unit/test_doc_fragments.py proves the two
+    # copies say the same thing.
 
     DOCUMENTATION = r'''
 options:
@@ -134,7 +18,117 @@ options:
         C(module_defaults) and the action group C(group/offsite.backup.all).
     type: dict
     suboptions:
-''' + _indent(_SUBOPTIONS, 6) + '\n'
+      type:
+        description:
+          - The kind of repository.
+          - C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2's S3 API, Wasabi, MinIO,
+            Google Cloud Storage interoperability with HMAC keys).
+          - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
+          - C(local) is a directory on a local or mounted disk.
+        type: str
+        required: true
+        choices: [local, s3, sftp]
+      bucket:
+        description: Bucket name (C(s3)).
+        type: str
+      prefix:
+        description: Key prefix inside the bucket under which backup sets are stored (C(s3)).
+        type: str
+      endpoint_url:
+        description:
+          - URL of an S3-compatible endpoint (C(s3)); omit for AWS.
+          - Falls back to the environment variable E(AWS_ENDPOINT_URL).
+        type: str
+      region:
+        description:
+          - Region of the bucket (C(s3)).
+          - Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
+        type: str
+      access_key:
+        description:
+          - Access key id (C(s3)). Falls back to E(AWS_ACCESS_KEY_ID).
+        type: str
+      secret_key:
+        description:
+          - Secret access key (C(s3)). Falls back to E(AWS_SECRET_ACCESS_KEY). Never logged.
+        type: str
+      session_token:
+        description:
+          - Session token of temporary credentials (C(s3)). Falls back to E(AWS_SESSION_TOKEN).
+        type: str
+      storage_class:
+        description:
+          - Storage class of uploaded artifacts (C(s3)), for example C(STANDARD_IA).
+            Manifests always stay in the default class so that listing and restore can read them.
+        type: str
+      server_side_encryption:
+        description: Server-side encryption requested for uploads (C(s3)), for example C(AES256).
+        type: str
+      part_size:
+        description:
+          - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
+            O(repository.part_size) times (O(repository.concurrency) + 1). Defaults to 16.
+        type: int
+      concurrency:
+        description: Parts uploaded in parallel (C(s3)). Defaults to 4.
+        type: int
+      checksums:
+        description:
+          - Whether botocore computes and validates its own request/response checksums (C(s3)).
+          - C(auto) keeps botocore's default for AWS and uses C(when_required) for any other
+            O(repository.endpoint_url), because many S3-compatible stores reject the checksum
+            headers botocore 1.36+ sends by default.
+        type: str
+        choices: [auto, when_required, when_supported]
+      host:
+        description: SSH server (C(sftp)).
+        type: str
+      port:
+        description: SSH port (C(sftp)). Defaults to 22; a Hetzner Storage Box uses 23.
+        type: int
+      user:
+        description: SSH user (C(sftp)).
+        type: str
+      private_key:
+        description: Path of the SSH private key on the node running the module (C(sftp)).
+        type: path
+      private_key_passphrase:
+        description: Passphrase of O(repository.private_key) (C(sftp)). Never logged.
+        type: str
+      known_hosts:
+        description:
+          - Path of a known_hosts file holding the server's host key (C(sftp)).
+          - One of O(repository.known_hosts) or O(repository.host_key) is required; an unknown
+            or changed host key always fails the connection.
+        type: path
+      host_key:
+        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp)).
+        type: str
+      path:
+        description:
+          - Directory that holds the backup sets (C(sftp), C(local)). On SFTP a relative path is
+            relative to the login directory (what a Storage Box expects).
+        type: str
+      timeout:
+        description: Seconds to wait when connecting (C(s3), C(sftp)).
+        type: int
+      retries:
+        description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
+        type: int
+      verify:
+        description:
+          - How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
+            multipart ETag, or a re-read sha256 where the ETag is no MD5; SFTP and local re-read
+            the object and compare its sha256). C(size) checks only the size.
+        type: str
+        choices: [full, size]
+        default: full
+      legacy_timezone:
+        description:
+          - Time zone (IANA name) in which seed-script file names such as
+            C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
+        type: str
+'''
 
     REPOSITORIES = r'''
 options:
@@ -146,4 +140,114 @@ options:
     type: list
     elements: dict
     suboptions:
-''' + _indent(_SUBOPTIONS, 6).replace('O(repository.', 'O(repositories[].') + '\n'
+      type:
+        description:
+          - The kind of repository.
+          - C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2's S3 API, Wasabi, MinIO,
+            Google Cloud Storage interoperability with HMAC keys).
+          - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
+          - C(local) is a directory on a local or mounted disk.
+        type: str
+        required: true
+        choices: [local, s3, sftp]
+      bucket:
+        description: Bucket name (C(s3)).
+        type: str
+      prefix:
+        description: Key prefix inside the bucket under which backup sets are stored (C(s3)).
+        type: str
+      endpoint_url:
+        description:
+          - URL of an S3-compatible endpoint (C(s3)); omit for AWS.
+          - Falls back to the environment variable E(AWS_ENDPOINT_URL).
+        type: str
+      region:
+        description:
+          - Region of the bucket (C(s3)).
+          - Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
+        type: str
+      access_key:
+        description:
+          - Access key id (C(s3)). Falls back to E(AWS_ACCESS_KEY_ID).
+        type: str
+      secret_key:
+        description:
+          - Secret access key (C(s3)). Falls back to E(AWS_SECRET_ACCESS_KEY). Never logged.
+        type: str
+      session_token:
+        description:
+          - Session token of temporary credentials (C(s3)). Falls back to E(AWS_SESSION_TOKEN).
+        type: str
+      storage_class:
+        description:
+          - Storage class of uploaded artifacts (C(s3)), for example C(STANDARD_IA).
+            Manifests always stay in the default class so that listing and restore can read them.
+        type: str
+      server_side_encryption:
+        description: Server-side encryption requested for uploads (C(s3)), for example C(AES256).
+        type: str
+      part_size:
+        description:
+          - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
+            O(repositories[].part_size) times (O(repositories[].concurrency) + 1). Defaults to 16.
+        type: int
+      concurrency:
+        description: Parts uploaded in parallel (C(s3)). Defaults to 4.
+        type: int
+      checksums:
+        description:
+          - Whether botocore computes and validates its own request/response checksums (C(s3)).
+          - C(auto) keeps botocore's default for AWS and uses C(when_required) for any other
+            O(repositories[].endpoint_url), because many S3-compatible stores reject the checksum
+            headers botocore 1.36+ sends by default.
+        type: str
+        choices: [auto, when_required, when_supported]
+      host:
+        description: SSH server (C(sftp)).
+        type: str
+      port:
+        description: SSH port (C(sftp)). Defaults to 22; a Hetzner Storage Box uses 23.
+        type: int
+      user:
+        description: SSH user (C(sftp)).
+        type: str
+      private_key:
+        description: Path of the SSH private key on the node running the module (C(sftp)).
+        type: path
+      private_key_passphrase:
+        description: Passphrase of O(repositories[].private_key) (C(sftp)). Never logged.
+        type: str
+      known_hosts:
+        description:
+          - Path of a known_hosts file holding the server's host key (C(sftp)).
+          - One of O(repositories[].known_hosts) or O(repositories[].host_key) is required; an unknown
+            or changed host key always fails the connection.
+        type: path
+      host_key:
+        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp)).
+        type: str
+      path:
+        description:
+          - Directory that holds the backup sets (C(sftp), C(local)). On SFTP a relative path is
+            relative to the login directory (what a Storage Box expects).
+        type: str
+      timeout:
+        description: Seconds to wait when connecting (C(s3), C(sftp)).
+        type: int
+      retries:
+        description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
+        type: int
+      verify:
+        description:
+          - How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
+            multipart ETag, or a re-read sha256 where the ETag is no MD5; SFTP and local re-read
+            the object and compare its sha256). C(size) checks only the size.
+        type: str
+        choices: [full, size]
+        default: full
+      legacy_timezone:
+        description:
+          - Time zone (IANA name) in which seed-script file names such as
+            C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
+        type: str
+'''

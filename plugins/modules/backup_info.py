@@ -38,7 +38,7 @@ options:
 requirements:
   - jmespath (Python) for O(query)
 author:
-  - offsite.backup maintainers
+  - offsite.backup maintainers (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

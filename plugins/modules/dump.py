@@ -10,7 +10,7 @@ short_description: Dump a database or files into a compressed, checksummed local
 version_added: 0.1.0
 description:
   - Streams a dump of O(source) through compression and a sha256 hash into O(dest), the local
-    copy of a 3-2-1 backup, then writes the backup's manifest. The manifest is written last:
+    copy of a 3-2-1 backup, then writes the backup's manifest. The manifest is written last, so
     a dump that fails or is interrupted leaves nothing that looks like a complete backup.
   - PostgreSQL is dumped with C(pg_dump) custom format, uncompressed, and compressed with zstd
     on the fly, which is several times faster than C(pg_dump)'s built-in gzip and lets
@@ -96,7 +96,7 @@ options:
         elements: str
   dest:
     description:
-      - Local directory that keeps the local copies; created if missing (mode 0700).
+      - Local directory that keeps the local copies; created if missing, with each set in a C(<name>) subdirectory of mode 0700.
       - It has the layout of a C(local) repository, so M(offsite.backup.retention) and
         M(offsite.backup.backup_info) work on it with O(offsite.backup.retention#module:repository.type=local).
     type: path
@@ -129,7 +129,7 @@ requirements:
   - C(pg_dump) and C(psql) of the server's major version (postgresql source), GNU C(tar) (files source)
   - zstandard (Python) for zstd compression
 author:
-  - offsite.backup maintainers
+  - offsite.backup maintainers (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

@@ -110,7 +110,7 @@ options:
         Defaults to the system temporary directory.
     type: path
 author:
-  - offsite.backup maintainers
+  - offsite.backup maintainers (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

@@ -13,7 +13,7 @@ description:
     (calendar buckets, ISO weeks Monday to Sunday, only buckets holding a backup count,
     durations measured back from the newest backup, C(-1) for unlimited, the oldest backup
     kept while a bucket rule has counts left as in restic 0.16+), and deletes the others
-    from O(repository): the manifest first, then the artifact.
+    from O(repository), the manifest first, then the artifact.
   - It never deletes the newest complete backup. Incomplete leftovers (an artifact without
     manifest, a partial upload) older than O(incomplete_grace) hours are removed.
   - With O(backups) instead of O(repository) it only plans, touching nothing, so you can see
@@ -102,7 +102,7 @@ options:
   repository:
     description: The repository to apply the policy to. Ignored when O(backups) is given.
 author:
-  - offsite.backup maintainers
+  - offsite.backup maintainers (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

@@ -47,7 +47,7 @@ requirements:
   - boto3 (Python) for C(s3) repositories
   - paramiko (Python) for C(sftp) repositories
 author:
-  - offsite.backup maintainers
+  - offsite.backup maintainers (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

@@ -246,7 +246,7 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
         cmd.append(str(pb_path))
 
         proc = subprocess.run(cmd, env=run_env, cwd=str(cwd) if cwd else td, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
         events, stats = [], {}
         if results_path.exists():

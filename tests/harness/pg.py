@@ -55,7 +55,7 @@ def run_sql(db: str, sql: str, env: dict | None = None, tuples_only: bool = True
     cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"]
     if tuples_only:
         cmd[1:1] = ["-A", "-t"]
-    r = subprocess.run(cmd, input=sql, env=pg_env(env), capture_output=True, text=True)
+    r = subprocess.run(cmd, input=sql, env=pg_env(env), capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
     return r.stdout
@@ -236,7 +236,7 @@ _SCHEMA_DROP = re.compile(r"^(--|SET |SELECT pg_catalog\.set_config|\\restrict|\
 def schema_text(name: str, env: dict | None = None) -> str:
     """``pg_dump --schema-only --no-owner`` with comments, SET lines and blank lines removed."""
     cmd = ["pg_dump", "--schema-only", "--no-owner", "--restrict-key=offsite", "-d", name]
-    r = subprocess.run(cmd, env=pg_env(env), capture_output=True, text=True)
+    r = subprocess.run(cmd, env=pg_env(env), capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
     lines = [ln.rstrip() for ln in r.stdout.splitlines()]

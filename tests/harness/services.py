@@ -50,7 +50,7 @@ def free_ports(n: int) -> list[int]:
     """``n`` distinct free ports (the sockets are held open until all are found)."""
     socks = []
     try:
-        for _ in range(n):
+        for dummy in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((LOOPBACK, 0))
             socks.append(s)
@@ -171,7 +171,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    r = subprocess.run(cmd, **kw)
+    r = subprocess.run(cmd, check=False, **kw)
     if r.returncode != 0:
         raise RuntimeError(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
     return r
@@ -592,7 +592,7 @@ class ScramPostgres(Service):
         if self.datadir and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
             r = subprocess.run(_as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                                              "-m", "fast", "-w", "-t", "30", "stop"]),
-                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True)
+                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True, check=False)
             if r.returncode != 0:
                 _kill(self.pid, None, marker="postgres")
 

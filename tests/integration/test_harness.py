@@ -78,11 +78,11 @@ def test_sshd_unknown_host_key_rejected(sshd, tmp_path):
 
 def test_sshd_shell_on_normal_port_refused_on_sftp_only_port(sshd):
     ok = subprocess.run(["ssh", *sshd.ssh_args(), f"{sshd.user}@{sshd.host}", "echo hello"],
-                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
     assert ok.returncode == 0 and ok.stdout.strip() == "hello", ok.stderr
     refused = subprocess.run(["ssh", *sshd.ssh_args(port=sshd.sftp_only_port), f"{sshd.user}@{sshd.host}",
                               "echo hello"], capture_output=True, text=True, timeout=30,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, check=False)
     assert refused.returncode != 0
     assert "hello" not in refused.stdout
     assert "sftp connections only" in refused.stdout + refused.stderr
@@ -109,11 +109,11 @@ def test_sample_db_fingerprint(sample_db):
 
 def test_scram_pg_rejects_wrong_password(scram_pg):
     ok = subprocess.run(["psql", "-X", "-Atc", "SELECT 1", "-d", "postgres"],
-                        env=pg.pg_env(scram_pg.env()), capture_output=True, text=True, timeout=30)
+                        env=pg.pg_env(scram_pg.env()), capture_output=True, text=True, timeout=30, check=False)
     assert ok.returncode == 0 and ok.stdout.strip() == "1", ok.stderr
     bad = subprocess.run(["psql", "-X", "-Atc", "SELECT 1", "-d", "postgres"],
                          env=pg.pg_env(scram_pg.env(password="wrong")), capture_output=True, text=True,
-                         timeout=30)
+                         timeout=30, check=False)
     assert bad.returncode != 0
     assert "password authentication failed" in bad.stderr
 

@@ -77,7 +77,7 @@ class LocalRepository(Repository):
 
     def list(self, prefix):
         self._check_root()
-        head, _, _ = prefix.rpartition('/')
+        head = prefix.rpartition('/')[0]
         start = self._path(head) if head else self.root
         found = []
         for dirpath, dirnames, filenames in os.walk(start):

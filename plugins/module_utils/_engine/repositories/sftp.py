@@ -148,7 +148,7 @@ class SftpRepository(Repository):
                 raise DiskFullError('the SFTP server has no space left for %s' % self.location(key),
                                     'free space there or apply retention')
             raise RepositoryError('SFTP error while %s %s: %s' % (doing, self.location(key), exc))
-        except (paramiko.SSHException, socket.error, EOFError) as exc:
+        except (paramiko.SSHException, EOFError) as exc:
             raise RepositoryError('SSH connection lost while %s %s: %s' % (doing, self.location(key), exc))
 
     def _path(self, key):

@@ -1,0 +1,28 @@
+"""The repository options are documented twice (one dict, a list); they must not drift."""
+import importlib.util
+import os
+
+import yaml
+
+from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec
+
+FRAGMENT = os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'doc_fragments', 'repository.py')
+
+
+def _fragment():
+    spec = importlib.util.spec_from_file_location('repository_fragment', FRAGMENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ModuleDocFragment
+
+
+def test_repository_and_repositories_document_the_same_options():
+    one = yaml.safe_load(_fragment().DOCUMENTATION)['options']['repository']['suboptions']
+    many = yaml.safe_load(_fragment().REPOSITORIES)['options']['repositories']['suboptions']
+    as_text = yaml.safe_dump(many).replace('O(repositories[].', 'O(repository.')
+    assert yaml.safe_load(as_text) == one
+
+
+def test_documented_options_match_the_argument_spec():
+    one = yaml.safe_load(_fragment().DOCUMENTATION)['options']['repository']['suboptions']
+    assert sorted(one) == sorted(repository_spec())
