@@ -35,6 +35,9 @@ except ImportError:
     paramiko = None
     PARAMIKO_IMPORT_ERROR = traceback.format_exc()
 
+# the SSH transport itself failing, as opposed to an SFTP status for one file
+_TRANSPORT_ERRORS = (ConnectionError, socket.timeout, EOFError) + ((paramiko.SSHException,) if paramiko else ())
+
 
 class SftpRepository(Repository):
     type = 'sftp'
@@ -137,6 +140,9 @@ class SftpRepository(Repository):
     def _errors(self, doing, key):
         try:
             yield
+        except _TRANSPORT_ERRORS as exc:
+            # the transport itself failed (reset, timeout, closed): not an SFTP status
+            raise RepositoryError('SSH connection lost while %s %s: %s' % (doing, self.location(key), exc))
         except (IOError, OSError) as exc:
             code = getattr(exc, 'errno', None)
             if code == errno.ENOENT:
@@ -148,8 +154,6 @@ class SftpRepository(Repository):
                 raise DiskFullError('the SFTP server has no space left for %s' % self.location(key),
                                     'free space there or apply retention')
             raise RepositoryError('SFTP error while %s %s: %s' % (doing, self.location(key), exc))
-        except (paramiko.SSHException, EOFError) as exc:
-            raise RepositoryError('SSH connection lost while %s %s: %s' % (doing, self.location(key), exc))
 
     def _path(self, key):
         return posixpath.join(self.root, key) if key else self.root
