@@ -152,14 +152,14 @@ def tiny_tmpfs(tmp_path):
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
     try:
         yield mnt
     finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 # --- 1. wrong S3 credentials ------------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim
 
 @pytest.mark.parametrize("kind,previous", [("s3", True), ("sftp", True), ("local", False)])
 def test_artifact_without_manifest_is_incomplete(moto, bucket, sshd, dumped, workdir, unique_db_name,
-                                                  kind, previous):
+                                                 kind, previous):
     backup = dumped["backup"]
     good_id = backup["id"]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + 3600))

@@ -151,7 +151,10 @@ class S3Repository(Repository):
             if len(first) < part_size or size <= part_size:
                 etag, expected = self._put_single(key, first, extra)
             else:
-                etag, expected = self._put_multipart(key, first, reader, part_size, extra)
+                # hand the first part over in a list: a local name here would keep it in
+                # memory for the whole upload
+                pending, first = [first], None
+                etag, expected = self._put_multipart(key, pending, reader, part_size, extra)
             landed = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         self.check_landed(key, size, sha256, landed['ContentLength'])
         if landed.get('Metadata', {}).get('sha256') != sha256:
@@ -178,12 +181,12 @@ class S3Repository(Repository):
                                           ContentMD5=base64.b64encode(md5.digest()).decode(), **extra)
         return response['ETag'], md5.hexdigest()
 
-    def _put_multipart(self, key, first, reader, part_size, extra):
+    def _put_multipart(self, key, pending, reader, part_size, extra):
         from concurrent.futures import ThreadPoolExecutor
         upload_id = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=self._key(key), **extra)['UploadId']
         digests = {}
-        # at most `concurrency` parts in flight plus the one being read: bounded memory
+        # at most `concurrency` parts in memory: a slot is taken before a part is read
         slots = threading.BoundedSemaphore(self.concurrency)
         failure = []
 
@@ -201,12 +204,14 @@ class S3Repository(Repository):
 
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                number, data = 1, first
+                number, data = 1, pending.pop()
+                slots.acquire()
                 while data and not failure:
-                    slots.acquire()
                     pool.submit(send, number, data)
-                    number += 1
+                    number, data = number + 1, None  # the worker holds the part now
+                    slots.acquire()
                     data = read_full(reader, part_size)
+                slots.release()
             if failure:
                 raise failure[0]
             parts = [{'PartNumber': n, 'ETag': digests[n][0]} for n in sorted(digests)]
