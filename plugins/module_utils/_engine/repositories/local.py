@@ -11,9 +11,8 @@ import hashlib
 import os
 import uuid
 
-from ..errors import NotFoundError, RepositoryError
+from ..errors import DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..errors import DiskFullError
 from ..pipeline import CHUNK, copy, read_full
 from .base import ObjectInfo, PutResult, Repository
 

@@ -15,26 +15,31 @@ import base64
 import contextlib
 import hashlib
 import threading
-import traceback
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
 from ..pipeline import read_full
 from .base import ObjectInfo, PutResult, Repository
-
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-    BOTO3_IMPORT_ERROR = None
-except ImportError:
-    boto3 = None
-    BOTO3_IMPORT_ERROR = traceback.format_exc()
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
 MAX_PARTS = 10000
 _AUTH_CODES = ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken',
                'ExpiredToken', 'AuthorizationHeaderMalformed', '403')
+
+
+def _boto():
+    """boto3 and botocore, imported on first use: they take most of a second to import, and
+    a task that never touches S3 should not pay for that."""
+    try:
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+    except ImportError:
+        raise DependencyError(
+            'the Python library boto3 is missing on this node (needed for s3 repositories)',
+            'pip install boto3 into the interpreter that runs the modules '
+            '(ansible_python_interpreter), e.g. the offsite.backup.client role\'s virtualenv')
+    return boto3, botocore
 
 
 def checksum_setting(endpoint_url, requested='auto'):
@@ -68,6 +73,7 @@ class S3Repository(Repository):
 
     # -- connection ---------------------------------------------------------------------
     def client_config(self):
+        botocore = _boto()[1]
         params = dict(
             region_name=self.options.get('region'),
             retries={'max_attempts': int(self.options.get('retries', 5)), 'mode': 'standard'},
@@ -87,11 +93,7 @@ class S3Repository(Repository):
     @property
     def client(self):
         if self._client is None:
-            if boto3 is None:
-                raise DependencyError(
-                    'the Python library boto3 is missing on this node (needed for s3 repositories)',
-                    'pip install boto3 into the interpreter that runs the modules '
-                    '(ansible_python_interpreter), e.g. the offsite.backup.client role\'s virtualenv')
+            boto3 = _boto()[0]
             session = boto3.session.Session(
                 aws_access_key_id=self.options.get('access_key'),
                 aws_secret_access_key=self.options.get('secret_key'),
@@ -111,6 +113,7 @@ class S3Repository(Repository):
     @contextlib.contextmanager
     def _errors(self, doing, key=''):
         """Turn boto's exceptions into messages an operator can act on."""
+        botocore = _boto()[1]
         try:
             yield
         except botocore.exceptions.NoCredentialsError:

@@ -11,6 +11,7 @@ sha256) is proven.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import base64
 import contextlib
 import datetime
 import errno
@@ -19,24 +20,28 @@ import os
 import posixpath
 import socket
 import stat as stat_module
-import traceback
 import uuid
 
-from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
+from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..errors import DiskFullError
 from ..pipeline import CHUNK, read_full
 from .base import ObjectInfo, PutResult, Repository
 
-try:
-    import paramiko
-    PARAMIKO_IMPORT_ERROR = None
-except ImportError:
-    paramiko = None
-    PARAMIKO_IMPORT_ERROR = traceback.format_exc()
 
-# the SSH transport itself failing, as opposed to an SFTP status for one file
-_TRANSPORT_ERRORS = (ConnectionError, socket.timeout, EOFError) + ((paramiko.SSHException,) if paramiko else ())
+def _paramiko():
+    """paramiko, imported on first use (it is slow to import; most tasks never need it)."""
+    try:
+        import paramiko
+    except ImportError:
+        raise DependencyError(
+            'the Python library paramiko is missing on this node (needed for sftp repositories)',
+            'pip install paramiko into the interpreter that runs the modules')
+    return paramiko
+
+
+def _transport_errors():
+    """The SSH transport itself failing, as opposed to an SFTP status for one file."""
+    return (ConnectionError, socket.timeout, EOFError, _paramiko().SSHException)
 
 
 class SftpRepository(Repository):
@@ -71,6 +76,7 @@ class SftpRepository(Repository):
         return self._sftp
 
     def _host_keys(self, client):
+        paramiko = _paramiko()
         known_hosts = self.options.get('known_hosts')
         if known_hosts:
             path = os.path.expanduser(known_hosts)
@@ -84,16 +90,13 @@ class SftpRepository(Repository):
                 raise ConfigError('host_key must look like "ssh-ed25519 AAAA..."')
             name = self.host if self.port == 22 else '[%s]:%d' % (self.host, self.port)
             try:
-                key = paramiko.PKey.from_type_string(parts[0], __import__('base64').b64decode(parts[1]))
+                key = paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
             except Exception as exc:
                 raise ConfigError('host_key is not a public key paramiko understands (%s)' % exc)
             client.get_host_keys().add(name, parts[0], key)
 
     def _connect(self):
-        if paramiko is None:
-            raise DependencyError(
-                'the Python library paramiko is missing on this node (needed for sftp repositories)',
-                'pip install paramiko into the interpreter that runs the modules')
+        paramiko = _paramiko()
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self._host_keys(client)
@@ -138,9 +141,10 @@ class SftpRepository(Repository):
 
     @contextlib.contextmanager
     def _errors(self, doing, key):
+        transport_errors = _transport_errors()
         try:
             yield
-        except _TRANSPORT_ERRORS as exc:
+        except transport_errors as exc:
             # the transport itself failed (reset, timeout, closed): not an SFTP status
             raise RepositoryError('SSH connection lost while %s %s: %s' % (doing, self.location(key), exc))
         except (IOError, OSError) as exc:
