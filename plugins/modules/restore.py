@@ -79,7 +79,12 @@ options:
         description: Database to connect to for CREATE/ALTER/DROP DATABASE (C(postgresql)). Defaults to C(postgres).
         type: str
       jobs:
-        description: Parallel C(pg_restore) jobs for custom-format dumps. Defaults to the CPU count, at most 4.
+        description:
+          - Parallel C(pg_restore) jobs for custom-format dumps. Defaults to the CPU count, at most 4.
+          - With more than one job the artifact is first downloaded, verified and decompressed into
+            O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download,
+            verification, decompression and loading overlap, no work file is needed, and the checksum is
+            still proven before the restored database is swapped into place.
         type: int
       owner:
         description: Owner of the restored database (C(postgresql)).

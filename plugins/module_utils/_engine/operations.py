@@ -23,8 +23,8 @@ from .catalog import Catalog
 from .commands import CommandLog
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
                      NotFoundError)
-from .pipeline import (COMPRESSION_EXT_FOR, HashingReader, HashingWriter, compress, fetch_verified,
-                       free_bytes, validate_compression)
+from .pipeline import (COMPRESSION_EXT_FOR, HashingReader, HashingWriter, VerifiedStream, compress,
+                       fetch_verified, free_bytes, validate_compression)
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
 from .sources import open_source
@@ -352,22 +352,30 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
                    'age_seconds': int(age), 'target_existed': target_facts.get('exists')}
         if check_mode:
             return dict(summary, changed=True, status='would restore')
-        work_dir = os.path.abspath(work_dir or tempfile.gettempdir())
-        needed = data.get('raw_size') or 0
-        if needed and free_bytes(work_dir) < needed * 1.05:
-            raise DiskFullError('%s has %d MiB free; restoring %s needs about %d MiB there'
-                                % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
-                                'free space or set work_dir to a larger disk; nothing was changed')
-        scratch = tempfile.mkdtemp(prefix='offsite-restore-', dir=work_dir)
-        try:
-            local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
+        where = repo.location(chosen.artifact_key)
+        if getattr(tgt, 'streams', lambda: False)():
+            # download, verify, decompress and load at once; proven before the swap
             with repo.get(chosen.artifact_key) as reader:
-                fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
-                               expected_sha256=chosen.sha256, where=repo.location(chosen.artifact_key))
-            downloaded = time.time()
-            details = tgt.restore(local, data, mode)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+                stream = VerifiedStream(reader, chosen.compression, chosen.size, chosen.sha256, where)
+                details = tgt.restore_stream(stream, data, mode)
+            downloaded = started  # download and load overlapped: all of it counts as restore
+        else:
+            work_dir = os.path.abspath(work_dir or tempfile.gettempdir())
+            needed = data.get('raw_size') or 0
+            if needed and free_bytes(work_dir) < needed * 1.05:
+                raise DiskFullError('%s has %d MiB free; restoring %s needs about %d MiB there'
+                                    % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
+                                    'free space or set work_dir to a larger disk; nothing was changed')
+            scratch = tempfile.mkdtemp(prefix='offsite-restore-', dir=work_dir)
+            try:
+                local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
+                with repo.get(chosen.artifact_key) as reader:
+                    fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
+                                   expected_sha256=chosen.sha256, where=where)
+                downloaded = time.time()
+                details = tgt.restore(local, data, mode)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
     finished = time.time()
     return dict(summary, changed=True, status='restored', restored=details,
                 duration=round(finished - started, 3),

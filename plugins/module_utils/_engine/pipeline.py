@@ -139,35 +139,77 @@ def decompressing_reader(reader, compression):
     return gzip.GzipFile(fileobj=reader, mode='rb')
 
 
+class VerifiedStream(object):
+    """The decompressed bytes of ``reader`` (an artifact's compressed bytes), readable as they
+    arrive, and ``finish()`` that proves afterwards those bytes were the ones backed up.
+
+    Whoever consumes the stream writes only somewhere disposable (a work file, a scratch
+    database) until ``finish()`` returned; any damage raises IntegrityError that names the
+    root cause: a size or checksum mismatch rather than some decompressor's complaint."""
+
+    def __init__(self, reader, compression, expected_size=None, expected_sha256=None, where='the artifact'):
+        self.hashed = HashingReader(reader)
+        self.plain = decompressing_reader(self.hashed, compression)
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.where = where
+        self.raw_size = 0
+
+    def read(self, size=-1):
+        try:
+            data = self.plain.read(size)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            self._damaged(exc)
+        except Exception as exc:  # zstandard.ZstdError has no common base with the above
+            if zstandard is not None and isinstance(exc, zstandard.ZstdError):
+                self._damaged(exc)
+            raise
+        self.raw_size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def finish(self):
+        """Drain what the decompressor did not need (trailing bytes change the hash), then
+        compare size and sha256 with the manifest. Returns (size, sha256, raw_size)."""
+        copy(self.hashed, _NullWriter())
+        self._check()
+        return self.hashed.size, self.hashed.hexdigest(), self.raw_size
+
+    def _check(self):
+        if self.expected_size is not None and self.hashed.size != self.expected_size:
+            raise IntegrityError('%s has %d bytes but the manifest records %d'
+                                 % (self.where, self.hashed.size, self.expected_size),
+                                 'the copy is truncated or damaged; restore another backup')
+        if self.expected_sha256 and self.hashed.hexdigest() != self.expected_sha256:
+            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
+                                 % (self.where, self.hashed.hexdigest(), self.expected_sha256),
+                                 'the copy is corrupted; restore another backup')
+
+    def _damaged(self, exc):
+        """Decompression failed: read the rest so that bytes differing from the manifest are
+        reported as that (the operator's fact), not as a decompressor's complaint."""
+        try:
+            copy(self.hashed, _NullWriter())
+        except (EOFError, OSError):
+            pass
+        else:
+            self._check()
+        raise IntegrityError('%s is damaged: decompression failed (%s)' % (self.where, exc),
+                             'the copy is corrupted or truncated; restore another backup')
+
+
 def fetch_verified(reader, path, compression, expected_size=None, expected_sha256=None,
                    where='the artifact'):
     """Stream ``reader`` (compressed bytes) into ``path`` decompressed, then prove the
     compressed bytes were the ones backed up. Returns (size, sha256, raw_size). On any
     failure the partial file is removed and an error raised: nothing unproven stays."""
-    hashed = HashingReader(reader)
+    stream = VerifiedStream(reader, compression, expected_size, expected_sha256, where)
     try:
         with open(path, 'wb') as out:
-            try:
-                raw_size = copy(decompressing_reader(hashed, compression), out)
-                # drain what the decompressor did not need (trailing bytes would change the hash)
-                copy(hashed, _NullWriter())
-            except (EOFError, OSError, zlib.error) as exc:
-                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    raise
-                _damaged(hashed, exc, where, expected_size, expected_sha256)
-            except Exception as exc:  # zstandard.ZstdError has no common base with the above
-                if zstandard is not None and isinstance(exc, zstandard.ZstdError):
-                    _damaged(hashed, exc, where, expected_size, expected_sha256)
-                raise
-        if expected_size is not None and hashed.size != expected_size:
-            raise IntegrityError('%s has %d bytes but the manifest records %d'
-                                 % (where, hashed.size, expected_size),
-                                 'the copy is truncated or damaged; restore another backup')
-        if expected_sha256 and hashed.hexdigest() != expected_sha256:
-            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
-                                 % (where, hashed.hexdigest(), expected_sha256),
-                                 'the copy is corrupted; restore another backup')
-        return hashed.size, hashed.hexdigest(), raw_size
+            copy(stream, out)
+        return stream.finish()
     except OSError as exc:
         _remove(path)
         if exc.errno == errno.ENOSPC:
@@ -177,27 +219,6 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
     except BaseException:
         _remove(path)
         raise
-
-
-def _damaged(hashed, exc, where, expected_size, expected_sha256):
-    """Decompression failed: name the root cause. Read the rest of the stream so that a copy
-    whose bytes differ from the manifest is reported as that (the operator's fact), not as a
-    decompressor's complaint about some block."""
-    try:
-        copy(hashed, _NullWriter())
-    except (EOFError, OSError):
-        pass
-    else:
-        if expected_size is not None and hashed.size != expected_size:
-            raise IntegrityError('%s has %d bytes but the manifest records %d'
-                                 % (where, hashed.size, expected_size),
-                                 'the copy is truncated or damaged; restore another backup')
-        if expected_sha256 and hashed.hexdigest() != expected_sha256:
-            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
-                                 % (where, hashed.hexdigest(), expected_sha256),
-                                 'the copy is corrupted; restore another backup')
-    raise IntegrityError('%s is damaged: decompression failed (%s)' % (where, exc),
-                         'the copy is corrupted or truncated; restore another backup')
 
 
 class _NullWriter(object):

@@ -16,10 +16,12 @@ __metaclass__ = type
 import contextlib
 import os
 import re
+import subprocess
 import uuid
 
 from .. import commands
 from ..errors import ConfigError, NotFoundError, SourceError, TargetError
+from ..pipeline import copy
 from .base import Source, check_mode
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
@@ -161,9 +163,29 @@ class PostgresqlSource(Source):
                               'use mode: replace to swap it for the backup, or restore under another name')
         return {'exists': exists}
 
+    def streams(self):
+        """One loader reading a pipe (psql, or pg_restore with one job) can take the artifact
+        as it downloads; ``pg_restore -j`` needs a seekable file."""
+        return self.jobs == 1
+
     def restore(self, path, manifest, mode):
-        check_mode(mode)
+        """Restore from a verified, decompressed work file."""
         fmt = manifest.get('format') or ('plain' if path.endswith('.sql') else 'custom')
+        return self._via_scratch(manifest, mode, lambda scratch: self._load(fmt, scratch, path=path))
+
+    def restore_stream(self, stream, manifest, mode):
+        """Restore while downloading: ``stream`` (a pipeline.VerifiedStream) feeds the scratch
+        database, and its checksum is proven before the scratch database is swapped in; a
+        damaged artifact only ever reaches the scratch database, which is then dropped."""
+        fmt = manifest.get('format') or 'custom'
+
+        def load(scratch):
+            self._load(fmt, scratch, stream=stream)
+            stream.finish()
+        return self._via_scratch(manifest, mode, load)
+
+    def _via_scratch(self, manifest, mode, load):
+        check_mode(mode)
         scratch = '%s_restore_%s' % (self.database[:40], uuid.uuid4().hex[:8])
         source_facts = manifest.get('source') or {}
         create = 'CREATE DATABASE %s TEMPLATE template0' % quote_ident(scratch)
@@ -175,31 +197,46 @@ class PostgresqlSource(Source):
             create += ' OWNER %s' % quote_ident(self.options['owner'])
         self._psql(create, self._maintenance_db(), 'creating the scratch database %s' % scratch)
         try:
-            self._load(path, fmt, scratch)
-            swapped = self._swap(scratch, mode)
+            load(scratch)
+            return self._swap(scratch, mode)
         except BaseException:
             self._drop(scratch)
             raise
-        return swapped
 
-    def _load(self, path, fmt, database):
+    def _load(self, fmt, database, path=None, stream=None):
+        """Load ``path`` or ``stream`` into ``database`` with psql (plain) or pg_restore."""
+        source = path if path else '-'
         if fmt == 'plain':
             argv = [commands.which('psql', 'to restore plain dumps'), '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-                    '--single-transaction'] + self._conn_args() + ['-d', database, '-f', path]
+                    '--single-transaction'] + self._conn_args() + ['-d', database, '-f', source]
             tool = 'psql'
         else:
             argv = [commands.which('pg_restore', 'to restore PostgreSQL dumps'), '--exit-on-error']
             argv += self._conn_args() + ['-d', database]
-            if self.jobs > 1:
+            if path and self.jobs > 1:
                 argv += ['-j', str(self.jobs)]
             if self.options.get('no_owner'):
                 argv += ['--no-owner', '--no-privileges']
-            argv.append(path)
+            if path:
+                argv.append(path)
             tool = 'pg_restore'
-        rc, dummy, err = commands.run(argv, self.log, env=self._env())
-        if rc != 0:
-            raise TargetError('%s into the scratch database failed: %s' % (tool, err.strip()[-1500:]),
-                              'the target database %s was not touched' % self.database)
+        with commands.streaming(argv, self.log, env=self._env(), stdin=subprocess.PIPE if stream else None,
+                                stdout=subprocess.DEVNULL) as proc:
+            if stream:
+                try:
+                    copy(stream, proc.stdin)
+                except BrokenPipeError:
+                    pass  # the loader stopped reading: its exit status and stderr say why
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+            rc = proc.wait()
+            if rc != 0:
+                raise TargetError('%s into the scratch database failed: %s'
+                                  % (tool, commands.stderr_tail(proc)[-1500:] or 'exit status %d' % rc),
+                                  'the target database %s was not touched' % self.database)
 
     def _swap(self, scratch, mode):
         maintenance = self._maintenance_db()
