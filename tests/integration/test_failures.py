@@ -105,8 +105,9 @@ def make_small_db(name: str) -> None:
 def flip_byte(data: bytes, where: str) -> bytes:
     """Flip one byte: in the ``middle`` (zstd stores the incompressible bytes there as they are,
     so decompression succeeds and only the checksum can tell), or near the ``start`` (inside a
-    compressed block: the decompressor chokes before the checksum is known)."""
-    at = len(data) // 2 if where == "middle" else 12
+    compressed block: the decompressor chokes before the checksum is known), or near the ``end``
+    (the last bytes a streamed restore reads before the checksum is known)."""
+    at = {"middle": len(data) // 2, "start": 12, "end": len(data) - 100}[where]
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
 
 
@@ -308,8 +309,13 @@ def test_wrong_postgresql_password(scram_pg, dumped, workdir, module):
 # --- 8. corrupted artifact --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,where", [("local", "middle"), ("s3", "middle"), ("local", "start")])
-def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim_db, workdir, kind, where):
+@pytest.mark.parametrize("kind,where,jobs", [("local", "middle", 2), ("s3", "middle", 2), ("local", "start", 2),
+                                             ("s3", "middle", 1), ("local", "end", 1)],
+                         ids=["local-middle-file", "s3-middle-file", "local-start-file",
+                              "s3-middle-streamed", "local-end-streamed"])
+def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim_db, workdir, kind, where, jobs):
+    """jobs 2 verifies into a work file before pg_restore; jobs 1 streams into a scratch
+    database and must drop it: either way the target keeps its data."""
     if kind == "local":
         repo = local_repo(workdir / "repo")
         (workdir / "repo").mkdir()
@@ -343,10 +349,11 @@ def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim
 
     db, before = victim_db
     r = play(task("restore", "restore", name=SET, repository=repo, work_dir=str(workdir),
-                  target=pg_target(db, mode="replace", terminate_connections=True)))
+                  target=pg_target(db, mode="replace", terminate_connections=True, jobs=jobs)))
     res = assert_failed(r, "restore", "integrity", "does not match its manifest checksum",
                         art_name, backup["sha256"])
-    assert not any("pg_restore" in c for c in res.get("executed_commands", []))
+    if jobs > 1:
+        assert not any("pg_restore" in c for c in res.get("executed_commands", []))
     assert pg.fingerprint(db) == before
     assert scratch_databases(db) == []
     assert not [p for p in workdir.iterdir() if p.name.startswith("offsite-restore-")]
