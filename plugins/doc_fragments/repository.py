@@ -67,7 +67,7 @@ options:
       part_size:
         description:
           - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
-            O(repository.part_size) times (O(repository.concurrency) + 1). Defaults to 16.
+            O(repository.part_size) times O(repository.concurrency). Defaults to 8.
         type: int
       concurrency:
         description: Parts uploaded in parallel (C(s3)). Defaults to 4.
@@ -189,7 +189,7 @@ options:
       part_size:
         description:
           - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
-            O(repositories[].part_size) times (O(repositories[].concurrency) + 1). Defaults to 16.
+            O(repositories[].part_size) times O(repositories[].concurrency). Defaults to 8.
         type: int
       concurrency:
         description: Parts uploaded in parallel (C(s3)). Defaults to 4.

@@ -69,7 +69,7 @@ def set_lock(directory, name):
         handle.close()
 
 
-def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=0,
+def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=1,
          check_mode=False, log=None):
     """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1)."""
     log = log or CommandLog()

@@ -62,7 +62,7 @@ class S3Repository(Repository):
         self.bucket = self.options['bucket']
         self.prefix = self.options.get('prefix', '').strip('/')
         self.endpoint_url = self.options.get('endpoint_url')
-        self.part_size = int(self.options.get('part_size', 16)) * MIB
+        self.part_size = int(self.options.get('part_size', 8)) * MIB
         self.concurrency = int(self.options.get('concurrency', 4))
         if self.part_size < MIN_PART:
             raise ConfigError('part_size must be at least 5 (MiB)', 'S3 refuses smaller parts')

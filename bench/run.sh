@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# offsite.backup benchmark: bootstrap, loopback S3 (moto via the test harness), run, stop.
+#
+#   bench/run.sh                   # full: ~1 GB database (built once, then reused), 3 rounds
+#   bench/run.sh --scale small     # ~100 MB, one round: smoke test of the script
+#   bench/run.sh --quick           # only the rows the targets need (no parameter sweeps)
+#
+# Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
+# Markdown in bench/results/ (git-ignored).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$REPO/.venv/bin/python"
+
+"$REPO/scripts/bootstrap.sh" >&2
+
+mkdir -p "$REPO/bench/results"
+STATE="$REPO/bench/results/.services-$$.json"
+stop_services() {
+    (cd "$REPO" && "$PY" -m tests.harness.services down --state "$STATE") || true
+}
+trap stop_services EXIT
+(cd "$REPO" && "$PY" -m tests.harness.services up --state "$STATE" --services moto)
+
+"$PY" "$REPO/bench/bench.py" --services-state "$STATE" "$@"
