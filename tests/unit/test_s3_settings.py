@@ -86,7 +86,7 @@ def test_s3_bad_options(options, message):
 
 def test_s3_part_size_is_mebibytes():
     assert s3(part_size=5).part_size == 5 * 1024 * 1024
-    assert s3().part_size == 16 * 1024 * 1024
+    assert s3().part_size == 8 * 1024 * 1024
 
 
 @pytest.mark.parametrize('options, key, expected', [
