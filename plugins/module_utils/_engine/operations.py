@@ -24,7 +24,7 @@ from .commands import CommandLog
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
                      NotFoundError)
 from .pipeline import (COMPRESSION_EXT_FOR, HashingReader, HashingWriter, VerifiedStream, compress,
-                       fetch_verified, free_bytes, validate_compression)
+                       fetch_verified, free_bytes, remove_quietly, validate_compression)
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
 from .sources import open_source
@@ -109,13 +109,13 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
                 os.fsync(out.fileno())
             os.rename(partial, final)
         except OSError as exc:
-            _unlink(partial)
+            remove_quietly(partial)
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError('no space left in %s while dumping %s' % (set_dir, src.describe()),
                                     'free space or apply retention; the partial dump was removed')
             raise
         except BaseException:
-            _unlink(partial)
+            remove_quietly(partial)
             raise
         duration = time.time() - started
         data = mf.build(name, backup_id, created, extension, compression, fmt, writer.size,
@@ -137,15 +137,9 @@ def _write_atomic(path, data):
             os.fsync(out.fileno())
         os.rename(partial, path)
     except BaseException:
-        _unlink(partial)
+        remove_quietly(partial)
         raise
 
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # -- upload -------------------------------------------------------------------------------

@@ -212,13 +212,13 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
             copy(stream, out)
         return stream.finish()
     except OSError as exc:
-        _remove(path)
+        remove_quietly(path)
         if exc.errno == errno.ENOSPC:
             raise DiskFullError('no space left writing %s' % path,
                                 'free space there or point work_dir at a larger disk')
         raise
     except BaseException:
-        _remove(path)
+        remove_quietly(path)
         raise
 
 
@@ -227,11 +227,23 @@ class _NullWriter(object):
         return len(data)
 
 
-def _remove(path):
+def remove_quietly(path):
+    """Remove a partial file on the way out of a failure; the original error matters more."""
     try:
         os.unlink(path)
     except OSError:
         pass
+
+
+def hash_stream(reader):
+    """(size, sha256 hex) of everything ``reader`` yields: the re-read that proves an upload."""
+    digest, size = hashlib.sha256(), 0
+    while True:
+        data = reader.read(CHUNK)
+        if not data:
+            return size, digest.hexdigest()
+        digest.update(data)
+        size += len(data)
 
 
 def free_bytes(path):

@@ -7,13 +7,12 @@ __metaclass__ = type
 import contextlib
 import datetime
 import errno
-import hashlib
 import os
 import uuid
 
 from ..errors import DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..pipeline import CHUNK, copy, read_full
+from ..pipeline import copy, hash_stream, read_full, remove_quietly
 from .base import ObjectInfo, PutResult, Repository
 
 
@@ -49,17 +48,18 @@ class LocalRepository(Repository):
                 os.fsync(out.fileno())
             self.check_landed(key, size, sha256, os.path.getsize(partial))
             if self.verify == 'full':
-                self.check_landed(key, size, sha256, *_hash_file(partial))
+                with open(partial, 'rb') as landed:
+                    self.check_landed(key, size, sha256, *hash_stream(landed))
             os.rename(partial, path)
             _fsync_dir(os.path.dirname(path))
         except OSError as exc:
-            _unlink(partial)
+            remove_quietly(partial)
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError('no space left on the disk of %s' % self.root,
                                     'free space or apply retention; the partial copy was removed')
             raise RepositoryError('cannot write %s: %s' % (path, exc.strerror or exc))
         except BaseException:
-            _unlink(partial)
+            remove_quietly(partial)
             raise
         return PutResult(key, size, sha256, 'sha256 re-read' if self.verify == 'full' else 'size')
 
@@ -104,7 +104,7 @@ class LocalRepository(Repository):
         return ObjectInfo(key, st.st_size, _mtime(st))
 
     def delete(self, key):
-        _unlink(self._path(key))
+        remove_quietly(self._path(key))
 
 
 class _Limited(object):
@@ -122,27 +122,8 @@ class _Limited(object):
         return data
 
 
-def _hash_file(path):
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, 'rb') as handle:
-        while True:
-            data = handle.read(CHUNK)
-            if not data:
-                return size, digest.hexdigest()
-            digest.update(data)
-            size += len(data)
-
-
 def _mtime(st):
     return datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _fsync_dir(path):

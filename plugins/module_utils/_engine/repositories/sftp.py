@@ -15,7 +15,6 @@ import base64
 import contextlib
 import datetime
 import errno
-import hashlib
 import os
 import posixpath
 import socket
@@ -24,7 +23,7 @@ import uuid
 
 from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..pipeline import CHUNK, read_full
+from ..pipeline import CHUNK, hash_stream, read_full
 from .base import ObjectInfo, PutResult, Repository
 
 
@@ -206,15 +205,9 @@ class SftpRepository(Repository):
         return PutResult(key, size, sha256, 'sha256 re-read' if self.verify == 'full' else 'size')
 
     def _hash_remote(self, path):
-        digest, size = hashlib.sha256(), 0
         with self.sftp.open(path, 'rb') as remote:
             remote.prefetch()
-            while True:
-                data = remote.read(CHUNK)
-                if not data:
-                    return size, digest.hexdigest()
-                digest.update(data)
-                size += len(data)
+            return hash_stream(remote)
 
     def _rename(self, source, target):
         try:
