@@ -26,9 +26,8 @@ PARTIAL_SUFFIX = '.partial'
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
 _ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?$')
 _LEGACY_EXT = r'sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz'
-_LEGACY_RE = re.compile(
-    r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})'
-    r'\.(?P<ext>' + _LEGACY_EXT + r')$')
+# <name>_YYYYMMDD_HHMMSS.<ext>, or the seeds' own <name>_backup_YYYYMMDD_HHMMSS.<ext>
+_LEGACY_PATTERN = r'^%s(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>' + _LEGACY_EXT + r')$'
 
 
 def validate_name(name):
@@ -105,12 +104,7 @@ def parse_legacy(key, name, tz=datetime.timezone.utc):
     parts = key.split('/')
     if len(parts) > 2 or (len(parts) == 2 and parts[0] != name):
         return None
-    match = _LEGACY_RE.match(parts[-1])
-    if match and match.group('name') != name:
-        # the name group is lazy: for crm_backup_20251028_140000.sql.gz it says "crm" and
-        # swallows "_backup"; set crm_backup must find it too (the seeds' own prefix)
-        match = re.match(r'^%s_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>%s)$'
-                         % (re.escape(name), _LEGACY_EXT), parts[-1])
+    match = re.match(_LEGACY_PATTERN % re.escape(name), parts[-1])
     if not match:
         return None
     created = datetime.datetime.strptime(match.group('date') + match.group('time'), '%Y%m%d%H%M%S')
