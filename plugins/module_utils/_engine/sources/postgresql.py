@@ -180,7 +180,11 @@ class PostgresqlSource(Source):
         fmt = manifest.get('format') or 'custom'
 
         def load(scratch):
-            self._load(fmt, scratch, stream=stream)
+            try:
+                self._load(fmt, scratch, stream=stream)
+            except TargetError:
+                stream.finish()  # damaged bytes make the loader choke: name that root cause first
+                raise
             stream.finish()
         return self._via_scratch(manifest, mode, load)
 
