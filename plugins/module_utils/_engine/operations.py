@@ -141,7 +141,6 @@ def _write_atomic(path, data):
         raise
 
 
-
 # -- upload -------------------------------------------------------------------------------
 def load_local_backup(backup):
     """The artifact path and manifest of a local backup, from a path or dump's result."""
