@@ -25,14 +25,15 @@ options:
             Google Cloud Storage interoperability with HMAC keys).
           - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
           - C(local) is a directory on a local or mounted disk.
+          - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
         type: str
         required: true
-        choices: [local, s3, sftp]
+        choices: [b2, local, s3, sftp]
       bucket:
-        description: Bucket name (C(s3)).
+        description: Bucket name (C(s3), C(b2)).
         type: str
       prefix:
-        description: Key prefix inside the bucket under which backup sets are stored (C(s3)).
+        description: Key prefix inside the bucket under which backup sets are stored (C(s3), C(b2)).
         type: str
       endpoint_url:
         description:
@@ -56,6 +57,24 @@ options:
         description:
           - Session token of temporary credentials (C(s3)). Falls back to E(AWS_SESSION_TOKEN).
         type: str
+      key_id:
+        description:
+          - Application key id (C(b2)). Falls back to E(B2_APPLICATION_KEY_ID).
+          - A key restricted to the bucket and to O(repository.prefix) is enough; it needs the
+            capabilities C(listFiles), C(readFiles), C(writeFiles) and C(deleteFiles)
+            (C(listBuckets) too when the key is not restricted to the bucket).
+        type: str
+      application_key:
+        description:
+          - Application key (C(b2)). Falls back to E(B2_APPLICATION_KEY). Never logged.
+        type: str
+      hide_only:
+        description:
+          - Deleting a backup only hides its files (C(b2)) instead of deleting every version of
+            them. Hidden files are still stored and billed until a bucket lifecycle rule removes
+            them; use this with keys that lack C(deleteFiles).
+          - Defaults to C(false).
+        type: bool
       storage_class:
         description:
           - Storage class of uploaded artifacts (C(s3)), for example C(STANDARD_IA).
@@ -66,11 +85,13 @@ options:
         type: str
       part_size:
         description:
-          - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
+          - Multipart part size in MiB (C(s3), C(b2)); at least 5. Memory used is about
             O(repository.part_size) times O(repository.concurrency). Defaults to 8.
+          - For C(b2), the part size of B2 large files; defaults to the account's recommended
+            part size (100 MB); memory used is about part size times (concurrency + 1).
         type: int
       concurrency:
-        description: Parts uploaded in parallel (C(s3)). Defaults to 4.
+        description: Parts uploaded in parallel (C(s3), C(b2)). Defaults to 4.
         type: int
       checksums:
         description:
@@ -118,8 +139,9 @@ options:
       verify:
         description:
           - How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
-            multipart ETag, or a re-read sha256 where the ETag is no MD5; SFTP and local re-read
-            the object and compare its sha256). C(size) checks only the size.
+            multipart ETag, or a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small
+            file or of every part of a large file; SFTP and local re-read the object and compare
+            its sha256). C(size) checks only the size.
         type: str
         choices: [full, size]
         default: full
@@ -147,14 +169,15 @@ options:
             Google Cloud Storage interoperability with HMAC keys).
           - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
           - C(local) is a directory on a local or mounted disk.
+          - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
         type: str
         required: true
-        choices: [local, s3, sftp]
+        choices: [b2, local, s3, sftp]
       bucket:
-        description: Bucket name (C(s3)).
+        description: Bucket name (C(s3), C(b2)).
         type: str
       prefix:
-        description: Key prefix inside the bucket under which backup sets are stored (C(s3)).
+        description: Key prefix inside the bucket under which backup sets are stored (C(s3), C(b2)).
         type: str
       endpoint_url:
         description:
@@ -178,6 +201,24 @@ options:
         description:
           - Session token of temporary credentials (C(s3)). Falls back to E(AWS_SESSION_TOKEN).
         type: str
+      key_id:
+        description:
+          - Application key id (C(b2)). Falls back to E(B2_APPLICATION_KEY_ID).
+          - A key restricted to the bucket and to O(repositories[].prefix) is enough; it needs the
+            capabilities C(listFiles), C(readFiles), C(writeFiles) and C(deleteFiles)
+            (C(listBuckets) too when the key is not restricted to the bucket).
+        type: str
+      application_key:
+        description:
+          - Application key (C(b2)). Falls back to E(B2_APPLICATION_KEY). Never logged.
+        type: str
+      hide_only:
+        description:
+          - Deleting a backup only hides its files (C(b2)) instead of deleting every version of
+            them. Hidden files are still stored and billed until a bucket lifecycle rule removes
+            them; use this with keys that lack C(deleteFiles).
+          - Defaults to C(false).
+        type: bool
       storage_class:
         description:
           - Storage class of uploaded artifacts (C(s3)), for example C(STANDARD_IA).
@@ -188,11 +229,13 @@ options:
         type: str
       part_size:
         description:
-          - Multipart part size in MiB (C(s3)); at least 5. Memory used is about
+          - Multipart part size in MiB (C(s3), C(b2)); at least 5. Memory used is about
             O(repositories[].part_size) times O(repositories[].concurrency). Defaults to 8.
+          - For C(b2), the part size of B2 large files; defaults to the account's recommended
+            part size (100 MB); memory used is about part size times (concurrency + 1).
         type: int
       concurrency:
-        description: Parts uploaded in parallel (C(s3)). Defaults to 4.
+        description: Parts uploaded in parallel (C(s3), C(b2)). Defaults to 4.
         type: int
       checksums:
         description:
@@ -240,8 +283,9 @@ options:
       verify:
         description:
           - How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
-            multipart ETag, or a re-read sha256 where the ETag is no MD5; SFTP and local re-read
-            the object and compare its sha256). C(size) checks only the size.
+            multipart ETag, or a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small
+            file or of every part of a large file; SFTP and local re-read the object and compare
+            its sha256). C(size) checks only the size.
         type: str
         choices: [full, size]
         default: full

@@ -17,7 +17,7 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.errors impo
 
 def repository_spec():
     return dict(
-        type=dict(type='str', required=True, choices=['local', 's3', 'sftp']),
+        type=dict(type='str', required=True, choices=['b2', 'local', 's3', 'sftp']),
         bucket=dict(type='str'),
         prefix=dict(type='str'),
         endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),
@@ -25,6 +25,9 @@ def repository_spec():
         access_key=dict(type='str', no_log=False, fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
         secret_key=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
         session_token=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
+        key_id=dict(type='str', no_log=False, fallback=(env_fallback, ['B2_APPLICATION_KEY_ID'])),
+        application_key=dict(type='str', no_log=True, fallback=(env_fallback, ['B2_APPLICATION_KEY'])),
+        hide_only=dict(type='bool'),
         storage_class=dict(type='str'),
         server_side_encryption=dict(type='str'),
         part_size=dict(type='int'),
