@@ -71,7 +71,6 @@ def run(module, operation, **kwargs):
         result = operation(log=log, **kwargs)
     except BackupError as exc:
         extra = dict(exc.details or {})
-        extra.pop('changed', None)
         module.fail_json(msg=str(exc), error=exc.kind, executed_commands=log.commands, **extra)
     except Exception as exc:  # a bug or an unforeseen failure: still no traceback soup in msg
         module.fail_json(msg='unexpected error: %s: %s' % (type(exc).__name__, exc),

@@ -15,7 +15,14 @@ description:
   - A repository that already holds the backup with the same sha256 is left alone
     (C(changed=false)); the decision uses our sha256, not the S3 ETag, which is no MD5 for
     multipart uploads.
-  - Every repository is tried even when one fails; the task then fails and says which.
+  - With several repositories the artifact is read once and streamed to all of them at the
+    same time (one reader, one bounded queue of 1 MiB pieces per repository), so two
+    repositories take about as long as the slowest one, not the sum. Repositories that
+    already hold the backup are found first and not sent anything.
+  - One failing repository does not stop the others, and each is reported with its status. The
+    task fails unless at least O(min_success) repositories hold the backup afterwards; a
+    repository's manifest is written only once its artifact landed and the bytes read
+    locally matched the dump's sha256.
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
@@ -39,6 +46,14 @@ options:
       - Backup set name. Optional; when given (for example through C(module_defaults)) the
         backup must belong to this set, a guard against uploading the wrong file.
     type: str
+  min_success:
+    description:
+      - How many repositories must hold the backup (C(uploaded) or C(unchanged)) for the task
+        to succeed. Default is all of them.
+      - When fewer failed than this allows, the task succeeds, lists them in
+        RV(failed_repositories) and warns; C(changed) still says whether anything was uploaded.
+      - Must be between 1 and the number of repositories.
+    type: int
   repository:
     description:
       - A single repository, used when O(repositories) is not given; typically set once for
@@ -121,9 +136,22 @@ repositories:
       description: Why it failed.
       type: str
       returned: when status is failed
+    error_kind:
+      description: The kind of failure (C(repository), C(not_found), C(integrity), ...).
+      type: str
+      returned: when status is failed
     duration:
       description: Seconds spent on this repository.
       type: float
+    bytes:
+      description: Bytes of the artifact sent to this repository (0 when unchanged or in check mode).
+      type: int
+failed_repositories:
+  description: Locations of the repositories that failed while the task still met O(min_success).
+  returned: when some repositories failed and the task did not
+  type: list
+  elements: str
+  sample: [sftp://backup@192.0.2.7:23/backups/crm/crm_20261123T030000Z.dump.zst]
 executed_commands:
   description: Commands the module ran (none for the built-in repository types).
   returned: always
@@ -141,6 +169,7 @@ def main():
         argument_spec=dict(
             backup=dict(type='raw', required=True),
             name=dict(type='str'),
+            min_success=dict(type='int'),
             repository=dict(type='dict', options=repository_spec()),
             repositories=dict(type='list', elements='dict', options=repository_spec()),
         ),
@@ -148,7 +177,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    run(module, operations.upload, backup=p['backup'], name=p['name'],
+    run(module, operations.upload, backup=p['backup'], name=p['name'], min_success=p['min_success'],
         repositories=p['repositories'] or [p['repository']], check_mode=module.check_mode)
 
 

@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -23,8 +24,8 @@ from .catalog import Catalog
 from .commands import CommandLog
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
                      NotFoundError)
-from .pipeline import (COMPRESSION_EXT_FOR, HashingReader, HashingWriter, VerifiedStream, compress,
-                       fetch_verified, free_bytes, remove_quietly, validate_compression)
+from .pipeline import (COMPRESSION_EXT_FOR, HashingWriter, VerifiedStream, compress, fan_out, fetch_verified,
+                       free_bytes, remove_quietly, validate_compression)
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
 from .sources import open_source
@@ -165,8 +166,12 @@ def load_local_backup(backup):
     return path, data
 
 
-def upload(backup, repositories, name=None, check_mode=False, log=None):
-    """Copy one local backup to every repository: artifact, verified, then manifest."""
+def upload(backup, repositories, name=None, min_success=None, check_mode=False, log=None):
+    """Copy one local backup to every repository: artifact, verified, then manifest.
+
+    The artifact is read once and streamed to every repository that needs it at the same
+    time (``pipeline.fan_out``); one failing repository does not stop the others. The task
+    fails unless at least ``min_success`` repositories (default: all) hold the backup."""
     log = log or CommandLog()
     path, data = load_local_backup(backup)
     repositories = [r for r in repositories or [] if r]
@@ -175,60 +180,165 @@ def upload(backup, repositories, name=None, check_mode=False, log=None):
     if name and name != data['name']:
         raise ConfigError('%s belongs to backup set %s, not %s' % (path, data['name'], name),
                           'upload the right file or fix `name`')
+    if min_success is None:
+        min_success = len(repositories)
+    if not 1 <= min_success <= len(repositories):
+        raise ConfigError('min_success is %s but %d repositories are given' % (min_success, len(repositories)),
+                          'use a number from 1 to the number of repositories (default: all of them)')
     name = data['name']
     art_key = mf.artifact_key(name, data['id'], data['extension'])
     man_key = mf.manifest_key(name, data['id'])
-    results, failures = [], []
-    for options in repositories:
-        started = time.time()
-        outcome = {'type': options.get('type'), 'key': art_key}
-        try:
-            with open_repository(options) as repo:
-                outcome['location'] = repo.location(art_key)
-                outcome['status'] = _upload_one(repo, path, data, art_key, man_key, check_mode)
-        except BackupError as exc:
-            outcome.update(status='failed', error=str(exc), error_kind=exc.kind)
-            failures.append(outcome)
-        outcome['duration'] = round(time.time() - started, 3)
-        results.append(outcome)
+    jobs = [_UploadJob(options, art_key) for options in repositories]
+    try:
+        # 1. open each repository and decide, all at once: already there, or to be fed
+        _in_threads([lambda job=job: job.decide(data, art_key, man_key, check_mode) for job in jobs])
+        feed = [job for job in jobs if job.outcome.get('status') == 'pending']
+        if feed:
+            _send(path, data, art_key, man_key, feed)
+    finally:
+        for job in jobs:
+            job.close()
+    results = [job.outcome for job in jobs]
+    failures = [r for r in results if r['status'] == 'failed']
     result = {'changed': any(r['status'] in ('uploaded', 'would upload') for r in results),
               'backup': {'id': data['id'], 'name': name, 'size': data['size'], 'sha256': data['sha256']},
               'repositories': results}
-    if failures:
-        error = BackupError('upload of %s failed on %d of %d repositories: %s'
-                            % (data['id'], len(failures), len(results),
-                               '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)),
+    summary = '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)
+    if len(results) - len(failures) < min_success:
+        error = BackupError('upload of %s failed on %d of %d repositories (%d must succeed): %s'
+                            % (data['id'], len(failures), len(results), min_success, summary),
                             details=result)
         kinds = set(f['error_kind'] for f in failures)
         if len(kinds) == 1:  # one cause everywhere: report its kind (not_found, repository...)
             error.kind = kinds.pop()
         raise error
+    if failures:
+        result['failed_repositories'] = [f.get('location') or f['type'] for f in failures]
+        result['warnings'] = ['upload of %s failed on %d of %d repositories (min_success %d still met): %s'
+                              % (data['id'], len(failures), len(results), min_success, summary)]
     return result
 
 
-def _upload_one(repo, path, data, art_key, man_key, check_mode):
-    remote_manifest = repo.stat(man_key)
-    if remote_manifest is not None:
+class _UploadJob(object):
+    """One repository of an upload: its connection, its outcome, its clock."""
+
+    def __init__(self, options, art_key):
+        self.options = options
+        self.repo = None
+        self.started = time.time()
+        self.outcome = {'type': options.get('type'), 'key': art_key, 'bytes': 0}
+
+    def decide(self, data, art_key, man_key, check_mode):
+        with self.failing():
+            self.repo = open_repository(self.options)
+            self.outcome['location'] = self.repo.location(art_key)
+            if _already_there(self.repo, data, art_key, man_key):
+                self.outcome['status'] = 'unchanged'
+            else:
+                self.outcome['status'] = 'would upload' if check_mode else 'pending'
+        if self.outcome['status'] != 'pending':
+            self.stop()
+
+    @contextlib.contextmanager
+    def failing(self):
+        """A BackupError inside marks this repository failed and is not raised."""
         try:
-            remote = mf.loads(repo.get_bytes(man_key), repo.location(man_key))
-        except BackupError:
-            remote = {}
-        artifact = repo.stat(art_key)
-        if remote.get('sha256') == data['sha256'] and artifact is not None and artifact.size == data['size']:
-            return 'unchanged'
-    if check_mode:
-        return 'would upload'
-    with open(path, 'rb') as handle:
-        sent = HashingReader(handle)
-        repo.put(art_key, sent, data['size'], data['sha256'])
-    if sent.hexdigest() != data['sha256'] or sent.size != data['size']:
-        # the local copy rotted or changed since dump: never mark such a copy complete
-        repo.delete(art_key)
-        raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
-                             % (path, sent.hexdigest(), data['sha256']),
-                             'the local copy is damaged; dump again (nothing was marked complete)')
-    repo.put_bytes(man_key, mf.dumps(data))  # manifest last
-    return 'uploaded'
+            yield
+        except BackupError as exc:
+            self.fail(exc)
+
+    def fail(self, exc):
+        self.outcome.update(status='failed', error=str(exc), error_kind=exc.kind)
+        self.stop()
+
+    def stop(self):
+        if 'duration' not in self.outcome:
+            self.outcome['duration'] = round(time.time() - self.started, 3)
+
+    def close(self):
+        if self.repo is not None:
+            try:
+                self.repo.close()
+            except Exception:
+                pass
+        self.stop()
+
+
+def _in_threads(calls):
+    """Run the calls concurrently (one thread each) and wait for all; the first error that
+    is not a BackupError (those are recorded per repository) is raised afterwards."""
+    errors = []
+
+    def run(call):
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _already_there(repo, data, art_key, man_key):
+    remote_manifest = repo.stat(man_key)
+    if remote_manifest is None:
+        return False
+    try:
+        remote = mf.loads(repo.get_bytes(man_key), repo.location(man_key))
+    except BackupError:
+        remote = {}
+    artifact = repo.stat(art_key)
+    return remote.get('sha256') == data['sha256'] and artifact is not None and artifact.size == data['size']
+
+
+def _send(path, data, art_key, man_key, jobs):
+    """Read the artifact once and put it into every job's repository at the same time; then,
+    only if what was read matches the manifest, write each successful repository's manifest."""
+    def consumer(job):
+        def put(reader):
+            # a second, seekable handle for stores that hash ahead of sending (b2's
+            # large_file_sha1); the others never touch it
+            with open(path, 'rb') as ahead:
+                reader.source = ahead
+                return job.repo.put(art_key, reader, data['size'], data['sha256'])
+        return put
+
+    try:
+        with open(path, 'rb') as handle:
+            size, sha256, outcomes = fan_out(handle, [consumer(job) for job in jobs])
+    except (IOError, OSError) as exc:
+        error = BackupError('cannot read the local artifact %s: %s' % (path, exc.strerror or exc),
+                            'check the disk of the dump directory; nothing was marked complete')
+        for job in jobs:
+            job.fail(error)
+        return
+    intact = size == data['size'] and sha256 == data['sha256']
+    for job, (result, exc, sent) in zip(jobs, outcomes):
+        job.outcome['bytes'] = sent
+        if exc is not None:
+            if not isinstance(exc, BackupError):
+                raise exc  # a bug, not a repository's failure: let it be seen as one
+            job.fail(exc)
+            continue
+        with job.failing():
+            if not intact:
+                # the local copy rotted or changed since dump: never mark such a copy complete
+                try:
+                    job.repo.delete(art_key)
+                except BackupError:
+                    pass  # left without a manifest: incomplete, and retention cleans it up
+                raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
+                                     % (path, sha256, data['sha256']),
+                                     'the local copy is damaged; dump again (nothing was marked complete)')
+            job.repo.put_bytes(man_key, mf.dumps(data))  # manifest last
+            job.outcome['status'] = 'uploaded'
+            job.stop()
 
 
 # -- retention ----------------------------------------------------------------------------

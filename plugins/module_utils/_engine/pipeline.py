@@ -7,10 +7,12 @@ Everything moves in CHUNK-sized pieces, so memory stays flat whatever the databa
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import collections
 import errno
 import gzip
 import hashlib
 import os
+import threading
 import traceback
 import zlib
 
@@ -24,6 +26,8 @@ except ImportError:
     ZSTD_IMPORT_ERROR = traceback.format_exc()
 
 CHUNK = 1024 * 1024
+# pieces queued per consumer of a fan-out: memory is FANOUT_DEPTH x CHUNK x consumers at most
+FANOUT_DEPTH = 8
 COMPRESSIONS = ('zstd', 'gzip', 'none')
 COMPRESSION_EXT_FOR = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
 # zstd 1: on database dumps level 3 costs 2-4x the CPU for no better ratio (bench/)
@@ -249,3 +253,147 @@ def hash_stream(reader):
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+# -- fan-out: one read, several consumers ---------------------------------------------------
+class ProducerFailed(Exception):
+    """What a fan-out consumer reads when the producer died: the consumer's own operation
+    fails (and cleans up); ``fan_out`` then raises the producer's error, not this one."""
+
+
+class _Channel(object):
+    """A bounded queue of pieces from one producer to one consumer. Either side can give up:
+    ``close`` (consumer gone) makes every further ``send`` return False at once, even one
+    waiting on a full queue; ``finish`` (producer done or dead) wakes a waiting ``receive``."""
+
+    def __init__(self, depth):
+        self.cond = threading.Condition()
+        self.items = collections.deque()
+        self.depth = depth
+        self.closed = False
+        self.succeeded = False
+        self.eof = False
+        self.error = None
+
+    def send(self, data):
+        with self.cond:
+            while len(self.items) >= self.depth and not self.closed:
+                self.cond.wait()
+            if self.closed:
+                return False
+            self.items.append(data)
+            self.cond.notify_all()
+            return True
+
+    def finish(self, error=None):
+        with self.cond:
+            self.eof = True
+            self.error = error
+            self.cond.notify_all()
+
+    def receive(self):
+        with self.cond:
+            while not self.items and not self.eof:
+                self.cond.wait()
+            if self.error is not None:
+                self.items.clear()
+                raise ProducerFailed('the source stream failed: %s' % (self.error,))
+            if self.items:
+                data = self.items.popleft()
+                self.cond.notify_all()
+                return data
+            return b''
+
+    def close(self, succeeded):
+        with self.cond:
+            self.closed = True
+            self.succeeded = succeeded
+            self.items.clear()  # nobody reads them any more: free the memory now
+            self.cond.notify_all()
+
+
+class ChannelReader(object):
+    """The file-like end of a channel a consumer reads from. ``source`` may be set to a
+    seekable file holding the same bytes, for a store that must hash ahead (b2's SHA-1)."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.source = None
+        self.pending = b''
+        self.offset = 0
+        self.size = 0
+
+    def read(self, size=-1):
+        if size is None or size < 0:  # everything to the end, as a file would
+            parts = []
+            while True:
+                data = self.read(CHUNK)
+                if not data:
+                    return b''.join(parts)
+                parts.append(data)
+        if self.offset >= len(self.pending):
+            self.pending, self.offset = self.channel.receive(), 0
+        start = self.offset
+        self.offset = min(len(self.pending), start + size)
+        if start == 0 and self.offset == len(self.pending):
+            data = self.pending  # the whole piece: no copy
+        else:
+            data = self.pending[start:self.offset]
+        self.size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+
+def fan_out(source, consumers, chunk=CHUNK, depth=FANOUT_DEPTH):
+    """Read ``source`` once, in ``chunk``-sized pieces, and feed every consumer concurrently.
+
+    ``consumers`` are callables taking one binary reader; each runs in its own thread and
+    reads from its own bounded queue (at most ``depth`` pieces), while the calling thread
+    reads and hashes. A consumer that returns or raises stops being fed; it never stalls the
+    others. The source is read to its end as long as one consumer is still running or has
+    succeeded (its sha256 proves what was sent), and abandoned once every consumer failed.
+
+    Returns ``(size, sha256, outcomes)``: the byte count and sha256 of what was read, and
+    per consumer ``(result, None, bytes_read)`` or ``(None, exception, bytes_read)``. An error
+    reading ``source`` is raised once every consumer has stopped (and cleaned up after itself).
+    """
+    channels = [_Channel(depth) for consumer in consumers]
+    readers = [ChannelReader(channel) for channel in channels]
+    outcomes = [None] * len(consumers)
+
+    def work(index):
+        try:
+            outcomes[index] = (consumers[index](readers[index]), None)
+            channels[index].close(True)
+        except BaseException as exc:  # reported to the caller, whatever it is
+            outcomes[index] = (None, exc)
+            channels[index].close(False)
+
+    threads = [threading.Thread(target=work, args=(i,), name='fan-out-%d' % i) for i in range(len(consumers))]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    digest, size, failure = hashlib.sha256(), 0, None
+    try:
+        while True:
+            open_channels = [c for c in channels if not c.closed]
+            if not open_channels and not any(c.succeeded for c in channels):
+                break  # every consumer failed: nobody needs the rest
+            data = source.read(chunk)
+            if not data:
+                break
+            digest.update(data)
+            size += len(data)
+            for channel in open_channels:
+                channel.send(data)  # False: that consumer is gone; the others go on
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        for channel in channels:
+            channel.finish(failure)
+        for thread in threads:
+            thread.join()
+    return size, digest.hexdigest(), [outcome + (reader.size,) for outcome, reader in zip(outcomes, readers)]
