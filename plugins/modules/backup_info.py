@@ -87,6 +87,9 @@ backups:
     legacy:
       description: Whether it is a seed-script backup without manifest.
       type: bool
+    proven:
+      description: Whether a restore with O(offsite.backup.restore#module:mark_proven=true) proved it restorable.
+      type: bool
     tags:
       description: Tags from the manifest.
       type: list

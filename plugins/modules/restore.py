@@ -108,6 +108,13 @@ options:
         description: Restore only these paths of the archive (C(files)).
         type: list
         elements: str
+  mark_proven:
+    description:
+      - After a successful restore, write C(<id>.proven.json) beside the backup in the repository
+        (what a DR drill does). Retention never deletes the newest proven backup of a set,
+        whatever its policy says.
+    type: bool
+    default: false
   work_dir:
     description:
       - Directory for the downloaded, decompressed dump (C(pg_restore -j) needs a file).
@@ -177,6 +184,10 @@ download_seconds:
   description: Seconds spent downloading, verifying and decompressing.
   returned: when restored
   type: float
+proven_marker:
+  description: Where the proof of restorability was written.
+  returned: when O(mark_proven=true) and restored
+  type: str
 restore_seconds:
   description: Seconds spent loading the target.
   returned: when restored
@@ -211,12 +222,14 @@ def main():
             backup=dict(type='str', default='latest'),
             target=dict(type='dict', required=True, options=target),
             work_dir=dict(type='path'),
+            mark_proven=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.restore, name=p['name'], repository=p['repository'], target=p['target'],
-        backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], check_mode=module.check_mode)
+        backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], mark_proven=p['mark_proven'],
+        check_mode=module.check_mode)
 
 
 if __name__ == '__main__':

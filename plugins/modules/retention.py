@@ -14,7 +14,8 @@ description:
     durations measured back from the newest backup, C(-1) for unlimited, the oldest backup
     kept while a bucket rule has counts left as in restic 0.16+), and deletes the others
     from O(repository), the manifest first, then the artifact.
-  - It never deletes the newest complete backup. Incomplete leftovers (an artifact without
+  - It never deletes the newest complete backup, nor the newest backup a drill proved
+    restorable (M(offsite.backup.restore) with O(offsite.backup.restore#module:mark_proven=true)). Incomplete leftovers (an artifact without
     manifest, a partial upload) older than O(incomplete_grace) hours are removed.
   - With O(backups) instead of O(repository) it only plans, touching nothing, so you can see
     what a policy keeps over a year.
@@ -164,6 +165,10 @@ incomplete_removed:
   returned: with repository
   type: list
   elements: str
+kept_as_proven:
+  description: Id of the newest proven backup, kept although the policy would have removed it.
+  returned: with repository
+  type: str
 damaged:
   description: Backups whose manifest and artifact disagree; never deleted automatically.
   returned: with repository

@@ -17,7 +17,8 @@ from .errors import ConfigError, IntegrityError, NotFoundError
 
 class Backup(object):
     def __init__(self, backup_id, name, created, artifact_key=None, manifest_key=None, size=None,
-                 sha256=None, manifest=None, legacy=False, complete=False, modified=None, problem=None):
+                 sha256=None, manifest=None, legacy=False, complete=False, modified=None, problem=None,
+                 proven_key=None):
         self.id = backup_id
         self.name = name
         self.created = created
@@ -30,6 +31,7 @@ class Backup(object):
         self.complete = complete
         self.modified = modified
         self.problem = problem
+        self.proven_key = proven_key
 
     @property
     def tags(self):
@@ -50,6 +52,7 @@ class Backup(object):
         if self.manifest:
             data['format'] = self.manifest.get('format')
             data['source'] = self.manifest.get('source')
+        data['proven'] = self.proven_key is not None
         if self.problem:
             data['problem'] = self.problem
         return data
@@ -62,12 +65,12 @@ class Catalog(object):
         self.repository = repository
         self.name = mf.validate_name(name)
         self.backups = []       # complete and incomplete, newest first
-        self.leftovers = []     # ObjectInfo of partial uploads
+        self.leftovers = []     # ObjectInfo of partial uploads, and proven markers of deleted backups
         self._load(legacy_tz)
 
     def _load(self, legacy_tz):
         objects = dict((o.key, o) for o in self.repository.list(self.name))
-        artifacts, manifests = {}, {}
+        artifacts, manifests, proven = {}, {}, {}
         for key, info in objects.items():
             if key.endswith(mf.PARTIAL_SUFFIX):
                 if key.startswith(self.name + '/'):
@@ -84,13 +87,17 @@ class Catalog(object):
             parsed = mf.parse_id(mf.id_from_key(key))
             if not parsed or parsed[0] != self.name:
                 continue
+            if key.endswith(mf.PROVEN_SUFFIX):
+                proven[mf.id_from_key(key)] = info
+                continue
             (manifests if key.endswith(mf.MANIFEST_SUFFIX) else artifacts)[mf.id_from_key(key)] = info
         for backup_id in set(artifacts) | set(manifests):
             created = mf.parse_id(backup_id)[1]
             art, man = artifacts.get(backup_id), manifests.get(backup_id)
             backup = Backup(backup_id, self.name, created,
                             artifact_key=art.key if art else None, manifest_key=man.key if man else None,
-                            size=art.size if art else None, modified=(art or man).modified)
+                            size=art.size if art else None, modified=(art or man).modified,
+                            proven_key=proven[backup_id].key if backup_id in proven else None)
             if man is None:
                 backup.problem = 'no manifest (interrupted upload or dump)'
             elif art is None:
@@ -98,6 +105,9 @@ class Catalog(object):
             else:
                 self._read_manifest(backup)
             self.backups.append(backup)
+        # a marker whose backup is gone (deletion interrupted after the manifest) is a leftover
+        self.leftovers.extend(info for backup_id, info in proven.items()
+                              if backup_id not in artifacts and backup_id not in manifests)
         self.backups.sort(key=lambda b: (b.created, b.id), reverse=True)
 
     def _read_manifest(self, backup):
@@ -125,6 +135,10 @@ class Catalog(object):
     @property
     def incomplete(self):
         return [b for b in self.backups if not b.complete]
+
+    def newest_proven(self):
+        proven = [b for b in self.complete if b.proven_key]
+        return proven[0] if proven else None
 
     def latest(self):
         complete = self.complete

@@ -21,6 +21,9 @@ from .errors import ConfigError, IntegrityError
 FORMAT_VERSION = 1
 ENGINE_VERSION = '0.1.0'
 MANIFEST_SUFFIX = '.manifest.json'
+# written beside a backup by a restore that proved it restorable (a DR drill); retention never
+# deletes the newest proven backup of a set
+PROVEN_SUFFIX = '.proven.json'
 PARTIAL_SUFFIX = '.partial'
 
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
@@ -88,6 +91,10 @@ def artifact_key(name, backup_id, extension):
 
 def manifest_key(name, backup_id):
     return '%s/%s%s' % (name, backup_id, MANIFEST_SUFFIX)
+
+
+def proven_key(name, backup_id):
+    return '%s/%s%s' % (name, backup_id, PROVEN_SUFFIX)
 
 
 def id_from_key(key):

@@ -372,6 +372,10 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             raise ConfigError(str(exc))
         newest = complete[0].id if complete else None
         remove_ids = set(b.id for b in decided.remove)
+        # the newest backup a drill proved restorable survives any policy: it is the one known good
+        proven = catalog.newest_proven()
+        kept_proven = proven.id if proven is not None and proven.id in remove_ids else None
+        remove_ids.discard(kept_proven)
         if newest in remove_ids:  # the planner keeps it; deleting it would be unrecoverable
             raise BackupError('internal error: retention planned to delete the newest backup %s' % newest)
         by_id = dict((b.id, b) for b in complete)
@@ -384,7 +388,7 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
                 backup = by_id[backup_id]
                 # manifest first: an interrupted deletion leaves an incomplete backup, never a
                 # complete-looking one without data
-                for key in (backup.manifest_key, backup.artifact_key):
+                for key in (backup.manifest_key, backup.artifact_key, backup.proven_key):
                     if key:
                         repo.delete(key)
                 removed.append(backup_id)
@@ -394,11 +398,17 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             for info in partials:
                 repo.delete(info.key)
                 cleaned.append(info.key)
-        return dict(decided.as_dict(), **{
+        planned = decided.as_dict()
+        if kept_proven:
+            planned['remove'].remove(kept_proven)
+            planned['keep'].append(kept_proven)
+            planned['reasons'][kept_proven] = ['newest backup proven restorable by a drill']
+        return dict(planned, **{
             'changed': bool(remove_ids or leftovers or partials),
             'removed': removed,
             'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
             'incomplete_removed': cleaned,
+            'kept_as_proven': kept_proven,
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
         })
@@ -437,7 +447,7 @@ def info(name, repository, query=None, log=None):
 
 # -- restore ------------------------------------------------------------------------------
 def restore(name, repository, target, backup='latest', mode='create', work_dir=None,
-            check_mode=False, log=None):
+            mark_proven=False, check_mode=False, log=None):
     log = log or CommandLog()
     started = time.time()
     with open_repository(repository) as repo:
@@ -479,7 +489,13 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
                 details = tgt.restore(local, data, mode)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-    finished = time.time()
+        finished = time.time()
+        if mark_proven:
+            # written only now: the checksum was proven and the target swapped in
+            proof = {'id': chosen.id, 'sha256': chosen.sha256, 'proven': mf.format_time(mf.utcnow()),
+                     'target': tgt.describe(), 'restore_seconds': round(finished - started, 3)}
+            repo.put_bytes(mf.proven_key(name, chosen.id), mf.dumps(proof))
+            summary['proven_marker'] = repo.location(mf.proven_key(name, chosen.id))
     return dict(summary, changed=True, status='restored', restored=details,
                 duration=round(finished - started, 3),
                 download_seconds=round(downloaded - started, 3),
