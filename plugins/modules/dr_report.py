@@ -1,0 +1,138 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: dr_report
+short_description: Write the report of a DR drill or rebuild, with its history chart and metrics
+version_added: 0.1.0
+description:
+  - Turns the per-set outcomes of C(playbooks/dr_drill.yml) or C(playbooks/dr_rebuild.yml) into a
+    report kept in O(report_dir) as JSON (the record), Markdown and a self-contained HTML page that
+    charts restore time and backup age over the past reports of the same O(kind).
+  - Judges each set against its recovery point objective. A backup older than the objective fails
+    the set.
+  - Returns the report in Prometheus text format (C(dr_drill_success), C(dr_drill_duration_seconds),
+    C(dr_drill_backup_age_seconds)) for a Pushgateway.
+  - It never fails because a set failed. The playbook decides, after it has alerted.
+extends_documentation_fragment:
+  - offsite.backup.attributes
+attributes:
+  check_mode:
+    description: Builds the report and returns it without writing files.
+    support: full
+  idempotent:
+    description: Every run writes a new report.
+    support: none
+options:
+  kind:
+    description: What is reported.
+    type: str
+    choices: [drill, rebuild]
+    default: drill
+  results:
+    description:
+      - One entry per backup set, with keys C(name), C(success), C(backup_id), C(repository),
+        C(age_seconds), C(restore_seconds), C(duration_seconds), C(checks) (a list of C(name), C(ok),
+        C(detail)), C(error), and optionally C(rpo_seconds).
+    type: list
+    elements: dict
+    required: true
+  started:
+    description: When the drill or rebuild started (ISO-8601, UTC).
+    type: str
+    required: true
+  finished:
+    description: When it finished (ISO-8601). Defaults to now.
+    type: str
+  host:
+    description: The host the report is about.
+    type: str
+  rpo_seconds:
+    description: Recovery point objective for sets that do not set their own.
+    type: int
+  steps:
+    description: Timed steps (C(name), C(seconds)) shown in the report.
+    type: list
+    elements: dict
+  report_dir:
+    description: Directory that keeps the reports (the history of the chart).
+    type: path
+    required: true
+author:
+  - offsite.backup maintainers (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Write the drill report
+  offsite.backup.dr_report:
+    kind: drill
+    started: "{{ drill_started }}"
+    results: "{{ drill_results }}"
+    rpo_seconds: 86400
+    report_dir: /var/lib/offsite-backup/drills
+  register: report
+'''
+
+RETURN = r'''
+report:
+  description: The report (as written to the JSON file).
+  returned: always
+  type: dict
+success:
+  description: Whether every set was restored, passed its checks and met its RPO objective.
+  returned: always
+  type: bool
+paths:
+  description: Paths of the C(json), C(markdown) and C(html) files.
+  returned: always
+  type: dict
+markdown:
+  description: The Markdown report.
+  returned: always
+  type: str
+metrics:
+  description: The report in Prometheus text format.
+  returned: always
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill_report
+from ansible_collections.offsite.backup.plugins.module_utils._engine import manifest as mf
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            kind=dict(type='str', choices=list(drill_report.KINDS), default='drill'),
+            results=dict(type='list', elements='dict', required=True),
+            started=dict(type='str', required=True),
+            finished=dict(type='str'),
+            host=dict(type='str'),
+            rpo_seconds=dict(type='int'),
+            steps=dict(type='list', elements='dict'),
+            report_dir=dict(type='path', required=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        started = mf.parse_time(p['started'])
+        finished = mf.parse_time(p['finished']) if p['finished'] else mf.utcnow()
+        report = drill_report.build(p['kind'], p['results'], started, finished, host=p['host'],
+                                    rpo_seconds=p['rpo_seconds'], steps=p['steps'])
+        paths = drill_report.write(report, p['report_dir'], check_mode=module.check_mode)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), error=exc.kind)
+    except OSError as exc:
+        module.fail_json(msg='cannot write the report in %s: %s' % (p['report_dir'], exc), error='config')
+    module.exit_json(changed=not module.check_mode, report=report, success=report['success'], paths=paths,
+                     markdown=drill_report.markdown(report), metrics=drill_report.metrics(report))
+
+
+if __name__ == '__main__':
+    main()

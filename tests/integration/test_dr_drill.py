@@ -1,0 +1,154 @@
+"""playbooks/dr_drill.yml end to end: real backups in moto S3 (behind an unreachable repository
+in the priority list), restored into scratch databases on 127.0.0.1:5432, checked, dropped;
+reports kept with their history chart (rendered in a real headless Chromium); metrics, Slack and
+heartbeat received by a local HTTP receiver; retention then keeps the proven backup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness import pg
+from tests.harness.ansible import REPO_ROOT, run_playbook
+from tests.harness.receiver import Receiver
+from tests.harness.services import free_port
+from tests.integration.helpers import pg_source, s3_keys, s3_repo
+
+DRILL = REPO_ROOT / "playbooks" / "dr_drill.yml"
+
+
+def backup_to(repo: dict, name: str, database: str, dumps: Path) -> str:
+    r = run_playbook([
+        {"name": "dump", "offsite.backup.dump": {"name": name, "source": pg_source(database), "dest": str(dumps)},
+         "register": "d"},
+        {"name": "upload", "offsite.backup.upload": {"backup": "{{ d.backup.path }}", "repository": repo}},
+    ])
+    assert r.rc == 0, r.output
+    return r.result("dump")["backup"]["id"]
+
+
+def drill_databases() -> list[str]:
+    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE '%\\_drill\\_%'")
+    return [line for line in out.splitlines() if line]
+
+
+def unreachable_repo(sshd) -> dict:
+    """A well-formed SFTP repository on a port nothing listens on (the server "burned")."""
+    return {"type": "sftp", "host": "127.0.0.1", "port": free_port(), "user": sshd.user,
+            "private_key": sshd.private_key, "host_key": sshd.host_key, "path": "x", "timeout": 3}
+
+
+def drill_vars(sets, report_dir, rx, **extra):
+    values = {"offsite_dr_sets": sets, "offsite_dr_report_dir": str(report_dir),
+              "offsite_dr_pushgateway_url": rx.url("/push"), "offsite_dr_heartbeat_url": rx.url("/hb"),
+              "offsite_dr_slack_webhook_url": rx.url("/slack")}
+    values.update(extra)
+    return values
+
+
+def render(html: Path) -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("chromium is missing: scripts/bootstrap.sh installs it")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html.as_uri()],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_db, workdir):
+    repo = s3_repo(moto, bucket)
+    backup_id = backup_to(repo, "crm", sample_db, workdir / "dumps")
+    users = pg.run_sql(sample_db, "SELECT count(*) FROM public.users").strip()
+    sets = [{"name": "crm", "repositories": [unreachable_repo(sshd), repo],
+             "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"},
+             "rpo_seconds": 3600,
+             "queries": [{"name": "users restored", "sql": "SELECT count(*) FROM public.users", "expect": users},
+                         {"name": "invoices exist", "sql": "SELECT count(*) FROM billing.invoices", "min": 1}]}]
+    reports = workdir / "reports"
+    with Receiver() as rx:
+        first = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
+        assert first.rc == 0, first.output
+        second = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
+        assert second.rc == 0, second.output
+
+    report = json.loads(sorted(reports.glob("drill-*.json"))[-1].read_text())
+    assert report["success"] is True
+    (crm,) = report["sets"]
+    assert crm["backup_id"] == backup_id and crm["repository"].startswith("s3://")
+    (skipped,) = crm["skipped_repositories"]
+    assert skipped.startswith("sftp: ") and "connect" in skipped, skipped
+    assert crm["rpo_met"] is True and 0 <= crm["age_seconds"] < 3600
+    assert crm["restore_seconds"] > 0 and crm["duration_seconds"] >= crm["restore_seconds"]
+    assert [c["ok"] for c in crm["checks"]] == [True, True], crm["checks"]
+    assert drill_databases() == []                      # scratch databases always dropped
+    assert f"backups/crm/{backup_id}.proven.json" in s3_keys(moto, bucket)
+    md = sorted(reports.glob("drill-*.md"))[-1].read_text()
+    assert "# DR drill PASSED" in md and backup_id in md
+
+    pushes = [r for r in rx.requests if r.method == "PUT"]
+    assert [r.path for r in pushes] == ["/push/metrics/job/offsite_dr_drill/instance/localhost"] * 2
+    metrics = pushes[-1].body.decode()
+    assert 'dr_drill_success{set="crm"} 1' in metrics
+    assert 'dr_drill_backup_age_seconds{set="crm"}' in metrics and "dr_drill_duration_seconds" in metrics
+    assert rx.paths("POST") == ["/hb", "/hb"]           # no /fail, no Slack
+
+    # the history chart, drawn by the page's own script in a real browser: two drills, two points
+    dom = render(sorted(reports.glob("drill-*.html"))[-1])
+    assert 'data-rendered="ok"' in dom
+    assert dom.count('data-points="2"') == 2, dom[-3000:]
+
+    # retention keeps the proven backup even when the policy would not
+    newer = backup_to(repo, "crm", sample_db, workdir / "dumps")
+    r = run_playbook([{"name": "retention", "offsite.backup.retention": {
+        "name": "crm", "repository": repo, "policy": {"keep_last": 1}}}])
+    assert r.rc == 0, r.output
+    assert r.result("retention")["kept_as_proven"] == backup_id
+    assert set(r.result("retention")["keep"]) == {backup_id, newer}
+
+
+def test_failed_drill_alerts_reports_and_still_cleans_up(moto, sshd, bucket, sample_db, workdir):
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    target = {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}
+    sets = [{"name": "crm", "repositories": [repo], "target": target,
+             "queries": [{"name": "wrong expectation", "sql": "SELECT count(*) FROM public.users", "expect": "-1"},
+                         {"name": "broken query", "sql": "SELECT * FROM no_such_table"}]},
+            {"name": "erp", "repositories": [repo, unreachable_repo(sshd)], "target": target}]
+    reports = workdir / "reports"
+    with Receiver() as rx:
+        r = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
+    assert r.rc != 0
+    assert "DR drill failed" in r.output and "erp: no reachable repository holds a complete backup of erp" in r.output
+
+    report = json.loads(next(reports.glob("drill-*.json")).read_text())
+    crm, erp = report["sets"]
+    assert report["success"] is False
+    assert crm["success"] is False and crm["backup_id"] and [c["ok"] for c in crm["checks"]] == [False, False]
+    assert "no_such_table" in crm["checks"][1]["detail"]
+    assert erp["success"] is False and erp["backup_id"] is None
+    assert erp["skipped_repositories"][0].startswith("sftp: ")
+    assert erp["skipped_repositories"][1].startswith("s3://%s/backups/erp" % bucket)
+    assert erp["skipped_repositories"][1].endswith(": no complete backup")
+    assert drill_databases() == []
+    assert rx.paths("POST") == ["/slack", "/hb/fail"]
+    slack = json.loads(rx.requests[[q.path for q in rx.requests].index("/slack")].body)
+    assert "crm" in slack["text"] and "erp" in slack["text"]
+    push = [q for q in rx.requests if q.method == "PUT"][0].body.decode()
+    assert 'dr_drill_success{set="crm"} 0' in push and 'dr_drill_success{set="erp"} 0' in push
+
+
+def test_stale_backup_fails_the_rpo_objective(moto, bucket, sample_db, workdir):
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    sets = [{"name": "crm", "repositories": [repo], "rpo_seconds": 0,
+             "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}}]
+    with Receiver() as rx:
+        r = run_playbook(str(DRILL), extravars=drill_vars(sets, workdir / "reports", rx))
+    assert r.rc != 0
+    assert "older than the RPO objective" in r.output
+    assert drill_databases() == []

@@ -1,0 +1,82 @@
+# Copyright (c) offsite.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Drill reports: verdicts, RPO objective, Markdown, metrics, and the HTML page's history."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import datetime
+import json
+
+import pytest
+
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill_report
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import ConfigError
+
+T0 = datetime.datetime(2026, 11, 23, 4, 0, tzinfo=datetime.timezone.utc)
+T1 = T0 + datetime.timedelta(seconds=95)
+
+
+def ok_set(**extra):
+    result = {'name': 'crm', 'success': True, 'backup_id': 'crm_20261123T030000Z', 'repository': 's3://b/crm',
+              'age_seconds': '3600', 'restore_seconds': 40.5, 'duration_seconds': 42.25,
+              'checks': [{'name': 'users', 'ok': True, 'detail': 'answered 3'}]}
+    result.update(extra)
+    return result
+
+
+def test_a_passing_drill():
+    report = drill_report.build('drill', [ok_set()], T0, T1, host='drill1', rpo_seconds=86400)
+    assert report['success'] is True and report['duration_seconds'] == 95
+    assert report['sets'][0]['age_seconds'] == 3600.0 and report['sets'][0]['rpo_met'] is True
+    md = drill_report.markdown(report)
+    assert md.startswith('# DR drill PASSED') and '| crm | ok | crm_20261123T030000Z |' in md and '1/1' in md
+
+
+def test_a_backup_older_than_its_objective_fails_the_set():
+    report = drill_report.build('drill', [ok_set(rpo_seconds=1800)], T0, T1, rpo_seconds=86400)
+    (crm,) = report['sets']
+    assert crm['success'] is False and crm['rpo_met'] is False and report['success'] is False
+    assert crm['error'] == 'backup is 60.0 min old, older than the RPO objective of 30.0 min'
+
+
+def test_no_sets_is_no_success_and_bad_input_is_refused():
+    assert drill_report.build('drill', [], T0, T1)['success'] is False
+    with pytest.raises(ConfigError):
+        drill_report.build('drill', [{'success': True}], T0, T1)
+    with pytest.raises(ConfigError):
+        drill_report.build('nap', [ok_set()], T0, T1)
+    with pytest.raises(ConfigError):
+        drill_report.build('drill', [ok_set(age_seconds='old')], T0, T1)
+
+
+def test_metrics_in_prometheus_text_format():
+    report = drill_report.build('drill', [ok_set(), ok_set(name='erp "x"', success=False, age_seconds=None)], T0, T1)
+    text = drill_report.metrics(report)
+    assert 'dr_drill_success{set="crm"} 1\n' in text and 'dr_drill_success{set="erp \\"x\\""} 0\n' in text
+    assert 'dr_drill_duration_seconds{set="crm"} 42.25\n' in text
+    assert 'dr_drill_backup_age_seconds{set="erp' not in text          # unknown age: no sample
+    assert 'dr_drill_last_run_timestamp_seconds %d\n' % int(T1.timestamp()) in text
+
+
+def test_files_are_written_and_the_page_carries_the_history(tmp_path):
+    first = drill_report.build('drill', [ok_set()], T0, T1)
+    drill_report.write(first, str(tmp_path))
+    later = T0 + datetime.timedelta(days=7)
+    second = drill_report.build('drill', [ok_set(name='</script><b>x')], later, later + datetime.timedelta(seconds=5))
+    paths = drill_report.write(second, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ['drill-20261123T040000Z.json', 'drill-20261123T040000Z.md', 'drill-20261123T040000Z.html',
+         'drill-20261130T040000Z.json', 'drill-20261130T040000Z.md', 'drill-20261130T040000Z.html'])
+    page = open(paths['html']).read()
+    embedded = page.split('<script id="history" type="application/json">')[1].split('</script>')[0]
+    history = json.loads(embedded)
+    assert [h['started'] for h in history] == ['2026-11-23T04:00:00Z', '2026-11-30T04:00:00Z']
+    assert '&lt;/script&gt;&lt;b&gt;x' in page          # names are escaped in the table
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    report = drill_report.build('rebuild', [ok_set()], T0, T1)
+    paths = drill_report.write(report, str(tmp_path / 'reports'), check_mode=True)
+    assert paths['json'].endswith('rebuild-20261123T040000Z.json')
+    assert not (tmp_path / 'reports').exists()
