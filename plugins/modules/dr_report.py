@@ -17,9 +17,14 @@ description:
   - Returns the report in Prometheus text format (C(dr_drill_success), C(dr_drill_duration_seconds),
     C(dr_drill_backup_age_seconds)) for a Pushgateway.
   - It never fails because a set failed. The playbook decides, after it has alerted.
-extends_documentation_fragment:
-  - offsite.backup.attributes
 attributes:
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
   check_mode:
     description: Builds the report and returns it without writing files.
     support: full

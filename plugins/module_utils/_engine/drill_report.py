@@ -85,8 +85,8 @@ def markdown(report):
     verdict = 'PASSED' if report['success'] else 'FAILED'
     lines = ['# DR %s %s' % (report['kind'], verdict), '',
              '- host: %s' % (report['host'] or 'n/a'),
-             '- started: %s, finished: %s (%s)' % (report['started'], report['finished'],
-                                                  human_duration(report['duration_seconds'])), '',
+             '- started: %s, finished: %s (%s)' % (
+                 report['started'], report['finished'], human_duration(report['duration_seconds'])), '',
              '| set | result | backup | repository | backup age (RPO) | restore time (RTO) | checks |',
              '|---|---|---|---|---|---|---|']
     for s in report['sets']:
