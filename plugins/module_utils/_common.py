@@ -61,6 +61,9 @@ def database_spec():
         connect_timeout=dict(type='int'),
         maintenance_db=dict(type='str'),
         jobs=dict(type='int'),
+        container=dict(type='str'),
+        compose_project=dict(type='str'),
+        compose_file=dict(type='path'),
     )
 
 

@@ -86,6 +86,20 @@ options:
         description: Leave out these tables, C(pg_dump --exclude-table) patterns (C(postgresql)).
         type: list
         elements: str
+      container:
+        description:
+          - Run the database tools inside this container, the way the seed scripts do
+            (C(docker exec -i <container> ...)). With O(source.compose_project) or
+            O(source.compose_file), the name of the compose service instead, run with C(docker compose exec -T).
+          - Passwords cross into the container by name (C(-e PGPASSWORD)), never on the command line.
+          - Without O(source.host), the tools connect to the server on the container's own socket.
+        type: str
+      compose_project:
+        description: Compose project of O(source.container) (C(docker compose -p)).
+        type: str
+      compose_file:
+        description: Compose file of O(source.container) (C(docker compose -f)).
+        type: path
       paths:
         description: Files and directories to archive (C(files)).
         type: list

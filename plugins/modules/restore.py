@@ -101,6 +101,20 @@ options:
         description: Keep the replaced database or directory under a C(_previous_...) name instead of dropping it.
         type: bool
         default: false
+      container:
+        description:
+          - Run the database tools inside this container, the way the seed scripts do
+            (C(docker exec -i <container> ...)). With O(target.compose_project) or
+            O(target.compose_file), the name of the compose service instead, run with C(docker compose exec -T).
+          - Passwords cross into the container by name (C(-e PGPASSWORD)), never on the command line.
+          - Without O(target.host), the tools connect to the server on the container's own socket.
+        type: str
+      compose_project:
+        description: Compose project of O(target.container) (C(docker compose -p)).
+        type: str
+      compose_file:
+        description: Compose file of O(target.container) (C(docker compose -f)).
+        type: path
       path:
         description: Directory to restore into (C(files)).
         type: path

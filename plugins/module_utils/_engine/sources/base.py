@@ -8,6 +8,7 @@ decompressed local file, always into a scratch place first, swapped in only on s
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+from .. import commands
 from ..errors import ConfigError
 
 RESTORE_MODES = ('create', 'replace')
@@ -24,6 +25,42 @@ class Source(object):
         missing = [name for name in self.required if not self.options.get(name)]
         if missing:
             raise ConfigError('a %s source needs %s' % (self.type, ', '.join(missing)))
+
+    # -- containers ----------------------------------------------------------------------
+    def in_container(self):
+        return bool(self.options.get('container'))
+
+    def tool(self, name, purpose):
+        """The path of a command-line tool, or its bare name when it runs inside the container
+        (where this node's PATH means nothing)."""
+        return name if self.in_container() else commands.which(name, purpose)
+
+    def exec_argv(self, argv, env_names=(), stdin=False):
+        """``argv`` as run on this node: unchanged without ``container``, else wrapped the
+        way the seed scripts do it, ``docker exec [-i]`` or ``docker compose exec -T``.
+
+        Secrets cross into the container by NAME only (``-e PGPASSWORD``): docker takes the
+        value from its own environment, so it never shows in argv or ``ps``. ``stdin``: the
+        command reads our stdin (``docker exec`` needs ``-i`` for that; ``compose exec -T``
+        always passes it)."""
+        container = self.options.get('container')
+        if not container:
+            return list(argv)
+        docker = commands.which('docker', 'to run commands in container %s' % container)
+        compose_file = self.options.get('compose_file')
+        compose_project = self.options.get('compose_project')
+        if compose_file or compose_project:
+            wrapped = [docker, 'compose']
+            if compose_file:
+                wrapped += ['-f', compose_file]
+            if compose_project:
+                wrapped += ['-p', compose_project]
+            wrapped += ['exec', '-T']
+        else:
+            wrapped = [docker, 'exec'] + (['-i'] if stdin else [])
+        for name in env_names:
+            wrapped += ['-e', name]
+        return wrapped + [container] + list(argv)
 
     def secrets(self):
         return [self.options[name] for name in self.secret_options if self.options.get(name)]

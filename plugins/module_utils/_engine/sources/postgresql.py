@@ -51,7 +51,8 @@ class PostgresqlSource(Source):
     def __init__(self, options, log):
         super(PostgresqlSource, self).__init__(options, log)
         self.database = self.options['database']
-        self.host = self.options.get('host', '127.0.0.1')
+        # in a container the tools reach the server on its own socket unless told otherwise
+        self.host = self.options.get('host', None if self.in_container() else '127.0.0.1')
         self.port = int(self.options.get('port', 5432))
         self.user = self.options.get('user', 'postgres')
         self.format = self.options.get('format', 'custom')
@@ -60,21 +61,33 @@ class PostgresqlSource(Source):
         self.jobs = int(self.options.get('jobs') or min(4, os.cpu_count() or 1))
 
     def describe(self):
-        return 'PostgreSQL database %s on %s:%s' % (self.database, self.host, self.port)
+        return 'PostgreSQL database %s on %s' % (self.database, self._where())
+
+    def _where(self):
+        where = '%s:%s' % (self.host or 'local socket', self.port)
+        if self.in_container():
+            where += ' in container %s' % self.options['container']
+        return where
 
     def _env(self):
         env = {'PGHOST': self.host, 'PGPORT': self.port, 'PGUSER': self.user,
                'PGPASSWORD': self.options.get('password'), 'PGSSLMODE': self.options.get('ssl_mode'),
                'PGCONNECT_TIMEOUT': self.options.get('connect_timeout', 10),
                'PGAPPNAME': 'offsite.backup'}
-        return env
+        return dict((k, v) for k, v in env.items() if v is not None)
 
     def _conn_args(self):
-        return ['-h', self.host, '-p', str(self.port), '-U', self.user, '--no-password']
+        host = ['-h', self.host] if self.host else []
+        return host + ['-p', str(self.port), '-U', self.user, '--no-password']
+
+    def _argv(self, argv, stdin=False):
+        """argv as run here: through ``docker exec`` with the PG* variables by name when in
+        a container."""
+        return self.exec_argv(argv, env_names=sorted(self._env()), stdin=stdin)
 
     def _fail(self, what, stderr, database=None):
         """Turn libpq/tool stderr into the error an operator can act on."""
-        where = '%s:%s' % (self.host, self.port)
+        where = self._where()
         database = database or self.database
         text = stderr.strip()
         if re.search(r'database "[^"]*" does not exist', text):
@@ -104,9 +117,9 @@ class PostgresqlSource(Source):
         raise SourceError('%s failed on %s: %s' % (what, where, text or 'no error output'))
 
     def _psql(self, sql, database, what):
-        argv = [commands.which('psql', 'to talk to PostgreSQL'), '-X', '-A', '-t', '-q', '-F', '\t',
+        argv = [self.tool('psql', 'to talk to PostgreSQL'), '-X', '-A', '-t', '-q', '-F', '\t',
                 '-v', 'ON_ERROR_STOP=1'] + self._conn_args() + ['-d', database, '-c', sql]
-        rc, out, err = commands.run(argv, self.log, env=self._env())
+        rc, out, err = commands.run(self._argv(argv), self.log, env=self._env())
         if rc != 0:
             self._fail(what, err, database)
         return [line.split('\t') for line in out.splitlines() if line]
@@ -117,7 +130,8 @@ class PostgresqlSource(Source):
 
     def probe(self):
         row = self._psql(_FACTS_SQL, self.database, 'connecting')[0]
-        rc, out, dummy = commands.run([commands.which('pg_dump', 'to dump PostgreSQL'), '--version'], self.log)
+        rc, out, dummy = commands.run(self._argv([self.tool('pg_dump', 'to dump PostgreSQL'), '--version']),
+                                      self.log)
         return {'type': self.type, 'database': self.database, 'host': self.host, 'port': self.port,
                 'user': self.user, 'format': self.format,
                 'server_version': row[0], 'server_version_num': int(row[1]), 'database_size': int(row[2]),
@@ -126,7 +140,7 @@ class PostgresqlSource(Source):
 
     @contextlib.contextmanager
     def dump(self):
-        argv = [commands.which('pg_dump', 'to dump PostgreSQL')] + self._conn_args()
+        argv = [self.tool('pg_dump', 'to dump PostgreSQL')] + self._conn_args()
         argv += ['--format=%s' % self.format]
         if self.format == 'custom':
             argv += ['--compress=0']  # the pipeline compresses, faster
@@ -135,7 +149,7 @@ class PostgresqlSource(Source):
         for table in self.options.get('exclude_tables') or []:
             argv += ['--exclude-table', table]
         argv.append(self.database)
-        with commands.streaming(argv, self.log, env=self._env()) as proc:
+        with commands.streaming(self._argv(argv), self.log, env=self._env()) as proc:
             yield proc.stdout
             rc = proc.wait()
             if commands.killed_by(rc):
@@ -158,15 +172,16 @@ class PostgresqlSource(Source):
         check_mode(mode)
         exists = self._exists(self.database)
         if exists and mode == 'create':
-            raise TargetError('database %s already exists on %s:%s and mode is create'
-                              % (self.database, self.host, self.port),
+            raise TargetError('database %s already exists on %s and mode is create'
+                              % (self.database, self._where()),
                               'use mode: replace to swap it for the backup, or restore under another name')
         return {'exists': exists}
 
     def streams(self):
         """One loader reading a pipe (psql, or pg_restore with one job) can take the artifact
-        as it downloads; ``pg_restore -j`` needs a seekable file."""
-        return self.jobs == 1
+        as it downloads; ``pg_restore -j`` needs a seekable file. In a container the loader
+        reads stdin anyway (this node's files are not there)."""
+        return self.jobs == 1 or self.in_container()
 
     def restore(self, path, manifest, mode):
         """Restore from a verified, decompressed work file."""
@@ -208,14 +223,18 @@ class PostgresqlSource(Source):
             raise
 
     def _load(self, fmt, database, path=None, stream=None):
-        """Load ``path`` or ``stream`` into ``database`` with psql (plain) or pg_restore."""
+        """Load ``path`` or ``stream`` into ``database`` with psql (plain) or pg_restore.
+        In a container the file is fed on stdin: the container cannot see this node's files."""
+        if path and self.in_container():
+            with open(path, 'rb') as handle:
+                return self._load(fmt, database, stream=handle)
         source = path if path else '-'
         if fmt == 'plain':
-            argv = [commands.which('psql', 'to restore plain dumps'), '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+            argv = [self.tool('psql', 'to restore plain dumps'), '-X', '-q', '-v', 'ON_ERROR_STOP=1',
                     '--single-transaction'] + self._conn_args() + ['-d', database, '-f', source]
             tool = 'psql'
         else:
-            argv = [commands.which('pg_restore', 'to restore PostgreSQL dumps'), '--exit-on-error']
+            argv = [self.tool('pg_restore', 'to restore PostgreSQL dumps'), '--exit-on-error']
             argv += self._conn_args() + ['-d', database]
             if path and self.jobs > 1:
                 argv += ['-j', str(self.jobs)]
@@ -224,8 +243,8 @@ class PostgresqlSource(Source):
             if path:
                 argv.append(path)
             tool = 'pg_restore'
-        with commands.streaming(argv, self.log, env=self._env(), stdin=subprocess.PIPE if stream else None,
-                                stdout=subprocess.DEVNULL) as proc:
+        with commands.streaming(self._argv(argv, stdin=bool(stream)), self.log, env=self._env(),
+                                stdin=subprocess.PIPE if stream else None, stdout=subprocess.DEVNULL) as proc:
             if stream:
                 try:
                     copy(stream, proc.stdin)
