@@ -55,6 +55,15 @@ EXAMPLES = r'''
   ansible.builtin.assert:
     that: (now(utc=true) - (info.latest.created | to_datetime('%Y-%m-%dT%H:%M:%SZ'))).total_seconds() < 86400
 
+- name: Bytes stored per repository (what each provider bills)
+  offsite.backup.backup_info:
+    name: crm
+    repository: "{{ item }}"
+  loop: "{{ offsite_repositories }}"
+  loop_control:
+    label: "{{ item.type }}"
+  register: stored
+
 - name: Only the ids of incomplete backups
   offsite.backup.backup_info:
     name: crm
@@ -94,6 +103,9 @@ backups:
       description: Tags from the manifest.
       type: list
       elements: str
+    stored_bytes:
+      description: Bytes the backup occupies in the repository (artifact, manifest, proven marker).
+      type: int
     problem:
       description: Why the backup is not complete.
       type: str
@@ -110,6 +122,26 @@ total_size:
   description: Bytes stored by all listed artifacts.
   returned: always
   type: int
+stored_bytes:
+  description:
+    - Bytes the set occupies in the repository, what the provider bills - artifacts and manifests of
+      complete and of incomplete backups (with proven markers), and leftovers.
+  returned: always
+  type: dict
+  contains:
+    complete:
+      description: Complete backups (artifacts and manifests).
+      type: int
+    incomplete:
+      description: Incomplete or damaged backups.
+      type: int
+    leftovers:
+      description: Partial uploads (C(.partial) objects) and proven markers of deleted backups.
+      type: int
+    total:
+      description: All of the above.
+      type: int
+  sample: {complete: 1048576000, incomplete: 0, leftovers: 0, total: 1048576000}
 location:
   description: Where the set lives (no credentials).
   returned: always

@@ -96,6 +96,46 @@ options:
     description: IANA time zone for the calendar buckets, for example C(Europe/Paris).
     type: str
     default: UTC
+  estimate_cost:
+    description:
+      - Also estimate what O(policy) costs - simulate O(estimate_cost.days) days of backups made every
+        O(estimate_cost.interval_hours) hours, apply the policy after each one exactly as this module
+        would, and price the bytes stored per month with each provider's prices. See C(docs/costs.md).
+      - Pure computation; nothing is stored or deleted for it, and check mode gives the same estimate.
+    type: dict
+    suboptions:
+      providers:
+        description:
+          - Names from the price table - C(s3_standard), C(s3_glacier), C(s3_deep_archive), C(b2), C(wasabi),
+            C(hetzner_bx11), C(gcs_standard), C(gcs_nearline) - or added under O(estimate_cost.prices).
+          - Default is every provider in the table.
+        type: list
+        elements: str
+      backup_size:
+        description:
+          - Bytes of one backup as stored (compressed).
+          - Default is the size of the newest complete backup in O(repository); required with O(backups).
+        type: int
+      interval_hours:
+        description: Hours between two backups (C(24) daily, C(6) as in the restic runbook). Default C(24).
+        type: int
+      growth_percent_per_month:
+        description: Monthly growth of the backup size in percent, compounded. Default C(0).
+        type: float
+      days:
+        description: Days simulated (at most 3660). Default C(365).
+        type: int
+      start:
+        description: Time of the first simulated backup (ISO-8601). Default the first day of next month at 03:00 UTC.
+        type: str
+      prices:
+        description:
+          - Price-table overrides, C({provider: {field: value}}); a new provider needs C(currency) and
+            C(storage_per_gb_month) with C(gb_bytes), or C(flat_per_month) with C(capacity_bytes).
+          - Fields are C(storage_per_gb_month), C(gb_bytes), C(min_storage_days), C(free_bytes), C(min_billed_bytes),
+            C(flat_per_month), C(capacity_bytes), C(put_per_1000), C(retrieval_per_gb), C(egress_per_gb),
+            C(currency), C(name), C(source), C(as_of).
+        type: dict
   incomplete_grace:
     description: Hours after which incomplete leftovers are removed (so a running upload is never touched).
     type: int
@@ -127,6 +167,21 @@ EXAMPLES = r'''
       - {id: crm_c, time: "2026-11-23T03:00:00Z"}
     policy: {keep_last: 1, keep_tags: [monthly]}
   register: planned
+
+- name: What the seed's production policy costs over a year, 20 GB a day, on B2 and S3
+  offsite.backup.retention:
+    backups: []
+    policy: {keep_daily: 30, keep_weekly: 12, keep_monthly: 12}
+    estimate_cost:
+      backup_size: 20000000000
+      providers: [b2, s3_standard, hetzner_bx11]
+      prices:
+        b2: {storage_per_gb_month: 0.006}
+  register: estimate
+
+- name: Show the steady-state monthly cost per provider
+  ansible.builtin.debug:
+    msg: "{{ estimate.cost.providers | dict2items | map(attribute='value.last_month') }}"
 
 - name: Same as the seed's find -mtime +30 -delete
   offsite.backup.retention:
@@ -174,6 +229,33 @@ damaged:
   returned: with repository
   type: list
   elements: dict
+cost:
+  description: The estimate asked for with O(estimate_cost); amounts in each provider's currency.
+  returned: when O(estimate_cost) is given
+  type: dict
+  contains:
+    backups_made:
+      description: Backups simulated.
+      type: int
+    backups_kept:
+      description: Backups the policy holds at the end.
+      type: int
+    stored_bytes_max:
+      description: The most bytes stored on any day.
+      type: int
+    backup_size_from:
+      description: Where the backup size came from (C(backup_size) or the newest backup's id).
+      type: str
+    months:
+      description: Per calendar month - C(month), C(days), C(stored_bytes_average), C(stored_bytes_max), C(backups_kept).
+      type: list
+      elements: dict
+    providers:
+      description:
+        - Per provider - C(name), C(currency), C(monthly) (per month C(storage), C(early_deletion), C(requests), C(total)),
+          C(total) for the whole period, C(monthly_average), C(last_month), C(restore_newest) (retrieval and egress
+          of the newest backup), C(warnings), C(source), C(as_of).
+      type: dict
 executed_commands:
   description: Commands the module ran.
   returned: always
@@ -202,6 +284,15 @@ def main():
             policy=dict(type='dict', required=True, options=policy),
             timezone=dict(type='str', default='UTC'),
             incomplete_grace=dict(type='int', default=24),
+            estimate_cost=dict(type='dict', options=dict(
+                providers=dict(type='list', elements='str'),
+                backup_size=dict(type='int'),
+                interval_hours=dict(type='int'),
+                growth_percent_per_month=dict(type='float'),
+                days=dict(type='int'),
+                start=dict(type='str'),
+                prices=dict(type='dict'),
+            )),
         ),
         required_one_of=[('repository', 'backups')],
         supports_check_mode=True,
@@ -209,11 +300,13 @@ def main():
     p = module.params
     rules = dict((k, v) for k, v in p['policy'].items() if v is not None)
     if p['backups'] is not None:
-        run(module, operations.plan, backups=p['backups'], policy=rules, timezone=p['timezone'])
+        run(module, operations.plan, backups=p['backups'], policy=rules, timezone=p['timezone'],
+            estimate=p['estimate_cost'])
     if not p['name']:
         module.fail_json(msg='name is required to apply a policy to a repository')
     run(module, operations.retention, name=p['name'], repository=p['repository'], policy=rules,
-        timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode)
+        timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode,
+        estimate=p['estimate_cost'])
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ from .errors import ConfigError, IntegrityError, NotFoundError
 class Backup(object):
     def __init__(self, backup_id, name, created, artifact_key=None, manifest_key=None, size=None,
                  sha256=None, manifest=None, legacy=False, complete=False, modified=None, problem=None,
-                 proven_key=None):
+                 proven_key=None, manifest_size=None, proven_size=None):
         self.id = backup_id
         self.name = name
         self.created = created
@@ -32,6 +32,13 @@ class Backup(object):
         self.modified = modified
         self.problem = problem
         self.proven_key = proven_key
+        self.manifest_size = manifest_size
+        self.proven_size = proven_size
+
+    @property
+    def stored_bytes(self):
+        """What the backup occupies in the repository: artifact, manifest and proven marker."""
+        return (self.size or 0) + (self.manifest_size or 0) + (self.proven_size or 0)
 
     @property
     def tags(self):
@@ -48,7 +55,7 @@ class Backup(object):
         data = {'id': self.id, 'name': self.name, 'created': mf.format_time(self.created),
                 'size': self.size, 'sha256': self.sha256, 'complete': self.complete,
                 'legacy': self.legacy, 'tags': self.tags, 'artifact': self.artifact_key,
-                'manifest': self.manifest_key, 'compression': self.compression}
+                'manifest': self.manifest_key, 'compression': self.compression, 'stored_bytes': self.stored_bytes}
         if self.manifest:
             data['format'] = self.manifest.get('format')
             data['source'] = self.manifest.get('source')
@@ -97,7 +104,9 @@ class Catalog(object):
             backup = Backup(backup_id, self.name, created,
                             artifact_key=art.key if art else None, manifest_key=man.key if man else None,
                             size=art.size if art else None, modified=(art or man).modified,
-                            proven_key=proven[backup_id].key if backup_id in proven else None)
+                            proven_key=proven[backup_id].key if backup_id in proven else None,
+                            proven_size=proven[backup_id].size if backup_id in proven else None,
+                            manifest_size=man.size if man else None)
             if man is None:
                 backup.problem = 'no manifest (interrupted upload or dump)'
             elif art is None:
@@ -127,6 +136,15 @@ class Catalog(object):
             backup.problem = 'artifact has %s bytes, manifest records %s' % (backup.size, data['size'])
         else:
             backup.complete = True
+
+    def stored_bytes(self):
+        """Bytes the set occupies: complete backups, incomplete ones, leftovers (partial uploads,
+        markers of deleted backups), total."""
+        complete = sum(b.stored_bytes for b in self.complete)
+        incomplete = sum(b.stored_bytes for b in self.incomplete)
+        leftovers = sum(o.size or 0 for o in self.leftovers)
+        return {'complete': complete, 'incomplete': incomplete, 'leftovers': leftovers,
+                'total': complete + incomplete + leftovers}
 
     @property
     def complete(self):

@@ -19,6 +19,7 @@ import time
 import traceback
 import uuid
 
+from . import costs
 from . import manifest as mf
 from .catalog import Catalog
 from .commands import CommandLog
@@ -346,7 +347,29 @@ def _refs(items):
     return [BackupRef(b.id, b.created, tuple(b.tags)) for b in items]
 
 
-def plan(backups, policy, timezone='UTC', now=None, log=None):
+ESTIMATE_KEYS = ('providers', 'backup_size', 'interval_hours', 'growth_percent_per_month', 'days', 'start', 'prices')
+
+
+def estimate_cost(estimate, policy, timezone='UTC', newest=None):
+    """``estimate`` options (ESTIMATE_KEYS) priced by costs.estimate; ``backup_size`` defaults to
+    the size of ``newest``, the newest complete backup in the repository."""
+    options = dict((k, v) for k, v in (estimate or {}).items() if v is not None)
+    unknown = sorted(str(k) for k in options if k not in ESTIMATE_KEYS)
+    if unknown:
+        raise ConfigError('estimate_cost: unknown option(s) %s; valid: %s' % (', '.join(unknown), ', '.join(ESTIMATE_KEYS)))
+    size_from = 'backup_size'
+    if not options.get('backup_size'):
+        if newest is None:
+            raise ConfigError('estimate_cost needs backup_size: there is no complete backup to take the size from',
+                              'give estimate_cost.backup_size in bytes (the size of one compressed backup)')
+        options['backup_size'] = newest.size
+        size_from = 'backup %s' % newest.id
+    result = costs.estimate(policy, timezone=timezone, **options)
+    result['backup_size_from'] = size_from
+    return result
+
+
+def plan(backups, policy, timezone='UTC', now=None, estimate=None, log=None):
     """Planning only (no repository): ``backups`` is a list of {id, time, tags}."""
     try:
         refs = [BackupRef(str(b['id']), mf.parse_time(b['time']), tuple(b.get('tags') or ())) for b in backups]
@@ -356,11 +379,13 @@ def plan(backups, policy, timezone='UTC', now=None, log=None):
     except PolicyError as exc:
         raise ConfigError(str(exc))
     result['changed'] = False
+    if estimate:
+        result['cost'] = estimate_cost(estimate, policy, timezone)
     return result
 
 
 def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRACE_HOURS,
-              check_mode=False, now=None, log=None):
+              check_mode=False, now=None, estimate=None, log=None):
     """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers."""
     now = now or mf.utcnow()
     with open_repository(repository) as repo:
@@ -370,6 +395,8 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             decided = plan_retention(_refs(complete), policy, tz=timezone, now=now)
         except PolicyError as exc:
             raise ConfigError(str(exc))
+        # before any deletion: a bad estimate_cost option must not leave a half-applied policy
+        cost = estimate_cost(estimate, policy, timezone, complete[0] if complete else None) if estimate else None
         newest = complete[0].id if complete else None
         remove_ids = set(b.id for b in decided.remove)
         # the newest backup a drill proved restorable survives any policy: it is the one known good
@@ -403,7 +430,7 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             planned['remove'].remove(kept_proven)
             planned['keep'].append(kept_proven)
             planned['reasons'][kept_proven] = ['newest backup proven restorable by a drill']
-        return dict(planned, **{
+        result = dict(planned, **{
             'changed': bool(remove_ids or leftovers or partials),
             'removed': removed,
             'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
@@ -412,6 +439,9 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
         })
+        if cost:
+            result['cost'] = cost
+        return result
 
 
 def _legacy_tz(options):
@@ -433,7 +463,8 @@ def info(name, repository, query=None, log=None):
         latest = catalog.latest()
         result = {'changed': False, 'backups': backups, 'latest': latest.as_dict() if latest else None,
                   'count': len(catalog.complete), 'location': repo.location(name),
-                  'total_size': sum(b.size or 0 for b in catalog.backups)}
+                  'total_size': sum(b.size or 0 for b in catalog.backups),
+                  'stored_bytes': catalog.stored_bytes()}
     if query:
         if jmespath is None:
             raise DependencyError('the Python library jmespath is missing on this node (needed for query)',
