@@ -130,7 +130,7 @@ options:
         type: str
       prices:
         description:
-          - Price-table overrides, C({provider: {field: value}}); a new provider needs C(currency) and
+          - Price-table overrides, a mapping of provider names to mappings of fields; a new provider needs C(currency) and
             C(storage_per_gb_month) with C(gb_bytes), or C(flat_per_month) with C(capacity_bytes).
           - Fields are C(storage_per_gb_month), C(gb_bytes), C(min_storage_days), C(free_bytes), C(min_billed_bytes),
             C(flat_per_month), C(capacity_bytes), C(put_per_1000), C(retrieval_per_gb), C(egress_per_gb),

@@ -53,7 +53,7 @@ def _number(what, value, minimum=0, integer=False):
             raise ConfigError('%s: %r is not a number' % (what, value))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
         raise ConfigError('%s: %r is not a %s' % (what, value, 'whole number' if integer else 'number'))
-    if value < minimum or value != value:
+    if math.isnan(value) or value < minimum:
         raise ConfigError('%s: %r is below the minimum %s' % (what, value, minimum))
     return int(value) if integer else value
 
@@ -167,7 +167,7 @@ def price(sim, entry):
         dates = set(d for d, s, k in days)
         storage = early = 0.0
         if per_gb:
-            billed = sum(max(max(stored - get('free_bytes'), 0), get('min_billed_bytes')) for d, stored, k in days)
+            billed = sum(max(stored - get('free_bytes'), 0, get('min_billed_bytes')) for d, stored, k in days)
             storage = billed / gb_bytes * per_gb / length
             minimum = get('min_storage_days')
             for day, size, lived in sim.removals:
