@@ -48,17 +48,23 @@ def test_backup_info_reports_the_bytes_each_repository_holds(moto, bucket, two_b
     orphan.write_bytes(b"o" * 1234)
     partial = disk / "bill" / "bill_20260102T000000Z.tar.x1.partial"
     partial.write_bytes(b"p" * 567)
+    # a restore drill's marker belongs to its backup
+    newest_id = files[-1].name.split(".")[0]
+    marker = disk / "bill" / f"{newest_id}.proven.json"
+    marker.write_text('{"proven": "2026-11-23T00:00:00Z"}')
 
     r = run_playbook([{"name": "local", "offsite.backup.backup_info": {"name": "bill", "repository": local}},
                       {"name": "s3", "offsite.backup.backup_info": {"name": "bill", "repository": s3}}])
     assert r.rc == 0, r.output
     on_disk = sum(f.stat().st_size for f in files)
-    assert r.result("local")["stored_bytes"] == {"complete": on_disk, "incomplete": 1234, "leftovers": 567,
-                                                 "total": on_disk + 1234 + 567}
+    proven = marker.stat().st_size
+    assert r.result("local")["stored_bytes"] == {"complete": on_disk + proven, "incomplete": 1234, "leftovers": 567,
+                                                 "total": on_disk + proven + 1234 + 567}
     backups = [b for b in r.result("local")["backups"] if b["complete"]]
     for backup in backups:
         artifact, manifest = disk / backup["artifact"], disk / backup["manifest"]
-        assert backup["stored_bytes"] == artifact.stat().st_size + manifest.stat().st_size
+        extra = proven if backup["id"] == newest_id else 0
+        assert backup["stored_bytes"] == artifact.stat().st_size + manifest.stat().st_size + extra
     # S3 holds the same two backups: the sizes S3 reports for each object add up the same
     in_s3 = sum(s3_head(moto, bucket, "bill/" + key)["ContentLength"]
                 for b in backups for key in (b["artifact"], b["manifest"]))
