@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``offsite-backup`` command: runs job files on the host, from cron or a systemd timer.
+
+    offsite-backup run /etc/offsite-backup/crm.yml [--dry-run] [--env-file FILE] [--verbose]
+    offsite-backup list /etc/offsite-backup/crm.yml
+    offsite-backup restore /etc/offsite-backup/crm.yml --set crm_db --database crm_check
+
+The client role installs it as a small wrapper around
+``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli`` in its
+virtualenv. Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the
+command line is wrong, 3 another run of the job holds the lock.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import argparse
+import collections
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+import threading
+import time
+
+from . import jobs
+from . import manifest as mf
+from . import operations
+from .commands import CommandLog
+from .errors import BackupError, ConfigError, LockedError
+from .monitoring import Monitor
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
+TAIL_LINES = 200
+
+
+class Redact(logging.Filter):
+    """Defence in depth: the engine builds messages without secrets, and any value from the
+    env file that still slips into a log line is masked."""
+
+    def __init__(self, secrets):
+        logging.Filter.__init__(self)
+        self.secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+
+    def filter(self, record):
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                text = text.replace(secret, '********')
+            record.msg, record.args = text, None
+        return True
+
+
+class Tail(logging.Handler):
+    """The last lines of this run, sent with a fail ping."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+        self.lines = collections.deque(maxlen=TAIL_LINES)
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+    def text(self):
+        return '\n'.join(self.lines)
+
+
+def setup_logging(job, verbose, secrets):
+    """Rotated log file for every run; the terminal gets progress, cron only errors."""
+    logger = logging.getLogger('offsite-backup.%s' % job['name'])
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.filters = [Redact(secrets)]
+    formatter = logging.Formatter('%(asctime)s %(levelname)s [%(process)d] %(message)s')
+    path = job['log']['path']
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=job['log']['max_bytes'],
+                                                            backupCount=job['log']['backups'])
+        os.chmod(path, 0o640)
+        file_handler.setFormatter(formatter)
+        logger.addHandler(file_handler)
+    except (IOError, OSError) as exc:
+        sys.stderr.write('offsite-backup: cannot write the log file %s (%s); logging to stderr only\n'
+                         % (path, exc.strerror or exc))
+    console = logging.StreamHandler(sys.stdout if verbose else sys.stderr)
+    console.setLevel(logging.INFO if verbose else logging.ERROR)
+    console.setFormatter(logging.Formatter('%(message)s'))
+    logger.addHandler(console)
+    tail = Tail()
+    tail.setFormatter(formatter)
+    logger.addHandler(tail)
+    return logger, tail
+
+
+def human_bytes(count):
+    value = float(count or 0)
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if value < 1024 or unit == 'TiB':
+            return ('%d %s' % (value, unit)) if unit == 'B' else ('%.1f %s' % (value, unit))
+        value /= 1024
+
+
+def human_age(seconds):
+    seconds = max(0, int(seconds))
+    for size, unit in ((86400, 'd'), (3600, 'h'), (60, 'm')):
+        if seconds >= size:
+            return '%d%s' % (seconds // size, unit)
+    return '%ds' % seconds
+
+
+class Progress(object):
+    """Bytes, rate and elapsed time of the dump being written, on a terminal only: it
+    watches the growing ``.partial`` file, so the engine needs no callback."""
+
+    def __init__(self, directory, stream):
+        self.directory = directory
+        self.stream = stream
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop)
+        self.thread.daemon = True
+
+    def __enter__(self):
+        self.started = time.time()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        self.stream.write('\n')
+        self.stream.flush()
+
+    def _size(self):
+        total = 0
+        for root, dirs, files in os.walk(self.directory):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(mf.PARTIAL_SUFFIX)
+                         and os.path.exists(os.path.join(root, f)))
+        return total
+
+    def _loop(self):
+        while not self.stopped.wait(1.0):
+            try:
+                size = self._size()
+            except OSError:
+                continue
+            elapsed = time.time() - self.started
+            self.stream.write('\r  %s written, %s/s, %s elapsed   ' % (
+                human_bytes(size), human_bytes(size / elapsed if elapsed else 0), human_age(elapsed)))
+            self.stream.flush()
+
+
+def load_job(args):
+    environ = dict(os.environ)
+    secrets = []
+    env_file = args.env_file
+    if env_file is None:
+        default = os.path.splitext(args.job)[0] + '.env'
+        env_file = default if os.path.exists(default) else None
+    if env_file:
+        values = jobs.read_env_file(env_file)
+        secrets = list(values.values())
+        environ.update(values)
+        # tools started by the engine (pg_dump, restic...) see them too, like `source .env`
+        os.environ.update(values)
+    return jobs.load(args.job, environ), secrets
+
+
+def cmd_run(args):
+    job, secrets = load_job(args)
+    verbose = args.verbose or sys.stdout.isatty()
+    logger, tail = setup_logging(job, verbose, secrets)
+    host = job['monitoring'].get('instance') or socket.getfqdn()
+    monitor = Monitor(job['monitoring'], job['name'], host, logger)
+    local = job['local']['path']
+    os.makedirs(local, mode=0o700, exist_ok=True)
+    started = time.time()
+    logger.info('job %s: %s on %s', job['name'], 'dry run' if args.dry_run else 'run', host)
+    results, error = [], None
+    try:
+        with operations.set_lock(local, 'job-%s' % job['name']):
+            if not args.dry_run:
+                monitor.start()
+            show = Progress(local, sys.stderr) if (sys.stderr.isatty() and not args.dry_run) else None
+            if show:
+                with show:
+                    results = jobs.run(job, dry_run=args.dry_run, log=CommandLog(), logger=logger)
+            else:
+                results = jobs.run(job, dry_run=args.dry_run, log=CommandLog(), logger=logger)
+    except LockedError as exc:
+        logger.error('job %s: %s', job['name'], exc)
+        return EXIT_LOCKED  # the run holding the lock reports for itself: no fail ping
+    except BackupError as exc:
+        error = exc
+        logger.error('job %s: %s', job['name'], exc)
+    ok = error is None and all(r.succeeded for r in results)
+    elapsed = time.time() - started
+    total = sum((r.backup or {}).get('size') or 0 for r in results)
+    logger.info('job %s: %s in %s (%s)', job['name'], 'succeeded' if ok else 'FAILED', human_age(elapsed),
+                human_bytes(total))
+    if not args.dry_run:
+        monitor.finish(results, log_tail=tail.text(), error=error)
+    if args.json:
+        sys.stdout.write(json.dumps({'job': job['name'], 'ok': ok, 'duration': round(elapsed, 3),
+                                     'sets': [r.as_dict() for r in results],
+                                     'error': str(error) if error else None,
+                                     'monitoring_problems': monitor.problems}, sort_keys=True, default=str) + '\n')
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_list(args):
+    job, secrets = load_job(args)
+    rows = jobs.listing(job)
+    if args.json:
+        sys.stdout.write(json.dumps(rows, sort_keys=True, default=str) + '\n')
+        return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
+    now = mf.utcnow()
+    table = [('SET', 'REPOSITORY', 'BACKUP', 'AGE', 'SIZE', 'VERIFIED', 'STATE')]
+    for row in rows:
+        if 'error' in row:
+            table.append((row['set'], row['repository'], '-', '-', '-', '-', 'ERROR: %s' % row['error']))
+            continue
+        age = (now - mf.parse_time(row['created'])).total_seconds()
+        state = 'complete' if row.get('complete') else ('damaged: %s' % row['problem'] if row.get('problem')
+                                                        else 'incomplete')
+        table.append((row['set'], row['repository'], row['id'], human_age(age), human_bytes(row.get('size')),
+                      'yes' if row.get('proven') else 'no', state))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        cells = [str(c).ljust(w) for c, w in zip(line, widths)] + [str(line[-1])]
+        sys.stdout.write('  '.join(cells).rstrip() + '\n')
+    return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
+
+
+def cmd_restore(args):
+    job, secrets = load_job(args)
+    entries = dict((e['name'], e) for e in job['sources'])
+    if args.set not in entries:
+        raise ConfigError('job %s has no backup set %s' % (job['name'], args.set),
+                          'use one of: %s' % ', '.join(sorted(entries)))
+    if args.repository == 'local':
+        repository = jobs.local_repository(job)
+    else:
+        try:
+            repository = job['repositories'][int(args.repository)]
+        except (ValueError, IndexError):
+            raise ConfigError('--from %s is neither local nor the index of one of the job\'s %d repositories'
+                              % (args.repository, len(job['repositories'])))
+    target = dict(entries[args.set]['source'])
+    if args.database:
+        target['database'] = args.database
+    if args.path:
+        target['path'] = args.path
+    result = operations.restore(args.set, repository, target, backup=args.backup, mode=args.mode,
+                                work_dir=args.work_dir, log=CommandLog())
+    sys.stdout.write('restored %s into %s (%s, %ss)\n' % (result['backup']['id'], result['target'],
+                                                          result['mode'], result['duration']))
+    return EXIT_OK
+
+
+def parser():
+    top = argparse.ArgumentParser(prog='offsite-backup', description='Run offsite.backup job files.')
+    commands = top.add_subparsers(dest='command')
+    commands.required = True
+
+    def common(sub):
+        sub.add_argument('job', help='job file, e.g. /etc/offsite-backup/crm.yml')
+        sub.add_argument('--env-file', help='KEY=VALUE secrets (default: the job file with .env, if present)')
+        sub.add_argument('--json', action='store_true', help='machine-readable output')
+        return sub
+
+    run = common(commands.add_parser('run', help='back up every source of the job'))
+    run.add_argument('--dry-run', action='store_true', help='probe sources and repositories, change nothing')
+    run.add_argument('--verbose', '-v', action='store_true', help='log to stdout even when not on a terminal')
+    common(commands.add_parser('list', help='the backups in the local copy and each repository'))
+    restore = common(commands.add_parser('restore', help='restore one backup set'))
+    restore.add_argument('--set', required=True, help='backup set name (a source of the job)')
+    restore.add_argument('--backup', default='latest', help='latest (default), a backup id, or a time')
+    restore.add_argument('--from', dest='repository', default='0',
+                         help='local, or the index of a repository in the job (default 0)')
+    restore.add_argument('--database', help='restore into this database instead of the source\'s')
+    restore.add_argument('--path', help='restore files into this directory instead of the source\'s')
+    restore.add_argument('--mode', default='create', choices=['create', 'replace'])
+    restore.add_argument('--work-dir', help='scratch directory for the download (default: TMPDIR)')
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        sys.stderr.write('offsite-backup: %s\n' % exc)
+        return EXIT_CONFIG
+    except BackupError as exc:
+        sys.stderr.write('offsite-backup: %s failed (%s): %s\n' % (args.command, exc.kind, exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write('offsite-backup: interrupted\n')
+        return EXIT_FAILED
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,326 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Scheduled jobs: a job file says what to back up, where, how long to keep it, whom to tell.
+
+A job run is the same sequence of engine operations the modules offer (dump into the local
+copy, local retention, upload to every repository, offsite retention), called from the
+``offsite-backup`` command instead of from Ansible: there is no second implementation.
+
+Job file (YAML)::
+
+    name: crm                         # job name: lock, log file, monitoring labels
+    local: {path: /var/backups/offsite, retention: {keep_last: 7}}
+    sources:
+      - name: crm_db                  # backup set name
+        source: {type: postgresql, database: crm, host: 127.0.0.1, user: backup}
+    repositories:
+      - {type: s3, bucket: crm-backups, secret_key: '${S3_SECRET_KEY}'}
+    retention: {keep_daily: 7, keep_weekly: 4, keep_monthly: 6}   # offsite
+    monitoring: {...}                 # see monitoring.py
+
+``${NAME}`` in any string is replaced by the environment variable NAME: secrets live in the
+root-only env file the client role writes, never in the job file.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import re
+import time
+
+from . import manifest as mf
+from . import operations
+from .commands import CommandLog
+from .errors import BackupError, ConfigError, DependencyError
+from .pipeline import COMPRESSIONS
+from .retention import POLICY_KEYS
+
+try:
+    import yaml
+except ImportError:
+    yaml = None
+
+DEFAULT_LOG_DIR = '/var/log/offsite-backup'
+ENV_REF = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
+
+# key -> (type, required); nested sections are checked by their own functions
+TOP_KEYS = {
+    'name': (str, True), 'sources': (list, True), 'local': (dict, True), 'repositories': (list, False),
+    'retention': (dict, False), 'min_success': (int, False), 'compression': (str, False),
+    'level': (int, False), 'threads': (int, False), 'tags': (list, False), 'encryption': (dict, False),
+    'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False),
+}
+LOCAL_KEYS = {'path': (str, True), 'retention': (dict, False)}
+SOURCE_KEYS = {'name': (str, True), 'source': (dict, True), 'tags': (list, False)}
+LOG_KEYS = {'path': (str, False), 'max_bytes': (int, False), 'backups': (int, False)}
+TYPE_NAMES = {str: 'a string', list: 'a list', dict: 'a mapping', int: 'an integer'}
+
+
+def _check_keys(where, data, spec):
+    if not isinstance(data, dict):
+        raise ConfigError('%s must be a mapping' % where)
+    unknown = sorted(set(data) - set(spec))
+    if unknown:
+        raise ConfigError('%s has unknown key(s) %s' % (where, ', '.join(unknown)),
+                          'known keys: %s' % ', '.join(sorted(spec)))
+    for key, (kind, required) in spec.items():
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise ConfigError('%s needs %s' % (where, key))
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError('%s.%s must be %s, not %s' % (where, key, TYPE_NAMES[kind], type(value).__name__))
+
+
+def _check_policy(where, policy):
+    unknown = sorted(set(policy) - set(POLICY_KEYS))
+    if unknown:
+        raise ConfigError('%s has unknown retention rule(s) %s' % (where, ', '.join(unknown)),
+                          'use: %s' % ', '.join(POLICY_KEYS))
+
+
+def expand(value, environ, where):
+    """Replace ``${NAME}`` by the environment variable NAME, recursively; a missing variable
+    is an error naming the variable (its value is a secret and never appears)."""
+    if isinstance(value, dict):
+        return dict((k, expand(v, environ, '%s.%s' % (where, k))) for k, v in value.items())
+    if isinstance(value, list):
+        return [expand(v, environ, '%s[%d]' % (where, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match):
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError('%s refers to ${%s} but the environment has no %s' % (where, name, name),
+                              'set it in the job\'s env file (offsite-backup run --env-file FILE)')
+        return environ[name]
+    return ENV_REF.sub(lookup, value)
+
+
+def validate(raw, where='job'):
+    """Check a job's structure and return it with defaults filled in (no I/O)."""
+    _check_keys(where, raw, TOP_KEYS)
+    job = dict(raw)
+    mf.validate_name(job['name'])
+    _check_keys('%s.local' % where, job['local'], LOCAL_KEYS)
+    if not os.path.isabs(job['local']['path']):
+        raise ConfigError('%s.local.path must be an absolute path, not %r' % (where, job['local']['path']))
+    if job['local'].get('retention'):
+        _check_policy('%s.local.retention' % where, job['local']['retention'])
+    if job.get('retention'):
+        _check_policy('%s.retention' % where, job['retention'])
+    if not job['sources']:
+        raise ConfigError('%s.sources is empty' % where, 'list at least one source to back up')
+    names = set()
+    for index, entry in enumerate(job['sources']):
+        here = '%s.sources[%d]' % (where, index)
+        _check_keys(here, entry, SOURCE_KEYS)
+        mf.validate_name(entry['name'])
+        if entry['name'] in names:
+            raise ConfigError('%s: backup set name %s is used twice' % (here, entry['name']))
+        names.add(entry['name'])
+        if not entry['source'].get('type'):
+            raise ConfigError('%s.source needs type' % here)
+    job['repositories'] = job.get('repositories') or []
+    for index, repo in enumerate(job['repositories']):
+        if not isinstance(repo, dict) or not repo.get('type'):
+            raise ConfigError('%s.repositories[%d] needs type' % (where, index))
+    count = len(job['repositories'])
+    min_success = job.get('min_success')
+    if min_success is not None and not (1 <= min_success <= max(count, 1)):
+        raise ConfigError('%s.min_success is %s but %d repositories are listed' % (where, min_success, count))
+    if job.get('retention') and not count:
+        raise ConfigError('%s.retention is set but there are no repositories' % where)
+    job.setdefault('compression', 'zstd')
+    if job['compression'] not in COMPRESSIONS:
+        raise ConfigError('%s.compression %r is not known' % (where, job['compression']),
+                          'use one of: %s' % ', '.join(COMPRESSIONS))
+    if job.get('encryption'):
+        raise ConfigError('%s.encryption is not supported by this version of the runner' % where,
+                          'remove it or upgrade the offsite.backup collection')
+    _check_keys('%s.log' % where, job.get('log') or {}, LOG_KEYS)
+    log = dict(job.get('log') or {})
+    log.setdefault('path', os.path.join(DEFAULT_LOG_DIR, job['name'] + '.log'))
+    log.setdefault('max_bytes', 10 * 2 ** 20)
+    log.setdefault('backups', 5)
+    job['log'] = log
+    job['monitoring'] = job.get('monitoring') or {}
+    from .monitoring import validate as validate_monitoring  # monitoring imports nothing from here
+    validate_monitoring(job['monitoring'], '%s.monitoring' % where)
+    job.setdefault('timezone', 'UTC')
+    return job
+
+
+def load(path, environ=None):
+    """Read, expand and validate the job file at ``path``."""
+    if yaml is None:
+        raise DependencyError('the Python library PyYAML is missing (needed to read job files)',
+                              'pip install pyyaml into the runner\'s virtualenv')
+    environ = os.environ if environ is None else environ
+    try:
+        with open(path) as handle:
+            raw = yaml.safe_load(handle)
+    except (IOError, OSError) as exc:
+        raise ConfigError('cannot read job file %s: %s' % (path, exc.strerror or exc))
+    except yaml.YAMLError as exc:
+        raise ConfigError('job file %s is not valid YAML: %s' % (path, exc))
+    if raw is None:
+        raise ConfigError('job file %s is empty' % path)
+    return validate(expand(raw, environ, 'job'), where='job %s' % path)
+
+
+def read_env_file(path):
+    """KEY=VALUE lines (``#`` comments, optional quotes, optional ``export``), as systemd's
+    EnvironmentFile and the seeds' .env files write them."""
+    values = {}
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except (IOError, OSError) as exc:
+        raise ConfigError('cannot read env file %s: %s' % (path, exc.strerror or exc))
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        if line.startswith('export '):
+            line = line[len('export '):].lstrip()
+        key, sep, value = line.partition('=')
+        key = key.strip()
+        if not sep or not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', key):
+            raise ConfigError('env file %s line %d is not KEY=VALUE' % (path, number))
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def local_repository(job):
+    """The local copy seen as a repository: dump writes <path>/<name>/<id>.<ext> like one."""
+    return {'type': 'local', 'path': job['local']['path']}
+
+
+class SetResult(object):
+    """What happened to one backup set in a run, for the summary and the metrics."""
+
+    def __init__(self, name):
+        self.name = name
+        self.status = 'pending'
+        self.error = None
+        self.error_kind = None
+        self.backup = None
+        self.uploads = []
+        self.retention = {}
+        self.started = time.time()
+        self.duration = None
+
+    def finish(self, status, error=None):
+        self.status = status
+        if error is not None:
+            self.error = str(error)
+            self.error_kind = getattr(error, 'kind', 'internal')
+        self.duration = round(time.time() - self.started, 3)
+
+    @property
+    def succeeded(self):
+        return self.status in ('succeeded', 'would succeed')
+
+    def as_dict(self):
+        data = {'name': self.name, 'status': self.status, 'duration': self.duration,
+                'backup': self.backup, 'repositories': self.uploads, 'retention': self.retention}
+        if self.error:
+            data.update(error=self.error, error_kind=self.error_kind)
+        return data
+
+
+def run(job, dry_run=False, log=None, logger=None):
+    """Run every source of ``job``; one failing source does not stop the others.
+
+    Returns a list of SetResult. The caller holds the job lock and reports to monitoring."""
+    log = log or CommandLog()
+    results = []
+    for entry in job['sources']:
+        result = SetResult(entry['name'])
+        results.append(result)
+        try:
+            _run_set(job, entry, result, dry_run, log, logger)
+        except BackupError as exc:
+            result.finish('failed', exc)
+        except Exception as exc:  # a bug: still reported per set, and the run fails
+            result.finish('failed', BackupError('unexpected error: %s: %s' % (type(exc).__name__, exc)))
+            if logger:
+                logger.exception('backup set %s: unexpected error', entry['name'])
+        if logger:
+            if result.succeeded:
+                logger.info('backup set %s: %s in %.1fs', result.name, result.status, result.duration)
+            else:
+                logger.error('backup set %s: failed: %s', result.name, result.error)
+    return results
+
+
+def _note(logger, message, *args):
+    if logger:
+        logger.info(message, *args)
+
+
+def _run_set(job, entry, result, dry_run, log, logger):
+    name = entry['name']
+    tags = list(job.get('tags') or []) + list(entry.get('tags') or [])
+    local = job['local']
+    _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
+    dumped = operations.dump(name, entry['source'], local['path'], compression=job['compression'],
+                             level=job.get('level'), tags=tags, threads=job.get('threads') or 1,
+                             check_mode=dry_run, log=log)
+    backup = dumped['backup']
+    result.backup = dict((k, backup.get(k)) for k in ('id', 'path', 'size', 'raw_size', 'sha256', 'duration'))
+    if not dry_run:
+        _note(logger, 'backup set %s: %s written (%s bytes)', name, backup['path'], backup['size'])
+    if local.get('retention'):
+        result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run, log)
+    if job['repositories']:
+        if dry_run:
+            # nothing to upload yet: prove every repository is reachable with these credentials
+            for repo in job['repositories']:
+                listed = operations.info(name, repo, log=log)
+                result.uploads.append({'type': repo['type'], 'location': listed['location'],
+                                       'status': 'would upload', 'bytes': 0})
+        else:
+            uploaded = operations.upload(backup, job['repositories'], name=name,
+                                         min_success=job.get('min_success'), log=log)
+            result.uploads = uploaded['repositories']
+            for warning in uploaded.get('warnings', []):
+                if logger:
+                    logger.warning('backup set %s: %s', name, warning)
+            _note(logger, 'backup set %s: uploaded to %s', name,
+                  ', '.join('%s (%s)' % (r.get('location') or r['type'], r['status']) for r in result.uploads))
+        if job.get('retention'):
+            for index, repo in enumerate(job['repositories']):
+                result.retention['repository %d' % index] = _retention(name, repo, job['retention'], job,
+                                                                       dry_run, log)
+    result.finish('would succeed' if dry_run else 'succeeded')
+
+
+def _retention(name, repository, policy, job, dry_run, log):
+    outcome = operations.retention(name, repository, policy, timezone=job['timezone'],
+                                   check_mode=dry_run, log=log)
+    key = 'would_remove' if dry_run else 'removed'
+    return {'location': outcome['location'], key: list(outcome['remove'])}
+
+
+def listing(job, log=None):
+    """Every backup of every set in the local copy and each repository, for ``list``."""
+    rows = []
+    places = [('local', local_repository(job))] + [('%s #%d' % (r['type'], i), r)
+                                                   for i, r in enumerate(job['repositories'])]
+    for entry in job['sources']:
+        for label, repo in places:
+            try:
+                found = operations.info(entry['name'], repo, log=log)
+            except BackupError as exc:
+                rows.append({'set': entry['name'], 'repository': label, 'error': str(exc)})
+                continue
+            for backup in found['backups']:
+                rows.append(dict(backup, set=entry['name'], repository=label, location=found['location']))
+    return rows

@@ -1,0 +1,287 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Telling someone when a backup did (not) happen: heartbeats, webhooks, Prometheus metrics.
+
+A job's ``monitoring`` section::
+
+    heartbeats:                       # healthchecks.io, UptimeRobot heartbeat, Cronitor...
+      - url: https://hc-ping.com/UUID           # derives start (URL/start) and fail (URL/fail)
+      - success: https://heartbeat.uptimerobot.com/KEY   # or explicit start / success / fail
+    webhooks:
+      - {url: https://hooks.slack.com/services/..., format: slack}   # or format: json
+    pushgateway: {url: http://127.0.0.1:9091}
+    textfile: {path: /var/lib/prometheus/node-exporter/offsite_backup_crm.prom}
+    timeout: 10
+
+A monitoring endpoint that is down never fails the backup: the problem is logged and the
+run's result is unchanged. URLs may hold secrets (webhook tokens, ping keys), so messages
+name the host of a URL only.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import re
+import time
+import uuid
+
+from .errors import ConfigError
+
+try:  # Python 3
+    from urllib.parse import quote, urlsplit
+    from urllib.request import Request, urlopen
+except ImportError:  # pragma: no cover - the engine runs on Python 3
+    from urllib import quote
+    from urllib2 import Request, urlopen
+    from urlparse import urlsplit
+
+KEYS = ('heartbeats', 'webhooks', 'pushgateway', 'textfile', 'timeout', 'instance')
+HEARTBEAT_KEYS = ('url', 'start', 'success', 'fail')
+WEBHOOK_KEYS = ('url', 'format', 'on')
+WEBHOOK_FORMATS = ('slack', 'json')
+WEBHOOK_EVENTS = ('failure', 'success')
+LOG_TAIL = 10000  # bytes of log sent with a fail ping (healthchecks.io keeps 100 kB)
+METRICS_HELP = (
+    ('backup_success', 'gauge', '1 if the last run of this backup set succeeded, else 0'),
+    ('backup_last_success_timestamp_seconds', 'gauge', 'Unix time of the last successful run'),
+    ('backup_duration_seconds', 'gauge', 'Duration of the last run of this backup set'),
+    ('backup_size_bytes', 'gauge', 'Size of the last backup artifact (compressed)'),
+    ('backup_upload_bytes', 'gauge', 'Bytes sent to each repository by the last run'),
+)
+
+
+def _only(where, data, keys):
+    if not isinstance(data, dict):
+        raise ConfigError('%s must be a mapping' % where)
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise ConfigError('%s has unknown key(s) %s' % (where, ', '.join(unknown)), 'known keys: %s' % ', '.join(keys))
+
+
+def _url(where, value):
+    if not isinstance(value, str) or urlsplit(value).scheme not in ('http', 'https') or not urlsplit(value).netloc:
+        raise ConfigError('%s must be an http(s) URL' % where)
+
+
+def validate(config, where='monitoring'):
+    _only(where, config, KEYS)
+    for index, beat in enumerate(config.get('heartbeats') or []):
+        here = '%s.heartbeats[%d]' % (where, index)
+        _only(here, beat, HEARTBEAT_KEYS)
+        if not any(beat.get(k) for k in HEARTBEAT_KEYS):
+            raise ConfigError('%s needs url (healthchecks style) or start / success / fail' % here)
+        for key in HEARTBEAT_KEYS:
+            if beat.get(key):
+                _url('%s.%s' % (here, key), beat[key])
+    for index, hook in enumerate(config.get('webhooks') or []):
+        here = '%s.webhooks[%d]' % (where, index)
+        _only(here, hook, WEBHOOK_KEYS)
+        _url('%s.url' % here, hook.get('url'))
+        if hook.get('format', 'slack') not in WEBHOOK_FORMATS:
+            raise ConfigError('%s.format must be one of %s' % (here, ', '.join(WEBHOOK_FORMATS)))
+        events = hook.get('on', ['failure'])
+        if not isinstance(events, list) or set(events) - set(WEBHOOK_EVENTS):
+            raise ConfigError('%s.on must be a list of %s' % (here, ', '.join(WEBHOOK_EVENTS)))
+    if config.get('pushgateway'):
+        _only('%s.pushgateway' % where, config['pushgateway'], ('url',))
+        _url('%s.pushgateway.url' % where, config['pushgateway'].get('url'))
+    if config.get('textfile'):
+        _only('%s.textfile' % where, config['textfile'], ('path',))
+        path = config['textfile'].get('path')
+        if not isinstance(path, str) or not os.path.isabs(path) or not path.endswith('.prom'):
+            raise ConfigError('%s.textfile.path must be an absolute path ending in .prom' % where,
+                              'node_exporter\'s textfile collector reads only *.prom files')
+    timeout = config.get('timeout', 10)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError('%s.timeout must be a positive number of seconds' % where)
+    return config
+
+
+def where_to(url):
+    """A URL for messages: scheme and host only (paths carry tokens)."""
+    parts = urlsplit(url)
+    return '%s://%s' % (parts.scheme, parts.netloc)
+
+
+def _escape(value):
+    return str(value).replace('\\', '\\\\').replace('\n', '\\n').replace('"', '\\"')
+
+
+def _labels(**labels):
+    return '{%s}' % ','.join('%s="%s"' % (k, _escape(v)) for k, v in sorted(labels.items()))
+
+
+def render_metrics(job, results, now=None, previous=None):
+    """Prometheus text format for the run's SetResults. ``previous`` maps a set name to its
+    last success timestamp from an earlier run, kept when this run failed."""
+    now = time.time() if now is None else now
+    previous = previous or {}
+    lines = {name: [] for name, kind, text in METRICS_HELP}
+    for result in results:
+        base = dict(job=job, source=result.name)
+        lines['backup_success'].append((base, 1 if result.succeeded else 0))
+        last = now if result.succeeded else previous.get(result.name)
+        if last is not None:
+            lines['backup_last_success_timestamp_seconds'].append((base, int(last)))
+        if result.duration is not None:
+            lines['backup_duration_seconds'].append((base, result.duration))
+        if result.succeeded and result.backup and result.backup.get('size') is not None:
+            lines['backup_size_bytes'].append((base, result.backup['size']))
+        for upload in result.uploads:
+            label = upload.get('location') or upload.get('type')
+            lines['backup_upload_bytes'].append((dict(base, repository=label), upload.get('bytes') or 0))
+    out = []
+    for name, kind, text in METRICS_HELP:
+        if not lines[name]:
+            continue
+        out.append('# HELP %s %s' % (name, text))
+        out.append('# TYPE %s %s' % (name, kind))
+        out.extend('%s%s %s' % (name, _labels(**labels), value) for labels, value in lines[name])
+    return '\n'.join(out) + '\n'
+
+
+LAST_SUCCESS_RE = re.compile(r'^backup_last_success_timestamp_seconds\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+
+
+def previous_successes(text):
+    """{set name: timestamp} from an earlier metrics file."""
+    found = {}
+    for line in (text or '').splitlines():
+        match = LAST_SUCCESS_RE.match(line.strip())
+        if match:
+            source = re.search(r'source="((?:[^"\\]|\\.)*)"', match.group('labels'))
+            if source:
+                found[source.group(1)] = float(match.group('value'))
+    return found
+
+
+class Monitor(object):
+    """Sends one run's signals; every failure to reach an endpoint is logged, never raised."""
+
+    def __init__(self, config, job, host, logger, opener=None):
+        self.config = config or {}
+        self.job = job
+        self.host = host
+        self.logger = logger
+        self.timeout = self.config.get('timeout', 10)
+        self.run_id = str(uuid.uuid4())
+        self.problems = []
+        self._open = opener or urlopen
+
+    def _send(self, what, url, body=None, content_type='text/plain; charset=utf-8', method=None):
+        data = body.encode('utf-8') if isinstance(body, str) else body
+        request = Request(url, data=data, method=method or ('POST' if data is not None else 'GET'))
+        if data is not None:
+            request.add_header('Content-Type', content_type)
+        request.add_header('User-Agent', 'offsite-backup')
+        try:
+            response = self._open(request, timeout=self.timeout)
+            try:
+                response.read()
+            finally:
+                response.close()
+            return True
+        except Exception as exc:  # HTTPError, URLError, timeouts, refused: all only logged
+            reason = getattr(exc, 'code', None) or getattr(exc, 'reason', None) or exc
+            problem = '%s to %s failed (%s); the backup result is not affected' % (what, where_to(url), reason)
+            self.problems.append(problem)
+            self.logger.warning(problem)
+            return False
+
+    def _beats(self, event):
+        for beat in self.config.get('heartbeats') or []:
+            url = beat.get(event)
+            if not url and beat.get('url'):
+                base = beat['url'].rstrip('/')
+                url = base if event == 'success' else '%s/%s' % (base, event)
+            if url:
+                yield url
+
+    def start(self):
+        for url in self._beats('start'):
+            self._send('start ping', _with_run_id(url, self.run_id))
+
+    def finish(self, results, log_tail='', error=None):
+        """Report the run: success or fail pings, webhooks, metrics."""
+        ok = error is None and all(r.succeeded for r in results)
+        event = 'success' if ok else 'fail'
+        body = _summary_text(self.job, self.host, results, error)
+        if not ok and log_tail:
+            body = '%s\n\n--- log tail ---\n%s' % (body, log_tail[-LOG_TAIL:])
+        for url in self._beats(event):
+            self._send('%s ping' % event, _with_run_id(url, self.run_id), body[-LOG_TAIL * 2:])
+        for hook in self.config.get('webhooks') or []:
+            if ('success' if ok else 'failure') in hook.get('on', ['failure']):
+                self._webhook(hook, ok, results, error)
+        if self.config.get('pushgateway') or self.config.get('textfile'):
+            self._metrics(results)
+        return ok
+
+    def _webhook(self, hook, ok, results, error):
+        failed = [r for r in results if not r.succeeded]
+        reason = str(error) if error is not None else '; '.join('%s: %s' % (r.name, r.error) for r in failed)
+        if hook.get('format', 'slack') == 'slack':
+            text = (':white_check_mark: backup job *%s* on %s succeeded' % (self.job, self.host) if ok else
+                    ':x: backup job *%s* on %s FAILED: %s' % (self.job, self.host, reason))
+            payload = {'text': text}
+        else:
+            payload = {'host': self.host, 'job': self.job, 'status': 'success' if ok else 'failure',
+                       'error': None if ok else reason, 'sets': [r.as_dict() for r in results]}
+        self._send('webhook', hook['url'], json.dumps(payload, sort_keys=True, default=str), 'application/json')
+
+    def _metrics(self, results):
+        gateway = self.config.get('pushgateway')
+        if gateway:
+            # one group per backup set, and POST (which replaces only the metrics it carries):
+            # a failed set's push has no success timestamp, so the gateway keeps the last good
+            # one and BackupStale keeps counting from it
+            for result in results:
+                url = '%s/metrics/job/%s/instance/%s/source/%s' % (
+                    gateway['url'].rstrip('/'), quote(self.job, safe=''), quote(self.host, safe=''),
+                    quote(result.name, safe=''))
+                self._send('metrics push', url, render_metrics(self.job, [result]), 'text/plain; version=0.0.4')
+        textfile = self.config.get('textfile')
+        if textfile:
+            self._write_textfile(textfile['path'], results)
+
+    def _write_textfile(self, path, results):
+        try:
+            try:
+                with open(path) as handle:
+                    previous = previous_successes(handle.read())
+            except (IOError, OSError):
+                previous = {}
+            text = render_metrics(self.job, results, previous=previous)
+            # node_exporter may read at any moment: write aside, then rename
+            partial = '%s.%d.tmp' % (path, os.getpid())
+            with open(partial, 'w') as handle:
+                handle.write(text)
+            os.chmod(partial, 0o644)
+            os.rename(partial, path)
+        except (IOError, OSError) as exc:
+            problem = 'writing metrics to %s failed (%s); the backup result is not affected' % (
+                path, exc.strerror or exc)
+            self.problems.append(problem)
+            self.logger.warning(problem)
+
+
+def _with_run_id(url, run_id):
+    """healthchecks.io pairs start and end pings by ``rid``; other services ignore it."""
+    if 'hc-ping' not in url and '/ping/' not in url:
+        return url
+    return '%s%srid=%s' % (url, '&' if '?' in url else '?', run_id)
+
+
+def _summary_text(job, host, results, error):
+    lines = ['offsite-backup job %s on %s' % (job, host)]
+    if error is not None:
+        lines.append('error: %s' % error)
+    for result in results:
+        line = '%s: %s' % (result.name, result.status)
+        if result.backup and result.backup.get('id'):
+            line += ' (%s, %s bytes)' % (result.backup['id'], result.backup.get('size'))
+        if result.error:
+            line += ': %s' % result.error
+        lines.append(line)
+    return '\n'.join(lines)
