@@ -81,7 +81,7 @@ def write_job(workdir, moto, bucket, database, receiver, pushgateway=None, name=
 
 
 def test_scheduled_run_backs_up_reports_and_restores(moto, bucket, sample_db, workdir, receiver, pushgateway,
-                                                      unique_db_name):
+                                                     unique_db_name):
     job_path, job = write_job(workdir, moto, bucket, sample_db, receiver, pushgateway)
     name = job["name"]
 
@@ -131,7 +131,7 @@ def test_scheduled_run_backs_up_reports_and_restores(moto, bucket, sample_db, wo
 
 
 def test_failure_sends_fail_ping_and_slack_and_keeps_last_success(moto, bucket, sample_db, workdir, receiver,
-                                                                   pushgateway):
+                                                                  pushgateway):
     job_path, job = write_job(workdir, moto, bucket, sample_db, receiver, pushgateway)
     name = job["name"]
     assert cli("run", str(job_path)).returncode == 0

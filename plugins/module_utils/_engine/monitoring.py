@@ -29,11 +29,11 @@ import uuid
 from .errors import ConfigError
 
 try:  # Python 3
+    from http.client import HTTPConnection, HTTPSConnection
     from urllib.parse import quote, urlsplit
-    from urllib.request import Request, urlopen
 except ImportError:  # pragma: no cover - the engine runs on Python 3
+    from httplib import HTTPConnection, HTTPSConnection
     from urllib import quote
-    from urllib2 import Request, urlopen
     from urlparse import urlsplit
 
 KEYS = ('heartbeats', 'webhooks', 'pushgateway', 'textfile', 'timeout', 'instance')
@@ -159,7 +159,7 @@ def previous_successes(text):
 class Monitor(object):
     """Sends one run's signals; every failure to reach an endpoint is logged, never raised."""
 
-    def __init__(self, config, job, host, logger, opener=None):
+    def __init__(self, config, job, host, logger):
         self.config = config or {}
         self.job = job
         self.host = host
@@ -167,23 +167,29 @@ class Monitor(object):
         self.timeout = self.config.get('timeout', 10)
         self.run_id = str(uuid.uuid4())
         self.problems = []
-        self._open = opener or urlopen
 
-    def _send(self, what, url, body=None, content_type='text/plain; charset=utf-8', method=None):
+    def _send(self, what, url, body=None, content_type='text/plain; charset=utf-8'):
         data = body.encode('utf-8') if isinstance(body, str) else body
-        request = Request(url, data=data, method=method or ('POST' if data is not None else 'GET'))
+        parts = urlsplit(url)
+        connection_class = HTTPSConnection if parts.scheme == 'https' else HTTPConnection
+        headers = {'User-Agent': 'offsite-backup'}
         if data is not None:
-            request.add_header('Content-Type', content_type)
-        request.add_header('User-Agent', 'offsite-backup')
+            headers['Content-Type'] = content_type
+        path = (parts.path or '/') + ('?' + parts.query if parts.query else '')
         try:
-            response = self._open(request, timeout=self.timeout)
+            connection = connection_class(parts.netloc, timeout=self.timeout)
             try:
+                connection.request('POST' if data is not None else 'GET', path, body=data, headers=headers)
+                response = connection.getresponse()
                 response.read()
+                status = response.status
             finally:
-                response.close()
+                connection.close()
+            if status >= 400:
+                raise IOError(status)
             return True
-        except Exception as exc:  # HTTPError, URLError, timeouts, refused: all only logged
-            reason = getattr(exc, 'code', None) or getattr(exc, 'reason', None) or exc
+        except Exception as exc:  # refused, timeouts, TLS, HTTP errors: all only logged
+            reason = exc.args[0] if isinstance(exc, IOError) and exc.args and isinstance(exc.args[0], int) else exc
             problem = '%s to %s failed (%s); the backup result is not affected' % (what, where_to(url), reason)
             self.problems.append(problem)
             self.logger.warning(problem)
