@@ -51,7 +51,7 @@ def repository_spec():
 def database_spec():
     """Connection options shared by a database source (dump) and target (restore)."""
     return dict(
-        type=dict(type='str', required=True, choices=['files', 'postgresql']),
+        type=dict(type='str', required=True, choices=['files', 'mysql', 'postgresql', 'redis']),
         database=dict(type='str'),
         host=dict(type='str'),
         port=dict(type='int'),
@@ -64,6 +64,11 @@ def database_spec():
         container=dict(type='str'),
         compose_project=dict(type='str'),
         compose_file=dict(type='path'),
+        tls=dict(type='bool'),
+        tls_ca_file=dict(type='path'),
+        tls_cert_file=dict(type='path'),
+        tls_key_file=dict(type='path'),
+        data_dir=dict(type='path'),
     )
 
 

@@ -40,30 +40,32 @@ options:
     required: true
     suboptions:
       type:
-        description: C(postgresql) for one PostgreSQL database, C(files) for files and directories.
+        description:
+          - C(postgresql) for one PostgreSQL database, C(files) for files and directories.
+          - C(mysql) for one MySQL or MariaDB database, C(redis) for a snapshot of a Redis server.
         type: str
         required: true
-        choices: [files, postgresql]
+        choices: [files, mysql, postgresql, redis]
       database:
-        description: Database to dump (C(postgresql)).
+        description: Database to dump (C(postgresql), C(mysql)).
         type: str
       host:
-        description: Server host (C(postgresql)). Defaults to C(127.0.0.1).
+        description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
         type: str
       port:
-        description: Server port (C(postgresql)). Defaults to C(5432).
+        description: Server port. Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
         type: int
       user:
-        description: User to connect as (C(postgresql)). Defaults to C(postgres).
+        description: User to connect as. Defaults to C(postgres) (C(postgresql)), C(root) (C(mysql)); the ACL user for C(redis).
         type: str
       password:
-        description: Password (C(postgresql)); passed in E(PGPASSWORD). Falls back to E(PGPASSWORD).
+        description: Password; passed in E(PGPASSWORD) (C(postgresql)), E(MYSQL_PWD) (C(mysql)), E(REDISCLI_AUTH) (C(redis)). Falls back to E(PGPASSWORD).
         type: str
       ssl_mode:
         description: libpq C(sslmode) (C(postgresql)), for example C(require).
         type: str
       connect_timeout:
-        description: Seconds to wait for a connection (C(postgresql)). Defaults to 10.
+        description: Seconds to wait for a connection (C(postgresql), C(mysql)). Defaults to 10 (C(postgresql)).
         type: int
       maintenance_db:
         description: Not used by dump; accepted so that one dict can serve dump and restore.
@@ -71,6 +73,21 @@ options:
       jobs:
         description: Not used by dump; accepted so that one dict can serve dump and restore.
         type: int
+      tls:
+        description: Connect to Redis over TLS (C(redis), C(redis-cli --tls)).
+        type: bool
+      tls_ca_file:
+        description: CA certificate that signed the Redis server's certificate (C(redis)).
+        type: path
+      tls_cert_file:
+        description: Client certificate for Redis TLS (C(redis)).
+        type: path
+      tls_key_file:
+        description: Key of O(source.tls_cert_file) (C(redis)).
+        type: path
+      data_dir:
+        description: Not used by dump; accepted so that one dict can serve dump and restore.
+        type: path
       format:
         description:
           - C(custom) (default) is C(pg_dump -Fc), restorable in parallel.
@@ -83,7 +100,7 @@ options:
         type: list
         elements: str
       exclude_tables:
-        description: Leave out these tables, C(pg_dump --exclude-table) patterns (C(postgresql)).
+        description: Leave out these tables, C(pg_dump --exclude-table) patterns (C(postgresql)) or table names (C(mysql)).
         type: list
         elements: str
       container:
@@ -142,6 +159,7 @@ options:
     default: []
 requirements:
   - C(pg_dump) and C(psql) of the server's major version (postgresql source), GNU C(tar) (files source)
+  - C(mariadb-dump) or C(mysqldump) and the C(mariadb) or C(mysql) client (mysql source), C(redis-cli) (redis source)
   - zstandard (Python) for zstd compression
 author:
   - offsite.backup maintainers (!UNKNOWN)

@@ -43,10 +43,10 @@ options:
     required: true
     suboptions:
       type:
-        description: C(postgresql) or C(files); must match the backup's source type.
+        description: C(postgresql), C(mysql), C(redis) or C(files); must match the backup's source type.
         type: str
         required: true
-        choices: [files, postgresql]
+        choices: [files, mysql, postgresql, redis]
       mode:
         description:
           - C(create) fails if the target exists.
@@ -55,25 +55,25 @@ options:
         choices: [create, replace]
         default: create
       database:
-        description: Database to restore into (C(postgresql)).
+        description: Database to restore into (C(postgresql), C(mysql)).
         type: str
       host:
-        description: Server host (C(postgresql)). Defaults to C(127.0.0.1).
+        description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
         type: str
       port:
-        description: Server port (C(postgresql)). Defaults to C(5432).
+        description: Server port. Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
         type: int
       user:
-        description: User (C(postgresql)); needs CREATEDB. Defaults to C(postgres).
+        description: User; needs CREATEDB (C(postgresql), default C(postgres)) or CREATE/DROP (C(mysql), default C(root)); ACL user (C(redis)).
         type: str
       password:
-        description: Password (C(postgresql)), passed in E(PGPASSWORD). Falls back to E(PGPASSWORD).
+        description: Password; passed in E(PGPASSWORD) (C(postgresql)), E(MYSQL_PWD) (C(mysql)), E(REDISCLI_AUTH) (C(redis)). Falls back to E(PGPASSWORD).
         type: str
       ssl_mode:
         description: libpq C(sslmode) (C(postgresql)).
         type: str
       connect_timeout:
-        description: Seconds to wait for a connection (C(postgresql)). Defaults to 10.
+        description: Seconds to wait for a connection (C(postgresql), C(mysql)). Defaults to 10 (C(postgresql)).
         type: int
       maintenance_db:
         description: Database to connect to for CREATE/ALTER/DROP DATABASE (C(postgresql)). Defaults to C(postgres).
@@ -86,6 +86,24 @@ options:
             verification, decompression and loading overlap, no work file is needed, and the checksum is
             still proven before the restored database is swapped into place.
         type: int
+      tls:
+        description: Connect to Redis over TLS (C(redis), C(redis-cli --tls)).
+        type: bool
+      tls_ca_file:
+        description: CA certificate that signed the Redis server's certificate (C(redis)).
+        type: path
+      tls_cert_file:
+        description: Client certificate for Redis TLS (C(redis)).
+        type: path
+      tls_key_file:
+        description: Key of O(target.tls_cert_file) (C(redis)).
+        type: path
+      data_dir:
+        description:
+          - Redis data directory of a stopped server (C(redis)) - the snapshot is placed there as the server's
+            RDB file instead of being loaded into a running server at O(target.host) and O(target.port).
+          - Refused while a Redis server runs on that directory.
+        type: path
       owner:
         description: Owner of the restored database (C(postgresql)).
         type: str

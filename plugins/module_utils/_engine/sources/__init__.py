@@ -5,9 +5,9 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 from ..errors import ConfigError
-from . import files, postgresql
+from . import files, mysql, postgresql
 
-TYPES = dict((cls.type, cls) for cls in (postgresql.PostgresqlSource, files.FilesSource))
+TYPES = dict((cls.type, cls) for cls in (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSource))
 
 
 def open_source(options, log):

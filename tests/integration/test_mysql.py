@@ -1,0 +1,201 @@
+"""MySQL / MariaDB source and target: real ansible-playbook runs against MariaDB on 127.0.0.1:3306.
+
+The full cycle (tables, binary data, a view, a trigger, a procedure), replace over a changed
+database, and bad input: wrong password, missing database, row counts that do not match, a
+dump that does not load. A failed restore must leave the target exactly as it was and no
+scratch database behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness.ansible import run_playbook
+from tests.integration.helpers import local_repo
+
+pytestmark = pytest.mark.integration
+
+MYSQL = ["mysql", "--host=127.0.0.1", "--port=3306", "--user=root", "--batch", "--skip-column-names"]
+
+
+def sql(statement: str, database: str | None = None) -> str:
+    argv = MYSQL + ([f"--database={database}"] if database else []) + ["--execute", statement]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def databases() -> set[str]:
+    return set(sql("SHOW DATABASES").split())
+
+
+def fingerprint(database: str) -> dict:
+    """Every table's rows (as a hash), every view, trigger and routine name."""
+    result = {}
+    for table in sql(f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='{database}' "
+                     "AND TABLE_TYPE='BASE TABLE' ORDER BY 1").split():
+        rows = sql(f"SELECT * FROM `{table}` ORDER BY 1", database)
+        result[table] = hashlib.sha256(rows.encode()).hexdigest()
+    for what, query in (("views", "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA='%s'"),
+                        ("triggers", "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA='%s'"),
+                        ("routines", "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA='%s'")):
+        result[what] = sorted(sql(query % database).split())
+    return result
+
+
+def create_sample(name: str) -> None:
+    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    sql("CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50), note TEXT, photo BLOB);"
+        "INSERT INTO customers VALUES (1, 'Zoé', 'tab\there\nnewline', UNHEX('00FF10')), (2, 'O''Brien', NULL, NULL);"
+        "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, customer INT, total DECIMAL(10,2));"
+        "INSERT INTO orders (customer, total) SELECT 1 + seq % 2, seq / 7 FROM seq_1_to_500;"
+        "CREATE TABLE audit (msg VARCHAR(100));"
+        "CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 50;"
+        "CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (CONCAT('order ', NEW.id));"
+        "CREATE PROCEDURE order_count() BEGIN SELECT COUNT(*) FROM orders; SELECT 1; END", name)
+
+
+def drop(*names: str) -> None:
+    for name in names:
+        sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def leftovers(name: str) -> list[str]:
+    return [d for d in databases() if d.startswith(name[:40] + "_restore_") or d.startswith(name[:40] + "_previous_")]
+
+
+@pytest.fixture
+def names():
+    made = []
+
+    def make(label: str) -> str:
+        name = f"offsite_{label}_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            drop(name, *leftovers(name))
+
+
+def source(database: str, **extra) -> dict:
+    src = {"type": "mysql", "database": database, "host": "127.0.0.1", "port": 3306, "user": "root"}
+    src.update(extra)
+    return src
+
+
+def dump_task(name: str, src: dict, dest, **extra) -> dict:
+    return {"name": "dump", "offsite.backup.dump": dict({"name": name, "source": src, "dest": str(dest)}, **extra),
+            "register": "dumped"}
+
+
+def restore_task(name: str, dest, target: dict, mode: str = "create") -> dict:
+    return {"name": "restore", "offsite.backup.restore": {"name": name, "repository": local_repo(dest),
+                                                          "target": dict(target, mode=mode)}}
+
+
+def test_mysql_cycle_create_and_replace(names, tmp_path):
+    src, dst = names("mysrc"), names("mydst")
+    create_sample(src)
+    expected = fingerprint(src)
+    r = run_playbook([dump_task("shop", source(src), tmp_path), restore_task("shop", tmp_path, source(dst))])
+    assert r.rc == 0, r.output
+    facts = r.result("dump")["backup"]["source"]
+    assert facts["counts"] == {"tables": {f"{src}.audit": 0, f"{src}.customers": 2, f"{src}.orders": 500}}
+    assert facts["tool"] in ("mariadb-dump", "mysqldump")
+    restored = r.result("restore")["restored"]
+    assert restored["verified_tables"] == 3 and restored["objects"] == 3
+    assert fingerprint(dst) == expected
+    assert sql("SELECT HEX(photo) FROM customers WHERE id = 1", dst).strip() == "00FF10"
+
+    # the restored trigger works in its new home
+    sql("INSERT INTO orders (customer, total) VALUES (2, 1.5)", dst)
+    assert sql("SELECT COUNT(*) FROM audit", dst).strip() == "1"
+
+    # replace: a changed target becomes the backup again, nothing left behind
+    sql("DELETE FROM customers; DROP VIEW big_orders; CREATE TABLE extra (a INT)", dst)
+    r = run_playbook([restore_task("shop", tmp_path, source(dst), mode="replace")])
+    assert r.rc == 0, r.output
+    assert r.result("restore")["restored"]["replaced"] is True
+    expected["audit"] = fingerprint(src)["audit"]
+    assert fingerprint(dst) == expected
+    assert leftovers(dst) == []
+
+    # create refuses an existing database and changes nothing
+    r = run_playbook([restore_task("shop", tmp_path, source(dst))])
+    assert r.rc != 0
+    assert r.result("restore")["error"] == "target"
+    assert fingerprint(dst) == expected
+
+
+def test_mysql_password_never_in_commands_and_wrong_password_fails(names, tmp_path):
+    src = names("mypw")
+    create_sample(src)
+    user = f"offsite_{uuid.uuid4().hex[:6]}"
+    secret = "S3cret-" + uuid.uuid4().hex[:8]
+    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; CREATE USER '{user}'@'localhost' IDENTIFIED BY '{secret}';"
+        f"GRANT ALL ON *.* TO '{user}'@'%'; GRANT ALL ON *.* TO '{user}'@'localhost'")
+    try:
+        good = source(src, user=user, password=secret)
+        r = run_playbook([dump_task("pw", good, tmp_path / "ok")])
+        assert r.rc == 0, r.output
+        assert secret not in json.dumps(r.result("dump")) and secret not in r.output
+        r = run_playbook([dump_task("pw", dict(good, password="wrong"), tmp_path / "bad")])
+        assert r.rc != 0
+        res = r.result("dump")
+        assert res["error"] == "source" and "refused user" in res["msg"], res
+        assert not list((tmp_path / "bad").rglob("*.sql*")), "no artifact after a refused dump"
+    finally:
+        sql(f"DROP USER IF EXISTS '{user}'@'%'; DROP USER IF EXISTS '{user}'@'localhost'")
+
+
+def test_mysql_missing_database(tmp_path):
+    r = run_playbook([dump_task("none", source("offsite_no_such_db"), tmp_path)])
+    assert r.rc != 0
+    res = r.result("dump")
+    assert res["error"] == "not_found" and "offsite_no_such_db" in res["msg"], res
+
+
+def _rewrite_backup(set_dir: Path, artifact: bytes | None = None, counts: dict | None = None) -> None:
+    """Change the backup's artifact (keeping size and sha256 right) or its recorded counts."""
+    manifest_path = next(set_dir.glob("*.manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    if artifact is not None:
+        art = set_dir / manifest["artifact"].split("/")[-1]
+        art.write_bytes(artifact)
+        manifest.update(size=len(artifact), sha256=hashlib.sha256(artifact).hexdigest(), raw_size=len(artifact))
+    if counts is not None:
+        manifest["source"]["counts"]["tables"].update(counts)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_mysql_failed_restores_leave_target_untouched(names, tmp_path):
+    src, dst = names("myfail"), names("mykeep")
+    create_sample(src)
+    create_sample(dst)
+    sql("INSERT INTO audit VALUES ('the old target')", dst)
+    before = fingerprint(dst)
+    r = run_playbook([dump_task("fail", source(src), tmp_path, compression="none")])
+    assert r.rc == 0, r.output
+
+    # recorded counts that the restored rows do not match: refused before the swap
+    _rewrite_backup(tmp_path / "fail", counts={f"{src}.orders": 499})
+    r = run_playbook([restore_task("fail", tmp_path, source(dst), mode="replace")])
+    assert r.rc != 0
+    res = r.result("restore")
+    assert res["error"] == "integrity" and "orders: 499 rows in the backup, 500 restored" in res["msg"], res
+    assert fingerprint(dst) == before and leftovers(dst) == []
+
+    # a dump that does not load (valid checksum, bad SQL half way)
+    _rewrite_backup(tmp_path / "fail", artifact=b"CREATE TABLE half (a INT);\nTHIS IS NOT SQL;\n")
+    r = run_playbook([restore_task("fail", tmp_path, source(dst), mode="replace")])
+    assert r.rc != 0
+    res = r.result("restore")
+    assert res["error"] == "target" and "scratch database failed" in res["msg"], res
+    assert fingerprint(dst) == before and leftovers(dst) == []
