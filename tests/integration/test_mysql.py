@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.ansible import run_playbook
+from tests.harness.containers import fake_docker_env, invocations
 from tests.integration.helpers import local_repo
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,11 @@ MYSQL = ["mysql", "--host=127.0.0.1", "--port=3306", "--user=root", "--batch", "
 
 
 def sql(statement: str, database: str | None = None) -> str:
-    argv = MYSQL + ([f"--database={database}"] if database else []) + ["--execute", statement]
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    """Run a script (fed on stdin, so DELIMITER works); its output."""
+    argv = MYSQL + ([f"--database={database}"] if database else [])
+    proc = subprocess.run(argv, input=statement, capture_output=True, text=True, errors="backslashreplace", check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def databases() -> set[str]:
@@ -55,8 +59,8 @@ def create_sample(name: str) -> None:
         "INSERT INTO orders (customer, total) SELECT 1 + seq % 2, seq / 7 FROM seq_1_to_500;"
         "CREATE TABLE audit (msg VARCHAR(100));"
         "CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 50;"
-        "CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (CONCAT('order ', NEW.id));"
-        "CREATE PROCEDURE order_count() BEGIN SELECT COUNT(*) FROM orders; SELECT 1; END", name)
+        "CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (CONCAT('order ', NEW.id));\n"
+        "DELIMITER ;;\nCREATE PROCEDURE order_count() BEGIN SELECT COUNT(*) FROM orders; SELECT 1; END;;\nDELIMITER ;\n", name)
 
 
 def drop(*names: str) -> None:
@@ -199,3 +203,30 @@ def test_mysql_failed_restores_leave_target_untouched(names, tmp_path):
     res = r.result("restore")
     assert res["error"] == "target" and "scratch database failed" in res["msg"], res
     assert fingerprint(dst) == before and leftovers(dst) == []
+
+
+def test_mysql_through_docker_exec_and_compose(names, tmp_path):
+    """The same code path as production, with the stand-in docker executing the inner command:
+    the password must cross into the "container" by name (-e MYSQL_PWD) to work at all."""
+    src, dst = names("myctr"), names("myctrdst")
+    create_sample(src)
+    user = f"offsite_{uuid.uuid4().hex[:6]}"
+    secret = "Ctr-" + uuid.uuid4().hex[:8]
+    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; GRANT ALL ON *.* TO '{user}'@'%'")
+    log = tmp_path / "docker.log"
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text("services:\n  mariadb:\n    image: mariadb:11\n")
+    try:
+        r = run_playbook([
+            dump_task("ctr", source(src, user=user, password=secret, container="shop-db"), tmp_path),
+            restore_task("ctr", tmp_path, source(dst, user=user, password=secret, container="mariadb",
+                                                 compose_file=str(compose_file), compose_project="shop")),
+        ], env=fake_docker_env(log, containers=("shop-db", "mariadb")))
+        assert r.rc == 0, r.output
+        assert fingerprint(dst) == fingerprint(src)
+        calls = invocations(log)
+        assert any(c.startswith("exec -e MYSQL_PWD shop-db ") and "-dump " in c for c in calls), calls
+        assert any(c.startswith(f"compose -f {compose_file} -p shop exec -T -e MYSQL_PWD mariadb ") for c in calls), calls
+        assert secret not in "\n".join(calls) and secret not in r.output
+    finally:
+        sql(f"DROP USER IF EXISTS '{user}'@'%'")
