@@ -143,4 +143,27 @@ else
     say "collection link: $LINK -> $REPO"
 fi
 
+# --- 5. awx.awx, for linting and checking the AWX definitions (extensions/awx) -------------
+# Galaxy is out of reach; the `ansible` package on PyPI carries awx.awx. Only that collection is
+# unpacked from its wheel (pinned, so lint results do not drift).
+AWX_ANSIBLE_VERSION="11.13.0"
+AWX_DIR="$REPO/.cache/collections/ansible_collections/awx/awx"
+AWX_STAMP="$AWX_DIR/.from-ansible-$AWX_ANSIBLE_VERSION"
+if [ -f "$AWX_STAMP" ]; then
+    say "awx.awx: present"
+else
+    say "awx.awx: unpacking it from the ansible $AWX_ANSIBLE_VERSION wheel"
+    wheels="$REPO/.cache/wheels"
+    mkdir -p "$wheels"
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" \
+        "ansible==$AWX_ANSIBLE_VERSION" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    rm -rf "$AWX_DIR"
+    "$VENV/bin/python" - "$wheels/ansible-$AWX_ANSIBLE_VERSION-py3-none-any.whl" "$REPO/.cache/collections" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith('ansible_collections/awx/awx/')])
+PY
+    touch "$AWX_STAMP"
+fi
+
 say "done"
