@@ -24,8 +24,8 @@ def test_restore_playbook_creates_then_replaces(sample_db, unique_db_name, workd
     pg.run_sql(unique_db_name, "CREATE TABLE public.drift (x int)")
     again = run_playbook(str(RESTORE), extravars=values)
     assert again.rc != 0 and "exists" in again.output        # create never overwrites
-    replaced = run_playbook(str(RESTORE), extravars=dict(values, offsite_restore_mode="replace",
-                                                          offsite_restore_keep_previous=False))
+    replace = dict(values, offsite_restore_mode="replace", offsite_restore_keep_previous=False)
+    replaced = run_playbook(str(RESTORE), extravars=replace)
     assert replaced.rc == 0, replaced.output
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
