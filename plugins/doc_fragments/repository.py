@@ -26,9 +26,11 @@ options:
           - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
           - C(local) is a directory on a local or mounted disk.
           - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
+          - C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync)
+            forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).
         type: str
         required: true
-        choices: [b2, local, s3, sftp]
+        choices: [b2, local, rsync, s3, sftp]
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str
@@ -102,36 +104,36 @@ options:
         type: str
         choices: [auto, when_required, when_supported]
       host:
-        description: SSH server (C(sftp)).
+        description: SSH server (C(sftp), C(rsync)).
         type: str
       port:
-        description: SSH port (C(sftp)). Defaults to 22; a Hetzner Storage Box uses 23.
+        description: SSH port (C(sftp), C(rsync)). Defaults to 22; a Hetzner Storage Box uses 23.
         type: int
       user:
-        description: SSH user (C(sftp)).
+        description: SSH user (C(sftp), C(rsync)).
         type: str
       private_key:
-        description: Path of the SSH private key on the node running the module (C(sftp)).
+        description: Path of the SSH private key on the node running the module (C(sftp), C(rsync)).
         type: path
       private_key_passphrase:
-        description: Passphrase of O(repository.private_key) (C(sftp)). Never logged.
+        description: Passphrase of O(repository.private_key) (C(sftp), C(rsync)). Never logged.
         type: str
       known_hosts:
         description:
-          - Path of a known_hosts file holding the server's host key (C(sftp)).
+          - Path of a known_hosts file holding the server's host key (C(sftp), C(rsync)).
           - One of O(repository.known_hosts) or O(repository.host_key) is required; an unknown
             or changed host key always fails the connection.
         type: path
       host_key:
-        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp)).
+        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp), C(rsync)).
         type: str
       path:
         description:
-          - Directory that holds the backup sets (C(sftp), C(local)). On SFTP a relative path is
+          - Directory that holds the backup sets (C(sftp), C(rsync), C(local)). On SFTP a relative path is
             relative to the login directory (what a Storage Box expects).
         type: str
       timeout:
-        description: Seconds to wait when connecting (C(s3), C(sftp)).
+        description: Seconds to wait when connecting (C(s3), C(sftp), C(rsync)).
         type: int
       retries:
         description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
@@ -170,9 +172,11 @@ options:
           - C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).
           - C(local) is a directory on a local or mounted disk.
           - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
+          - C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync)
+            forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).
         type: str
         required: true
-        choices: [b2, local, s3, sftp]
+        choices: [b2, local, rsync, s3, sftp]
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str
@@ -246,36 +250,36 @@ options:
         type: str
         choices: [auto, when_required, when_supported]
       host:
-        description: SSH server (C(sftp)).
+        description: SSH server (C(sftp), C(rsync)).
         type: str
       port:
-        description: SSH port (C(sftp)). Defaults to 22; a Hetzner Storage Box uses 23.
+        description: SSH port (C(sftp), C(rsync)). Defaults to 22; a Hetzner Storage Box uses 23.
         type: int
       user:
-        description: SSH user (C(sftp)).
+        description: SSH user (C(sftp), C(rsync)).
         type: str
       private_key:
-        description: Path of the SSH private key on the node running the module (C(sftp)).
+        description: Path of the SSH private key on the node running the module (C(sftp), C(rsync)).
         type: path
       private_key_passphrase:
-        description: Passphrase of O(repositories[].private_key) (C(sftp)). Never logged.
+        description: Passphrase of O(repositories[].private_key) (C(sftp), C(rsync)). Never logged.
         type: str
       known_hosts:
         description:
-          - Path of a known_hosts file holding the server's host key (C(sftp)).
+          - Path of a known_hosts file holding the server's host key (C(sftp), C(rsync)).
           - One of O(repositories[].known_hosts) or O(repositories[].host_key) is required; an unknown
             or changed host key always fails the connection.
         type: path
       host_key:
-        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp)).
+        description: The server's public host key, pinned, for example C(ssh-ed25519 AAAA...) (C(sftp), C(rsync)).
         type: str
       path:
         description:
-          - Directory that holds the backup sets (C(sftp), C(local)). On SFTP a relative path is
+          - Directory that holds the backup sets (C(sftp), C(rsync), C(local)). On SFTP a relative path is
             relative to the login directory (what a Storage Box expects).
         type: str
       timeout:
-        description: Seconds to wait when connecting (C(s3), C(sftp)).
+        description: Seconds to wait when connecting (C(s3), C(sftp), C(rsync)).
         type: int
       retries:
         description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).

@@ -17,7 +17,7 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.errors impo
 
 def repository_spec():
     return dict(
-        type=dict(type='str', required=True, choices=['b2', 'local', 's3', 'sftp']),
+        type=dict(type='str', required=True, choices=['b2', 'local', 'rsync', 's3', 'sftp']),
         bucket=dict(type='str'),
         prefix=dict(type='str'),
         endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),

@@ -25,6 +25,8 @@ MANIFEST_SUFFIX = '.manifest.json'
 # deletes the newest proven backup of a set
 PROVEN_SUFFIX = '.proven.json'
 PARTIAL_SUFFIX = '.partial'
+# format of a snapshot directory (rsync repositories): the artifact is <name>/<id>/, not a file
+TREE_FORMAT = 'tree'
 
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
 _ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?$')

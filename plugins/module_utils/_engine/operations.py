@@ -344,6 +344,47 @@ def _send(path, data, art_key, man_key, jobs):
             job.stop()
 
 
+# -- snapshot -----------------------------------------------------------------------------
+def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
+    """A hard-linked tree snapshot of a files source in a repository that keeps trees
+    (``type: rsync``). Its manifest is written last like any other, so catalog, retention,
+    backup_info and restore need nothing else. Nothing changed since the newest snapshot:
+    no new one (changed=false)."""
+    log = log or CommandLog()
+    mf.validate_name(name)
+    src = open_source(source, log)
+    if src.type != 'files':
+        raise ConfigError('snapshot copies file trees, not a %s source' % src.type,
+                          'dump databases with offsite.backup.dump and copy them with offsite.backup.upload')
+    facts = dict(src.probe(), tool='rsync', tool_version=None)
+    started = time.time()
+    created = mf.utcnow()
+    with open_repository(repository) as repo:
+        if not hasattr(repo, 'snapshot'):
+            raise ConfigError('%s repositories hold artifacts, not file trees' % repo.type,
+                              'use type: rsync for snapshots, or offsite.backup.dump and offsite.backup.upload')
+        try:
+            catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+            previous = next((b.id for b in catalog.complete if b.manifest.get('format') == mf.TREE_FORMAT), None)
+            done = repo.snapshot(name, src.paths, source.get('exclude'), created, previous, check_mode)
+            result = {'changed': done['status'] != 'unchanged', 'status': done['status'], 'previous': previous,
+                      'location': repo.location(name)}
+            if done['status'] != 'snapshot':
+                return dict(result, changes=done['changes'])
+            data = mf.build(name, done['id'], created, None, 'none', mf.TREE_FORMAT, done['size'], done['sha256'],
+                            done['size'], facts, tags, time.time() - started)
+            data.update(artifact=done['id'], files=done['files'])
+            repo.put_bytes(mf.manifest_key(name, done['id']), mf.dumps(data))  # last: now it exists
+        finally:
+            log.commands.extend(repo.log.commands)
+    transfer = dict((k, done[k]) for k in ('entries', 'files_transferred', 'source_bytes', 'transferred_bytes',
+                                           'bytes_sent') if k in done)
+    return dict(result, backup={'id': done['id'], 'name': name, 'created': data['created'], 'files': done['files'],
+                                'size': done['size'], 'sha256': done['sha256'], 'artifact': done['artifact_key'],
+                                'manifest': mf.manifest_key(name, done['id']), 'tags': data['tags']},
+                transfer=transfer, duration=round(time.time() - started, 3))
+
+
 # -- retention ----------------------------------------------------------------------------
 def _refs(items):
     return [BackupRef(b.id, b.created, tuple(b.tags)) for b in items]
@@ -499,7 +540,12 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
         if check_mode:
             return dict(summary, changed=True, status='would restore')
         where = repo.location(chosen.artifact_key)
-        if getattr(tgt, 'streams', lambda: False)():
+        if data.get('format') == mf.TREE_FORMAT:
+            # a snapshot directory (rsync repository) is copied straight into the target's
+            # scratch directory and proven there against the manifest's listing
+            details = tgt.restore_tree(lambda scratch: repo.fetch_tree(chosen.artifact_key, scratch, data), data, mode)
+            downloaded = started  # download and restore are one copy
+        elif getattr(tgt, 'streams', lambda: False)():
             # download, verify, decompress and load at once; proven before the swap
             with repo.get(chosen.artifact_key) as reader:
                 stream = VerifiedStream(reader, chosen.compression, chosen.size, chosen.sha256, where)

@@ -13,7 +13,8 @@ import tarfile
 import uuid
 
 from .. import commands
-from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
+from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, SourceError, TargetError
+from ..pipeline import free_bytes
 from .base import Source, check_mode
 
 
@@ -95,6 +96,34 @@ class FilesSource(Source):
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        return self._swap_in(scratch, target, len(members))
+
+    def restore_tree(self, fetch, manifest, mode):
+        """A snapshot directory (rsync repository): ``fetch(scratch)`` copies and proves it into
+        a scratch directory next to the target, which is then swapped in like an archive."""
+        if self.options.get('include'):
+            raise ConfigError('include is not supported when restoring a snapshot directory',
+                              'restore the whole snapshot into another path and pick from there')
+        target = os.path.abspath(self.target)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        needed = manifest.get('size') or 0
+        if free_bytes(parent) < needed * 1.05:
+            raise DiskFullError('%s has %d MiB free; the snapshot needs about %d MiB'
+                                % (parent, free_bytes(parent) // 2 ** 20, needed // 2 ** 20),
+                                'free space there; %s was not touched' % target)
+        scratch = os.path.join(parent, '.%s.restore-%s' % (os.path.basename(target), uuid.uuid4().hex[:8]))
+        os.mkdir(scratch, 0o700)
+        try:
+            fetch(scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return self._swap_in(scratch, target, manifest.get('files'))
+
+    def _swap_in(self, scratch, target, count):
+        """Put the complete scratch directory in the target's place (the old one is kept with
+        keep_previous)."""
         previous = None
         replaced = os.path.lexists(target)
         if replaced:
@@ -104,7 +133,7 @@ class FilesSource(Source):
         if previous and not self.options.get('keep_previous'):
             shutil.rmtree(previous, ignore_errors=True)
             previous = None
-        result = {'path': target, 'replaced': replaced, 'files': len(members)}
+        result = {'path': target, 'replaced': replaced, 'files': count}
         if previous:
             result['previous'] = previous
         return result
