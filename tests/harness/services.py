@@ -512,6 +512,20 @@ Match LocalPort {self.sftp_only_port}
                 os.chown(cur, pw.pw_uid, pw.pw_gid)
         return str(target)
 
+    def add_key(self, label: str, forced_dir: str | None = None, passphrase: str = "") -> str:
+        """A new client key allowed on this sshd; returns its private key path.
+
+        ``forced_dir``: the key may only run ``rrsync <forced_dir>`` (``restrict``): no shell,
+        no other command, rsync confined to that directory, like a backup server's per-client
+        key. ``passphrase``: the private key is encrypted with it."""
+        key = str(Path(self.tmpdir) / f"id_ed25519_{label}")
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", f"{label}@offsite-test", "-f", key])
+        public = Path(key + ".pub").read_text().strip()
+        line = f'command="/usr/bin/rrsync {forced_dir}",restrict {public}' if forced_dir else public
+        with open(self.authorized_keys, "a") as f:
+            f.write(line + "\n")
+        return key
+
     def ssh_args(self, port: int | None = None, key: str | None = None) -> list[str]:
         """Arguments for the OpenSSH client (batch mode, strict host key checking)."""
         return ["-p", str(port or self.port), "-i", key or self.private_key,

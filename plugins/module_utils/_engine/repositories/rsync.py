@@ -70,6 +70,7 @@ class RsyncRepository(Repository):
                               % (self.port, self.host))
         self.log = commands.CommandLog()
         self._scratch = None
+        self._anchored = False  # --link-dest anchored at the rrsync directory (see _linked)
 
     def location(self, key=''):
         path = self._path(key)
@@ -139,13 +140,17 @@ class RsyncRepository(Repository):
         return {'SSH_ASKPASS': askpass, 'SSH_ASKPASS_REQUIRE': 'force', 'OFFSITE_SSH_PASSPHRASE': passphrase,
                 'DISPLAY': os.environ.get('DISPLAY', 'none')}
 
-    def rsync(self, args, doing, key, ok=(0,)):
-        """Run rsync with our ssh; returns (rc, stdout). Failures become clear errors."""
+    def rsync(self, args, doing, key, missing_ok=False):
+        """Run rsync with our ssh; returns its output, or None when ``missing_ok`` and the
+        remote path does not exist. Failures become clear errors."""
         argv = [commands.which('rsync', 'for rsync repositories'), '-e', self._ssh_command()] + list(args)
         rc, out, err = commands.run(argv, self.log, env=self._env(), stdin=subprocess.DEVNULL)
-        if rc not in ok:
-            raise self._error(rc, err, doing, key)
-        return rc, out
+        if rc != 0:
+            error = self._error(rc, err, doing, key)
+            if missing_ok and isinstance(error, NotFoundError):
+                return None
+            raise error
+        return out
 
     def _error(self, rc, err, doing, key):
         where = '%s:%d' % (self.host, self.port)
@@ -173,7 +178,8 @@ class RsyncRepository(Repository):
         if rc == 255 or 'Connection refused' in text or 'Could not resolve' in text or 'timed out' in text:
             return RepositoryError('cannot reach %s over SSH: %s' % (where, tail),
                                    'check host, port and the firewall')
-        if 'No such file or directory' in text and rc == 23:
+        # 23: rsync's "some files were not transferred"; 12: rrsync refusing a missing path
+        if 'No such file or directory' in text and rc in (23, 12):
             return NotFoundError('%s does not exist' % self.location(key))
         if 'Permission denied (13)' in text or 'Operation not permitted' in text:
             return RepositoryError('permission denied while %s %s' % (doing, self.location(key)),
@@ -216,10 +222,19 @@ class RsyncRepository(Repository):
 
     def _check_content(self, local, key, sha256):
         """A dry run with --checksum makes the server read its copy back and compare it with
-        ours: any itemized line means the contents differ."""
-        rc, out = self.rsync(['--dry-run', '--checksum', '--itemize-changes', local, self._remote(key)],
-                             'verifying', key)
-        if out.strip():
+        ours: rsync would send the file again (itemized ``<f``) only if the contents differ.
+        The file is offered under its remote name, into its directory (rrsync itemizes a
+        file-to-file dry run as a new file)."""
+        offered = os.path.join(self.scratch(), 'verify-%s' % uuid.uuid4().hex[:8])
+        os.mkdir(offered, 0o700)
+        try:
+            os.symlink(os.path.abspath(local), os.path.join(offered, posixpath.basename(key)))
+            out = self.rsync(['--dry-run', '--checksum', '--itemize-changes', '--copy-links',
+                              os.path.join(offered, posixpath.basename(key)),
+                              self._remote(posixpath.dirname(key), directory=True)], 'verifying', key)
+        finally:
+            shutil.rmtree(offered, ignore_errors=True)
+        if any(line.startswith('<') for line in out.splitlines()):  # '<f': would send the file again
             raise IntegrityError('%s does not read back with the checksum that was sent' % self.location(key),
                                  'the store corrupted the upload; it was not marked complete')
 
@@ -238,9 +253,9 @@ class RsyncRepository(Repository):
         """Files as objects; a snapshot directory ``<name>/<id>`` (or a partial one) as one
         object whose size is the total of its files."""
         head = prefix.rpartition('/')[0]
-        rc, out = self.rsync(['--list-only', '--no-h', self._remote(head, directory=True) if head else
-                              self._remote('', directory=True)], 'listing', head, ok=(0, 23))
-        if rc == 23:
+        out = self.rsync(['--list-only', '--no-h', self._remote(head, directory=True)], 'listing', head,
+                         missing_ok=True)
+        if out is None:
             if head:
                 return []
             raise NotFoundError('repository directory %s does not exist' % self.location(),
@@ -261,9 +276,9 @@ class RsyncRepository(Repository):
 
     def _list_set(self, directory, prefix):
         """One recursive listing of a set directory: files and snapshot directories."""
-        rc, out = self.rsync(['--list-only', '--no-h', '--recursive', self._remote(directory, directory=True)],
-                             'listing', directory, ok=(0, 23))
-        if rc == 23:
+        out = self.rsync(['--list-only', '--no-h', '--recursive', self._remote(directory, directory=True)],
+                         'listing', directory, missing_ok=True)
+        if out is None:
             return []
         top = {}
         for kind, size, modified, name in parse_listing(out):
@@ -280,9 +295,9 @@ class RsyncRepository(Repository):
         return [info for key, info in sorted(top.items()) if key.startswith(prefix)]
 
     def stat(self, key):
-        rc, out = self.rsync(['--list-only', '--no-h', '--recursive', self._remote(key)], 'inspecting', key,
-                             ok=(0, 23))
-        if rc == 23:
+        out = self.rsync(['--list-only', '--no-h', '--recursive', self._remote(key)], 'inspecting', key,
+                         missing_ok=True)
+        if out is None:
             return None
         entries = list(parse_listing(out))
         if not entries:
@@ -302,7 +317,7 @@ class RsyncRepository(Repository):
         if not os.path.isdir(empty):
             os.mkdir(empty, 0o700)
         self.rsync(['--recursive', '--delete', '--include=/%s' % base, '--include=/%s/***' % base,
-                    '--exclude=*', empty + '/', self._remote(parent, directory=True)], 'deleting', key, ok=(0, 23))
+                    '--exclude=*', empty + '/', self._remote(parent, directory=True)], 'deleting', key, missing_ok=True)
 
     def _control_path(self):
         return os.path.join(self.scratch(), 'ssh-%C')
@@ -332,7 +347,7 @@ class RsyncRepository(Repository):
         copy_args = ['--archive', '--relative', '--no-implied-dirs', '--hard-links', '--numeric-ids',
                      '--mkpath'] + filters
         if previous:
-            rc, out = self.rsync(copy_args + ['--dry-run', '--itemize-changes', '--delete'] + sources
+            out = self.rsync(copy_args + ['--dry-run', '--itemize-changes', '--delete'] + sources
                                  + [self._remote('%s/%s' % (name, previous), directory=True)], 'comparing', name)
             changes = [line for line in out.splitlines() if line.strip()]
             if not changes:
@@ -347,31 +362,50 @@ class RsyncRepository(Repository):
             seq += 1
         backup_id = mf.make_id(name, created, seq)
         partial = '%s.%s%s' % (backup_id, uuid.uuid4().hex[:8], mf.PARTIAL_SUFFIX)
-        link = ['--link-dest=../%s' % previous] if previous else []
         try:
-            rc, out = self.rsync(copy_args + ['--stats'] + link + sources
-                                 + [self._remote('%s/%s' % (name, partial), directory=True)], 'writing', name)
+            out = self._linked(copy_args + ['--stats'], sources, name, partial, previous, 'writing')
             stats = parse_stats(out)
             # the "rename": hard links to the complete partial, no data moves
-            self.rsync(copy_args + ['--link-dest=../%s' % partial] + sources
-                       + [self._remote('%s/%s' % (name, backup_id), directory=True)], 'completing', name)
+            self._linked(copy_args, sources, name, backup_id, partial, 'completing')
         except BaseException:
             self._delete_quietly('%s/%s' % (name, partial))
             self._delete_quietly('%s/%s' % (name, backup_id))
             raise
         self._delete_quietly('%s/%s' % (name, partial))  # retention removes it if this fails
-        rc, out = self.rsync(['--list-only', '--no-h', '--recursive',
-                              self._remote('%s/%s' % (name, backup_id), directory=True)], 'listing', name)
+        out = self.rsync(['--list-only', '--no-h', '--recursive',
+                          self._remote('%s/%s' % (name, backup_id), directory=True)], 'listing', name)
         entries = list(parse_listing(out))
         return dict(stats, status='snapshot', id=backup_id, artifact_key='%s/%s' % (name, backup_id),
                     files=sum(1 for e in entries if e[0] == 'f'), size=sum(e[1] for e in entries if e[0] == 'f'),
                     sha256=listing_digest((e[0], e[1], e[3]) for e in entries))
 
+    def _linked(self, args, sources, name, target, link, doing):
+        """rsync ``sources`` into ``<name>/<target>/`` hard-linking what ``<name>/<link>/``
+        already holds. --link-dest is relative to the destination (``../<link>``), except
+        that rrsync refuses ``..`` and wants it anchored at its directory (``/<path>/...``):
+        that form is used once rrsync asked for it."""
+        def link_dest():
+            if not link:
+                return []
+            if self.root.startswith('/'):
+                return ['--link-dest=%s' % posixpath.join(self.root, name, link)]
+            if self._anchored:
+                return ['--link-dest=/%s' % posixpath.normpath(posixpath.join(self.root, name, link))]
+            return ['--link-dest=../%s' % link]
+        destination = [self._remote('%s/%s' % (name, target), directory=True)]
+        try:
+            return self.rsync(args + link_dest() + sources + destination, doing, name)
+        except RepositoryError as exc:
+            if not link or self._anchored or 'in --link-dest' not in exc.message:
+                raise
+        self._anchored = True
+        return self.rsync(args + link_dest() + sources + destination, doing, name)
+
     def _names(self, directory):
         """Names directly in ``directory`` (none when it does not exist)."""
-        rc, out = self.rsync(['--list-only', '--no-h', self._remote(directory, directory=True)], 'listing',
-                             directory, ok=(0, 23))
-        return [] if rc == 23 else [e[3] for e in parse_listing(out) if e[3] != '.']
+        out = self.rsync(['--list-only', '--no-h', self._remote(directory, directory=True)], 'listing',
+                         directory, missing_ok=True)
+        return [] if out is None else [e[3] for e in parse_listing(out) if e[3] != '.']
 
     def _delete_quietly(self, key):
         try:
