@@ -18,8 +18,8 @@ description:
     M(offsite.backup.backup_info) and M(offsite.backup.restore) (into a C(files) target)
     work on snapshots like on any other backup.
   - When nothing changed since the newest snapshot, no new one is made (C(changed=false)).
-  - Works with a key the server restricts to C(rrsync) (a forced command in authorized_keys):
-    every step is an rsync transfer, never a shell command.
+  - Works with a key the server restricts to C(rrsync) (a forced command in authorized_keys),
+    because every step is an rsync transfer, never a shell command.
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from . import b2, local, rsync, s3, sftp
 
 TYPES = dict((cls.type, cls) for cls in (local.LocalRepository, s3.S3Repository, sftp.SftpRepository, b2.B2Repository,
-                                               rsync.RsyncRepository))
+                                         rsync.RsyncRepository))
 
 
 def open_repository(options):

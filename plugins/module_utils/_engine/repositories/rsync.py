@@ -348,7 +348,7 @@ class RsyncRepository(Repository):
                      '--mkpath'] + filters
         if previous:
             out = self.rsync(copy_args + ['--dry-run', '--itemize-changes', '--delete'] + sources
-                                 + [self._remote('%s/%s' % (name, previous), directory=True)], 'comparing', name)
+                             + [self._remote('%s/%s' % (name, previous), directory=True)], 'comparing', name)
             changes = [line for line in out.splitlines() if line.strip()]
             if not changes:
                 return {'status': 'unchanged', 'changes': 0}
