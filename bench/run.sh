@@ -4,6 +4,7 @@
 #   bench/run.sh                   # full: ~1 GB database (built once, then reused), 3 rounds
 #   bench/run.sh --scale small     # ~100 MB, one round: smoke test of the script
 #   bench/run.sh --quick           # only the rows the targets need (no parameter sweeps)
+#   bench/run.sh --dr [--scale small]   # DR drill and rebuild times (bench/dr_bench.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -22,4 +23,9 @@ stop_services() {
 trap stop_services EXIT
 (cd "$REPO" && "$PY" -m tests.harness.services up --state "$STATE" --services moto)
 
-"$PY" "$REPO/bench/bench.py" --services-state "$STATE" "$@"
+SCRIPT="$REPO/bench/bench.py"
+if [ "${1:-}" = "--dr" ]; then
+    shift
+    SCRIPT="$REPO/bench/dr_bench.py"
+fi
+"$PY" "$SCRIPT" --services-state "$STATE" "$@"
