@@ -85,6 +85,23 @@ options:
       server_side_encryption:
         description: Server-side encryption requested for uploads (C(s3)), for example C(AES256).
         type: str
+      object_lock_mode:
+        description:
+          - Put an Object Lock retention on every uploaded object (C(s3)), so that nobody holding
+            this key can delete or overwrite a backup for O(repository.object_lock_days) days.
+          - C(governance) can be lifted by a principal with C(s3:BypassGovernanceRetention);
+            C(compliance) by nobody, not even the account root, until it expires.
+          - Needs a bucket created with Object Lock (see M(offsite.backup.s3_bucket)); the upload
+            fails before sending anything otherwise. Retention skips backups still locked and
+            reports them under RV(offsite.backup.retention#module:locked).
+        type: str
+        choices: [governance, compliance]
+      object_lock_days:
+        description:
+          - Days each uploaded object stays locked (C(s3)); required with O(repository.object_lock_mode).
+          - Retention extends the lock of backups it keeps as monthly or yearly copies for as long
+            as the policy keeps them.
+        type: int
       part_size:
         description:
           - Multipart part size in MiB (C(s3), C(b2)); at least 5. Memory used is about
@@ -231,6 +248,23 @@ options:
       server_side_encryption:
         description: Server-side encryption requested for uploads (C(s3)), for example C(AES256).
         type: str
+      object_lock_mode:
+        description:
+          - Put an Object Lock retention on every uploaded object (C(s3)), so that nobody holding
+            this key can delete or overwrite a backup for O(repositories[].object_lock_days) days.
+          - C(governance) can be lifted by a principal with C(s3:BypassGovernanceRetention);
+            C(compliance) by nobody, not even the account root, until it expires.
+          - Needs a bucket created with Object Lock (see M(offsite.backup.s3_bucket)); the upload
+            fails before sending anything otherwise. Retention skips backups still locked and
+            reports them under RV(offsite.backup.retention#module:locked).
+        type: str
+        choices: [governance, compliance]
+      object_lock_days:
+        description:
+          - Days each uploaded object stays locked (C(s3)); required with O(repositories[].object_lock_mode).
+          - Retention extends the lock of backups it keeps as monthly or yearly copies for as long
+            as the policy keeps them.
+        type: int
       part_size:
         description:
           - Multipart part size in MiB (C(s3), C(b2)); at least 5. Memory used is about

@@ -30,6 +30,8 @@ def repository_spec():
         hide_only=dict(type='bool'),
         storage_class=dict(type='str'),
         server_side_encryption=dict(type='str'),
+        object_lock_mode=dict(type='str', choices=['governance', 'compliance']),
+        object_lock_days=dict(type='int'),
         part_size=dict(type='int'),
         concurrency=dict(type='int'),
         checksums=dict(type='str', choices=['auto', 'when_required', 'when_supported']),

@@ -224,6 +224,26 @@ kept_as_proven:
   description: Id of the newest proven backup, kept although the policy would have removed it.
   returned: with repository
   type: str
+locked:
+  description:
+    - Backups the policy removes but that are still under S3 Object Lock, each C({id, retain_until}).
+      Nothing of them was deleted (the lock is checked before the manifest is touched); a later run
+      deletes them once the lock has expired.
+  returned: with repository
+  type: list
+  elements: dict
+lock_extended:
+  description:
+    - Backups kept as monthly or yearly copies whose Object Lock was (or in check mode would be)
+      extended to cover how long the policy keeps them, each C({id, retain_until}).
+  returned: with repository
+  type: list
+  elements: dict
+incomplete_uploads_aborted:
+  description: Keys of S3 multipart uploads started before the grace period and never completed, now aborted.
+  returned: with repository
+  type: list
+  elements: str
 damaged:
   description: Backups whose manifest and artifact disagree; never deleted automatically.
   returned: with repository

@@ -27,6 +27,7 @@ from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, I
                      NotFoundError)
 from .pipeline import (COMPRESSION_EXT_FOR, HashingWriter, VerifiedStream, compress, fan_out, fetch_verified,
                        free_bytes, remove_quietly, validate_compression)
+from .locks import lock_horizon
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
 from .sources import open_source
@@ -452,30 +453,41 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
         cutoff = now - datetime.timedelta(hours=grace_hours)
         leftovers = [b for b in catalog.incomplete if b.manifest_key is None and b.modified < cutoff]
         partials = [o for o in catalog.leftovers if o.modified < cutoff]
-        removed, cleaned = [], []
-        if not check_mode:
-            for backup_id in sorted(remove_ids, key=lambda i: by_id[i].created):
-                backup = by_id[backup_id]
+        removed, cleaned, locked = [], [], []
+        for backup_id in sorted(remove_ids, key=lambda i: by_id[i].created):
+            backup = by_id[backup_id]
+            keys = [k for k in (backup.manifest_key, backup.artifact_key, backup.proven_key) if k]
+            # asked before deleting anything: deleting the manifest of a backup whose artifact
+            # is locked would leave an invisible orphan that is billed and never cleaned
+            until = [u for u in (repo.locked_until(k) for k in keys) if u is not None]
+            if until:
+                locked.append({'id': backup_id, 'retain_until': mf.format_time(max(until))})
+                continue
+            if not check_mode:
                 # manifest first: an interrupted deletion leaves an incomplete backup, never a
                 # complete-looking one without data
-                for key in (backup.manifest_key, backup.artifact_key, backup.proven_key):
-                    if key:
-                        repo.delete(key)
+                for key in keys:
+                    repo.delete(key)
                 removed.append(backup_id)
-            for backup in leftovers:
-                repo.delete(backup.artifact_key)
-                cleaned.append(backup.artifact_key)
-            for info in partials:
-                repo.delete(info.key)
-                cleaned.append(info.key)
+        lock_extended = _extend_locks(repo, by_id, decided, policy, now, repository, check_mode)
+        aborted = repo.abort_incomplete_uploads(name + '/', cutoff) if not check_mode else []
+        if not check_mode:
+            for key in [b.artifact_key for b in leftovers] + [o.key for o in partials]:
+                if repo.locked_until(key) is None:  # a locked leftover waits for its lock to expire
+                    repo.delete(key)
+                    cleaned.append(key)
         planned = decided.as_dict()
         if kept_proven:
             planned['remove'].remove(kept_proven)
             planned['keep'].append(kept_proven)
             planned['reasons'][kept_proven] = ['newest backup proven restorable by a drill']
         result = dict(planned, **{
-            'changed': bool(remove_ids or leftovers or partials),
+            'changed': bool(len(locked) < len(remove_ids) or cleaned or lock_extended or aborted
+                            or (check_mode and (leftovers or partials))),
             'removed': removed,
+            'locked': locked,
+            'lock_extended': lock_extended,
+            'incomplete_uploads_aborted': aborted,
             'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
             'incomplete_removed': cleaned,
             'kept_as_proven': kept_proven,
@@ -485,6 +497,21 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
         if cost:
             result['cost'] = cost
         return result
+
+
+def _extend_locks(repo, by_id, decided, policy, now, repository, check_mode):
+    """Backups kept as monthly or yearly copies stay locked for as long as the policy keeps them."""
+    extended = []
+    for ref in decided.keep:
+        backup = by_id[ref.id]
+        horizon = lock_horizon(backup.created, decided.reasons.get(ref.id, ()), policy, now,
+                               repository.get('object_lock_days'))
+        if horizon is None:
+            continue
+        done = [repo.extend_lock(k, horizon, dry_run=check_mode) for k in (backup.artifact_key, backup.manifest_key) if k]
+        if any(done):
+            extended.append({'id': ref.id, 'retain_until': mf.format_time(horizon)})
+    return extended
 
 
 def _legacy_tz(options):

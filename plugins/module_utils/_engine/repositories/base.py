@@ -62,6 +62,23 @@ class Repository(object):
         """Delete ``key``; deleting a missing key is not an error."""
         raise NotImplementedError
 
+    # -- immutability and leftovers (optional; stores without them keep these defaults) ----
+    def locked_until(self, key):
+        """The time until which ``key`` cannot be deleted (an S3 Object Lock), or None."""
+        return None
+
+    def extend_lock(self, key, until, dry_run=False):
+        """Make ``key`` undeletable until at least ``until`` (``dry_run``: only tell). Returns
+        ``until`` when the lock was (or would be) extended; None when it already lasts that
+        long or the store or the object has no lock to extend."""
+        return None
+
+    def abort_incomplete_uploads(self, prefix, before):
+        """Abort uploads under ``prefix`` started before ``before`` that never completed
+        (S3 multipart uploads); returns their keys. Stores that write ``.partial`` files
+        instead leave this to retention's leftover cleaning."""
+        return []
+
     # -- shared conveniences -----------------------------------------------------------
     def location(self, key=''):
         """Where ``key`` lives, for humans: no credentials in it."""

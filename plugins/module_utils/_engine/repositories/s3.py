@@ -7,12 +7,18 @@ Content-MD5, so the store refuses a part damaged in transit, and the final ETag 
 multipart object (md5 of the part md5s, ``-N``) is recomputed here to prove the whole
 object landed. Our own sha256 travels in the object metadata: it, not the ETag, decides
 whether an object is already uploaded.
+
+Object Lock (``object_lock_mode`` + ``object_lock_days``) puts a retention on every object it
+writes, so that a thief holding this key cannot delete recent backups. "Deleting" a key deletes
+every version of it (and its delete markers): on a versioned bucket a plain DELETE only hides the
+object behind a marker, and the bucket owner would still pay for it.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import threading
 
@@ -23,6 +29,7 @@ from .base import ObjectInfo, PutResult, Repository
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
 MAX_PARTS = 10000
+LOCK_MODES = ('governance', 'compliance')
 _AUTH_CODES = ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken',
                'ExpiredToken', 'AuthorizationHeaderMalformed', '403')
 
@@ -69,7 +76,18 @@ class S3Repository(Repository):
         if self.concurrency < 1:
             raise ConfigError('concurrency must be at least 1')
         self.checksums = checksum_setting(self.endpoint_url, self.options.get('checksums', 'auto'))
+        self.lock_mode = self.options.get('object_lock_mode')
+        self.lock_days = self.options.get('object_lock_days')
+        if self.lock_mode is not None and self.lock_mode not in LOCK_MODES:
+            raise ConfigError('object_lock_mode: %r is not known' % (self.lock_mode,),
+                              'use one of: %s' % ', '.join(LOCK_MODES))
+        if (self.lock_mode is None) != (self.lock_days is None):
+            raise ConfigError('object_lock_mode and object_lock_days go together',
+                              'set both to lock every uploaded object, or neither')
+        if self.lock_days is not None and int(self.lock_days) < 1:
+            raise ConfigError('object_lock_days must be at least 1')
         self._client = None
+        self._bucket_locks = None  # does the bucket have Object Lock? asked once, on first need
 
     # -- connection ---------------------------------------------------------------------
     def client_config(self):
@@ -136,6 +154,12 @@ class S3Repository(Repository):
                                       'check access_key/secret_key and the key\'s permissions on the bucket')
             if code in ('NoSuchKey', '404'):
                 raise NotFoundError('%s does not exist' % self.location(key))
+            if code == 'InvalidObjectState':
+                raise RepositoryError('%s is in an archive storage class (GLACIER or DEEP_ARCHIVE) and cannot be '
+                                      'read directly' % self.location(key),
+                                      'restore it first (aws s3api restore-object), wait until it is readable, retry')
+            if code == 'InvalidRequest' and 'lock' in str(exc).lower():
+                raise self._no_lock_error()
             raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
         except botocore.exceptions.BotoCoreError as exc:
             raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
@@ -147,6 +171,11 @@ class S3Repository(Repository):
             extra['StorageClass'] = self.options['storage_class']  # manifests stay readable
         if self.options.get('server_side_encryption'):
             extra['ServerSideEncryption'] = self.options['server_side_encryption']
+        if self.lock_mode:
+            if self.bucket_has_locks() is False:
+                raise self._no_lock_error()  # before a single byte is sent
+            extra['ObjectLockMode'] = self.lock_mode.upper()
+            extra['ObjectLockRetainUntilDate'] = _now() + datetime.timedelta(days=int(self.lock_days))
         # keep under S3's 10,000-part limit however large the artifact grows
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         with self._errors('uploading', key):
@@ -159,6 +188,9 @@ class S3Repository(Repository):
                 pending, first = [first], None
                 etag, expected = self._put_multipart(key, pending, reader, part_size, extra)
             landed = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            if self.lock_mode and not landed.get('ObjectLockRetainUntilDate'):
+                # some stores drop the lock headers of a multipart upload: set it on the version now
+                self._retain(key, landed.get('VersionId'), self.lock_mode.upper(), extra['ObjectLockRetainUntilDate'])
         self.check_landed(key, size, sha256, landed['ContentLength'])
         if landed.get('Metadata', {}).get('sha256') != sha256:
             raise RepositoryError('%s was stored without its sha256 metadata' % self.location(key),
@@ -260,13 +292,144 @@ class S3Repository(Repository):
         return ObjectInfo(key, head['ContentLength'], head['LastModified'], head.get('Metadata', {}))
 
     def delete(self, key):
-        with self._errors('deleting', key):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        """Delete every version of ``key``: a version still under Object Lock stays and raises."""
+        with self._errors('listing versions of', key):
+            versions = self._versions(key)
+        if versions is None:  # the key may not list versions: delete (or hide) the current one
+            with self._errors('deleting', key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            return
+        for version_id, is_marker in versions:
+            try:
+                with self._errors('deleting', key):
+                    self.client.delete_object(Bucket=self.bucket, Key=self._key(key), VersionId=version_id)
+            except RepositoryError:
+                until = None if is_marker else self._version_lock(key, version_id)
+                if until is not None:
+                    raise RepositoryError('%s is under Object Lock until %s and cannot be deleted'
+                                          % (self.location(key), _iso(until)),
+                                          'it can be deleted after that date; nothing else was changed')
+                raise
+
+    def _versions(self, key):
+        """[(version id, is delete marker)] of exactly ``key``, or None if listing versions is
+        refused (a key without s3:ListBucketVersions)."""
+        botocore = _boto()[1]
+        full = self._key(key)
+        found = []
+        try:
+            pages = self.client.get_paginator('list_object_versions').paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for item in page.get('Versions', []):
+                    if item['Key'] == full:
+                        found.append((item['VersionId'], False))
+                for item in page.get('DeleteMarkers', []):
+                    if item['Key'] == full:
+                        found.append((item['VersionId'], True))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') == 403:
+                return None
+            raise
+        return found
+
+    def _version_lock(self, key, version_id=None):
+        """Retain-until of one version (the current one without ``version_id``) if still in the future."""
+        params = dict(Bucket=self.bucket, Key=self._key(key))
+        if version_id:
+            params['VersionId'] = version_id
+        with self._errors('inspecting', key):
+            head = self.client.head_object(**params)
+        until = head.get('ObjectLockRetainUntilDate')
+        return until if until is not None and until > _now() else None
+
+    def bucket_has_locks(self):
+        """True or False once known; None when this key may not read the bucket's lock setting."""
+        if self._bucket_locks is None:
+            botocore = _boto()[1]
+            try:
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                self._bucket_locks = config.get('ObjectLockConfiguration', {}).get('ObjectLockEnabled') == 'Enabled'
+            except botocore.exceptions.ClientError as exc:
+                if 'ObjectLockConfigurationNotFound' in str(exc.response.get('Error', {}).get('Code')):
+                    self._bucket_locks = False
+                elif exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') != 403:
+                    with self._errors('reading the Object Lock setting of'):
+                        raise
+        return self._bucket_locks
+
+    def _no_lock_error(self):
+        return ConfigError('bucket %s does not have Object Lock enabled; object_lock_mode needs a bucket created '
+                           'with Object Lock' % self.bucket,
+                           'create the bucket with offsite.backup.s3_bucket and object_lock_enabled: true, '
+                           'or remove object_lock_mode and object_lock_days')
+
+    def locked_until(self, key):
+        if self.bucket_has_locks() is False:
+            return None  # a bucket without Object Lock: no need to ask about every version
+        with self._errors('listing versions of', key):
+            versions = self._versions(key)
+        if versions is None:
+            return self._version_lock(key)
+        dates = [self._version_lock(key, vid) for vid, is_marker in versions if not is_marker]
+        dates = [d for d in dates if d is not None]
+        return max(dates) if dates else None
+
+    def extend_lock(self, key, until, dry_run=False):
+        """Extend the lock of the current version of ``key`` (never shortens it)."""
+        if self.bucket_has_locks() is False:
+            return None
+        with self._errors('inspecting', key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        current = head.get('ObjectLockRetainUntilDate')
+        mode = head.get('ObjectLockMode') or (self.lock_mode or '').upper()
+        if not mode:
+            return None  # not locked, and this repository does not lock: nothing to extend
+        if current is not None and current >= until:
+            return None
+        if not dry_run:
+            self._retain(key, head.get('VersionId'), mode, until)
+        return until
+
+    def _retain(self, key, version_id, mode, until):
+        params = dict(Bucket=self.bucket, Key=self._key(key), Retention={'Mode': mode, 'RetainUntilDate': until})
+        if version_id and version_id != 'null':
+            params['VersionId'] = version_id
+        with self._errors('locking', key):
+            self.client.put_object_retention(**params)
+
+    def abort_incomplete_uploads(self, prefix, before):
+        """Abort multipart uploads under ``prefix`` started before ``before`` (a killed upload
+        leaves its parts billed but invisible); a key that may not list them aborts nothing."""
+        botocore = _boto()[1]
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        aborted = []
+        try:
+            pages = self.client.get_paginator('list_multipart_uploads').paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            stale = [item for page in pages for item in page.get('Uploads', []) if item['Initiated'] < before]
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') == 403:
+                return aborted  # the bucket's AbortIncompleteMultipartUpload lifecycle rule is the backstop
+            with self._errors('listing incomplete uploads of', prefix):
+                raise
+        for item in stale:
+            with self._errors('aborting the incomplete upload of', item['Key'][strip:]):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=item['Key'], UploadId=item['UploadId'])
+            aborted.append(item['Key'][strip:])
+        return aborted
 
     def close(self):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _iso(when):
+    return when.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 class _ErrorMappingReader(object):
