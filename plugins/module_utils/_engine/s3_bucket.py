@@ -69,11 +69,14 @@ def _lifecycle_rules(prefix, transition_days, storage_class, noncurrent_days, ab
     return rules
 
 
-_RULE_FIELDS = ('ID', 'Status', 'Filter', 'Transitions', 'AbortIncompleteMultipartUpload', 'NoncurrentVersionExpiration')
-
-
 def _comparable(rule):
-    return dict((k, rule[k]) for k in _RULE_FIELDS if rule.get(k) not in (None, [], {}))
+    """A rule as S3 returned it, without the empty fields some stores add: other rules of the
+    bucket are written back exactly as they are."""
+    return dict((k, v) for k, v in rule.items() if v not in (None, [], {}))
+
+
+def _rule_id(rule):
+    return str(rule.get('ID', ''))
 
 
 class BucketSettings(object):
@@ -120,7 +123,7 @@ class BucketSettings(object):
             'versioning': versioning.get('Status') == 'Enabled',
             'object_lock': lock.get('ObjectLockEnabled') == 'Enabled',
             'object_lock_default': ({'mode': rule['Mode'].lower(), 'days': rule.get('Days')} if rule else None),
-            'lifecycle': [_comparable(r) for r in lifecycle.get('Rules', [])],
+            'lifecycle': sorted((_comparable(r) for r in lifecycle.get('Rules', [])), key=_rule_id),
             'block_public_access': all(public.get('PublicAccessBlockConfiguration', {}).get(k) for k in (
                 'BlockPublicAcls', 'IgnorePublicAcls', 'BlockPublicPolicy', 'RestrictPublicBuckets')),
             'encryption': {'algorithm': default.get('SSEAlgorithm'), 'kms_key_id': default.get('KMSMasterKeyID')},
@@ -159,7 +162,7 @@ def _wanted(options, current):
     ours = _lifecycle_rules(options.get('prefix'), options.get('transition_days'), storage_class,
                             options.get('noncurrent_expiration_days'), options.get('abort_incomplete_upload_days'))
     others = [r for r in current['lifecycle'] if r.get('ID') not in (ARCHIVE_RULE, CLEANUP_RULE)]
-    wanted['lifecycle'] = others + ours
+    wanted['lifecycle'] = sorted(others + ours, key=_rule_id)  # S3 does not keep the order
     if options.get('block_public_access'):
         wanted['block_public_access'] = True
     algorithm = options.get('encryption')
