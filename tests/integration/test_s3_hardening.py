@@ -57,8 +57,8 @@ def _dump_and_upload(src, dest, repo, count=1, name="site") -> list[dict]:
         tasks.append({"name": f"dump{n}", "offsite.backup.dump": {
             "name": name, "source": {"type": "files", "paths": [str(src)]}, "dest": str(dest), "compression": "none"},
             "register": f"d{n}"})
-        tasks.append({"name": f"upload{n}", "offsite.backup.upload": {"backup": "{{ d%d.backup }}" % n,
-                                                                       "repository": repo}})
+        upload = {"backup": "{{ d%d.backup }}" % n, "repository": repo}
+        tasks.append({"name": f"upload{n}", "offsite.backup.upload": upload})
     r = run_playbook(tasks)
     assert r.rc == 0, r.output
     return [r.result(f"dump{n}")["backup"] for n in range(count)]
