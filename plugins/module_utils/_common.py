@@ -55,6 +55,7 @@ def database_spec():
     return dict(
         type=dict(type='str', required=True, choices=['files', 'mysql', 'postgresql', 'redis']),
         database=dict(type='str'),
+        databases=dict(type='list', elements='str'),
         host=dict(type='str'),
         port=dict(type='int'),
         user=dict(type='str'),

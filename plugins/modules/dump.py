@@ -41,7 +41,7 @@ options:
     suboptions:
       type:
         description:
-          - C(postgresql) for one PostgreSQL database, C(files) for files and directories.
+          - C(postgresql) for a PostgreSQL database or cluster, C(files) for files and directories.
           - C(mysql) for one MySQL or MariaDB database, C(redis) for a snapshot of a Redis server.
         type: str
         required: true
@@ -49,6 +49,15 @@ options:
       database:
         description: Database to dump (C(postgresql), C(mysql)).
         type: str
+      databases:
+        description:
+          - The whole cluster (C(postgresql)) instead of O(source.database) - C([all]) (every database that accepts
+            connections except templates and the maintenance database) or a list of names.
+          - One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password
+            hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot
+            with its row counts. Each database is spooled once to an unlinked file in O(dest).
+        type: list
+        elements: str
       host:
         description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
         type: str

@@ -57,6 +57,15 @@ options:
       database:
         description: Database to restore into (C(postgresql), C(mysql)).
         type: str
+      databases:
+        description:
+          - Restore a whole-cluster backup (C(postgresql)) - C([all]) or some of its databases by name.
+          - Roles come first (existing roles are kept, never dropped, and get the backup's attributes; the role
+            connecting is left alone), then every database is loaded into a scratch database (O(target.jobs) at
+            a time) and proven by its row counts; only when all are ready are they swapped in.
+          - O(target.mode=create) fails if any of them exists; O(target.mode=replace) swaps each.
+        type: list
+        elements: str
       host:
         description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
         type: str

@@ -106,6 +106,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
             with open(partial, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
                 writer = HashingWriter(out)
+                src.work_dir = set_dir  # where a source may spool (same disk as the backup)
                 with src.dump() as reader:
                     raw_size = compress(reader, writer, compression, level, threads)
                 # facts only known once the dump finished (row counts for verification)

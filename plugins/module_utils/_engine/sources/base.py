@@ -17,6 +17,7 @@ RESTORE_MODES = ('create', 'replace')
 class Source(object):
     type = None
     required = ()
+    work_dir = None  # set by operations.dump: a directory on the backup's disk for spooling
     secret_options = ()
 
     def __init__(self, options, log):
@@ -83,6 +84,11 @@ class Source(object):
         """Context manager yielding a binary reader of the dump; on exit, raises if the
         producer failed (so a truncated dump never passes for a complete one)."""
         raise NotImplementedError
+
+    def dump_facts(self):
+        """Facts only known once ``dump`` finished (taken consistently with it), merged into
+        the manifest's ``source``: ``counts`` for verification after a restore."""
+        return {}
 
     # -- restore side --------------------------------------------------------------------
     def check_target(self, mode):
