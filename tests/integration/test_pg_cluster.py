@@ -39,9 +39,9 @@ def manifest_of(r, title="dump") -> tuple[Path, dict]:
 
 
 def test_counts_in_the_manifest_and_settings_restored(sample_db, unique_db_name, workdir):
-    pg.run_sql(sample_db, "ALTER DATABASE %s SET search_path = \"$user\", public, pg_catalog; "
-                          "ALTER DATABASE %s SET work_mem = '7MB'" % (pg.quote_ident(sample_db),
-                                                                       pg.quote_ident(sample_db)))
+    db = pg.quote_ident(sample_db)
+    pg.run_sql(sample_db, f"ALTER DATABASE {db} SET search_path = \"$user\", public, pg_catalog; "
+                          f"ALTER DATABASE {db} SET work_mem = '7MB'")
     dest = workdir / "dest"
     r = run_playbook([
         task("dump", "dump", name="crm", dest=str(dest), source=pg_source(sample_db)),
@@ -159,7 +159,7 @@ def test_whole_cluster_roles_first_then_every_database(scram_pg, workdir):
         assert "already exist" in r.result("restore")["msg"]
         assert pg.fingerprint(shop, env=scram_pg.env()) == changed
         # ... replace swaps every database for the backup's copy; existing roles are kept
-        restore[f"offsite.backup.restore"]["target"]["mode"] = "replace"
+        restore["offsite.backup.restore"]["target"]["mode"] = "replace"
         r = run_playbook([restore])
         assert_ok(r, "restore")
         assert pg.fingerprint(shop, env=scram_pg.env()) == before[shop]

@@ -275,12 +275,19 @@ class PostgresqlSource(Source):
     def dump(self):
         self._counts = None
         if self.databases:
-            with self._dump_cluster() as reader:
+            reader, thread, failed = self._start_cluster_dump()
+            try:
                 yield reader
+            finally:
+                reader.close()  # a consumer that stopped early makes the producer fail fast
+                thread.join()
+            if failed:
+                raise failed[0]
             return
         with self._snapshot(self.database) as session:
-            with self._pg_dump(self.database, session.snapshot, self.format) as reader:
-                yield reader
+            with self._pg_dump(self.database, session.snapshot, self.format) as proc:
+                yield proc.stdout
+                self._dumped(proc, self.database)
             if self._counted():
                 self._counts = session.counts()
 
@@ -293,9 +300,9 @@ class PostgresqlSource(Source):
             return {'databases': self._cluster['databases'], 'counts': {'tables': tables}}
         return {'counts': {'tables': self._counts}} if self._counts is not None else {}
 
-    @contextlib.contextmanager
     def _pg_dump(self, database, snapshot, fmt):
-        """pg_dump of ``database`` as it was in ``snapshot``; raises on exit if it failed."""
+        """pg_dump of ``database`` as it was in ``snapshot``: the running process, whose
+        output is read and then checked with ``_dumped``."""
         argv = [self.tool('pg_dump', 'to dump PostgreSQL')] + self._conn_args()
         argv += ['--format=%s' % fmt, '--snapshot=%s' % snapshot]
         if fmt == 'custom':
@@ -305,19 +312,20 @@ class PostgresqlSource(Source):
         for table in self.options.get('exclude_tables') or []:
             argv += ['--exclude-table', table]
         argv.append(database)
-        with commands.streaming(self._argv(argv), self.log, env=self._env()) as proc:
-            yield proc.stdout
-            rc = proc.wait()
-            if commands.killed_by(rc):
-                raise SourceError('pg_dump of database %s on %s was killed by signal %s'
-                                  % (database, self._where(), commands.killed_by(rc)),
-                                  'the partial dump was discarded; find out what killed it (out-of-memory '
-                                  'killer, an operator, a timeout) and run it again')
-            if rc != 0:
-                self._fail('pg_dump', commands.stderr_tail(proc), database)
+        return commands.streaming(self._argv(argv), self.log, env=self._env())
 
-    @contextlib.contextmanager
-    def _dump_cluster(self):
+    def _dumped(self, proc, database):
+        """Raise if pg_dump failed: a truncated dump never passes for a complete one."""
+        rc = proc.wait()
+        if commands.killed_by(rc):
+            raise SourceError('pg_dump of database %s on %s was killed by signal %s'
+                              % (database, self._where(), commands.killed_by(rc)),
+                              'the partial dump was discarded; find out what killed it (out-of-memory '
+                              'killer, an operator, a timeout) and run it again')
+        if rc != 0:
+            self._fail('pg_dump', commands.stderr_tail(proc), database)
+
+    def _start_cluster_dump(self):
         """A tar stream, written by a thread as it goes: globals.sql, then one custom-format dump
         per database (each in its own snapshot, with its row counts), then cluster.json.
 
@@ -335,8 +343,9 @@ class PostgresqlSource(Source):
                     for database in self._cluster['databases']:
                         with self._snapshot(database['name']) as session:
                             with tempfile.TemporaryFile(dir=self.work_dir, prefix='.offsite-spool-') as spool:
-                                with self._pg_dump(database['name'], session.snapshot, 'custom') as dumped:
-                                    copy(dumped, spool)
+                                with self._pg_dump(database['name'], session.snapshot, 'custom') as proc:
+                                    copy(proc.stdout, spool)
+                                    self._dumped(proc, database['name'])
                                 database['counts'] = {'tables': session.counts()}
                                 _add_file(tar, database['member'], spool)
                     summary = json.dumps({'databases': self._cluster['databases']}, indent=1, sort_keys=True)
@@ -352,13 +361,7 @@ class PostgresqlSource(Source):
         thread = threading.Thread(target=produce, name='pg-cluster-dump')
         thread.daemon = True
         thread.start()
-        try:
-            yield reader
-        finally:
-            reader.close()  # a consumer that stopped early makes the producer fail fast
-            thread.join()
-        if failed:
-            raise failed[0]
+        return reader, thread, failed
 
     def _add_member(self, tar, name, producer):
         with tempfile.TemporaryFile(dir=self.work_dir, prefix='.offsite-spool-') as spool:
@@ -389,8 +392,7 @@ class PostgresqlSource(Source):
             session = _Session(self, proc, database)
             session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
             session.snapshot = session.query('SELECT pg_export_snapshot()')[0][0]
-            yield session
-            session.query('COMMIT')
+            yield session  # closing psql's stdin ends the (read-only) transaction
 
     def _count_rows(self, database):
         return dict((name, int(rows)) for name, rows in self._psql(_COUNT_SQL, database, 'counting rows'))
