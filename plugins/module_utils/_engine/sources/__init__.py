@@ -5,9 +5,10 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 from ..errors import ConfigError
-from . import files, mysql, postgresql
+from . import files, mysql, postgresql, redis
 
-TYPES = dict((cls.type, cls) for cls in (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSource))
+SOURCE_CLASSES = (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSource, redis.RedisSource)
+TYPES = dict((cls.type, cls) for cls in SOURCE_CLASSES)
 
 
 def open_source(options, log):
