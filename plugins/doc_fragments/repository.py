@@ -28,9 +28,11 @@ options:
           - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
           - C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync)
             forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).
+          - C(restic) is a restic repository on any backend restic supports (a directory, C(sftp:),
+            C(s3:), C(b2:), C(gs:), C(rest:)); each object is one restic snapshot.
         type: str
         required: true
-        choices: [b2, local, rsync, s3, sftp]
+        choices: [b2, local, restic, rsync, s3, sftp]
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str
@@ -169,6 +171,34 @@ options:
           - Time zone (IANA name) in which seed-script file names such as
             C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
         type: str
+      restic_repository:
+        description:
+          - The restic repository, in restic's own syntax (what C(RESTIC_REPOSITORY) holds), for
+            example C(/srv/restic), C(sftp:backup@host:/srv/restic) or C(s3:https://s3.amazonaws.com/bucket/restic).
+          - Required for C(restic). It reaches restic through the environment, never the command line.
+        type: str
+      restic_password:
+        description:
+          - The password of the restic repository (C(restic)), passed as C(RESTIC_PASSWORD).
+          - One of O(repository.restic_password) and O(repository.restic_password_file) is required for C(restic).
+        type: str
+      restic_password_file:
+        description: A file (mode 0600) holding the restic repository's password (C(restic)), passed as C(RESTIC_PASSWORD_FILE).
+        type: path
+      restic_env:
+        description:
+          - Extra environment variables for restic's backend (C(restic)), for example C(AWS_ACCESS_KEY_ID),
+            C(B2_ACCOUNT_KEY), C(GOOGLE_APPLICATION_CREDENTIALS) or C(RESTIC_CACHE_DIR). Values are secrets.
+          - O(repository.access_key), O(repository.secret_key), O(repository.session_token) and O(repository.region) are passed as
+            the matching C(AWS_*) variables, O(repository.key_id) and O(repository.application_key) as C(B2_ACCOUNT_ID) and
+            C(B2_ACCOUNT_KEY); O(repository.restic_env) wins over them.
+        type: dict
+      restic_init:
+        description:
+          - Create the restic repository (C(restic init)) on the first write if it does not exist (C(restic)).
+          - Without it a missing repository is an error. Reads and check mode never create it.
+        type: bool
+        default: false
 '''
 
     REPOSITORIES = r'''
@@ -191,9 +221,11 @@ options:
           - C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).
           - C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync)
             forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).
+          - C(restic) is a restic repository on any backend restic supports (a directory, C(sftp:),
+            C(s3:), C(b2:), C(gs:), C(rest:)); each object is one restic snapshot.
         type: str
         required: true
-        choices: [b2, local, rsync, s3, sftp]
+        choices: [b2, local, restic, rsync, s3, sftp]
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str
@@ -332,4 +364,32 @@ options:
           - Time zone (IANA name) in which seed-script file names such as
             C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
         type: str
+      restic_repository:
+        description:
+          - The restic repository, in restic's own syntax (what C(RESTIC_REPOSITORY) holds), for
+            example C(/srv/restic), C(sftp:backup@host:/srv/restic) or C(s3:https://s3.amazonaws.com/bucket/restic).
+          - Required for C(restic). It reaches restic through the environment, never the command line.
+        type: str
+      restic_password:
+        description:
+          - The password of the restic repository (C(restic)), passed as C(RESTIC_PASSWORD).
+          - One of O(repositories[].restic_password) and O(repositories[].restic_password_file) is required for C(restic).
+        type: str
+      restic_password_file:
+        description: A file (mode 0600) holding the restic repository's password (C(restic)), passed as C(RESTIC_PASSWORD_FILE).
+        type: path
+      restic_env:
+        description:
+          - Extra environment variables for restic's backend (C(restic)), for example C(AWS_ACCESS_KEY_ID),
+            C(B2_ACCOUNT_KEY), C(GOOGLE_APPLICATION_CREDENTIALS) or C(RESTIC_CACHE_DIR). Values are secrets.
+          - O(repositories[].access_key), O(repositories[].secret_key), O(repositories[].session_token) and O(repositories[].region) are passed as
+            the matching C(AWS_*) variables, O(repositories[].key_id) and O(repositories[].application_key) as C(B2_ACCOUNT_ID) and
+            C(B2_ACCOUNT_KEY); O(repositories[].restic_env) wins over them.
+        type: dict
+      restic_init:
+        description:
+          - Create the restic repository (C(restic init)) on the first write if it does not exist (C(restic)).
+          - Without it a missing repository is an error. Reads and check mode never create it.
+        type: bool
+        default: false
 '''

@@ -17,7 +17,7 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.errors impo
 
 def repository_spec():
     return dict(
-        type=dict(type='str', required=True, choices=['b2', 'local', 'rsync', 's3', 'sftp']),
+        type=dict(type='str', required=True, choices=['b2', 'local', 'restic', 'rsync', 's3', 'sftp']),
         bucket=dict(type='str'),
         prefix=dict(type='str'),
         endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),
@@ -47,6 +47,11 @@ def repository_spec():
         retries=dict(type='int'),
         verify=dict(type='str', choices=['full', 'size'], default='full'),
         legacy_timezone=dict(type='str'),
+        restic_repository=dict(type='str', no_log=False),
+        restic_password=dict(type='str', no_log=True, fallback=(env_fallback, ['RESTIC_PASSWORD'])),
+        restic_password_file=dict(type='path', no_log=False),
+        restic_env=dict(type='dict', no_log=True),
+        restic_init=dict(type='bool', default=False),
     )
 
 

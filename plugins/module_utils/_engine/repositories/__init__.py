@@ -5,10 +5,10 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 from ..errors import ConfigError
-from . import b2, local, rsync, s3, sftp
+from . import b2, local, restic, rsync, s3, sftp
 
 TYPES = dict((cls.type, cls) for cls in (local.LocalRepository, s3.S3Repository, sftp.SftpRepository, b2.B2Repository,
-                                         rsync.RsyncRepository))
+                                         rsync.RsyncRepository, restic.ResticRepository))
 
 
 def open_repository(options):
