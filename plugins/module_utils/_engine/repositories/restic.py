@@ -231,13 +231,11 @@ class ResticRepository(Repository):
             if rest:
                 raise IntegrityError('%s holds more bytes than were read' % self.location(key))
 
-    @contextlib.contextmanager
     def get(self, key):
         found = self._of(key)
         if not found:
             raise NotFoundError('%s does not exist' % self.location(key))
-        with self._dump(found[-1]['id'], key) as reader:
-            yield reader
+        return self._dump(found[-1]['id'], key)
 
     def list(self, prefix):
         newest = {}
