@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Files and directories: a streamed GNU tar of ``paths`` (permissions, owners, symlinks,
-sparse files kept), restored into ``path`` after every member was checked not to escape it."""
+sparse files kept), restored into ``path`` after every member was checked not to escape it.
+
+The manifest records the number of files and their bytes (counted from the tar stream itself as
+it passes, so exactly what was archived); a restore counts what it extracted into its scratch
+directory and refuses to swap it in on any difference."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
@@ -9,7 +13,9 @@ import contextlib
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
+import threading
 import uuid
 
 from .. import commands
@@ -25,6 +31,7 @@ class FilesSource(Source):
         super(FilesSource, self).__init__(options, log)
         self.paths = [os.path.abspath(p) for p in self.options.get('paths') or []]
         self.target = self.options.get('path')
+        self._counter = None
 
     def describe(self):
         return 'files %s' % ', '.join(self.paths) if self.paths else 'files into %s' % self.target
@@ -41,6 +48,11 @@ class FilesSource(Source):
                 raise NotFoundError('%s does not exist' % path, 'fix `paths`')
             if not os.access(path, os.R_OK):
                 raise SourceError('%s is not readable by this user' % path, 'run as root (become) or fix `paths`')
+        for path in self.paths:
+            inside = [other for other in self.paths if other != path and other.startswith(path.rstrip('/') + '/')]
+            if inside or self.paths.count(path) > 1:
+                raise ConfigError('paths lists %s and also %s inside it: tar would archive it twice'
+                                  % (path, ', '.join(inside) or path), 'keep only the outer path')
         rc, out, dummy = commands.run([commands.which('tar', 'to archive files'), '--version'], self.log)
         return {'type': self.type, 'paths': self.paths, 'exclude': list(self.options.get('exclude') or []),
                 'tool': 'tar', 'tool_version': out.splitlines()[0].split()[-1] if rc == 0 and out else None}
@@ -53,7 +65,12 @@ class FilesSource(Source):
             argv.append('--exclude=%s' % pattern)
         argv += ['--'] + [p.lstrip('/') or '.' for p in self.paths]
         with commands.streaming(argv, self.log) as proc:
-            yield proc.stdout
+            counter = _TarCounter(proc.stdout)
+            try:
+                yield counter
+            finally:
+                counter.close()
+            self._counter = counter
             rc = proc.wait()
             if commands.killed_by(rc):
                 raise SourceError('tar was killed by signal %s' % commands.killed_by(rc),
@@ -62,6 +79,11 @@ class FilesSource(Source):
             if rc not in (0, 1):
                 raise SourceError('tar failed: %s' % commands.stderr_tail(proc),
                                   'check that every path is readable')
+
+    def dump_facts(self):
+        if self._counter is None or self._counter.error:
+            return {}
+        return {'counts': {'files': self._counter.files, 'bytes': self._counter.bytes}}
 
     # -- restore side --------------------------------------------------------------------
     def check_target(self, mode):
@@ -87,16 +109,27 @@ class FilesSource(Source):
                 symlinks = set(posixpath.normpath(m.name) for m in members if m.issym())
                 for member in members:
                     _check_member(member, symlinks)
+                expected = _member_counts(members)
+                recorded = (manifest.get('source') or {}).get('counts')
+                if recorded and not include and recorded != expected:
+                    raise IntegrityError('the archive holds %(files)d files, %(bytes)d bytes' % expected
+                                         + ' but its manifest records %(files)d files, %(bytes)d bytes' % recorded,
+                                         '%s was not touched' % target)
                 os.mkdir(scratch, 0o700)
                 kwargs = {'filter': 'tar'} if hasattr(tarfile, 'tar_filter') else {}
                 archive.extractall(scratch, members=members, numeric_owner=True, **kwargs)
+            restored = _tree_counts(scratch)
+            if restored != expected:
+                raise IntegrityError('the restore holds %(files)d files, %(bytes)d bytes' % restored
+                                     + ' but the backup holds %(files)d files, %(bytes)d bytes' % expected,
+                                     '%s was not touched' % target)
         except tarfile.TarError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise IntegrityError('the archive cannot be read: %s' % exc, '%s was not touched' % target)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return self._swap_in(scratch, target, len(members))
+        return dict(self._swap_in(scratch, target, len(members)), verified=expected)
 
     def restore_tree(self, fetch, manifest, mode):
         """A snapshot directory (rsync repository): ``fetch(scratch)`` copies and proves it into
@@ -147,27 +180,106 @@ def _wanted(name, include):
 
 
 def _check_member(member, symlinks=()):
-    """Refuse any entry that would land outside the restore directory.
+    """Refuse any entry that would be written outside the restore directory.
 
-    ``symlinks``: the normalised names of the archive's symlinks. A link target that climbs
-    ``..`` back out of one of them is refused: the kernel follows the symlink where a lexical
-    check cannot (``s -> .`` then ``d -> s/../x`` is really ``<target>/../x``). Pythons without
-    tarfile's extraction filter (Debian 12's 3.11.2) have only this check."""
+    ``symlinks``: the normalised names of the archive's symlinks. A symlink's target is data:
+    it is restored as it was (absolute, or pointing up and out), because extraction never
+    follows one - every entry that would be written through a symlink of the archive (``l``
+    then ``l/x``, or ``l/../x``), or over one, is refused, and a hard link may not point
+    through or at a symlink (the kernel would follow it). Pythons without tarfile's
+    extraction filter (Debian 12's 3.11.2) have only this check."""
     name = member.name
     parts = posixpath.normpath(name).split('/')
     if name.startswith('/') or '..' in parts:
         raise IntegrityError('the archive holds an entry that escapes the restore directory: %r' % name,
                              'refusing to restore it; nothing was written')
-    if member.issym() or member.islnk():
+    through = _through_symlink(name, symlinks)
+    if through or (not member.issym() and posixpath.normpath(name) in symlinks):
+        raise IntegrityError('the archive holds an entry written through or over its symlink %r: %r'
+                             % (through or posixpath.normpath(name), name),
+                             'refusing to restore it; nothing was written')
+    if member.islnk():
         link = member.linkname
-        base = posixpath.dirname(name) if member.issym() else ''
-        resolved = posixpath.normpath(posixpath.join(base, link))
+        resolved = posixpath.normpath(link)
         if link.startswith('/') or resolved == '..' or resolved.startswith('../'):
             raise IntegrityError('the archive holds a link pointing outside the restore directory: %r -> %r'
                                  % (name, link), 'refusing to restore it; nothing was written')
-        steps = [step for step in posixpath.join(base, link).split('/') if step not in ('', '.')]
-        for i, step in enumerate(steps):
-            if step == '..' and posixpath.normpath('/'.join(steps[:i]) or '.') in symlinks:
-                raise IntegrityError('the archive holds a link that climbs out of the symlink %r: %r -> %r'
-                                     % ('/'.join(steps[:i]), name, link),
-                                     'refusing to restore it; nothing was written')
+        through = _through_symlink(link, symlinks, itself=True)
+        if through:
+            raise IntegrityError('the archive holds a hard link through its symlink %r: %r -> %r'
+                                 % (through, name, link), 'refusing to restore it; nothing was written')
+
+
+def _through_symlink(path, symlinks, itself=False):
+    """The first leading part of ``path`` (as the kernel walks it, before any ``..`` is
+    applied) that is one of ``symlinks``; with ``itself``, ``path`` as a whole counts too."""
+    steps = [step for step in path.split('/') if step not in ('', '.')]
+    for i in range(1, len(steps) + (1 if itself else 0)):
+        prefix = posixpath.normpath('/'.join(steps[:i]))
+        if prefix in symlinks:
+            return prefix
+    return None
+
+
+def _member_counts(members):
+    """Files (regular files and hard links: each a path to a file) and their bytes (a hard
+    link's bytes are its target's, counted once), as the tar records them."""
+    files = [m for m in members if m.isreg() or m.islnk()]
+    return {'files': len(files), 'bytes': sum(m.size for m in files if m.isreg())}
+
+
+def _tree_counts(root):
+    """The same, of an extracted tree: regular files, bytes of each distinct inode."""
+    files, inodes = 0, {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            info = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(info.st_mode):
+                files += 1
+                inodes[(info.st_dev, info.st_ino)] = info.st_size
+    return {'files': files, 'bytes': sum(inodes.values())}
+
+
+class _TarCounter(object):
+    """A reader passing the tar stream on unchanged while a thread parses a copy of it
+    (tarfile in stream mode, through a pipe: bounded memory) and counts its files."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.files = self.bytes = 0
+        self.error = None
+        read_fd, write_fd = os.pipe()
+        self._copy = os.fdopen(write_fd, 'wb')
+        self._thread = threading.Thread(target=self._count, args=(os.fdopen(read_fd, 'rb'),))
+        self._thread.daemon = True
+        self._thread.start()
+
+    def read(self, size=-1):
+        data = self.reader.read(size)
+        if data and self._copy:
+            try:
+                self._copy.write(data)
+            except (BrokenPipeError, ValueError):
+                self._copy = None  # the counter gave up: it recorded why
+        return data
+
+    def close(self):
+        if self._copy:
+            try:
+                self._copy.close()
+            except BrokenPipeError:
+                pass
+            self._copy = None
+        self._thread.join()
+
+    def _count(self, pipe):
+        try:
+            with tarfile.open(fileobj=pipe, mode='r|') as archive:
+                counts = _member_counts(iter(archive))
+            self.files, self.bytes = counts['files'], counts['bytes']
+        except Exception as exc:  # the dump itself decides success; no counts then
+            self.error = exc
+        finally:
+            while pipe.read(1024 * 1024):  # drain: tar pads after its end marker
+                pass
+            pipe.close()
