@@ -56,6 +56,8 @@ options:
           - One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password
             hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot
             with its row counts. Each database is spooled once to an unlinked file in O(dest).
+          - For C(mysql), C([all]) (every database but the system ones) or a list of names, dumped in one consistent
+            snapshot (C(--single-transaction --databases)) with the row counts of every table.
         type: list
         elements: str
       host:

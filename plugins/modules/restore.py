@@ -64,6 +64,8 @@ options:
             connecting is left alone), then every database is loaded into a scratch database (O(target.jobs) at
             a time) and proven by its row counts; only when all are ready are they swapped in.
           - O(target.mode=create) fails if any of them exists; O(target.mode=replace) swaps each.
+          - A several-database backup (C(mysql)) - C([all]) or some of its databases by name, each loaded into its own
+            scratch database and proven by its row counts before any is swapped in under its own name.
         type: list
         elements: str
       host:

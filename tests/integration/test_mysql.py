@@ -230,3 +230,39 @@ def test_mysql_through_docker_exec_and_compose(names, tmp_path):
         assert secret not in "\n".join(calls) and secret not in r.output
     finally:
         sql(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_mysql_several_databases_in_one_snapshot(names, tmp_path):
+    """databases: a list (or all) in one consistent snapshot; restored each under its own name,
+    all proven by row counts before any is swapped; a subset can be restored."""
+    first, second = names("myall1"), names("myall2")
+    create_sample(first)
+    create_sample(second)
+    sql("INSERT INTO audit VALUES ('second only')", second)
+    want = {first: fingerprint(first), second: fingerprint(second)}
+    r = run_playbook([dump_task("multi", {"type": "mysql", "databases": [first, second]}, tmp_path)])
+    assert r.rc == 0, r.output
+    facts = r.result("dump")["backup"]["source"]
+    assert sorted(facts["databases"]) == [first, second]
+    assert facts["counts"]["tables"][f"{second}.audit"] == 1
+
+    # both changed; replace brings both back
+    sql("DELETE FROM orders WHERE id < 100; DROP PROCEDURE order_count", first)
+    sql("DROP TABLE customers", second)
+    r = run_playbook([restore_task("multi", tmp_path, {"type": "mysql", "databases": ["all"]}, mode="replace")])
+    assert r.rc == 0, r.output
+    assert r.result("restore")["restored"]["verified_tables"] == 6
+    assert {first: fingerprint(first), second: fingerprint(second)} == want
+    assert leftovers(first) == [] and leftovers(second) == []
+
+    # a subset, in create mode, leaves the other database alone
+    drop(second)
+    sql("INSERT INTO audit VALUES ('first changed')", first)
+    changed_first = fingerprint(first)
+    r = run_playbook([restore_task("multi", tmp_path, {"type": "mysql", "databases": [second]})])
+    assert r.rc == 0, r.output
+    assert fingerprint(second) == want[second] and fingerprint(first) == changed_first
+
+    # one database of a multi-database backup cannot be restored with `database`
+    r = run_playbook([restore_task("multi", tmp_path, source(names("myone")))])
+    assert r.rc != 0 and r.result("restore")["error"] == "config"

@@ -43,3 +43,26 @@ def test_password_goes_by_name_into_a_container():
     assert argv[1:] == ["exec", "-e", "MYSQL_PWD", "db", "mariadb-dump", "shop"]
     assert "s3cret" not in " ".join(argv)
     assert src._env() == {"MYSQL_PWD": "s3cret"}
+
+
+def test_database_renamer_renames_and_leaves_out_sections():
+    dump = (b"-- Current Database: `shop`\n"
+            b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n"
+            b"USE `shop`;\nINSERT INTO t VALUES ('USE `other`;\\n');\n"
+            b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `skip``me` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n"
+            b"USE `skip``me`;\nINSERT INTO secret VALUES (1);\n"
+            b"USE `shop`;\n/*!40000 ALTER DATABASE `shop` CHARACTER SET utf8mb4 */ ;\nCREATE VIEW v AS SELECT 1;\n")
+    renamer = mysql.DatabaseRenamer({"shop": "shop_restore_1"})
+    out = b"".join(renamer.feed(dump[i:i + 7]) for i in range(0, len(dump), 7)) + renamer.finish()
+    assert out == (b"-- Current Database: `shop`\n"
+                   b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop_restore_1` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n"
+                   b"USE `shop_restore_1`;\nINSERT INTO t VALUES ('USE `other`;\\n');\n"
+                   b"USE `shop_restore_1`;\n/*!40000 ALTER DATABASE `shop_restore_1` CHARACTER SET utf8mb4 */ ;\n"
+                   b"CREATE VIEW v AS SELECT 1;\n")
+
+
+def test_database_or_databases():
+    with pytest.raises(ConfigError):
+        mysql.MysqlSource({"type": "mysql"}, CommandLog())
+    with pytest.raises(ConfigError):
+        mysql.MysqlSource({"type": "mysql", "database": "a", "databases": ["all"]}, CommandLog())

@@ -110,7 +110,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
                 with src.dump() as reader:
                     raw_size = compress(reader, writer, compression, level, threads)
                 # facts only known once the dump finished (row counts for verification)
-                facts.update(getattr(src, 'dump_facts', dict)())
+                facts.update(src.dump_facts())
                 out.flush()
                 os.fsync(out.fileno())
             os.rename(partial, final)

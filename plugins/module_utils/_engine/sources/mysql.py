@@ -25,10 +25,13 @@ import uuid
 
 from .. import commands
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
-from ..pipeline import copy
+from ..pipeline import CHUNK, copy
 from .base import Source, check_mode
 
 SYSTEM_DATABASES = ('information_schema', 'mysql', 'performance_schema', 'sys')
+# mysqldump --databases names a database at the start of these lines (the name is group 2)
+DATABASE_STATEMENT = re.compile(br'^(CREATE DATABASE /\*!32312 IF NOT EXISTS\*/ |USE |/\*!40000 ALTER DATABASE |ALTER DATABASE )'
+                                br'`((?:[^`]|``)+)`')
 _UNESCAPE = {'\\\\': '\\', '\\n': '\n', '\\t': '\t', '\\0': '\0', '\\r': '\r'}
 
 
@@ -55,17 +58,56 @@ def count_mismatches(expected, actual):
     return problems
 
 
+class DatabaseRenamer(object):
+    """Streams a ``mysqldump --databases`` dump with every database renamed (``names``: old ->
+    new) and the sections of databases not in ``names`` left out. mysqldump writes the
+    statements that name a database (CREATE DATABASE, USE, ALTER DATABASE) at the start of a
+    line; data never holds a raw newline (it is escaped), so only line starts are looked at and
+    memory stays bounded by the longest line."""
+
+    def __init__(self, names):
+        self.names = names
+        self.current = None
+        self.pending = b''
+
+    def feed(self, chunk):
+        lines = (self.pending + chunk).split(b'\n')
+        self.pending = lines.pop()
+        return b''.join(self._line(line + b'\n') for line in lines)
+
+    def finish(self):
+        rest, self.pending = self.pending, b''
+        return self._line(rest) if rest else b''
+
+    def _line(self, line):
+        match = DATABASE_STATEMENT.match(line)
+        if match:
+            name = match.group(2).replace(b'``', b'`').decode('utf-8')
+            if match.group(1).startswith((b'CREATE', b'USE')):
+                self.current = name
+            if name not in self.names:
+                return b''
+            new = self.names[name].replace('`', '``').encode('utf-8')
+            return line[:match.start(2)] + new + line[match.end(2):]
+        return line if self.current is None or self.current in self.names else b''
+
+
 class MysqlSource(Source):
     type = 'mysql'
-    required = ('database',)
     secret_options = ('password',)
 
     def __init__(self, options, log):
         super(MysqlSource, self).__init__(options, log)
-        self.database = self.options['database']
-        if self.database in SYSTEM_DATABASES:
-            raise ConfigError('%s is a system database of MySQL/MariaDB' % self.database,
-                              'back up your application databases')
+        self.database = self.options.get('database')
+        # ['all'] or names: several databases in one consistent snapshot
+        self.databases = list(self.options.get('databases') or [])
+        if bool(self.database) == bool(self.databases):
+            raise ConfigError('a mysql source or target needs either database (one database) or databases '
+                              '(all, or a list of names)', 'set exactly one of them')
+        for name in [self.database] + self.databases:
+            if name in SYSTEM_DATABASES:
+                raise ConfigError('%s is a system database of MySQL/MariaDB' % name,
+                                  'back up your application databases')
         self.host = self.options.get('host', '127.0.0.1')
         self.port = int(self.options.get('port', 3306))
         self.user = self.options.get('user', 'root')
@@ -76,6 +118,8 @@ class MysqlSource(Source):
         where = '%s:%s' % (self.host, self.port)
         if self.options.get('container'):
             where += ' in container %s' % self.options['container']
+        if self.databases:
+            return 'MySQL databases %s on %s' % (', '.join(self.databases), where)
         return 'MySQL database %s on %s' % (self.database, where)
 
     # -- talking to the server -----------------------------------------------------------
@@ -121,7 +165,7 @@ class MysqlSource(Source):
     def _fail(self, what, stderr, database=None):
         """Turn client stderr into the error an operator can act on."""
         where = '%s:%s' % (self.host, self.port)
-        database = database or self.database
+        database = database or self.database or ', '.join(self.databases)
         text = (stderr or '').strip()
         if 'Unknown database' in text:
             raise NotFoundError('database %s does not exist on MySQL at %s' % (database, where),
@@ -178,26 +222,53 @@ class MysqlSource(Source):
     def artifact(self):
         return 'sql', 'mysql'
 
+    def _resolve(self):
+        """The database names: ``databases: [all]`` is every database but the system ones."""
+        if not self.databases:
+            return [self.database]
+        present = [row[0] for row in self._sql('SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1',
+                                               'listing databases')]
+        if self.databases == ['all']:
+            return [name for name in present if name not in SYSTEM_DATABASES]
+        missing = [name for name in self.databases if name not in present]
+        if missing:
+            raise NotFoundError('database %s does not exist on MySQL at %s:%s' % (', '.join(missing), self.host, self.port),
+                                'create it or fix `databases`')
+        return list(self.databases)
+
     def probe(self):
+        names = self._resolve()
         rows = self._sql(
-            'SELECT VERSION(), s.DEFAULT_CHARACTER_SET_NAME, s.DEFAULT_COLLATION_NAME, '
+            'SELECT s.SCHEMA_NAME, VERSION(), s.DEFAULT_CHARACTER_SET_NAME, s.DEFAULT_COLLATION_NAME, '
             '(SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES t '
             ' WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME), '
             "(SELECT GROUP_CONCAT(TABLE_NAME) FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = s.SCHEMA_NAME "
             "  AND TABLE_TYPE = 'BASE TABLE' AND ENGINE <> 'InnoDB') "
-            'FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME = %s' % quote_literal(self.database), 'connecting')
-        if not rows:
+            'FROM information_schema.SCHEMATA s WHERE s.SCHEMA_NAME IN (%s) ORDER BY 1'
+            % ', '.join(quote_literal(n) for n in names), 'connecting')
+        if not rows and not self.databases:
             raise NotFoundError('database %s does not exist on MySQL at %s:%s' % (self.database, self.host, self.port),
                                 'create it or fix `database`')
-        version, charset, collation, size, not_innodb = rows[0]
         tool = self._tool(('mariadb-dump', 'mysqldump'), 'to dump MySQL/MariaDB')
-        facts = {'type': self.type, 'database': self.database, 'host': self.host, 'port': self.port,
-                 'user': self.user, 'server_version': version, 'charset': charset, 'collation': collation,
-                 'database_size': int(size), 'tool': tool.rsplit('/', 1)[-1],
+        facts = {'type': self.type, 'host': self.host, 'port': self.port, 'user': self.user,
+                 'server_version': rows[0][1] if rows else None,
+                 'database_size': sum(int(row[4]) for row in rows), 'tool': tool.rsplit('/', 1)[-1],
                  # --single-transaction gives a consistent snapshot of InnoDB tables only
-                 'not_transactional_tables': [t for t in (not_innodb or '').split(',') if t and t != 'NULL']}
-        self._before_counts = self.counts(self.database)
+                 'not_transactional_tables': ['%s.%s' % (row[0], t) for row in rows
+                                              for t in (row[5] or '').split(',') if t and t != 'NULL']}
+        if self.databases:
+            facts['databases'] = dict((row[0], {'charset': row[2], 'collation': row[3]}) for row in rows)
+        else:
+            facts.update(database=self.database, charset=rows[0][2], collation=rows[0][3])
+        self._names = [row[0] for row in rows]
+        self._before_counts = self._all_counts()
         return facts
+
+    def _all_counts(self):
+        counts = {}
+        for name in self._names:
+            counts.update(self.counts(name))
+        return counts
 
     def dump_facts(self):
         """Row counts for the manifest, taken before and after the dump: a table whose count
@@ -215,8 +286,11 @@ class MysqlSource(Source):
                 '--single-transaction', '--routines', '--triggers', '--events', '--hex-blob',
                 '--default-character-set=utf8mb4'] + self._conn_args()
         for table in self.options.get('exclude_tables') or []:
-            argv.append('--ignore-table=%s.%s' % (self.database, table))
-        argv.append(self.database)
+            argv.append('--ignore-table=%s' % (table if '.' in table else '%s.%s' % (self.database, table)))
+        if self.databases:  # one snapshot of all of them, with CREATE DATABASE and USE
+            argv += ['--databases'] + self._names
+        else:
+            argv.append(self.database)
         with commands.streaming(self._wrap(argv), self.log, env=self._env()) as proc:
             yield proc.stdout
             rc = proc.wait()
@@ -225,45 +299,127 @@ class MysqlSource(Source):
                                   'the partial dump was discarded; run it again')
             if rc != 0:
                 self._fail('the dump', commands.stderr_tail(proc))
-        self._after_counts = self.counts(self.database)
+        self._after_counts = self._all_counts()
 
     # -- restore side --------------------------------------------------------------------
     def check_target(self, mode):
         check_mode(mode)
-        exists = self._exists(self.database)
-        if exists and mode == 'create':
+        # with databases: [all] the names are known from the backup only: checked before each swap
+        names = [self.database] if self.database else [name for name in self.databases if name != 'all']
+        existing = [name for name in names if self._exists(name)]
+        if existing and mode == 'create':
             raise TargetError('database %s already exists on MySQL at %s:%s and mode is create'
-                              % (self.database, self.host, self.port),
+                              % (', '.join(existing), self.host, self.port),
                               'use mode: replace to swap it for the backup, or restore under another name')
-        return {'exists': exists}
+        if not names:
+            self._sql('SELECT 1', 'connecting')
+        return {'exists': bool(existing)}
 
     def streams(self):
         """The mysql client reads the dump from a pipe: restore while downloading."""
         return True
 
     def restore(self, path, manifest, mode):
-        def load(scratch):
-            with open(path, 'rb') as stream:
-                self._load(scratch, stream)
-        return self._via_scratch(manifest, mode, load)
+        with open(path, 'rb') as stream:
+            return self._via_scratch(stream, manifest, mode)
 
     def restore_stream(self, stream, manifest, mode):
-        def load(scratch):
-            try:
-                self._load(scratch, stream)
-            except TargetError:
-                stream.finish()  # damaged bytes make the loader choke: name that root cause first
-                raise
-            stream.finish()
-        return self._via_scratch(manifest, mode, load)
+        proven = []
 
-    def _load(self, database, stream):
-        argv = [self._client(), '--batch', '--binary-mode', '--default-character-set=utf8mb4']
-        argv += self._conn_args() + ['--database=%s' % database]
+        def prove():
+            stream.finish()  # the checksum, before any target is touched
+            proven.append(True)
+        try:
+            return self._via_scratch(stream, manifest, mode, before_swap=prove)
+        except TargetError:
+            if not proven:
+                stream.finish()  # damaged bytes make the loader choke: name that root cause first
+            raise
+
+    def _plan(self, facts):
+        """{database in the backup: database to restore into} and their charsets."""
+        if not facts.get('databases'):
+            if self.databases:
+                raise ConfigError('this backup holds one database (%s); restore it with database, not databases'
+                                  % facts.get('database'))
+            return {facts.get('database') or self.database: self.database}, \
+                {self.database: {'charset': facts.get('charset'), 'collation': facts.get('collation')}}
+        if self.database:
+            raise ConfigError('this backup holds several databases (%s); restore them with databases: [all] or a list'
+                              % ', '.join(sorted(facts['databases'])))
+        chosen = sorted(facts['databases']) if self.databases == ['all'] else self.databases
+        missing = [name for name in chosen if name not in facts['databases']]
+        if missing:
+            raise NotFoundError('the backup holds no database %s' % ', '.join(missing),
+                                'it holds %s' % ', '.join(sorted(facts['databases'])))
+        return dict((name, name) for name in chosen), facts['databases']
+
+    def _via_scratch(self, stream, manifest, mode, before_swap=None):
+        """Load every database of the backup into its own scratch database, prove all of them
+        by their row counts, then swap each into place."""
+        check_mode(mode)
+        facts = manifest.get('source') or {}
+        plan, charsets = self._plan(facts)
+        if mode == 'create':
+            existing = [target for target in plan.values() if self._exists(target)]
+            if existing:
+                raise TargetError('database %s already exists and mode is create' % ', '.join(existing),
+                                  'use mode: replace')
+        scratch = dict((name, '%s_restore_%s' % (target[:40], uuid.uuid4().hex[:8])) for name, target in plan.items())
+        try:
+            for name, target in plan.items():
+                charset = charsets.get(name if facts.get('databases') else target) or {}
+                extra = ''
+                if charset.get('charset'):
+                    extra = ' CHARACTER SET %s COLLATE %s' % (charset['charset'], charset['collation'])
+                self._sql('CREATE DATABASE %s%s' % (quote_ident(scratch[name]), extra),
+                          'creating the scratch database %s' % scratch[name])
+            if facts.get('databases'):
+                self._load(None, stream, DatabaseRenamer(scratch))
+            else:
+                self._load(scratch[list(plan)[0]], stream)
+            if before_swap:
+                before_swap()
+            expected = (facts.get('counts') or {}).get('tables')
+            verified = None
+            if expected is not None:
+                unstable = set(facts.get('counts_changed_during_dump') or ())
+                actual = {}
+                for name in plan:
+                    actual.update(self.counts(scratch[name], label=name))
+                wanted = dict((t, n) for t, n in expected.items() if t.split('.', 1)[0] in plan)
+                problems = count_mismatches(wanted, dict((t, n) for t, n in actual.items() if t not in unstable))
+                if problems:
+                    raise IntegrityError('the restored rows do not match the backup: %s' % '; '.join(problems[:5]),
+                                         'no target database was touched')
+                verified = len(wanted)
+            results = [self._swap(scratch[name], target, mode) for name, target in sorted(plan.items())]
+        finally:
+            for name in scratch.values():
+                self._drop(name)
+        if len(results) == 1 and not facts.get('databases'):
+            result = results[0]
+        else:
+            result = {'databases': results}
+        result['verified_tables'] = verified
+        return result
+
+    def _load(self, database, stream, renamer=None):
+        argv = [self._client(), '--batch', '--binary-mode', '--default-character-set=utf8mb4'] + self._conn_args()
+        if database:
+            argv.append('--database=%s' % database)
         with commands.streaming(self._wrap(argv, stdin=True), self.log, env=self._env(), stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL) as proc:
             try:
-                copy(stream, proc.stdin)
+                if renamer is None:
+                    copy(stream, proc.stdin)
+                else:
+                    while True:
+                        chunk = stream.read(CHUNK)
+                        if not chunk:
+                            break
+                        proc.stdin.write(renamer.feed(chunk))
+                    proc.stdin.write(renamer.finish())
             except BrokenPipeError:
                 pass  # the client stopped reading: its exit status and stderr say why
             finally:
@@ -275,35 +431,7 @@ class MysqlSource(Source):
             if rc != 0:
                 raise TargetError('loading the dump into the scratch database failed: %s'
                                   % (commands.stderr_tail(proc)[-1500:] or 'exit status %d' % rc),
-                                  'the target database %s was not touched' % self.database)
-
-    def _via_scratch(self, manifest, mode, load):
-        check_mode(mode)
-        facts = manifest.get('source') or {}
-        scratch = '%s_restore_%s' % (self.database[:40], uuid.uuid4().hex[:8])
-        charset = ''
-        if facts.get('charset'):
-            charset = ' CHARACTER SET %s COLLATE %s' % (facts['charset'], facts['collation'])
-        self._sql('CREATE DATABASE %s%s' % (quote_ident(scratch), charset), 'creating the scratch database %s' % scratch)
-        try:
-            load(scratch)
-            expected = ((facts.get('counts') or {}).get('tables'))
-            verified = None
-            if expected is not None:
-                label = facts.get('database') or self.database
-                actual = self.counts(scratch, label=label)
-                unstable = set(facts.get('counts_changed_during_dump') or ())
-                actual = dict((t, n) for t, n in actual.items() if t not in unstable)
-                problems = count_mismatches(expected, actual)
-                if problems:
-                    raise IntegrityError('the restored rows do not match the backup: %s' % '; '.join(problems[:5]),
-                                         'the target database %s was not touched' % self.database)
-                verified = len(expected)
-            result = self._swap(scratch, mode, facts)
-            result['verified_tables'] = verified
-            return result
-        finally:
-            self._drop(scratch)
+                                  'no target database was touched')
 
     def _objects(self, database):
         """CREATE statements of the views, triggers, routines and events of ``database``,
@@ -329,30 +457,30 @@ class MysqlSource(Source):
             statements.append(('VIEW', name, None, shown[1]))
         return statements
 
-    def _swap(self, scratch, mode, facts):
+    def _swap(self, scratch, database, mode):
         """One RENAME TABLE moves every table (old ones out, restored ones in), then the objects
         that cannot move are created again in the target."""
         objects = self._objects(scratch)
-        target = quote_ident(self.database)
-        existed = self._exists(self.database)
+        target = quote_ident(database)
+        existed = self._exists(database)
         if existed and mode == 'create':
-            raise TargetError('database %s appeared while restoring and mode is create' % self.database,
+            raise TargetError('database %s appeared while restoring and mode is create' % database,
                               'it was left alone; the restored copy was dropped')
         previous = None
         renames = []
         drops = []
         if existed:
-            previous = '%s_previous_%s' % (self.database[:40], uuid.uuid4().hex[:8])
+            previous = '%s_previous_%s' % (database[:40], uuid.uuid4().hex[:8])
             self._sql('CREATE DATABASE %s' % quote_ident(previous), 'creating %s' % previous)
             renames += ['%s.%s TO %s.%s' % (target, quote_ident(t), quote_ident(previous), quote_ident(t))
-                        for t in self._base_tables(self.database)]
-            old_objects = self._objects(self.database)
+                        for t in self._base_tables(database)]
+            old_objects = self._objects(database)
             drops = ['DROP %s IF EXISTS %s' % (kind, quote_ident(name)) for kind, name, dummy, dummy2 in old_objects]
-        else:
-            charset = ''
-            if facts.get('charset'):
-                charset = ' CHARACTER SET %s COLLATE %s' % (facts['charset'], facts['collation'])
-            self._sql('CREATE DATABASE %s%s' % (target, charset), 'creating database %s' % self.database)
+        else:  # with the scratch database's character set and collation
+            charset = self._sql('SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA '
+                                'WHERE SCHEMA_NAME = %s' % quote_literal(scratch), 'reading the character set')[0]
+            self._sql('CREATE DATABASE %s CHARACTER SET %s COLLATE %s' % (target, charset[0], charset[1]),
+                      'creating database %s' % database)
         renames += ['%s.%s TO %s.%s' % (quote_ident(scratch), quote_ident(t), target, quote_ident(t))
                     for t in self._base_tables(scratch)]
         # triggers block a move between databases ("Trigger in wrong schema"): drop them on both
@@ -362,37 +490,37 @@ class MysqlSource(Source):
         if trigger_drops:
             self._sql('; '.join(trigger_drops), 'dropping triggers of the scratch database', database=scratch)
         if drops:
-            self._sql('; '.join(drops), 'dropping the old views, triggers, routines and events', database=self.database)
+            self._sql('; '.join(drops), 'dropping the old views, triggers, routines and events', database=database)
         if renames:
             try:
                 self._sql('RENAME TABLE %s' % ', '.join(renames), 'swapping the restored tables into place')
             except BackupError:
                 if previous:  # one statement: no table moved; put the old objects back
-                    self._create_objects(old_objects)
+                    self._create_objects(old_objects, database)
                     self._drop(previous)
                 raise
         if objects:
             try:
-                self._create_objects(objects)
+                self._create_objects(objects, database)
             except SourceError as exc:
                 raise TargetError('the tables of %s were restored, but creating its views, triggers, routines or events '
-                                  'failed: %s' % (self.database, exc.message),
+                                  'failed: %s' % (database, exc.message),
                                   'the old tables are kept in %s' % previous if previous else None)
-        result = {'database': self.database, 'replaced': existed, 'objects': len(objects)}
+        result = {'database': database, 'replaced': existed, 'objects': len(objects)}
         if previous and self.options.get('keep_previous'):
             result['previous'] = previous
         elif previous:
             self._drop(previous)
         return result
 
-    def _create_objects(self, objects):
+    def _create_objects(self, objects, database):
         script = ['DELIMITER ;;']
         for kind, name, sql_mode, statement in objects:
             if sql_mode is not None:
                 script.append('SET SESSION sql_mode = %s;;' % quote_literal(sql_mode))
             script.append(statement + ';;')
         script.append('DELIMITER ;')
-        self._sql(None, 'creating views, triggers, routines and events', database=self.database,
+        self._sql(None, 'creating views, triggers, routines and events', database=database,
                   script='\n'.join(script) + '\n')
 
     def _drop(self, name):
