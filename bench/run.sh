@@ -5,6 +5,7 @@
 #   bench/run.sh --scale small     # ~100 MB, one round: smoke test of the script
 #   bench/run.sh --quick           # only the rows the targets need (no parameter sweeps)
 #   bench/run.sh --dr [--scale small]   # DR drill and rebuild times (bench/dr_bench.py)
+#   bench/run.sh --rsync           # rsync snapshots of a 10,000-file tree, 1 % changed (bench_rsync.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -12,6 +13,12 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$REPO/.venv/bin/python"
+
+if [ "${1:-}" = "--rsync" ]; then  # rsync snapshots: needs only the harness's sshd
+    shift
+    "$REPO/scripts/bootstrap.sh" >&2
+    exec "$PY" "$REPO/bench/bench_rsync.py" "$@"
+fi
 
 "$REPO/scripts/bootstrap.sh" >&2
 

@@ -144,7 +144,9 @@ backup:
       description: sha256 of the snapshot's sorted listing, checked again on restore.
       type: str
 transfer:
-  description: rsync's figures for this snapshot (C(bytes_sent), C(transferred_bytes), C(files_transferred), C(source_bytes)).
+  description:
+    - rsync's figures for the copy pass (C(bytes_sent), C(bytes_received), C(transferred_bytes), C(files_transferred),
+      C(source_bytes)), and C(wire_bytes), the bytes of all passes of this snapshot.
   returned: when status is snapshot
   type: dict
 executed_commands:

@@ -72,9 +72,10 @@ Number of regular files transferred: 100
 Total file size: 41,000,000 bytes
 Total transferred file size: 410,000 bytes
 Total bytes sent: 452,118
+Total bytes received: 3,016
 """
     assert parse_stats(text) == {"entries": 10026, "files_transferred": 100, "source_bytes": 41000000,
-                                 "transferred_bytes": 410000, "bytes_sent": 452118}
+                                 "transferred_bytes": 410000, "bytes_sent": 452118, "bytes_received": 3016}
 
 
 @pytest.mark.parametrize("rc, stderr, kind, words", [

@@ -380,7 +380,7 @@ def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
         finally:
             log.commands.extend(repo.log.commands)
     transfer = dict((k, done[k]) for k in ('entries', 'files_transferred', 'source_bytes', 'transferred_bytes',
-                                           'bytes_sent') if k in done)
+                                           'bytes_sent', 'bytes_received', 'wire_bytes') if k in done)
     return dict(result, backup={'id': done['id'], 'name': name, 'created': data['created'], 'files': done['files'],
                                 'size': done['size'], 'sha256': done['sha256'], 'artifact': done['artifact_key'],
                                 'manifest': mf.manifest_key(name, done['id']), 'tags': data['tags']},

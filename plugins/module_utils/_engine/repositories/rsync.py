@@ -46,6 +46,8 @@ from .base import ObjectInfo, PutResult, Repository
 # one line of `rsync --list-only --no-h`: mode, size, date, time, name
 _LIST_LINE = re.compile(r'^(?P<mode>[-dlpscb][-rwxsStT]{9})\s+(?P<size>\d+) (?P<date>\d{4}/\d\d/\d\d) '
                         r'(?P<time>\d\d:\d\d:\d\d) (?P<name>.*)$')
+# an --itemize-changes line: what would change (not the --stats lines around it)
+_ITEMIZED = re.compile(r'^(\*deleting|[<>ch.][fdLDS]\S{9}) ')
 _ESCAPE = re.compile(br'\\#([0-7]{3})')
 # stderr of ssh and rsync -> what it means for the operator
 _FULL = ('No space left on device', 'Disk quota exceeded')
@@ -347,9 +349,10 @@ class RsyncRepository(Repository):
         copy_args = ['--archive', '--relative', '--no-implied-dirs', '--hard-links', '--numeric-ids',
                      '--mkpath'] + filters
         if previous:
-            out = self.rsync(copy_args + ['--dry-run', '--itemize-changes', '--delete'] + sources
+            out = self.rsync(copy_args + ['--dry-run', '--itemize-changes', '--delete', '--stats'] + sources
                              + [self._remote('%s/%s' % (name, previous), directory=True)], 'comparing', name)
-            changes = [line for line in out.splitlines() if line.strip()]
+            compared = parse_stats(out)
+            changes = [line for line in out.splitlines() if _ITEMIZED.match(line)]
             if not changes:
                 return {'status': 'unchanged', 'changes': 0}
             if check_mode:
@@ -365,8 +368,10 @@ class RsyncRepository(Repository):
         try:
             out = self._linked(copy_args + ['--stats'], sources, name, partial, previous, 'writing')
             stats = parse_stats(out)
+            passes = [compared, stats] if previous else [stats]
             # the "rename": hard links to the complete partial, no data moves
-            self._linked(copy_args, sources, name, backup_id, partial, 'completing')
+            passes.append(parse_stats(self._linked(copy_args + ['--stats'], sources, name, backup_id, partial,
+                                                   'completing')))
         except BaseException:
             self._delete_quietly('%s/%s' % (name, partial))
             self._delete_quietly('%s/%s' % (name, backup_id))
@@ -375,6 +380,8 @@ class RsyncRepository(Repository):
         out = self.rsync(['--list-only', '--no-h', '--recursive',
                           self._remote('%s/%s' % (name, backup_id), directory=True)], 'listing', name)
         entries = list(parse_listing(out))
+        # everything on the wire: the comparison, the copy and the "rename" (file lists included)
+        stats['wire_bytes'] = sum(p.get('bytes_sent', 0) + p.get('bytes_received', 0) for p in passes)
         return dict(stats, status='snapshot', id=backup_id, artifact_key='%s/%s' % (name, backup_id),
                     files=sum(1 for e in entries if e[0] == 'f'), size=sum(e[1] for e in entries if e[0] == 'f'),
                     sha256=listing_digest((e[0], e[1], e[3]) for e in entries))
@@ -486,7 +493,7 @@ def parse_stats(text):
     """The transfer figures of ``rsync --stats``."""
     wanted = {'Number of files': 'entries', 'Number of regular files transferred': 'files_transferred',
               'Total file size': 'source_bytes', 'Total transferred file size': 'transferred_bytes',
-              'Total bytes sent': 'bytes_sent'}
+              'Total bytes sent': 'bytes_sent', 'Total bytes received': 'bytes_received'}
     stats = {}
     for line in text.splitlines():
         label, sep, value = line.partition(':')
