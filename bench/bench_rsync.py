@@ -112,8 +112,8 @@ def main(argv=None) -> int:
              "PASS" if transfer < TARGET else "MISS"))
     print("| bytes sent by the copy pass | %d | %d | %.2f %% | |"
           % (figures["full_bytes_sent"], figures["incremental_bytes_sent"], 100 * data_only))
-    print("| disk on the server | %d | %d | %.2f %% | < 5 %% %s |" % (full_disk, added_disk, 100 * stored,
-                                                                   "PASS" if stored < TARGET else "MISS"))
+    print("| disk on the server | %d | %d | %.2f %% | < 5 %% %s |"
+          % (full_disk, added_disk, 100 * stored, "PASS" if stored < TARGET else "MISS"))
     print("| seconds | %.1f | %.1f | %.2f | |" % (first_seconds, second_seconds, second_seconds / first_seconds))
     print("| restored tree equals the source | | %s | | |" % ("yes" if same else "NO"))
     if args.json:
