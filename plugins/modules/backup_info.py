@@ -35,6 +35,13 @@ options:
       - A JMESPath expression applied to the list of backups, for example
         C([?complete] | [?size > `1000000`].id). RV(backups) then holds its result.
     type: str
+  repository_check:
+    description:
+      - Also check the repository's own integrity (C(restic) repositories only), with
+        C(restic check --read-data-subset) of this much pack data, re-read and decrypted, for example
+        C(10%), C(1/5) (the first of five parts) or C(500M).
+      - Damage fails the task with C(error=integrity).
+    type: str
 requirements:
   - jmespath (Python) for O(query)
 author:
@@ -69,6 +76,15 @@ EXAMPLES = r'''
     name: crm
     repository: {type: local, path: /srv/backups}
     query: "[?!complete].id"
+
+- name: List a restic repository and re-read a tenth of its data
+  offsite.backup.backup_info:
+    name: crm
+    repository:
+      type: restic
+      restic_repository: sftp:backup@storagebox.example.com:/restic
+      restic_password_file: /root/.restic-password
+    repository_check: 10%
 '''
 
 RETURN = r'''
@@ -142,6 +158,21 @@ stored_bytes:
       description: All of the above.
       type: int
   sample: {complete: 1048576000, incomplete: 0, leftovers: 0, total: 1048576000}
+repository_check:
+  description: The result of O(repository_check).
+  returned: when O(repository_check) is set
+  type: dict
+  contains:
+    ok:
+      description: True (damage fails the task instead).
+      type: bool
+    read_data_subset:
+      description: The subset of pack data that was read.
+      type: str
+    location:
+      description: The repository checked (no credentials).
+      type: str
+  sample: {ok: true, read_data_subset: "10%", location: /srv/restic}
 location:
   description: Where the set lives (no credentials).
   returned: always
@@ -164,11 +195,13 @@ def main():
             name=dict(type='str', required=True),
             repository=dict(type='dict', required=True, options=repository_spec()),
             query=dict(type='str'),
+            repository_check=dict(type='str'),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    run(module, operations.info, name=p['name'], repository=p['repository'], query=p['query'])
+    run(module, operations.info, name=p['name'], repository=p['repository'], query=p['query'],
+        repository_check=p['repository_check'])
 
 
 if __name__ == '__main__':

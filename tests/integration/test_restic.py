@@ -213,6 +213,39 @@ def test_restic_missing_repository_without_init(sample_db, workdir):
     assert not os.path.exists(url)
 
 
+def test_backup_info_repository_check_finds_damage(sample_db, workdir):
+    """backup_info's repository_check runs restic check --read-data-subset: passes on a sound
+    repository, fails with error=integrity once a pack file is damaged; other types refuse it."""
+    url = workdir / "restic-repo"
+    repo = restic_repo(str(url), restic_init=True)
+    checked = {"name": "crm", "repository": repo, "repository_check": "100%"}
+    r = run_playbook([play([
+        {"name": "dump", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(workdir / "d")},
+         "register": "made"},
+        {"name": "upload", UPLOAD: {"backup": "{{ made.backup }}", "repositories": [repo]}},
+        {"name": "check", INFO: checked},
+        {"name": "check local", INFO: {"name": "crm", "repository": {"type": "local", "path": str(workdir / "d")},
+                                       "repository_check": "10%"}, "ignore_errors": True},
+    ])], extravars=SECRETS)
+    assert r.status("check") == "ok", r.output
+    assert r.result("check")["repository_check"]["ok"] and r.result("check")["count"] == 1
+    assert r.status("check local") == "failed" and r.result("check local")["error"] == "config"
+    _damage_biggest_pack(url)
+    r = run_playbook([play([{"name": "check", INFO: checked, "ignore_errors": True}])], extravars=SECRETS)
+    res = r.result("check")
+    assert r.status("check") == "failed" and res["error"] == "integrity", r.output
+    assert "restic check found damage" in res["msg"] and PASSWORD not in r.output
+
+
+def _damage_biggest_pack(repo_dir: Path) -> None:
+    packs = [p for p in (repo_dir / "data").rglob("*") if p.is_file()]
+    biggest = max(packs, key=lambda p: p.stat().st_size)
+    os.chmod(biggest, 0o600)
+    with open(biggest, "r+b") as handle:
+        handle.seek(biggest.stat().st_size // 2)
+        handle.write(b"\0" * 64)
+
+
 # -- the engine's restic-only parts, real restic, no Ansible ------------------------------------
 
 
@@ -238,12 +271,7 @@ def test_restic_check_finds_a_damaged_pack(tmp_path):
     with _engine_repo(tmp_path) as repo:
         repo.put("s/s_20261101T000000Z.dump", io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
         assert repo.check("100%")["ok"]
-    packs = sorted((tmp_path / "repo" / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-    biggest = packs[-1]
-    os.chmod(biggest, 0o600)
-    with open(biggest, "r+b") as handle:
-        handle.seek(biggest.stat().st_size // 2)
-        handle.write(b"\0" * 64)
+    _damage_biggest_pack(tmp_path / "repo")
     with _engine_repo(tmp_path) as repo:
         with pytest.raises(IntegrityError, match="restic check found damage"):
             repo.check("100%")

@@ -527,8 +527,12 @@ def _legacy_tz(options):
 
 
 # -- info ---------------------------------------------------------------------------------
-def info(name, repository, query=None, log=None):
+def info(name, repository, query=None, repository_check=None, log=None):
     with open_repository(repository) as repo:
+        checker = getattr(repo, 'check', None)
+        if repository_check and checker is None:
+            raise ConfigError('repository_check needs a repository that checks itself (restic); %s does not'
+                              % repo.type, 'remove repository_check; restore drills prove the other types')
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
         backups = [b.as_dict() for b in catalog.backups]
         latest = catalog.latest()
@@ -536,6 +540,8 @@ def info(name, repository, query=None, log=None):
                   'count': len(catalog.complete), 'location': repo.location(name),
                   'total_size': sum(b.size or 0 for b in catalog.backups),
                   'stored_bytes': catalog.stored_bytes()}
+        if repository_check:
+            result['repository_check'] = checker(repository_check)  # damage raises IntegrityError
     if query:
         if jmespath is None:
             raise DependencyError('the Python library jmespath is missing on this node (needed for query)',
