@@ -80,6 +80,20 @@ def database_spec():
     )
 
 
+def encryption_spec():
+    """Client-side encryption (dump) and the keys to undo it (restore, verify); one dict for both
+    sides so that C(module_defaults) can carry it. Documented in doc_fragments/encryption.py."""
+    return dict(
+        recipients=dict(type='list', elements='str'),
+        recipients_file=dict(type='path'),
+        gpg_recipients=dict(type='list', elements='str'),
+        gpg_homedir=dict(type='path'),
+        passphrase=dict(type='str', no_log=True),
+        identity_file=dict(type='path', no_log=False),
+        required=dict(type='bool'),
+    )
+
+
 def run(module, operation, **kwargs):
     """Call an engine operation and exit the module with its result or a clear failure."""
     log = CommandLog()

@@ -18,8 +18,11 @@ description:
   - Each run creates a new backup, so the module always reports a change; in check mode it
     connects to the source and reports what it would create without writing anything.
   - Passwords are passed through the environment (E(PGPASSWORD)), never on a command line.
+  - With O(encryption), the compressed dump is encrypted (age or gpg) before it is hashed and
+    written; the manifest records the scheme and the recipients, never a secret.
 extends_documentation_fragment:
   - offsite.backup.attributes
+  - offsite.backup.encryption
 attributes:
   check_mode:
     description: Connects to the source and predicts the backup; writes nothing.
@@ -200,6 +203,18 @@ EXAMPLES = r'''
     compression: gzip
     dest: /srv/backups
 
+- name: Encrypt for two age public keys; this server can never decrypt its backups
+  offsite.backup.dump:
+    name: crm
+    source:
+      type: postgresql
+      database: crm_db
+    dest: /srv/backups
+    encryption:
+      recipients:
+        - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+      recipients_file: /etc/offsite-backup/recipients.txt
+
 - name: Archive application files
   offsite.backup.dump:
     name: uploads
@@ -264,6 +279,10 @@ backup:
     duration:
       description: Seconds the dump took (not in check mode).
       type: float
+    encryption:
+      description: The manifest's C(encryption) field (scheme, tool, recipients); null when not encrypted.
+      type: dict
+      sample: {"scheme": "age", "tool": "age", "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
 executed_commands:
   description: Commands the module ran, without secrets.
   returned: always
@@ -273,7 +292,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -296,13 +315,14 @@ def main():
             compression_threads=dict(type='int', default=1),
             tags=dict(type='list', elements='str', default=[]),
             repository=dict(type='dict'),
+            encryption=dict(type='dict', options=encryption_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.dump, name=p['name'], source=p['source'], dest=p['dest'],
         compression=p['compression'], level=p['compression_level'], threads=p['compression_threads'],
-        tags=p['tags'], check_mode=module.check_mode)
+        tags=p['tags'], encryption=p['encryption'], check_mode=module.check_mode)
 
 
 if __name__ == '__main__':

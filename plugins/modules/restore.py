@@ -16,9 +16,13 @@ description:
     succeeded is it renamed into place; with O(target.mode=replace) the old database is swapped
     out in the same transaction. A failed restore leaves the target exactly as it was.
   - Seed-script backups (C(<name>_YYYYMMDD_HHMMSS.sql.gz)) are restorable too.
+  - Encrypted backups are decrypted while streaming with the key in O(encryption). A wrong key, a
+    tampered or truncated ciphertext, a missing key, or an unencrypted backup where encryption is
+    required fail with a clear error before the target is touched.
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
+  - offsite.backup.encryption
 attributes:
   check_mode:
     description: Chooses the backup and checks the target (connection, existence for O(target.mode=create)); changes nothing.
@@ -191,6 +195,16 @@ EXAMPLES = r'''
       database: crm_db
       mode: replace
       terminate_connections: true
+
+- name: Restore an age-encrypted backup with the private key kept off the backed-up server
+  offsite.backup.restore:
+    name: crm
+    repository: {type: s3, bucket: crm-backups}
+    encryption:
+      identity_file: /root/dr/offsite-backup.agekey
+    target:
+      type: postgresql
+      database: crm_restore_test
 '''
 
 RETURN = r'''
@@ -243,7 +257,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, repository_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -266,13 +280,14 @@ def main():
             target=dict(type='dict', required=True, options=target),
             work_dir=dict(type='path'),
             mark_proven=dict(type='bool', default=False),
+            encryption=dict(type='dict', options=encryption_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.restore, name=p['name'], repository=p['repository'], target=p['target'],
         backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], mark_proven=p['mark_proven'],
-        check_mode=module.check_mode)
+        encryption=p['encryption'], check_mode=module.check_mode)
 
 
 if __name__ == '__main__':

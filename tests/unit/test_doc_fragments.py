@@ -26,3 +26,15 @@ def test_repository_and_repositories_document_the_same_options():
 def test_documented_options_match_the_argument_spec():
     one = yaml.safe_load(_fragment().DOCUMENTATION)['options']['repository']['suboptions']
     assert sorted(one) == sorted(repository_spec())
+
+
+def test_encryption_fragment_matches_the_argument_spec():
+    from ansible_collections.offsite.backup.plugins.module_utils._common import encryption_spec
+    path = os.path.join(os.path.dirname(FRAGMENT), 'encryption.py')
+    spec = importlib.util.spec_from_file_location('encryption_fragment', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    documented = yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)['options']['encryption']['suboptions']
+    assert sorted(documented) == sorted(encryption_spec())
+    for name, option in encryption_spec().items():
+        assert documented[name]['type'] == option['type'], name

@@ -60,15 +60,16 @@ def run(argv, log, env=None, stdin=None, timeout=None):
 
 
 @contextlib.contextmanager
-def streaming(argv, log, env=None, stdin=None, stdout=None):
+def streaming(argv, log, env=None, stdin=None, stdout=None, pass_fds=()):
     """Start a producer/consumer process; yields it. stderr goes to a temp file so a chatty
     tool can never block on a full pipe; read it with ``stderr_tail``. The caller checks
-    the exit status (a pipe must never hide a failing process)."""
+    the exit status (a pipe must never hide a failing process). ``pass_fds``: descriptors the
+    child inherits, e.g. the read end of a pipe holding a passphrase (``gpg --passphrase-fd``)."""
     log.record(argv)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, env=child_env(env or {}), stdin=stdin,
                                 stdout=stdout if stdout is not None else subprocess.PIPE,
-                                stderr=err)
+                                stderr=err, pass_fds=pass_fds)
         proc.stderr_file = err
         if proc.stdout is not None:
             _grow_pipe(proc.stdout)

@@ -23,6 +23,7 @@ from . import costs
 from . import manifest as mf
 from .catalog import Catalog
 from .commands import CommandLog
+from .encryption import ENCRYPTION_EXT_FOR, Encryption
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
                      NotFoundError)
 from .pipeline import (COMPRESSION_EXT_FOR, HashingWriter, VerifiedStream, compress, fan_out, fetch_verified,
@@ -73,23 +74,26 @@ def set_lock(directory, name):
 
 
 def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=1,
-         check_mode=False, log=None):
+         encryption=None, check_mode=False, log=None):
     """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1)."""
     log = log or CommandLog()
     mf.validate_name(name)
     validate_compression(compression, level)
+    enc = Encryption(encryption, log)
+    encryption_info = enc.describe()  # bad recipients fail here, before the source is touched
     src = open_source(source, log)
     started = time.time()
     facts = src.probe()
     extension, fmt = src.artifact()
-    extension += COMPRESSION_EXT_FOR[compression]
+    extension += COMPRESSION_EXT_FOR[compression] + ENCRYPTION_EXT_FOR[enc.scheme]
     created = mf.utcnow()
     set_dir = os.path.join(os.path.abspath(dest), name)
     backup_id = mf.make_id(name, created)
     predicted = {'id': backup_id, 'name': name, 'created': mf.format_time(created),
                  'path': os.path.join(set_dir, '%s.%s' % (backup_id, extension)),
                  'manifest': os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX),
-                 'compression': compression, 'format': fmt, 'source': facts, 'tags': list(tags or [])}
+                 'compression': compression, 'format': fmt, 'source': facts, 'tags': list(tags or []),
+                 'encryption': encryption_info}
     if check_mode:
         predicted['estimated_raw_size'] = facts.get('database_size')
         return {'changed': True, 'backup': predicted}
@@ -108,7 +112,9 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
                 writer = HashingWriter(out)
                 src.work_dir = set_dir  # where a source may spool (same disk as the backup)
                 with src.dump() as reader:
-                    raw_size = compress(reader, writer, compression, level, threads)
+                    # source -> compress -> encrypt -> hash -> file: the sha256 covers what is stored
+                    with enc.encrypting(writer) as sink:
+                        raw_size = compress(reader, sink, compression, level, threads)
                 # facts only known once the dump finished (row counts for verification)
                 facts.update(src.dump_facts())
                 out.flush()
@@ -125,7 +131,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
             raise
         duration = time.time() - started
         data = mf.build(name, backup_id, created, extension, compression, fmt, writer.size,
-                        writer.hexdigest(), raw_size, facts, tags, duration)
+                        writer.hexdigest(), raw_size, facts, tags, duration, encryption=encryption_info)
         manifest_path = os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX)
         _write_atomic(manifest_path, mf.dumps(data))  # manifest last: now the backup exists
     result = dict(predicted, id=backup_id, path=final, manifest=manifest_path, size=writer.size,
@@ -555,7 +561,7 @@ def info(name, repository, query=None, repository_check=None, log=None):
 
 # -- restore ------------------------------------------------------------------------------
 def restore(name, repository, target, backup='latest', mode='create', work_dir=None,
-            mark_proven=False, check_mode=False, log=None):
+            mark_proven=False, encryption=None, check_mode=False, log=None):
     log = log or CommandLog()
     started = time.time()
     with open_repository(repository) as repo:
@@ -566,6 +572,10 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
         if source_type and target.get('type') != source_type:
             raise ConfigError('backup %s is a %s backup and cannot be restored into a %s target'
                               % (chosen.id, source_type, target.get('type')))
+        where = repo.location(chosen.artifact_key)
+        enc = Encryption(encryption, log)
+        enc.check_backup(data.get('encryption'), where)  # the key is there before anything moves
+        decrypt = decrypter(enc, data, where)
         tgt = open_source(target, log)
         target_facts = tgt.check_target(mode)
         age = (mf.utcnow() - chosen.created).total_seconds()
@@ -573,17 +583,16 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
                    'age_seconds': int(age), 'target_existed': target_facts.get('exists')}
         if check_mode:
             return dict(summary, changed=True, status='would restore')
-        where = repo.location(chosen.artifact_key)
         if data.get('format') == mf.TREE_FORMAT:
             # a snapshot directory (rsync repository) is copied straight into the target's
             # scratch directory and proven there against the manifest's listing
             details = tgt.restore_tree(lambda scratch: repo.fetch_tree(chosen.artifact_key, scratch, data), data, mode)
             downloaded = started  # download and restore are one copy
         elif getattr(tgt, 'streams', lambda: False)():
-            # download, verify, decompress and load at once; proven before the swap
+            # download, verify, decrypt, decompress and load at once; proven before the swap
             with repo.get(chosen.artifact_key) as reader:
-                stream = VerifiedStream(reader, chosen.compression, chosen.size, chosen.sha256, where)
-                details = tgt.restore_stream(stream, data, mode)
+                with VerifiedStream(reader, chosen.compression, chosen.size, chosen.sha256, where, decrypt) as stream:
+                    details = tgt.restore_stream(stream, data, mode)
             downloaded = started  # download and load overlapped: all of it counts as restore
         else:
             work_dir = os.path.abspath(work_dir or tempfile.gettempdir())
@@ -597,7 +606,7 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
                 with repo.get(chosen.artifact_key) as reader:
                     fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
-                                   expected_sha256=chosen.sha256, where=where)
+                                   expected_sha256=chosen.sha256, where=where, decrypt=decrypt)
                 downloaded = time.time()
                 details = tgt.restore(local, data, mode)
             finally:
@@ -613,6 +622,14 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
                 duration=round(finished - started, 3),
                 download_seconds=round(downloaded - started, 3),
                 restore_seconds=round(finished - downloaded, 3))
+
+
+def decrypter(enc, data, where):
+    """The ``decrypt`` stage for VerifiedStream, or None for an unencrypted backup."""
+    info = data.get('encryption')
+    if not info:
+        return None
+    return lambda reader: enc.decrypting(reader, info, where)
 
 
 def _legacy_manifest(backup):

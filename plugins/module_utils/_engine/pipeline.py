@@ -8,6 +8,7 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import collections
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -16,7 +17,7 @@ import threading
 import traceback
 import zlib
 
-from .errors import ConfigError, DependencyError, DiskFullError, IntegrityError
+from .errors import BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError
 
 try:
     import zstandard
@@ -152,17 +153,34 @@ class VerifiedStream(object):
     database) until ``finish()`` returned; any damage raises IntegrityError that names the
     root cause: a size or checksum mismatch rather than some decompressor's complaint."""
 
-    def __init__(self, reader, compression, expected_size=None, expected_sha256=None, where='the artifact'):
+    def __init__(self, reader, compression, expected_size=None, expected_sha256=None, where='the artifact',
+                 decrypt=None):
         self.hashed = HashingReader(reader)
-        self.plain = decompressing_reader(self.hashed, compression)
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
         self.where = where
         self.raw_size = 0
+        # decrypt: a context manager factory (encryption.Encryption.decrypting) between the
+        # hash, which covers the ciphertext as stored, and the decompressor
+        self._stack = contextlib.ExitStack()
+        self.decrypted = self._stack.enter_context(decrypt(self.hashed)) if decrypt else None
+        self.plain = decompressing_reader(self.decrypted or self.hashed, compression)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Stop the decryption tool, if any (after an error: it may still be running)."""
+        self._stack.close()
 
     def read(self, size=-1):
         try:
             data = self.plain.read(size)
+        except BackupError as exc:  # the decryption tool failed: wrong key, tampered, truncated
+            self._damaged(exc)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             self._damaged(exc)
         except Exception as exc:  # zstandard.ZstdError has no common base with the above
@@ -177,7 +195,13 @@ class VerifiedStream(object):
 
     def finish(self):
         """Drain what the decompressor did not need (trailing bytes change the hash), then
-        compare size and sha256 with the manifest. Returns (size, sha256, raw_size)."""
+        compare size and sha256 with the manifest. Returns (size, sha256, raw_size).
+        Decryption is drained to its end too: only there does the tool prove authenticity."""
+        if self.decrypted is not None:
+            try:
+                copy(self.decrypted, _NullWriter())
+            except BackupError as exc:
+                self._damaged(exc)
         copy(self.hashed, _NullWriter())
         self._check()
         return self.hashed.size, self.hashed.hexdigest(), self.raw_size
@@ -194,27 +218,35 @@ class VerifiedStream(object):
 
     def _damaged(self, exc):
         """Decompression failed: read the rest so that bytes differing from the manifest are
-        reported as that (the operator's fact), not as a decompressor's complaint."""
+        reported as that (the operator's fact), not as a decompressor's complaint. A
+        decryption failure on bytes that match the manifest is raised as it is (wrong key:
+        ``config``; ciphertext rewritten along with its manifest: ``integrity``)."""
+        if self.decrypted is not None:
+            self.close()  # the feeding thread must be gone before this thread reads the source
         try:
             copy(self.hashed, _NullWriter())
         except (EOFError, OSError):
             pass
         else:
             self._check()
+        if isinstance(exc, BackupError):
+            raise exc
         raise IntegrityError('%s is damaged: decompression failed (%s)' % (self.where, exc),
                              'the copy is corrupted or truncated; restore another backup')
 
 
 def fetch_verified(reader, path, compression, expected_size=None, expected_sha256=None,
-                   where='the artifact'):
-    """Stream ``reader`` (compressed bytes) into ``path`` decompressed, then prove the
-    compressed bytes were the ones backed up. Returns (size, sha256, raw_size). On any
-    failure the partial file is removed and an error raised: nothing unproven stays."""
-    stream = VerifiedStream(reader, compression, expected_size, expected_sha256, where)
+                   where='the artifact', decrypt=None):
+    """Stream ``reader`` (compressed, maybe encrypted bytes) into ``path`` decrypted and
+    decompressed, then prove the stored bytes were the ones backed up. Returns (size, sha256,
+    raw_size). On any failure the partial file is removed and an error raised: nothing
+    unproven stays."""
     try:
-        with open(path, 'wb') as out:
-            copy(stream, out)
-        return stream.finish()
+        with VerifiedStream(reader, compression, expected_size, expected_sha256, where, decrypt) as stream:
+            with open(path, 'wb') as out:
+                os.fchmod(out.fileno(), 0o600)
+                copy(stream, out)
+            return stream.finish()
     except OSError as exc:
         remove_quietly(path)
         if exc.errno == errno.ENOSPC:
