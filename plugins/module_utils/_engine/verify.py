@@ -226,12 +226,14 @@ def _compare(reports):
     readable = [r for r in reports if 'error' not in r]
     if len(readable) < 2:
         return []
-    held = []
+    held, oldest = [], []
     for report in readable:
         held.append(dict((b['id'], b) for b in report['backups'] if b['status'] in ('ok', 'failed')))
-    oldest = [min(b['created'] for b in h.values()) for h in held if h]
-    if len(oldest) < len(held):
-        return []  # an empty repository is already reported as such
+        # a damaged backup (manifest, no artifact) still shows how far back this repository goes
+        listed = [b['created'] for b in report['backups'] if b['status'] != 'incomplete']
+        if not listed:
+            return []  # an empty repository is already reported as such
+        oldest.append(min(listed))
     since = max(oldest)
     failures = []
     ids = sorted(set(i for h in held for i, b in h.items() if b['created'] >= since))
