@@ -66,7 +66,7 @@ RECOMMENDED_UPLOAD = (8, 4)
 RECOMMENDED_RESTORE_JOBS = 2
 
 TARGETS = {"dump_vs_pg_dump": 1.3, "upload_vs_boto3": 1.2, "seed_vs_ours": 3.0,
-           "restore_vs_local": 1.15, "engine_rss_mib": 150}
+           "restore_vs_local": 1.15, "engine_rss_mib": 150, "encrypted_vs_plain": 1.15}
 
 
 # ------------------------------------------------------------------------------------------
@@ -420,6 +420,8 @@ def run_round(rep: int, args, db: str, facts: dict, s3: dict, client, work: Path
             work, "boto3 upload_file"))
         s3_clear(client, s3["bucket"], "boto3/")
 
+    run_encrypted(rep, db, s3, client, work, samples, sizes)
+
     # the backup our restore reads: uploaded with the defaults, not timed
     restore_prefix = f"restore-r{rep}"
     _engine().upload(artifact, [repo_options(s3, restore_prefix)])
@@ -461,6 +463,34 @@ def run_round(rep: int, args, db: str, facts: dict, s3: dict, client, work: Path
                                         "target": tgt, "mode": "create", "work_dir": str(work)}})
     s3_clear(client, s3["bucket"], restore_prefix + "/")
     shutil.rmtree(Path(artifact).parent.parent, ignore_errors=True)
+
+
+def run_encrypted(rep: int, db: str, s3: dict, client, work: Path, samples: dict, sizes: dict) -> None:
+    """Issue 5: the module-default dump + upload again, with age encryption (one recipient)
+    between compression and hashing; compared with the same rows unencrypted."""
+    identity = work / "bench.agekey"
+    if not identity.exists():
+        subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    level, threads = MODULE_DEFAULT_DUMP
+    dest = work / "dump-age"
+    shutil.rmtree(dest, ignore_errors=True)
+    settle()
+    m = record(samples, "ours_dump_age", run_child(
+        {"op": "dump", "kwargs": {"name": "bench", "source": source_spec(db), "dest": str(dest),
+                                  "compression": "zstd", "level": level, "threads": threads,
+                                  "encryption": {"recipients": [public]}}},
+        work, "dump level %d threads %d, age" % (level, threads)))
+    sizes["ours_age"] = m["result"]["backup"]["size"]
+    prefix = f"up-age-r{rep}"
+    settle()
+    record(samples, "ours_upload_age", run_child(
+        {"op": "upload", "kwargs": {"backup": m["result"]["backup"]["path"],
+                                    "repositories": [repo_options(s3, prefix, *DEFAULT_UPLOAD)]}},
+        work, "upload of the age artifact"))
+    s3_clear(client, s3["bucket"], prefix + "/")
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -563,13 +593,23 @@ def evaluate(samples: dict, stat=med, keys: dict | None = None) -> tuple[list, d
     checks.append(("restore from S3 ≤ 1.15× best local `pg_restore -j2`",
                    f"{fmt(our_restore)} / {fmt(best_local)} s = {fmt(r)}×",
                    r is not None and r <= TARGETS["restore_vs_local"]))
+    enc_parts = (stat(samples, "ours_dump_age"), stat(samples, "ours_upload_age"))
+    enc_total = sum(enc_parts) if None not in enc_parts else None
+    r = ratio(enc_total, ours_total)
+    checks.append(("encrypted (age) dump+upload ≤ 1.15× unencrypted", f"{fmt(enc_total)} / {fmt(ours_total)} s = {fmt(r)}×",
+                   r is not None and r <= TARGETS["encrypted_vs_plain"]))
+    enc_peak = max((mx(samples, k, "py_rss_mib") or 0) for k in ("ours_dump_age", "ours_upload_age"))
+    enc_tree = max((mx(samples, k, "tree_rss_mib") or 0) for k in ("ours_dump_age", "ours_upload_age"))
+    checks.append(("peak memory of the encrypted run < 150 MB",
+                   f"{fmt(enc_peak, '.0f')} MiB (largest process incl. pg_dump/age: {fmt(enc_tree, '.0f')} MiB)",
+                   bool(enc_peak) and enc_peak * MIB < TARGETS["engine_rss_mib"] * 1000 * 1000))
     checks.append(("peak memory of our engine processes < 150 MB",
                    f"{fmt(py_peak, '.0f')} MiB (largest process incl. pg_dump/pg_restore: {fmt(tree_peak, '.0f')} MiB)",
                    py_peak is not None and py_peak * MIB < TARGETS["engine_rss_mib"] * 1000 * 1000))
     summary = {"pg_dump_plain": base, "ours_dump": our_dump, "ours_upload": our_up, "boto3_upload": boto_up,
                "seed_dump_upload": seed, "ours_dump_upload": ours_total, "ours_restore": our_restore,
                "seed_restore": seed_restore, "best_local_restore": best_local, "engine_py_peak_mib": py_peak,
-               "engine_tree_peak_mib": tree_peak, "keys": keys}
+               "engine_tree_peak_mib": tree_peak, "keys": keys, "ours_encrypted_dump_upload": enc_total}
     return checks, summary
 
 

@@ -397,4 +397,3 @@ class _PipeReader(object):
             if self.proc.poll() is None:
                 self.proc.terminate()
             self.thread.join()
-

@@ -254,4 +254,3 @@ def _human(seconds):
     if seconds >= 3600:
         return '%.1fh' % (seconds / 3600.0)
     return '%ds' % seconds
-
