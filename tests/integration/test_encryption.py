@@ -308,3 +308,35 @@ def test_secrets_never_in_outputs(sample_db, workdir, db_names):
     for path in (dest / "crm").iterdir():  # what dump writes: owner-only
         if path.is_file() and not path.name.startswith("."):
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+# --------------------------------------------------------------------------------------------
+# the DR drill playbook takes the private key
+
+
+def test_dr_drill_restores_an_encrypted_backup(sample_db, workdir):
+    """playbooks/dr_drill.yml with offsite_dr_encryption: the age-encrypted backup is restored
+    into the scratch database and checked; without the key the drill fails, naming it."""
+    from tests.harness.ansible import REPO_ROOT
+    pub, secret = age_key(workdir / "dr.agekey")
+    disk = workdir / "offsite"
+    r = run_playbook([{"name": "dump", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(disk),
+                                              "encryption": {"recipients": [pub]}}}])
+    assert_ok(r, "dump")
+    users = pg.run_sql(sample_db, "SELECT count(*) FROM public.users").strip()
+    sets = [{"name": "crm", "repositories": [local_repo(disk)],
+             "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"},
+             "queries": [{"name": "users restored", "sql": "SELECT count(*) FROM public.users", "expect": users}]}]
+    drill = str(REPO_ROOT / "playbooks" / "dr_drill.yml")
+    base = {"offsite_dr_sets": sets, "offsite_dr_mark_proven": False}
+    ok = run_playbook(drill, extravars=dict(base, offsite_dr_report_dir=str(workdir / "r1"),
+                                            offsite_dr_encryption={"identity_file": str(workdir / "dr.agekey")}))
+    assert ok.rc == 0, ok.output
+    report = json.loads(sorted((workdir / "r1").glob("drill-*.json"))[-1].read_text())
+    assert report["success"] is True and [c["ok"] for c in report["sets"][0]["checks"]] == [True]
+    assert secret not in ok.output
+    keyless = run_playbook(drill, extravars=dict(base, offsite_dr_report_dir=str(workdir / "r2")))
+    assert keyless.rc != 0
+    report = json.loads(sorted((workdir / "r2").glob("drill-*.json"))[-1].read_text())
+    assert report["success"] is False
+    assert "no identity_file was given" in json.dumps(report), report

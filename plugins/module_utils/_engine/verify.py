@@ -27,7 +27,7 @@ from .catalog import Catalog
 from .commands import CommandLog
 from .encryption import Encryption
 from .errors import BackupError, ConfigError, IntegrityError
-from .operations import _legacy_tz
+from .operations import _legacy_tz, decrypter
 from .pipeline import VerifiedStream, _NullWriter, copy, hash_stream, read_full
 from .repositories import open_repository
 
@@ -156,7 +156,7 @@ def _read_backup(repo, backup, enc, entry, report, log):
     try:
         if backup.legacy or enc.has_identity() or not info:
             enc.check_backup(info, where)
-            decrypt = (lambda reader: enc.decrypting(reader, info, where)) if info else None
+            decrypt = decrypter(enc, data, where)
             with repo.get(backup.artifact_key) as reader:
                 with VerifiedStream(reader, backup.compression, backup.size, backup.sha256, where, decrypt) as stream:
                     entry['validated'] = _validate(stream, data, backup, where, log)
