@@ -6,6 +6,7 @@ between providers) and every damage reported as a failure naming the repository 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -145,3 +146,30 @@ def test_verify_validates_file_archives_and_plain_backups(workdir):
     assert r.status("verify plain required") == "failed" and "is not encrypted, but encryption is required" in required["msg"]
     assert r.status("verify plain allowed") == "ok", r.output
     assert r.result("verify plain allowed")["repositories"][0]["backups"][0]["validated"] == "tar -t -f -"
+
+
+@pytest.mark.sftp
+def test_verify_reads_rsync_tree_snapshots(sshd, tmp_path):
+    """A tree snapshot (rsync repository) is read by downloading it and comparing its listing
+    with the manifest; a file renamed on the server is reported."""
+    from tests.integration.test_rsync import SNAPSHOT, rsync_repo
+    root = sshd.make_dir(f"backups/verify-tree-{tmp_path.name}")
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>hello</h1>\n")
+    repo = rsync_repo(sshd, root)
+    r = run_playbook([
+        {"name": "snap", SNAPSHOT: {"name": "www", "source": {"type": "files", "paths": [str(src)]},
+                                    "repository": repo}, "register": "s"},
+        {"name": "verify", VERIFY: {"name": "www", "repository": repo, "read_data": "all"}},
+    ])
+    assert r.rc == 0, r.output
+    entry = r.result("verify")["repositories"][0]["backups"][0]
+    assert entry["read"] and entry["validated"] == "tree listing" and entry["status"] == "ok", entry
+    snap = Path(root) / "www" / r.result("snap")["backup"]["id"] / str(src).lstrip("/")
+    (snap / "index.html").rename(snap / "index.htm")
+    r = run_playbook([{"name": "verify", VERIFY: {"name": "www", "repository": repo, "read_data": "all"},
+                       "ignore_errors": True}])
+    assert r.status("verify") == "failed"
+    assert "does not match its manifest" in r.result("verify")["repositories"][0]["backups"][0]["error"]
+    shutil.rmtree(root, ignore_errors=True)

@@ -19,7 +19,9 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
+import tempfile
 
 from . import commands
 from . import manifest as mf
@@ -154,7 +156,14 @@ def _read_backup(repo, backup, enc, entry, report, log):
     where = repo.location(backup.artifact_key)
     info = data.get('encryption')
     try:
-        if backup.legacy or enc.has_identity() or not info:
+        if data.get('format') == mf.TREE_FORMAT:  # an rsync snapshot directory: its listing is the checksum
+            scratch = tempfile.mkdtemp(prefix='offsite-verify-')
+            try:
+                repo.fetch_tree(backup.artifact_key, scratch, data)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            entry.update(decrypted=False, validated='tree listing')
+        elif backup.legacy or enc.has_identity() or not info:
             enc.check_backup(info, where)
             decrypt = decrypter(enc, data, where)
             with repo.get(backup.artifact_key) as reader:
