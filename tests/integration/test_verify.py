@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,15 @@ def test_verify_validates_file_archives_and_plain_backups(workdir):
 def test_verify_reads_rsync_tree_snapshots(sshd, tmp_path):
     """A tree snapshot (rsync repository) is read by downloading it and comparing its listing
     with the manifest; a file renamed on the server is reported."""
+    root = sshd.make_dir(f"backups/verify-tree-{uuid.uuid4().hex[:10]}")
+    try:
+        check_tree_snapshots(sshd, root, tmp_path)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def check_tree_snapshots(sshd, root: str, tmp_path: Path) -> None:
     from tests.integration.test_rsync import SNAPSHOT, rsync_repo
-    root = sshd.make_dir(f"backups/verify-tree-{tmp_path.name}")
     src = tmp_path / "www"
     src.mkdir()
     (src / "index.html").write_text("<h1>hello</h1>\n")
@@ -172,4 +180,3 @@ def test_verify_reads_rsync_tree_snapshots(sshd, tmp_path):
                        "ignore_errors": True}])
     assert r.status("verify") == "failed"
     assert "does not match its manifest" in r.result("verify")["repositories"][0]["backups"][0]["error"]
-    shutil.rmtree(root, ignore_errors=True)

@@ -41,7 +41,7 @@ ENCRYPTION_EXT_FOR = {None: '', 'age': '.age', 'gpg': '.gpg', 'passphrase': '.gp
 AGE_RECIPIENT_RE = re.compile(r'^age1[02-9ac-hj-np-z]{58}$')
 # what the tools print when the key is not the right one (a config problem, not damage)
 _WRONG_KEY = ('no identity matched', 'no secret key', 'bad session key', 'bad passphrase',
-              'no valid identities', 'decryption failed: no data')
+              'no valid identities')
 
 
 def _listed(value):
