@@ -140,7 +140,7 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, log):
             if callable(check):  # a repository with its own integrity check (restic)
                 subset = None
                 if wanted:
-                    subset = '%s%%' % wanted[1] if wanted[0] == 'percent' else None
+                    subset = '%g%%' % wanted[1] if wanted[0] == 'percent' else None
                 report['repository_check'] = check(read_data_subset=subset)
     except BackupError as exc:
         report['error'] = str(exc)
