@@ -206,7 +206,9 @@ def test_full_cycle_every_repository_type(moto, sshd, bucket, sample_db, workdir
     for k in order:
         res = r.result(f"restore {k}")
         assert res["status"] == "restored" and res["backup"]["id"] == backup["id"], (k, res)
-        assert res["restored"] == {"database": targets[k], "replaced": False}, (k, res)
+        # every table's rows proven against the manifest before the swap
+        tables = len(manifest["source"]["counts"]["tables"])
+        assert res["restored"] == {"database": targets[k], "replaced": False, "verified_tables": tables}, (k, res)
         restores = [c for c in res["executed_commands"] if c.split()[0].endswith("pg_restore")]
         assert len(restores) == 1, res["executed_commands"]
         assert ("-j 2" in restores[0]) is (k not in STREAMED), (k, restores)
@@ -502,7 +504,8 @@ def test_restore_replace_and_open_sessions(sample_db, workdir, db_names):
     r = run_playbook([dump_task("crm", pg_source(sample_db), dest), restore("replace")])
     assert_ok(r, "dump", "replace")
     res = r.result("replace")
-    assert res["restored"] == {"database": target, "replaced": True}, res
+    assert res["restored"] == {"database": target, "replaced": True,
+                               "verified_tables": len(source_fp["tables"])}, res
     assert pg.fingerprint(target) == source_fp
     assert leftover_databases(target) == []
 
