@@ -340,3 +340,39 @@ def test_dr_drill_restores_an_encrypted_backup(sample_db, workdir):
     report = json.loads(sorted((workdir / "r2").glob("drill-*.json"))[-1].read_text())
     assert report["success"] is False
     assert "no identity_file was given" in json.dumps(report), report
+
+
+# --------------------------------------------------------------------------------------------
+# the cron runner's job file takes the public keys
+
+
+def test_runner_job_encrypts_with_age(sample_db, workdir, db_names):
+    """``offsite-backup run`` with ``encryption.recipients`` in the job file: the local copy and
+    the offsite copy are age ciphertext, and restore with the identity gives back the source."""
+    import yaml
+    from tests.harness import COLLECTIONS_PATH, VENV_BIN
+    pub, secret = age_key(workdir / "ops.agekey")
+    offsite = workdir / "offsite"
+    offsite.mkdir()
+    job = {"name": "encjob", "local": {"path": str(workdir / "local")},
+           "sources": [{"name": "crm_db", "source": pg_source(sample_db)}],
+           "repositories": [local_repo(offsite)], "encryption": {"recipients": [pub]},
+           "log": {"path": str(workdir / "encjob.log")}}
+    path = workdir / "encjob.yml"
+    path.write_text(yaml.safe_dump(job))
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C", "PYTHONPATH": str(COLLECTIONS_PATH)}
+    run = subprocess.run([str(VENV_BIN / "python"), "-m", "ansible_collections.offsite.backup.plugins.module_utils._engine.cli",
+                          "run", str(path)], env=env, text=True, stdin=subprocess.DEVNULL, capture_output=True,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stderr + run.stdout
+    artifacts = list((offsite / "crm_db").glob("*.dump.zst.age"))
+    assert len(artifacts) == 1 and artifacts[0].read_bytes()[:len(AGE_MAGIC)] == AGE_MAGIC
+    manifest = json.loads(artifacts[0].with_name(artifacts[0].name.split(".")[0] + ".manifest.json").read_text())
+    assert manifest["encryption"]["recipients"] == [pub]
+    target = db_names("runner")
+    r = run_playbook([{"name": "restore", RESTORE: {"name": "crm_db", "repository": local_repo(offsite),
+                                                    "encryption": {"identity_file": str(workdir / "ops.agekey")},
+                                                    "target": pg_target(target, jobs=1)}}])
+    assert_ok(r, "restore")
+    assert pg.fingerprint(target) == pg.fingerprint(sample_db)
+    assert secret not in (workdir / "encjob.log").read_text()

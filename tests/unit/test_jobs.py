@@ -41,7 +41,9 @@ def test_defaults_are_filled_in():
     (minimal(monitoring={'webhooks': [{'url': 'https://x', 'on': ['always']}]}), 'on must be a list'),
     (minimal(monitoring={'textfile': {'path': '/tmp/metrics.txt'}}), 'ending in .prom'),
     (minimal(monitoring={'timeout': 0}), 'positive number'),
-    (minimal(encryption={'type': 'age'}), 'not supported'),
+    (minimal(encryption={'type': 'age'}), 'encryption has unknown key(s) type'),
+    (minimal(encryption={'gpg_homedir': '/k'}), 'names no key to encrypt with'),
+    (minimal(encryption={'recipients': ['AGE-SECRET-KEY-1XYZ']}), 'not X25519 public keys'),
 ])
 def test_bad_jobs_are_refused_with_the_place(job, message):
     with pytest.raises(ConfigError) as info:

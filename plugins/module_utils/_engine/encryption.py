@@ -36,6 +36,9 @@ from .errors import BackupError, ConfigError, IntegrityError
 from .pipeline import CHUNK
 
 SCHEMES = ('age', 'gpg', 'passphrase')
+# what a dump takes (the runner's job file checks its `encryption` mapping against these)
+DUMP_OPTIONS = {'recipients': list, 'recipients_file': str, 'gpg_recipients': list, 'gpg_homedir': str,
+                'passphrase': str}
 # appended to the artifact's extension: crm_20261123T030000Z.dump.zst.age
 ENCRYPTION_EXT_FOR = {None: '', 'age': '.age', 'gpg': '.gpg', 'passphrase': '.gpg'}
 AGE_RECIPIENT_RE = re.compile(r'^age1[02-9ac-hj-np-z]{58}$')

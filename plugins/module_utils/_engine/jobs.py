@@ -31,6 +31,7 @@ import time
 from . import manifest as mf
 from . import operations
 from .commands import CommandLog
+from .encryption import DUMP_OPTIONS, Encryption, scheme_of
 from .errors import BackupError, ConfigError, DependencyError
 from .pipeline import COMPRESSIONS
 from .retention import POLICY_KEYS
@@ -138,8 +139,13 @@ def validate(raw, where='job'):
         raise ConfigError('%s.compression %r is not known' % (where, job['compression']),
                           'use one of: %s' % ', '.join(COMPRESSIONS))
     if job.get('encryption'):
-        raise ConfigError('%s.encryption is not supported by this version of the runner' % where,
-                          'remove it or upgrade the offsite.backup collection')
+        # checked before the first dump: a typo must not leave a night of unencrypted backups
+        _check_keys('%s.encryption' % where, job['encryption'],
+                    dict((key, (kind, False)) for key, kind in DUMP_OPTIONS.items()))
+        if scheme_of(job['encryption']) is None:
+            raise ConfigError('%s.encryption names no key to encrypt with' % where,
+                              'give recipients / recipients_file (age), gpg_recipients or passphrase')
+        Encryption(job['encryption'], CommandLog()).describe()
     _check_keys('%s.log' % where, job.get('log') or {}, LOG_KEYS)
     log = dict(job.get('log') or {})
     log.setdefault('path', os.path.join(DEFAULT_LOG_DIR, job['name'] + '.log'))
@@ -272,7 +278,7 @@ def _run_set(job, entry, result, dry_run, log, logger):
     _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
     dumped = operations.dump(name, entry['source'], local['path'], compression=job['compression'],
                              level=job.get('level'), tags=tags, threads=job.get('threads') or 1,
-                             check_mode=dry_run, log=log)
+                             encryption=job.get('encryption'), check_mode=dry_run, log=log)
     backup = dumped['backup']
     result.backup = dict((k, backup.get(k)) for k in ('id', 'path', 'size', 'raw_size', 'sha256', 'duration'))
     if not dry_run:
