@@ -145,14 +145,14 @@ def test_redis_failed_restores_leave_target_untouched(servers, tmp_path):
     r = run_playbook([restore_task("bad", tmp_path, target.source(), mode="replace")])
     assert r.rc != 0
     res = r.result("restore")
-    assert res["error"] == "integrity" and "db3: 1199 keys in the backup, 1200 loaded" in res["msg"], res
+    assert res["error"] == "integrity" and "db3: 1199 keys in the backup, 1200 loaded" in res["msg"], res.get("exception", res)
     assert target.fingerprint() == before
 
     _rewrite(tmp_path / "bad", artifact=b"REDIS0010\xfa\x09redis-ver\x067.0.15garbage")
     r = run_playbook([restore_task("bad", tmp_path, target.source(), mode="replace")])
     assert r.rc != 0
     res = r.result("restore")
-    assert res["error"] == "integrity" and "does not load" in res["msg"], res
+    assert res["error"] == "integrity" and "does not load" in res["msg"], res.get("exception", res)
     assert target.fingerprint() == before
 
 
@@ -170,3 +170,21 @@ def test_redis_through_docker_exec(servers, tmp_path):
     assert any(c.startswith("exec -e REDISCLI_AUTH redis redis-cli ") and "--rdb -" in c for c in calls), calls
     assert any(c.startswith("exec -i redis-copy redis-cli ") and c.endswith("--pipe") for c in calls), calls
     assert "ctr-secret" not in "\n".join(calls)
+
+
+def test_redis_target_that_runs_out_of_memory_keeps_no_key(servers, tmp_path):
+    """The running target refuses RESTOREs half way (maxmemory, noeviction): the task fails
+    and, in mode create, the keys restored so far are deleted again."""
+    src = servers()
+    for i in range(300):
+        src.call("SET", f"blob:{i}", "x" * 10000)
+    target = servers()
+    used = int(target.call("INFO", "memory").decode().split("used_memory:")[1].split()[0])
+    target.call("CONFIG", "SET", "maxmemory", str(used + 1024 * 1024))
+    target.call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    r = run_playbook([dump_task("oom", src.source(), tmp_path),
+                      restore_task("oom", tmp_path, target.source())])
+    assert r.rc != 0
+    res = r.result("restore")
+    assert res["error"] == "target" and "deleted again" in res["msg"], res
+    assert target.keyspace() == {}

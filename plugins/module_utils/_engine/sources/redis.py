@@ -328,8 +328,11 @@ class RedisSource(Source):
                             if conn.command('PING') == 'PONG':
                                 break
                         except SourceError as exc:
-                            if 'LOADING' not in exc.message:
+                            if 'LOADING' not in exc.message and proc.poll() is None:
                                 raise
+                        except OSError:  # the server died on a bad snapshot: its exit is reported above
+                            conn.close()
+                            conn = None
                     if time.time() > deadline:
                         raise TargetError('the snapshot took longer than %ds to load' % LOAD_TIMEOUT)
                     time.sleep(0.05)
@@ -352,9 +355,10 @@ class RedisSource(Source):
         except OSError:
             return 'no log'
 
-    def _copy_keys(self, conn, loaded, mode):
-        """DUMP every key from the scratch server and RESTORE it into the target through
-        ``redis-cli --pipe``, in batches (memory stays bounded). Every RESTORE must succeed."""
+    def _pipe(self, conn, loaded, commands_for):
+        """Send ``commands_for(keys)`` for every key of the scratch server, database by database
+        and in SCAN batches (memory stays bounded), through ``redis-cli --pipe`` to the target.
+        Returns (commands sent, errors, replies, redis-cli output)."""
         sent = 0
         argv = self._cli(['--pipe'], stdin=True)
         with commands.streaming(argv, self.log, env=self._env(), stdin=subprocess.PIPE) as proc:
@@ -362,18 +366,13 @@ class RedisSource(Source):
                 for db in sorted(loaded, key=lambda name: int(name[2:])):
                     conn.command('SELECT', db[2:])
                     proc.stdin.write(resp('SELECT', db[2:]))
+                    sent += 1
                     cursor = b'0'
                     while True:
                         cursor, keys = conn.command('SCAN', cursor, 'COUNT', BATCH)
-                        if keys:
-                            replies = conn.pipeline([('PTTL', k) for k in keys] + [('DUMP', k) for k in keys])
-                            ttls, payloads = replies[:len(keys)], replies[len(keys):]
-                            for key, ttl, payload in zip(keys, ttls, payloads):
-                                args = ['RESTORE', key, max(ttl, 0), payload]
-                                if mode == 'replace':
-                                    args.append('REPLACE')
-                                proc.stdin.write(resp(*args))
-                                sent += 1
+                        for args in commands_for(keys) if keys else ():
+                            proc.stdin.write(resp(*args))
+                            sent += 1
                         if cursor == b'0':
                             break
             except BrokenPipeError:
@@ -387,16 +386,38 @@ class RedisSource(Source):
             rc = proc.wait()
             text = out + commands.stderr_tail(proc)
         match = re.search(r'errors: (\d+), replies: (\d+)', text)
-        if rc != 0 or not match or int(match.group(1)):
-            if 'BUSYKEY' in text:
-                raise TargetError('a key of the backup already exists in Redis at %s:%s (mode create)'
-                                  % (self.host, self.port), 'use mode: replace')
+        if not match:
+            return sent, None, None, text
+        errors = int(match.group(1)) or (1 if rc != 0 else 0)
+        return sent, errors, int(match.group(2)), text
+
+    def _copy_keys(self, conn, loaded, mode):
+        """DUMP every key from the scratch server and RESTORE it into the target. Every command
+        must be answered without error; in mode create a failure deletes the keys again (the
+        target held none before)."""
+        def restores(keys):
+            replies = conn.pipeline([('PTTL', k) for k in keys] + [('DUMP', k) for k in keys])
+            for key, ttl, payload in zip(keys, replies[:len(keys)], replies[len(keys):]):
+                yield ['RESTORE', key, max(ttl, 0), payload] + (['REPLACE'] if mode == 'replace' else [])
+
+        sent, errors, replies, text = self._pipe(conn, loaded, restores)
+        if errors == 0 and replies == sent:
+            return {'target': '%s:%s' % (self.host, self.port), 'restored_keys': sent - len(loaded)}
+        undone = ''
+        if mode == 'create':
+            dummy, del_errors, dummy2, dummy3 = self._pipe(conn, loaded, lambda keys: [['DEL'] + list(keys)])
+            undone = ('; the keys restored so far were deleted again' if del_errors == 0 else
+                      '; deleting the keys restored so far failed too, the target holds part of the backup')
+        if 'BUSYKEY' in text:
+            raise TargetError('a key of the backup already exists in Redis at %s:%s (mode create)%s'
+                              % (self.host, self.port, undone), 'use mode: replace')
+        if errors is None:
             self._fail('loading the keys', text)
-        replies = int(match.group(2))
-        if replies != sent + len(loaded):  # one reply per RESTORE and per SELECT
-            raise IntegrityError('Redis at %s:%s answered %d of %d commands while loading the keys'
-                                 % (self.host, self.port, replies, sent + len(loaded)))
-        return {'target': '%s:%s' % (self.host, self.port), 'restored_keys': sent}
+        raise TargetError('Redis at %s:%s refused %d of %d commands while loading the keys (%s)%s'
+                          % (self.host, self.port, errors or sent - replies, sent,
+                             ' '.join(text.split())[-300:], undone),
+                          'see the Redis log (memory limit, ACL); mode replace overwrote keys of the backup\'s names'
+                          if mode == 'replace' else 'the target holds no key of the backup')
 
     def _place(self, path, mode):
         """Put the proven snapshot in place of ``dump.rdb`` with one rename; same owner as the
