@@ -240,7 +240,9 @@ lock_extended:
   type: list
   elements: dict
 incomplete_uploads_aborted:
-  description: Keys of S3 multipart uploads started before the grace period and never completed, now aborted.
+  description:
+    - Keys of S3 multipart uploads started before the grace period and never completed, now aborted
+      (in check mode, the ones that would be).
   returned: with repository
   type: list
   elements: str

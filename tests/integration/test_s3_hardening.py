@@ -289,6 +289,11 @@ def test_killed_multipart_upload_leaves_no_backup_and_retention_aborts_it(moto, 
     assert [u["Key"] for u in c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == [
         f"backups/site/{backup['id']}.tar"]
 
+    r = _retention(repo, {"keep_last": 1}, check=True, incomplete_grace=0)
+    assert r.rc == 0 and r.tasks["retention"]["changed"] is True, r.output
+    assert r.result("retention")["incomplete_uploads_aborted"] == [f"site/{backup['id']}.tar"]
+    assert len(c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1  # a dry run
+
     r = _retention(repo, {"keep_last": 1}, incomplete_grace=0)
     assert r.rc == 0, r.output
     assert r.result("retention")["incomplete_uploads_aborted"] == [f"site/{backup['id']}.tar"]

@@ -477,7 +477,7 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
                     repo.delete(key)
                 removed.append(backup_id)
         lock_extended = _extend_locks(repo, by_id, decided, policy, now, repository, check_mode)
-        aborted = repo.abort_incomplete_uploads(name + '/', cutoff) if not check_mode else []
+        aborted = repo.abort_incomplete_uploads(name + '/', cutoff, dry_run=check_mode)
         if not check_mode:
             for key in [b.artifact_key for b in leftovers] + [o.key for o in partials]:
                 if repo.locked_until(key) is None:  # a locked leftover waits for its lock to expire

@@ -73,9 +73,9 @@ class Repository(object):
         long or the store or the object has no lock to extend."""
         return None
 
-    def abort_incomplete_uploads(self, prefix, before):
+    def abort_incomplete_uploads(self, prefix, before, dry_run=False):
         """Abort uploads under ``prefix`` started before ``before`` that never completed
-        (S3 multipart uploads); returns their keys. Stores that write ``.partial`` files
+        (S3 multipart uploads; ``dry_run``: only list them); returns their keys. Stores that write ``.partial`` files
         instead leave this to retention's leftover cleaning."""
         return []
 

@@ -397,7 +397,7 @@ class S3Repository(Repository):
         with self._errors('locking', key):
             self.client.put_object_retention(**params)
 
-    def abort_incomplete_uploads(self, prefix, before):
+    def abort_incomplete_uploads(self, prefix, before, dry_run=False):
         """Abort multipart uploads under ``prefix`` started before ``before`` (a killed upload
         leaves its parts billed but invisible); a key that may not list them aborts nothing."""
         botocore = _boto()[1]
@@ -413,6 +413,9 @@ class S3Repository(Repository):
             with self._errors('listing incomplete uploads of', prefix):
                 raise
         for item in stale:
+            if dry_run:
+                aborted.append(item['Key'][strip:])
+                continue
             with self._errors('aborting the incomplete upload of', item['Key'][strip:]):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=item['Key'], UploadId=item['UploadId'])
             aborted.append(item['Key'][strip:])
