@@ -1,0 +1,101 @@
+"""An sshd on a loopback port where root logs in with a test key, to apply roles over real
+SSH to this machine, and where users that a role creates log in with their own
+``~/.ssh/authorized_keys`` (forced commands, chroots from the drop-in directory).
+
+    RootSshd()   .port, .private_key, .known_hosts, .host_key, .dropin_dir, .reload(), .inventory(path)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.harness.services import LOOPBACK, Service, _kill, _run, _ssh_keygen, _wait_tcp, free_port
+
+SSHD = "/usr/sbin/sshd"
+
+
+class RootSshd(Service):
+    kind = "root-sshd"
+
+    def _start(self) -> None:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.tmpdir = tempfile.mkdtemp(prefix="offsite-rootsshd-")
+        d = Path(self.tmpdir)
+        self.port = free_port()
+        hostkey = str(d / "ssh_host_ed25519_key")
+        self.host_key = " ".join(_ssh_keygen(hostkey, "offsite-role-host").split()[:2])
+        self.private_key = str(d / "root_ed25519")
+        public = _ssh_keygen(self.private_key, "root@offsite-role-test")
+        self.known_hosts = str(d / "known_hosts")
+        Path(self.known_hosts).write_text(f"[{LOOPBACK}]:{self.port} {self.host_key}\n")
+        root_ssh = Path("/root/.ssh")
+        root_ssh.mkdir(mode=0o700, exist_ok=True)
+        self.root_keys = str(root_ssh / f"authorized_keys.offsite-role-{self.port}")
+        Path(self.root_keys).write_text(public + "\n")
+        os.chmod(self.root_keys, 0o600)
+        self.dropin_dir = str(d / "sshd_config.d")
+        os.makedirs(self.dropin_dir)
+        self.config = str(d / "sshd_config")
+        self.log = str(d / "sshd.log")
+        self.pidfile = str(d / "sshd.pid")
+        Path(self.config).write_text(f"""\
+ListenAddress {LOOPBACK}:{self.port}
+HostKey {hostkey}
+PidFile {self.pidfile}
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+AuthorizedKeysFile .ssh/authorized_keys
+StrictModes yes
+LogLevel VERBOSE
+PrintMotd no
+MaxStartups 50:30:100
+Subsystem sftp internal-sftp
+Include {self.dropin_dir}/*.conf
+
+Match User root
+    AuthorizedKeysFile {self.root_keys}
+""")
+        _run([SSHD, "-t", "-f", self.config])
+        self._proc = subprocess.Popen([SSHD, "-D", "-f", self.config, "-E", self.log],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self._proc.pid
+        _wait_tcp(self.port, self._proc, self.log, banner=b"SSH-2.0-", what="sshd")
+
+    def _stop(self) -> None:
+        _kill(self.pid, self._proc, marker="sshd")
+        if getattr(self, "root_keys", None) and os.path.exists(self.root_keys):
+            os.unlink(self.root_keys)
+
+    def reload_command(self) -> str:
+        """What a role runs to make this sshd re-read its configuration (as systemctl reload)."""
+        return f"kill -HUP {self.pid}"
+
+    def reload(self) -> None:
+        os.kill(self.pid, signal.SIGHUP)
+
+    def inventory(self, path: Path, host: str = "target", interpreter: str = "/usr/bin/python3") -> str:
+        Path(path).write_text(
+            f"{host} ansible_host={LOOPBACK} ansible_port={self.port} ansible_user=root "
+            f"ansible_connection=ssh ansible_ssh_private_key_file={self.private_key} "
+            f"ansible_python_interpreter={interpreter} "
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
+            f"-o IdentitiesOnly=yes -o GlobalKnownHostsFile=/dev/null'\n")
+        return str(path)
+
+    def ssh(self, user: str, key: str, *command: str, known_hosts: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", *self.client_args(key, known_hosts), "-p", str(self.port),
+                               f"{user}@{LOOPBACK}", *command],
+                              text=True, capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+    def client_args(self, key: str, known_hosts: str | None = None) -> list[str]:
+        return ["-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=10"]

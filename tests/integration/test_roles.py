@@ -1,0 +1,220 @@
+"""Roles client and storage_server applied over real SSH to this machine (root sshd on a
+loopback port), then the scheduled command run exactly as cron runs it.
+
+The client installs the runner (virtualenv from PyPI, engine, command), a job with an S3 and an
+SFTP repository, its env file, an SSH key and the pinned host key; the storage server (same
+host, second play) jails the client's key in its own directory. The cron line then backs up
+to both repositories, pings the receiver and pushes metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness.ansible import run_playbook
+from tests.harness.monitoring import HttpReceiver, Pushgateway
+from tests.harness.rolehost import RootSshd
+from tests.harness.services import _ssh_keygen
+from tests.integration.helpers import pg_source, s3_keys
+
+CRON_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LOGNAME": "root"}
+
+
+@pytest.fixture(scope="module")
+def rootsshd():
+    svc = RootSshd().start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def storage_root():
+    # ChrootDirectory wants root-owned, not group/world-writable parents: not under /tmp
+    path = Path(f"/srv/offsite-role-test-{uuid.uuid4().hex[:8]}")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _users_cleanup(names):
+    for name in names:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def client_vars(workdir, job_name, moto, bucket, database, receiver, pushgateway, rootsshd, storage_user):
+    config = workdir / "etc"
+    return {
+        "client_manage_packages": True,
+        # a fixed place: the virtualenv (pip from PyPI) is built once and reused by later runs
+        "client_install_dir": "/var/tmp/offsite-role-test-runner",
+        "client_config_dir": str(config),
+        "client_log_dir": str(workdir / "log"),
+        "client_command": str(workdir / "bin" / "offsite-backup"),
+        "client_jobs": [{
+            "name": job_name,
+            "schedule": "0 */6 * * *",
+            "ssh_key": True,
+            "known_hosts": [{"host": "127.0.0.1", "port": rootsshd.port, "key": rootsshd.host_key}],
+            "env": {"S3_ACCESS_KEY": moto.access_key, "S3_SECRET_KEY": moto.secret_key},
+            "job": {
+                "local": {"path": str(workdir / "local"), "retention": {"keep_last": 2}},
+                "sources": [{"name": "crm_db", "source": pg_source(database)}],
+                "repositories": [
+                    {"type": "s3", "bucket": bucket, "prefix": "hosts/target", "endpoint_url": moto.endpoint_url,
+                     "region": moto.region, "access_key": "${S3_ACCESS_KEY}", "secret_key": "${S3_SECRET_KEY}"},
+                    {"type": "sftp", "host": "127.0.0.1", "port": rootsshd.port, "user": storage_user,
+                     "private_key": str(config / "ssh" / f"{job_name}_ed25519"),
+                     "known_hosts": str(config / "known_hosts"), "path": "/backups"},
+                ],
+                "retention": {"keep_daily": 7},
+                "monitoring": {"heartbeats": [{"url": f"{receiver.url}/hc/{job_name}"}],
+                               "webhooks": [{"url": f"{receiver.url}/slack"}],
+                               "pushgateway": {"url": pushgateway.url}, "instance": "target"},
+            },
+        }],
+    }
+
+
+def plays(client, storage_root, rootsshd, job_name, rsync_key_pub):
+    storage = {
+        "storage_server_root": str(storage_root),
+        "storage_server_sshd_config": f"{rootsshd.dropin_dir}/offsite-backup.conf",
+        "storage_server_sshd_reload_command": rootsshd.reload_command(),
+        "storage_server_clients": [
+            # the client role's key, handed over in the same run
+            {"name": "target", "access": "sftp",
+             "public_key": "{{ hostvars['target'].client_public_keys['%s'] }}" % job_name},
+            {"name": "other", "access": "rsync", "public_key": rsync_key_pub},
+        ],
+    }
+    return [
+        {"name": "client", "hosts": "target", "gather_facts": False, "vars": client,
+         "roles": ["offsite.backup.client"]},
+        {"name": "storage", "hosts": "target", "gather_facts": False, "vars": storage,
+         "roles": ["offsite.backup.storage_server"]},
+    ]
+
+
+def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket, sample_db, workdir, rootsshd,
+                                                                   storage_root):
+    job_name = f"crm{uuid.uuid4().hex[:6]}"
+    storage_user = "obk-target"
+    cron_file = Path(f"/etc/cron.d/offsite-backup-{job_name}")
+    pushgateway = Pushgateway().start()
+    receiver = HttpReceiver().start()
+    rsync_key = str(workdir / "other_ed25519")
+    rsync_pub = _ssh_keygen(rsync_key, "other@offsite-role-test")
+    inventory = rootsshd.inventory(workdir / "inventory")
+    (workdir / "bin").mkdir()
+    client = client_vars(workdir, job_name, moto, bucket, sample_db, receiver, pushgateway, rootsshd, storage_user)
+    try:
+        first = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub), inventory=inventory,
+                             connection=None)
+        assert first.rc == 0, first.output
+        assert moto.secret_key not in first.stdout + first.stderr
+        again = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub), inventory=inventory,
+                             connection=None)
+        assert again.rc == 0, again.output
+        assert again.stats["target"]["changed"] == 0, again.output
+
+        # files, modes, owners
+        config = workdir / "etc"
+        for path, mode in ((config, 0o700), (config / f"{job_name}.yml", 0o600), (config / f"{job_name}.env", 0o600),
+                           (config / "ssh" / f"{job_name}_ed25519", 0o600), (workdir / "bin" / "offsite-backup", 0o755)):
+            st = os.stat(path)
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, 0), path
+        assert moto.secret_key in (config / f"{job_name}.env").read_text()
+        assert moto.secret_key not in (config / f"{job_name}.yml").read_text()
+        assert f"[127.0.0.1]:{rootsshd.port} {rootsshd.host_key}" in (config / "known_hosts").read_text()
+
+        # the crontab entry: the seeds' six-hourly schedule
+        lines = [line for line in cron_file.read_text().splitlines() if line and not line.startswith("#")]
+        assert len(lines) == 1
+        fields = lines[0].split(None, 6)
+        assert fields[:6] == ["0", "*/6", "*", "*", "*", "root"]
+        assert fields[6] == f"{workdir}/bin/offsite-backup run {config}/{job_name}.yml"
+
+        # the storage server: restricted key lines, root-owned jail, client-owned backups/
+        keys = (storage_root / "target" / ".ssh" / "authorized_keys").read_text()
+        assert keys.startswith('restrict,command="internal-sftp -d /backups" ssh-ed25519 ')
+        other_keys = (storage_root / "other" / ".ssh" / "authorized_keys").read_text()
+        assert other_keys.startswith(f'restrict,command="/usr/bin/rrsync {storage_root}/other/backups" ')
+        assert os.stat(storage_root / "target").st_uid == 0
+        assert stat.S_IMODE(os.stat(storage_root / "target" / "backups").st_mode) == 0o700
+
+        # run the scheduled command exactly as cron would
+        run = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in CRON_ENV.items()], "/bin/sh", "-c", fields[6]],
+                             capture_output=True, text=True, timeout=600, check=False)
+        assert run.returncode == 0, run.stderr + (workdir / "log" / f"{job_name}.log").read_text()
+        assert run.stdout == "" and run.stderr == ""
+        assert [k for k in s3_keys(moto, bucket, "hosts/target/crm_db/") if k.endswith(".manifest.json")]
+        landed = list((storage_root / "target" / "backups" / "crm_db").glob("*.manifest.json"))
+        assert len(landed) == 1
+        assert receiver.paths() == [f"/hc/{job_name}/start", f"/hc/{job_name}"]
+        labels = frozenset({"job": job_name, "source": "crm_db", "instance": "target"}.items())
+        assert pushgateway.samples("backup_success")[labels] == 1
+
+        # the client's key: SFTP in its jail only, no shell, nothing of the other host
+        client_key = str(config / "ssh" / f"{job_name}_ed25519")
+        shell = rootsshd.ssh(storage_user, client_key, "id")
+        assert shell.returncode != 0 and "uid=" not in shell.stdout
+        listing = subprocess.run(["sftp", *rootsshd.client_args(client_key), "-P", str(rootsshd.port), "-b", "-",
+                                  f"{storage_user}@127.0.0.1"], input="ls /\nls /backups/crm_db\n",
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert listing.returncode == 0, listing.stderr
+        assert "/backups" in listing.stdout and "/other" not in listing.stdout
+        assert landed[0].name in listing.stdout
+        escape = subprocess.run(["sftp", *rootsshd.client_args(client_key), "-P", str(rootsshd.port), "-b", "-",
+                                 f"{storage_user}@127.0.0.1"], input=f"ls {storage_root}/other\n",
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert escape.returncode != 0
+
+        # the rsync client: rrsync in its directory, no shell, no way out
+        ssh_e = "ssh " + " ".join(rootsshd.client_args(rsync_key)) + f" -p {rootsshd.port}"
+        (workdir / "payload").write_text("x")
+        put = subprocess.run(["rsync", "-e", ssh_e, str(workdir / "payload"), "obk-other@127.0.0.1:"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert put.returncode == 0, put.stderr
+        assert (storage_root / "other" / "backups" / "payload").read_text() == "x"
+        assert rootsshd.ssh("obk-other", rsync_key, "cat", "/etc/passwd").returncode != 0
+        out = subprocess.run(["rsync", "-e", ssh_e, "obk-other@127.0.0.1:../target/backups/", str(workdir / "stolen")],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert not (workdir / "stolen" / "crm_db").exists()
+
+        # systemd backend: unit files with randomized delay and catch-up, no cron entry left
+        client["client_schedule_backend"] = "systemd"
+        client["client_systemd_enable"] = False
+        client["client_systemd_dir"] = str(workdir / "systemd")
+        (workdir / "systemd").mkdir()
+        timer_run = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub)[:1],
+                                 inventory=inventory, connection=None)
+        assert timer_run.rc == 0, timer_run.output
+        timer = (workdir / "systemd" / f"offsite-backup-{job_name}.timer").read_text()
+        assert "Persistent=true" in timer and "RandomizedDelaySec=15m" in timer and "OnCalendar=*-*-* 03:00:00" in timer
+        service = (workdir / "systemd" / f"offsite-backup-{job_name}.service").read_text()
+        assert f"ExecStart={workdir}/bin/offsite-backup run {config}/{job_name}.yml" in service
+        assert not cron_file.exists()
+
+        # state: absent removes schedule, files and key
+        client["client_jobs"][0]["state"] = "absent"
+        removed = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub)[:1],
+                               inventory=inventory, connection=None)
+        assert removed.rc == 0, removed.output
+        for gone in (config / f"{job_name}.yml", config / f"{job_name}.env", config / "ssh" / f"{job_name}_ed25519",
+                     workdir / "systemd" / f"offsite-backup-{job_name}.timer"):
+            assert not gone.exists(), gone
+        assert f"[127.0.0.1]:{rootsshd.port}" not in (config / "known_hosts").read_text()
+    finally:
+        cron_file.unlink(missing_ok=True)
+        _users_cleanup(["obk-target", "obk-other"])
+        pushgateway.stop()
+        receiver.stop()
