@@ -105,6 +105,12 @@ class HttpReceiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def paths(self) -> list[str]:
         return [r["path"].split("?")[0] for r in self.requests]
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.harness import pg
 from tests.harness.ansible import REPO_ROOT, run_playbook
-from tests.harness.receiver import Receiver
+from tests.harness.monitoring import HttpReceiver
 from tests.harness.services import free_port
 from tests.integration.helpers import pg_source, s3_keys, s3_repo
 
@@ -42,10 +42,14 @@ def unreachable_repo(sshd) -> dict:
             "private_key": sshd.private_key, "host_key": sshd.host_key, "path": "x", "timeout": 3}
 
 
+def posts(rx) -> list[str]:
+    return [r["path"] for r in rx.requests if r["method"] == "POST"]
+
+
 def drill_vars(sets, report_dir, rx, **extra):
     values = {"offsite_dr_sets": sets, "offsite_dr_report_dir": str(report_dir),
-              "offsite_dr_pushgateway_url": rx.url("/push"), "offsite_dr_heartbeat_url": rx.url("/hb"),
-              "offsite_dr_slack_webhook_url": rx.url("/slack")}
+              "offsite_dr_pushgateway_url": rx.url + "/push", "offsite_dr_heartbeat_url": rx.url + "/hb",
+              "offsite_dr_slack_webhook_url": rx.url + "/slack"}
     values.update(extra)
     return values
 
@@ -70,7 +74,7 @@ def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_
              "queries": [{"name": "users restored", "sql": "SELECT count(*) FROM public.users", "expect": users},
                          {"name": "invoices exist", "sql": "SELECT count(*) FROM billing.invoices", "min": 1}]}]
     reports = workdir / "reports"
-    with Receiver() as rx:
+    with HttpReceiver() as rx:
         first = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
         assert first.rc == 0, first.output
         second = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
@@ -90,12 +94,12 @@ def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_
     md = sorted(reports.glob("drill-*.md"))[-1].read_text()
     assert "# DR drill PASSED" in md and backup_id in md
 
-    pushes = [r for r in rx.requests if r.method == "PUT"]
-    assert [r.path for r in pushes] == ["/push/metrics/job/offsite_dr_drill/instance/localhost"] * 2
-    metrics = pushes[-1].body.decode()
+    pushes = [r for r in rx.requests if r["method"] == "PUT"]
+    assert [r["path"] for r in pushes] == ["/push/metrics/job/offsite_dr_drill/instance/localhost"] * 2
+    metrics = pushes[-1]["body"]
     assert 'dr_drill_success{set="crm"} 1' in metrics
     assert 'dr_drill_backup_age_seconds{set="crm"}' in metrics and "dr_drill_duration_seconds" in metrics
-    assert rx.paths("POST") == ["/hb", "/hb"]           # no /fail, no Slack
+    assert posts(rx) == ["/hb", "/hb"]           # no /fail, no Slack
 
     # the history chart, drawn by the page's own script in a real browser: two drills, two points
     dom = render(sorted(reports.glob("drill-*.html"))[-1])
@@ -120,7 +124,7 @@ def test_failed_drill_alerts_reports_and_still_cleans_up(moto, sshd, bucket, sam
                          {"name": "broken query", "sql": "SELECT * FROM no_such_table"}]},
             {"name": "erp", "repositories": [repo, unreachable_repo(sshd)], "target": target}]
     reports = workdir / "reports"
-    with Receiver() as rx:
+    with HttpReceiver() as rx:
         r = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
     assert r.rc != 0
     assert "DR drill failed" in r.output and "erp: no reachable repository holds a complete backup of erp" in r.output
@@ -135,10 +139,10 @@ def test_failed_drill_alerts_reports_and_still_cleans_up(moto, sshd, bucket, sam
     assert erp["skipped_repositories"][1].startswith("s3://%s/backups/erp" % bucket)
     assert erp["skipped_repositories"][1].endswith(": no complete backup")
     assert drill_databases() == []
-    assert rx.paths("POST") == ["/slack", "/hb/fail"]
-    slack = json.loads(rx.requests[[q.path for q in rx.requests].index("/slack")].body)
+    assert posts(rx) == ["/slack", "/hb/fail"]
+    (slack,) = rx.json_bodies("/slack")
     assert "crm" in slack["text"] and "erp" in slack["text"]
-    push = [q for q in rx.requests if q.method == "PUT"][0].body.decode()
+    push = [q for q in rx.requests if q["method"] == "PUT"][0]["body"]
     assert 'dr_drill_success{set="crm"} 0' in push and 'dr_drill_success{set="erp"} 0' in push
 
 
@@ -147,7 +151,7 @@ def test_stale_backup_fails_the_rpo_objective(moto, bucket, sample_db, workdir):
     backup_to(repo, "crm", sample_db, workdir / "dumps")
     sets = [{"name": "crm", "repositories": [repo], "rpo_seconds": 0,
              "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}}]
-    with Receiver() as rx:
+    with HttpReceiver() as rx:
         r = run_playbook(str(DRILL), extravars=drill_vars(sets, workdir / "reports", rx))
     assert r.rc != 0
     assert "older than the RPO objective" in r.output
