@@ -91,6 +91,21 @@ def streaming(argv, log, env=None, stdin=None, stdout=None, pass_fds=()):
                     proc.wait()
 
 
+def feed(proc, data):
+    """Write ``data`` (an iterable of bytes) to the stdin of ``proc`` and close it. A process
+    that stops reading is not an error here: its exit status and stderr say why."""
+    try:
+        for chunk in data:
+            proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
 def _grow_pipe(pipe):
     try:
         import fcntl

@@ -97,6 +97,11 @@ def read_full(reader, size):
     return b''.join(parts)
 
 
+def chunks(reader, size=CHUNK):
+    """The bytes of ``reader`` as an iterator of chunks of at most ``size``."""
+    return iter(lambda: reader.read(size), b'')
+
+
 def copy(reader, writer):
     total = 0
     while True:

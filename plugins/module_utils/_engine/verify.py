@@ -30,7 +30,7 @@ from .commands import CommandLog
 from .encryption import Encryption
 from .errors import BackupError, ConfigError, IntegrityError
 from .operations import _legacy_tz, decrypter
-from .pipeline import VerifiedStream, _NullWriter, copy, hash_stream, read_full
+from .pipeline import VerifiedStream, _NullWriter, chunks, copy, hash_stream, read_full
 from .repositories import open_repository
 
 _DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw]?)\s*$')
@@ -200,15 +200,8 @@ def _validate(stream, data, backup, where, log):
         argv = [commands.which('tar', 'to validate file archives'), '-t', '-f', '-']
     if argv:
         with commands.streaming(argv, log, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
-            try:
-                copy(stream, proc.stdin)
-            except BrokenPipeError:
-                pass  # pg_restore --list stops after the table of contents; finish() reads the rest
-            finally:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+            # pg_restore --list stops after the table of contents; finish() reads the rest
+            commands.feed(proc, chunks(stream))
             rc = proc.wait()
             stream.finish()  # damaged bytes are reported as that, before the tool's complaint
             if rc != 0:

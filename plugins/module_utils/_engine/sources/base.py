@@ -63,6 +63,15 @@ class Source(object):
             wrapped += ['-e', name]
         return wrapped + [container] + list(argv)
 
+    def _database_or_databases(self, many):
+        """Sets ``database`` (one) and ``databases`` (``['all']`` or names, described by ``many``):
+        exactly one of them must be given."""
+        self.database = self.options.get('database')
+        self.databases = list(self.options.get('databases') or [])
+        if bool(self.database) == bool(self.databases):
+            raise ConfigError('a %s source or target needs either database (one database) or databases (%s)'
+                              % (self.type, many), 'set exactly one of them')
+
     def secrets(self):
         return [self.options[name] for name in self.secret_options if self.options.get(name)]
 

@@ -25,7 +25,7 @@ import uuid
 
 from .. import commands
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
-from ..pipeline import CHUNK, copy
+from ..pipeline import chunks
 from .base import Source, check_mode
 
 SYSTEM_DATABASES = ('information_schema', 'mysql', 'performance_schema', 'sys')
@@ -79,6 +79,11 @@ class DatabaseRenamer(object):
         rest, self.pending = self.pending, b''
         return self._line(rest) if rest else b''
 
+    def renamed(self, data):
+        for chunk in data:
+            yield self.feed(chunk)
+        yield self.finish()
+
     def _line(self, line):
         match = DATABASE_STATEMENT.match(line)
         if match:
@@ -98,12 +103,8 @@ class MysqlSource(Source):
 
     def __init__(self, options, log):
         super(MysqlSource, self).__init__(options, log)
-        self.database = self.options.get('database')
         # ['all'] or names: several databases in one consistent snapshot
-        self.databases = list(self.options.get('databases') or [])
-        if bool(self.database) == bool(self.databases):
-            raise ConfigError('a mysql source or target needs either database (one database) or databases '
-                              '(all, or a list of names)', 'set exactly one of them')
+        self._database_or_databases('all, or a list of names')
         for name in [self.database] + self.databases:
             if name in SYSTEM_DATABASES:
                 raise ConfigError('%s is a system database of MySQL/MariaDB' % name,
@@ -410,23 +411,7 @@ class MysqlSource(Source):
             argv.append('--database=%s' % database)
         with commands.streaming(self._wrap(argv, stdin=True), self.log, env=self._env(), stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL) as proc:
-            try:
-                if renamer is None:
-                    copy(stream, proc.stdin)
-                else:
-                    while True:
-                        chunk = stream.read(CHUNK)
-                        if not chunk:
-                            break
-                        proc.stdin.write(renamer.feed(chunk))
-                    proc.stdin.write(renamer.finish())
-            except BrokenPipeError:
-                pass  # the client stopped reading: its exit status and stderr say why
-            finally:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+            commands.feed(proc, chunks(stream) if renamer is None else renamer.renamed(chunks(stream)))
             rc = proc.wait()
             if rc != 0:
                 raise TargetError('loading the dump into the scratch database failed: %s'

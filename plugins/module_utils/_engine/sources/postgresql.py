@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import commands
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
-from ..pipeline import copy
+from ..pipeline import chunks, copy
 from .base import Source, check_mode
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
@@ -142,12 +142,8 @@ class PostgresqlSource(Source):
 
     def __init__(self, options, log):
         super(PostgresqlSource, self).__init__(options, log)
-        self.database = self.options.get('database')
         # ['all'] or names: the whole cluster (roles and those databases) in one backup
-        self.databases = list(self.options.get('databases') or [])
-        if bool(self.database) == bool(self.databases):
-            raise ConfigError('a postgresql source or target needs either database (one database) or databases '
-                              '(all, or a list: roles plus those databases)', 'set exactly one of them')
+        self._database_or_databases('all, or a list: roles plus those databases')
         # in a container the tools reach the server on its own socket unless told otherwise
         self.host = self.options.get('host', None if self.in_container() else '127.0.0.1')
         self.port = int(self.options.get('port', 5432))
@@ -607,15 +603,7 @@ class PostgresqlSource(Source):
         with commands.streaming(self._argv(argv, stdin=bool(stream)), self.log, env=self._env(),
                                 stdin=subprocess.PIPE if stream else None, stdout=subprocess.DEVNULL) as proc:
             if stream:
-                try:
-                    copy(stream, proc.stdin)
-                except BrokenPipeError:
-                    pass  # the loader stopped reading: its exit status and stderr say why
-                finally:
-                    try:
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
+                commands.feed(proc, chunks(stream))
             rc = proc.wait()
             if rc != 0:
                 raise TargetError('%s into the scratch database failed: %s'
