@@ -4,6 +4,7 @@ Session-scoped: ``moto`` (MotoS3), ``sshd`` (Sshd), ``scram_pg`` (ScramPostgres,
 when a test asks for it). Function-scoped: ``bucket`` (fresh bucket name in moto),
 ``sample_db`` (fresh sample database on 127.0.0.1:5432, dropped afterwards),
 ``unique_db_name`` (a free database name, dropped afterwards if a test created it),
+``big_db`` (module-scoped: ~170 MB of table data, so that pg_dump runs for about a second),
 ``workdir`` (a temporary directory).
 """
 
@@ -78,3 +79,17 @@ def unique_db_name():
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def big_db():
+    """~170 MB of table data, so that pg_dump runs for about a second."""
+    name = f"offsite_big_{_uid()}"
+    pg.drop_database(name)
+    pg.create_database(name)
+    pg.run_sql(name, "CREATE UNLOGGED TABLE big AS SELECT i, repeat(md5(i::text), 4) AS t "
+                     "FROM generate_series(1, 1000000) AS i;")
+    try:
+        yield name
+    finally:
+        pg.drop_database(name)

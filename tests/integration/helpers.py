@@ -8,6 +8,7 @@ the fixtures, and direct (non-Ansible) looks into the services to check real out
     pg_source(db, **extra) / pg_target(db, mode="create", **extra)   127.0.0.1:5432 as postgres
     s3_keys(moto, bucket, prefix="") -> sorted keys;  s3_exists(moto, bucket, key) -> bool (head_object)
     tree(path) -> {relpath: ("file", mode, bytes) | ("dir", mode) | ("link", target)}
+    pg_dump_pids(db) -> pids of the pg_dump processes this test process started for db
 """
 
 from __future__ import annotations
@@ -118,3 +119,36 @@ def tree(root) -> dict:
             else:
                 out[rel] = ("file", stat.S_IMODE(st.st_mode), p.read_bytes())
     return out
+
+
+def _descendants(root_pid: int) -> list[int]:
+    """Pids of every living descendant of ``root_pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pg_dump_pids(db: str) -> list[int]:
+    """pg_dump processes started by this test process (our descendants) that dump ``db``."""
+    pids = []
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"pg_dump" and db.encode() in argv:
+            pids.append(pid)
+    return pids

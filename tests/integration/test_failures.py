@@ -26,7 +26,7 @@ import pytest
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
 from tests.harness.services import free_port
-from tests.integration.helpers import local_repo, pg_source, pg_target, s3_keys, s3_repo, sftp_repo
+from tests.integration.helpers import local_repo, pg_dump_pids, pg_source, pg_target, s3_keys, s3_repo, sftp_repo
 
 pytestmark = pytest.mark.integration
 
@@ -431,53 +431,6 @@ def test_artifact_without_manifest_is_incomplete(moto, bucket, sshd, dumped, wor
 # --- 10. dump interrupted midway --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def big_db():
-    """~170 MB of table data, so that pg_dump runs for about a second."""
-    name = f"offsite_failbig_{_uid()}"
-    pg.drop_database(name)
-    pg.create_database(name)
-    pg.run_sql(name, "CREATE UNLOGGED TABLE big AS SELECT i, repeat(md5(i::text), 4) AS t "
-                     "FROM generate_series(1, 1000000) AS i;")
-    try:
-        yield name
-    finally:
-        pg.drop_database(name)
-
-
-def _descendants(root_pid: int) -> list[int]:
-    """Pids of every living descendant of ``root_pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root_pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _our_pg_dump(db: str) -> list[int]:
-    """pg_dump processes started by this test process (our descendants) that dump ``db``."""
-    pids = []
-    for pid in _descendants(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"pg_dump" and db.encode() in argv:
-            pids.append(pid)
-    return pids
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["terminate_backend", "kill_pg_dump"])
 def test_dump_interrupted_midway(big_db, workdir, how):
@@ -502,7 +455,7 @@ def test_dump_interrupted_midway(big_db, workdir, how):
                                                  "AND pid <> pg_backend_pid();")
                     report["terminated"] = out.split().count("t")
                 else:
-                    pids = _our_pg_dump(big_db)
+                    pids = pg_dump_pids(big_db)
                     for pid in pids:
                         os.kill(pid, signal.SIGKILL)
                     report["terminated"] = len(pids)

@@ -276,13 +276,31 @@ def _run_set(job, entry, result, dry_run, log, logger):
     tags = list(job.get('tags') or []) + list(entry.get('tags') or [])
     local = job['local']
     _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
-    dumped = operations.dump(name, entry['source'], local['path'], compression=job['compression'],
-                             level=job.get('level'), tags=tags, threads=job.get('threads') or 1,
-                             encryption=job.get('encryption'), check_mode=dry_run, log=log)
-    backup = dumped['backup']
-    result.backup = dict((k, backup.get(k)) for k in ('id', 'path', 'size', 'raw_size', 'sha256', 'duration'))
+    options = dict(compression=job['compression'], level=job.get('level'), tags=tags,
+                   threads=job.get('threads') or 1, encryption=job.get('encryption'), log=log)
+    if dry_run or not job['repositories']:
+        backup = operations.dump(name, entry['source'], local['path'], check_mode=dry_run, **options)['backup']
+    else:
+        # one pass: every repository that can reads the artifact while it is written
+        try:
+            done = operations.backup(name, entry['source'], local['path'], job['repositories'],
+                                     min_success=job.get('min_success'), **options)
+        except BackupError as exc:
+            if 'backup' in (exc.details or {}):  # the local copy is complete; an upload failed
+                result.backup = _summary(exc.details['backup'])
+                result.uploads = exc.details.get('repositories') or []
+            raise
+        backup, uploaded = done['backup'], done['upload']
+        result.uploads = uploaded['repositories']
+        for warning in uploaded.get('warnings', []):
+            if logger:
+                logger.warning('backup set %s: %s', name, warning)
+    result.backup = _summary(backup)
     if not dry_run:
         _note(logger, 'backup set %s: %s written (%s bytes)', name, backup['path'], backup['size'])
+        if result.uploads:
+            _note(logger, 'backup set %s: uploaded to %s', name,
+                  ', '.join('%s (%s)' % (r.get('location') or r['type'], r['status']) for r in result.uploads))
     if local.get('retention'):
         result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run, log)
     if job['repositories']:
@@ -292,20 +310,15 @@ def _run_set(job, entry, result, dry_run, log, logger):
                 listed = operations.info(name, repo, log=log)
                 result.uploads.append({'type': repo['type'], 'location': listed['location'],
                                        'status': 'would upload', 'bytes': 0})
-        else:
-            uploaded = operations.upload(backup, job['repositories'], name=name,
-                                         min_success=job.get('min_success'), log=log)
-            result.uploads = uploaded['repositories']
-            for warning in uploaded.get('warnings', []):
-                if logger:
-                    logger.warning('backup set %s: %s', name, warning)
-            _note(logger, 'backup set %s: uploaded to %s', name,
-                  ', '.join('%s (%s)' % (r.get('location') or r['type'], r['status']) for r in result.uploads))
         if job.get('retention'):
             for index, repo in enumerate(job['repositories']):
                 result.retention['repository %d' % index] = _retention(name, repo, job['retention'], job,
                                                                        dry_run, log)
     result.finish('would succeed' if dry_run else 'succeeded')
+
+
+def _summary(backup):
+    return dict((k, backup.get(k)) for k in ('id', 'path', 'size', 'raw_size', 'sha256', 'duration'))
 
 
 def _retention(name, repository, policy, job, dry_run, log):

@@ -26,8 +26,8 @@ from .commands import CommandLog
 from .encryption import ENCRYPTION_EXT_FOR, Encryption
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
                      NotFoundError)
-from .pipeline import (COMPRESSION_EXT_FOR, HashingWriter, VerifiedStream, compress, fan_out, fetch_verified,
-                       free_bytes, remove_quietly, validate_compression)
+from .pipeline import (COMPRESSION_EXT_FOR, GrowingFile, HashingWriter, VerifiedStream, compress, fan_out,
+                       fetch_verified, follow, free_bytes, remove_quietly, validate_compression)
 from .locks import lock_horizon
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
@@ -74,8 +74,11 @@ def set_lock(directory, name):
 
 
 def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=1,
-         encryption=None, check_mode=False, log=None):
-    """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1)."""
+         encryption=None, check_mode=False, log=None, tee=None):
+    """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1).
+
+    ``tee`` (see backup()) is told when the artifact's partial file is opened, and gets its
+    bytes as they are written."""
     log = log or CommandLog()
     mf.validate_name(name)
     validate_compression(compression, level)
@@ -109,7 +112,8 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
         try:
             with open(partial, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
-                writer = HashingWriter(out)
+                writer = HashingWriter(tee.start(mf.artifact_key(name, backup_id, extension), partial, out)
+                                       if tee else out)
                 src.work_dir = set_dir  # where a source may spool (same disk as the backup)
                 with src.dump() as reader:
                     # source -> compress -> encrypt -> hash -> file: the sha256 covers what is stored
@@ -191,11 +195,8 @@ def upload(backup, repositories, name=None, min_success=None, check_mode=False, 
     if name and name != data['name']:
         raise ConfigError('%s belongs to backup set %s, not %s' % (path, data['name'], name),
                           'upload the right file or fix `name`')
-    if min_success is None:
-        min_success = len(repositories)
-    if not 1 <= min_success <= len(repositories):
-        raise ConfigError('min_success is %s but %d repositories are given' % (min_success, len(repositories)),
-                          'use a number from 1 to the number of repositories (default: all of them)')
+    min_success = len(repositories) if min_success is None else min_success
+    _check_min_success(min_success, repositories)
     name = data['name']
     art_key = mf.artifact_key(name, data['id'], data['extension'])
     man_key = mf.manifest_key(name, data['id'])
@@ -209,10 +210,15 @@ def upload(backup, repositories, name=None, min_success=None, check_mode=False, 
     finally:
         for job in jobs:
             job.close()
+    return _upload_result(data, jobs, min_success)
+
+
+def _upload_result(data, jobs, min_success):
+    """The result of an upload to ``jobs``, or the error when fewer than ``min_success`` got it."""
     results = [job.outcome for job in jobs]
     failures = [r for r in results if r['status'] == 'failed']
     result = {'changed': any(r['status'] in ('uploaded', 'would upload') for r in results),
-              'backup': {'id': data['id'], 'name': name, 'size': data['size'], 'sha256': data['sha256']},
+              'backup': {'id': data['id'], 'name': data['name'], 'size': data['size'], 'sha256': data['sha256']},
               'repositories': results}
     summary = '; '.join('%s: %s' % (f.get('location') or f['type'], f['error']) for f in failures)
     if len(results) - len(failures) < min_success:
@@ -230,6 +236,12 @@ def upload(backup, repositories, name=None, min_success=None, check_mode=False, 
     return result
 
 
+def _check_min_success(min_success, repositories):
+    if not 1 <= min_success <= len(repositories):
+        raise ConfigError('min_success is %s but %d repositories are given' % (min_success, len(repositories)),
+                          'use a number from 1 to the number of repositories (default: all of them)')
+
+
 class _UploadJob(object):
     """One repository of an upload: its connection, its outcome, its clock."""
 
@@ -239,9 +251,15 @@ class _UploadJob(object):
         self.started = time.time()
         self.outcome = {'type': options.get('type'), 'key': art_key, 'bytes': 0}
 
-    def decide(self, data, art_key, man_key, check_mode):
+    def open(self):
         with self.failing():
             self.repo = open_repository(self.options)
+
+    def decide(self, data, art_key, man_key, check_mode):
+        self.open()
+        with self.failing():
+            if self.repo is None:
+                return
             self.outcome['location'] = self.repo.location(art_key)
             if _already_there(self.repo, data, art_key, man_key):
                 self.outcome['status'] = 'unchanged'
@@ -329,27 +347,113 @@ def _send(path, data, art_key, man_key, jobs):
         for job in jobs:
             job.fail(error)
         return
-    intact = size == data['size'] and sha256 == data['sha256']
-    for job, (result, exc, sent) in zip(jobs, outcomes):
-        job.outcome['bytes'] = sent
-        if exc is not None:
-            if not isinstance(exc, BackupError):
-                raise exc  # a bug, not a repository's failure: let it be seen as one
-            job.fail(exc)
-            continue
-        with job.failing():
-            if not intact:
-                # the local copy rotted or changed since dump: never mark such a copy complete
-                try:
-                    job.repo.delete(art_key)
-                except BackupError:
-                    pass  # left without a manifest: incomplete, and retention cleans it up
-                raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
-                                     % (path, sha256, data['sha256']),
-                                     'the local copy is damaged; dump again (nothing was marked complete)')
-            job.repo.put_bytes(man_key, mf.dumps(data))  # manifest last
-            job.outcome['status'] = 'uploaded'
-            job.stop()
+    for job, outcome in zip(jobs, outcomes):
+        _complete(job, outcome, data, art_key, man_key, (size, sha256), path)
+
+
+def _complete(job, outcome, data, art_key, man_key, read, path):
+    """After one repository's put: its manifest if the put succeeded and ``read`` (size,
+    sha256 of the bytes it was sent) matches the backup's manifest; else the job fails."""
+    result, exc, sent = outcome
+    job.outcome['bytes'] = sent
+    if exc is not None:
+        if not isinstance(exc, BackupError):
+            raise exc  # a bug, not a repository's failure: let it be seen as one
+        job.fail(exc)
+        return
+    with job.failing():
+        if tuple(read) != (data['size'], data['sha256']):
+            # the local copy rotted or changed since it was written: never mark such a copy complete
+            try:
+                job.repo.delete(art_key)
+            except BackupError:
+                pass  # left without a manifest: incomplete, and retention cleans it up
+            raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
+                                 % (path, read[1], data['sha256']),
+                                 'the local copy is damaged; dump again (nothing was marked complete)')
+        job.repo.put_bytes(man_key, mf.dumps(data))  # manifest last
+        job.outcome['status'] = 'uploaded'
+        job.stop()
+
+
+# -- backup: dump and upload in one pass ------------------------------------------------
+def backup(name, source, dest, repositories, min_success=None, log=None, **dump_options):
+    """Dump ``source`` into ``dest`` (as dump) and copy it to every repository (as upload) in
+    one pass: what the scheduled job runs.
+
+    Repositories whose ``put`` takes a stream (``streams``: local, s3, sftp) read the artifact
+    while the dump writes it, each through its own handle on the file being written
+    (pipeline.GrowingFile), so a slow store never holds the dump back and memory stays flat.
+    Their stream ends only once the local backup is complete (the source tool exited cleanly,
+    the manifest is written); a dump that fails aborts every put (multipart uploads aborted,
+    partial files removed). The other stores (they need the size in advance) get the
+    artifact from the local copy afterwards, as upload does. Upload's contract holds for
+    all: a repository's manifest is written only after what it stored was proven equal to
+    the local manifest, and fewer than ``min_success`` (default: all) successes fail the run.
+
+    Returns {'changed', 'backup': dump's backup, 'upload': upload's result}. A failed upload
+    raises upload's error, with the complete local backup in ``details['backup']``."""
+    log = log or CommandLog()
+    repositories = [r for r in repositories or [] if r]
+    if not repositories:
+        raise ConfigError('no repositories given')
+    min_success = len(repositories) if min_success is None else min_success
+    _check_min_success(min_success, repositories)
+    jobs = [_UploadJob(options, None) for options in repositories]
+    try:
+        _in_threads([job.open for job in jobs])  # connected before the dump starts; a failed one fails alone
+        tee = _Tee([job for job in jobs if job.repo is not None and job.repo.streams])
+        try:
+            dumped = dump(name, source, dest, log=log, tee=tee if tee.jobs else None, **dump_options)
+        except BaseException as exc:
+            tee.finish(exc)
+            raise
+        path, data = load_local_backup(dumped['backup'])
+        art_key = mf.artifact_key(name, data['id'], data['extension'])
+        man_key = mf.manifest_key(name, data['id'])
+        for job in jobs:
+            job.outcome['key'] = art_key
+            if job.repo is not None:
+                job.outcome.update(location=job.repo.location(art_key), status='pending')
+        for job, outcome in zip(tee.jobs, tee.finish()):
+            put = outcome[0]
+            _complete(job, outcome, data, art_key, man_key, (put.size, put.sha256) if put else None, path)
+        rest = [job for job in jobs if job.outcome.get('status') == 'pending']
+        if rest:
+            _send(path, data, art_key, man_key, rest)
+    finally:
+        for job in jobs:
+            job.close()
+    try:
+        uploaded = _upload_result(data, jobs, min_success)
+    except BackupError as exc:
+        exc.details = dict(exc.details or {}, backup=dumped['backup'])
+        raise
+    return {'changed': True, 'backup': dumped['backup'], 'upload': uploaded}
+
+
+class _Tee(object):
+    """The repositories a dump feeds while it writes: dump calls ``start`` when it opens the
+    partial file and writes through what it returns; ``finish`` ends the stream (complete, or
+    failed with ``error``) and waits for every put (outcomes as fan_out gives them)."""
+
+    def __init__(self, jobs):
+        self.jobs = jobs
+        self.growing = self.running = None
+
+    def start(self, key, path, out):
+        self.growing = GrowingFile(out)
+
+        def put(job):
+            return lambda reader: job.repo.put(key, reader, None, None)
+        self.running = follow(self.growing, path, [put(job) for job in self.jobs])
+        return self.growing
+
+    def finish(self, error=None):
+        if self.growing is None:  # the dump failed before it wrote anything
+            return []
+        self.growing.finish(error)
+        return self.running.join()
 
 
 # -- snapshot -----------------------------------------------------------------------------

@@ -397,21 +397,8 @@ def fan_out(source, consumers, chunk=CHUNK, depth=FANOUT_DEPTH):
     reading ``source`` is raised once every consumer has stopped (and cleaned up after itself).
     """
     channels = [_Channel(depth) for consumer in consumers]
-    readers = [ChannelReader(channel) for channel in channels]
-    outcomes = [None] * len(consumers)
-
-    def work(index):
-        try:
-            outcomes[index] = (consumers[index](readers[index]), None)
-            channels[index].close(True)
-        except BaseException as exc:  # reported to the caller, whatever it is
-            outcomes[index] = (None, exc)
-            channels[index].close(False)
-
-    threads = [threading.Thread(target=work, args=(i,), name='fan-out-%d' % i) for i in range(len(consumers))]
-    for thread in threads:
-        thread.daemon = True
-        thread.start()
+    running = _Consumers(consumers, [ChannelReader(channel) for channel in channels],
+                         on_stop=lambda index, succeeded: channels[index].close(succeeded))
     digest, size, failure = hashlib.sha256(), 0, None
     try:
         while True:
@@ -431,6 +418,107 @@ def fan_out(source, consumers, chunk=CHUNK, depth=FANOUT_DEPTH):
     finally:
         for channel in channels:
             channel.finish(failure)
-        for thread in threads:
+        outcomes = running.join()
+    return size, digest.hexdigest(), outcomes
+
+
+class _Consumers(object):
+    """Each consumer called with its own reader in its own thread; ``join`` waits for all and
+    returns per consumer ``(result, None, bytes_read)`` or ``(None, exception, bytes_read)``."""
+
+    def __init__(self, consumers, readers, on_stop):
+        self.readers = readers
+        self.outcomes = [None] * len(consumers)
+        self.threads = [threading.Thread(target=self._work, args=(i, consumer, on_stop), name='consumer-%d' % i)
+                        for i, consumer in enumerate(consumers)]
+        for thread in self.threads:
+            thread.daemon = True
+            thread.start()
+
+    def _work(self, index, consumer, on_stop):
+        succeeded = False
+        try:
+            self.outcomes[index] = (consumer(self.readers[index]), None)
+            succeeded = True
+        except BaseException as exc:  # reported to the caller, whatever it is
+            self.outcomes[index] = (None, exc)
+        finally:
+            on_stop(index, succeeded)
+
+    def join(self):
+        for thread in self.threads:
             thread.join()
-    return size, digest.hexdigest(), [outcome + (reader.size,) for outcome, reader in zip(outcomes, readers)]
+        return [outcome + (reader.size,) for outcome, reader in zip(self.outcomes, self.readers)]
+
+
+# -- tee: a file read by consumers while it is being written ----------------------------
+class GrowingFile(object):
+    """The writing end of a file that consumers read while it grows (``follow``).
+
+    The file itself is the buffer between the writer and its readers: a slow reader never
+    slows the writer down, nothing piles up in memory, and every reader gets the bytes as
+    stored. A reader waits at the end of what was written until ``finish``: EOF only once the
+    writer declared the file complete, ProducerFailed if the writer died."""
+
+    def __init__(self, target):
+        self.target = target
+        self.cond = threading.Condition()
+        self.written = 0
+        self.done = False
+        self.error = None
+
+    def write(self, data):
+        self.target.write(data)
+        self.target.flush()  # readers have their own handles: they see only what reached the OS
+        with self.cond:
+            self.written += len(data)
+            self.cond.notify_all()
+        return len(data)
+
+    def flush(self):
+        self.target.flush()
+
+    def finish(self, error=None):
+        with self.cond:
+            self.done = True
+            self.error = error
+            self.cond.notify_all()
+
+
+class FollowingReader(object):
+    """One consumer's reader of a GrowingFile, through its own handle on the file."""
+
+    def __init__(self, growing, path):
+        self.growing = growing
+        self.handle = open(path, 'rb')
+        self.size = 0
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            size = CHUNK
+        growing = self.growing
+        with growing.cond:
+            while self.size >= growing.written and not growing.done:
+                growing.cond.wait()
+            if growing.error is not None:
+                raise ProducerFailed('the source stream failed: %s' % (growing.error,))
+            available = growing.written - self.size
+        if not available:
+            return b''
+        data = self.handle.read(min(size, available))
+        self.size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self.handle.close()
+
+
+def follow(growing, path, consumers):
+    """Start each consumer on its own reader of ``path`` while ``growing`` writes it. The
+    returned object's ``join()`` waits (call ``growing.finish`` first) and gives the outcomes
+    as fan_out does."""
+    readers = [FollowingReader(growing, path) for consumer in consumers]
+    return _Consumers(consumers, readers, on_stop=lambda index, succeeded: readers[index].close())

@@ -28,6 +28,9 @@ class Repository(object):
     required = ()
     # option names whose values are secrets: never in messages, never in results
     secret_options = ()
+    # whether ``put`` takes bytes whose size and sha256 are known only at their end (a dump
+    # copied while it is written: see operations.backup)
+    streams = False
 
     def __init__(self, options):
         self.options = dict((k, v) for k, v in options.items() if v is not None)
@@ -43,7 +46,11 @@ class Repository(object):
     # -- the five verbs --------------------------------------------------------------
     def put(self, key, reader, size, sha256):
         """Store ``size`` bytes from ``reader`` at ``key`` atomically and prove that what
-        landed has that size and sha256 (as far as ``verify`` asks). Returns PutResult."""
+        landed has that size and sha256 (as far as ``verify`` asks). Returns PutResult.
+
+        Where ``streams`` is true, ``size`` and ``sha256`` may be None: everything ``reader``
+        yields is stored, what landed is proven equal to what was sent, and the PutResult
+        gives the size and sha256 of what was sent, for the caller to compare."""
         raise NotImplementedError
 
     def get(self, key):
@@ -101,6 +108,13 @@ class Repository(object):
             copy(reader, out)
         return out.getvalue()
 
+    def sending(self, reader, size):
+        """``reader`` as a put sends it: never more than ``size`` bytes (a writer must not
+        take more than the manifest promises); of unknown size, counted and hashed (``size``,
+        ``hexdigest()``) for the PutResult."""
+        from ..pipeline import HashingReader
+        return HashingReader(reader) if size is None else _Limited(reader, size)
+
     def check_landed(self, key, size, sha256, landed_size, landed_sha256=None):
         """Compare what a store reports back with what we sent; raise on a mismatch."""
         if landed_size != size:
@@ -120,3 +134,20 @@ class Repository(object):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+
+class _Limited(object):
+    """Read at most ``size`` bytes of ``reader``."""
+
+    def __init__(self, reader, size):
+        self.reader, self.left = reader, size
+
+    def read(self, n=-1):
+        from ..pipeline import read_full
+        if self.left <= 0:
+            return b''
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = read_full(self.reader, n)
+        self.left -= len(data)
+        return data

@@ -12,7 +12,7 @@ import uuid
 
 from ..errors import DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..pipeline import copy, hash_stream, read_full, remove_quietly
+from ..pipeline import copy, hash_stream, remove_quietly
 from .base import ObjectInfo, PutResult, Repository
 
 
@@ -35,17 +35,21 @@ class LocalRepository(Repository):
             raise NotFoundError('repository directory %s does not exist' % self.root,
                                 'create it (and mount the disk if it is one) or fix `path`')
 
+    streams = True
+
     def put(self, key, reader, size, sha256):
         self._check_root()
         path = self._path(key)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], PARTIAL_SUFFIX)
         try:
+            sent = self.sending(reader, size)
             with open(partial, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
-                copy(_Limited(reader, size), out)
+                copy(sent, out)
                 out.flush()
                 os.fsync(out.fileno())
+            size, sha256 = sent.size if size is None else size, sha256 or sent.hexdigest()
             self.check_landed(key, size, sha256, os.path.getsize(partial))
             if self.verify == 'full':
                 with open(partial, 'rb') as landed:
@@ -105,21 +109,6 @@ class LocalRepository(Repository):
 
     def delete(self, key):
         remove_quietly(self._path(key))
-
-
-class _Limited(object):
-    """Read at most ``size`` bytes: a writer must never take more than the manifest promises."""
-
-    def __init__(self, reader, size):
-        self.reader, self.left = reader, size
-
-    def read(self, n=-1):
-        if self.left <= 0:
-            return b''
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = read_full(self.reader, n)
-        self.left -= len(data)
-        return data
 
 
 def _mtime(st):

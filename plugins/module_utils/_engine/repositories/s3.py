@@ -165,8 +165,12 @@ class S3Repository(Repository):
             raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
 
     # -- the five verbs -----------------------------------------------------------------
+    streams = True
+
     def put(self, key, reader, size, sha256):
-        extra = {'Metadata': {'sha256': sha256}}
+        # our sha256 in the metadata when it is known before the first byte (not for a stream:
+        # its manifest, written last, carries it)
+        extra = {'Metadata': {'sha256': sha256}} if sha256 else {}
         if self.options.get('storage_class') and not key.endswith('.json'):
             extra['StorageClass'] = self.options['storage_class']  # manifests stay readable
         if self.options.get('server_side_encryption'):
@@ -176,25 +180,27 @@ class S3Repository(Repository):
                 raise self._no_lock_error()  # before a single byte is sent
             extra['ObjectLockMode'] = self.lock_mode.upper()
             extra['ObjectLockRetainUntilDate'] = _now() + datetime.timedelta(days=int(self.lock_days))
-        # keep under S3's 10,000-part limit however large the artifact grows
-        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        part_size = self._part_sizes(size)
+        sent = self.sending(reader, size)
         with self._errors('uploading', key):
-            first = read_full(reader, min(part_size, size) if size else part_size)
-            if len(first) < part_size or size <= part_size:
+            first = read_full(sent, part_size(1))
+            if len(first) < part_size(1) or size == part_size(1):
                 etag, expected = self._put_single(key, first, extra)
             else:
                 # hand the first part over in a list: a local name here would keep it in
                 # memory for the whole upload
                 pending, first = [first], None
-                etag, expected = self._put_multipart(key, pending, reader, part_size, extra)
+                etag, expected = self._put_multipart(key, pending, sent, part_size, extra)
             landed = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             if self.lock_mode and not landed.get('ObjectLockRetainUntilDate'):
                 # some stores drop the lock headers of a multipart upload: set it on the version now
                 self._retain(key, landed.get('VersionId'), self.lock_mode.upper(), extra['ObjectLockRetainUntilDate'])
-        self.check_landed(key, size, sha256, landed['ContentLength'])
-        if landed.get('Metadata', {}).get('sha256') != sha256:
+        if size is None:
+            size, sha256 = sent.size, sent.hexdigest()
+        elif landed.get('Metadata', {}).get('sha256') != sha256:
             raise RepositoryError('%s was stored without its sha256 metadata' % self.location(key),
                                   'the store drops user metadata; it cannot be used as is')
+        self.check_landed(key, size, sha256, landed['ContentLength'])
         verification = 'size'
         if self.verify == 'full':
             if etag.strip('"') == expected:
@@ -209,6 +215,15 @@ class S3Repository(Repository):
                 self.check_landed(key, size, sha256, count, digest.hexdigest())
                 verification = 'sha256 re-read'
         return PutResult(key, size, sha256, verification)
+
+    def _part_sizes(self, size):
+        """Part number -> part size, under S3's 10,000-part limit however large the artifact.
+        Of a known size: one size for all. Of an unknown size (a stream), parts double in size
+        every 1,000 (S3 lets parts differ): 8 MiB parts reach about 8 TB."""
+        if size is not None:
+            fixed = max(self.part_size, -(-size // MAX_PARTS))
+            return lambda number: fixed
+        return lambda number: self.part_size * 2 ** ((number - 1) // (MAX_PARTS // 10))
 
     def _put_single(self, key, data, extra):
         md5 = hashlib.md5(data)
@@ -245,7 +260,7 @@ class S3Repository(Repository):
                     pool.submit(send, number, data)
                     number, data = number + 1, None  # the worker holds the part now
                     slots.acquire()
-                    data = read_full(reader, part_size)
+                    data = read_full(reader, part_size(number))
                 slots.release()
             if failure:
                 raise failure[0]

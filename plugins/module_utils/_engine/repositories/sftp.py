@@ -23,7 +23,7 @@ import uuid
 
 from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
-from ..pipeline import CHUNK, hash_stream, read_full
+from ..pipeline import CHUNK, chunks, hash_stream
 from .base import ObjectInfo, PutResult, Repository
 
 
@@ -177,21 +177,20 @@ class SftpRepository(Repository):
                 self.sftp.stat(directory)  # created meanwhile is fine; anything else raises
 
     # -- the five verbs -----------------------------------------------------------------
+    streams = True
+
     def put(self, key, reader, size, sha256):
         path = self._path(key)
         partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], PARTIAL_SUFFIX)
         try:
             with self._errors('uploading', key):
                 self._makedirs(posixpath.dirname(path))
+                sent = self.sending(reader, size)
                 with self.sftp.open(partial, 'wb') as remote:
                     remote.set_pipelined(True)
-                    left = size
-                    while left > 0:
-                        data = read_full(reader, min(CHUNK, left))
-                        if not data:
-                            break
+                    for data in chunks(sent):
                         remote.write(data)
-                        left -= len(data)
+                size, sha256 = sent.size if size is None else size, sha256 or sent.hexdigest()
                 self.check_landed(key, size, sha256, self.sftp.stat(partial).st_size)
                 if self.verify == 'full':
                     self.check_landed(key, size, sha256, *self._hash_remote(partial))
