@@ -6,6 +6,7 @@
 #   bench/run.sh --quick           # only the rows the targets need (no parameter sweeps)
 #   bench/run.sh --dr [--scale small]   # DR drill and rebuild times (bench/dr_bench.py)
 #   bench/run.sh --rsync           # rsync snapshots of a 10,000-file tree, 1 % changed (bench_rsync.py)
+#   bench/run.sh --scheduled [--scale small]   # the scheduled job, one pass (bench/scheduled_run.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -34,5 +35,8 @@ SCRIPT="$REPO/bench/bench.py"
 if [ "${1:-}" = "--dr" ]; then
     shift
     SCRIPT="$REPO/bench/dr_bench.py"
+elif [ "${1:-}" = "--scheduled" ]; then
+    shift
+    SCRIPT="$REPO/bench/scheduled_run.py"
 fi
 "$PY" "$SCRIPT" --services-state "$STATE" "$@"

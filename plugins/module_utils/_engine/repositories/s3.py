@@ -88,6 +88,7 @@ class S3Repository(Repository):
             raise ConfigError('object_lock_days must be at least 1')
         self._client = None
         self._bucket_locks = None  # does the bucket have Object Lock? asked once, on first need
+        self._versioned = None  # has the bucket ever had versioning on? asked once, on the first delete
 
     # -- connection ---------------------------------------------------------------------
     def client_config(self):
@@ -309,8 +310,8 @@ class S3Repository(Repository):
     def delete(self, key):
         """Delete every version of ``key``: a version still under Object Lock stays and raises."""
         with self._errors('listing versions of', key):
-            versions = self._versions(key)
-        if versions is None:  # the key may not list versions: delete (or hide) the current one
+            versions = self._versions(key) if self._bucket_has_versions() else None
+        if versions is None:  # no versions, or the key may not list them: delete (or hide) the current one
             with self._errors('deleting', key):
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
             return
@@ -325,6 +326,19 @@ class S3Repository(Repository):
                                           % (self.location(key), _iso(until)),
                                           'it can be deleted after that date; nothing else was changed')
                 raise
+
+    def _bucket_has_versions(self):
+        """False only when the bucket never had versioning on (every object has one version,
+        a plain DELETE removes it): no listing per deleted key then. Some stores list versions
+        at a cost that grows with the bucket; a bucket that was versioned once may still hold
+        old versions, so anything but a clear "never" lists them."""
+        if self._versioned is None:
+            botocore = _boto()[1]
+            try:
+                self._versioned = bool(self.client.get_bucket_versioning(Bucket=self.bucket).get('Status'))
+            except botocore.exceptions.ClientError as exc:
+                self._versioned = exc.response.get('Error', {}).get('Code') != 'NotImplemented'
+        return self._versioned
 
     def _versions(self, key):
         """[(version id, is delete marker)] of exactly ``key``, or None if listing versions is
@@ -365,8 +379,9 @@ class S3Repository(Repository):
                 config = self.client.get_object_lock_configuration(Bucket=self.bucket)
                 self._bucket_locks = config.get('ObjectLockConfiguration', {}).get('ObjectLockEnabled') == 'Enabled'
             except botocore.exceptions.ClientError as exc:
-                if 'ObjectLockConfigurationNotFound' in str(exc.response.get('Error', {}).get('Code')):
-                    self._bucket_locks = False
+                code = str(exc.response.get('Error', {}).get('Code'))
+                if 'ObjectLockConfigurationNotFound' in code or code == 'NotImplemented':
+                    self._bucket_locks = False  # not set, or a store without Object Lock at all
                 elif exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') != 403:
                     with self._errors('reading the Object Lock setting of'):
                         raise
