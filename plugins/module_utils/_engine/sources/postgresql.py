@@ -281,11 +281,24 @@ class PostgresqlSource(Source):
                 raise failed[0]
             return
         with self._snapshot(self.database) as session:
-            with self._pg_dump(self.database, session.snapshot, self.format) as proc:
-                yield proc.stdout
-                self._dumped(proc, self.database)
-            if self._counted():
-                self._counts = session.counts()
+            # counted while pg_dump runs, in the same snapshot: the second read of every table
+            # overlaps the dump (PostgreSQL's synchronized scans let both share one pass over a
+            # large table) instead of adding its time after it
+            pool = ThreadPoolExecutor(max_workers=1)
+            counting = None
+            try:
+                with self._pg_dump(self.database, session.snapshot, self.format) as proc:
+                    counting = pool.submit(session.counts) if self._counted() else None
+                    yield proc.stdout
+                    self._dumped(proc, self.database)
+            except BaseException:
+                if counting is not None:
+                    session.proc.kill()  # the dump failed: stop counting now, not after every table
+                raise
+            finally:
+                pool.shutdown(wait=True)
+            if counting is not None:
+                self._counts = counting.result()
 
     def dump_facts(self):
         if self.databases:
