@@ -8,10 +8,19 @@ copy, upload to S3 (moto on loopback), retention — timed side by side with its
 - the same work as two separate module calls, ``dump`` then ``upload`` (what the runner's single
   pass replaces: it streams the dump to the local copy and to S3 at once).
 
+Every step runs in its own process and is timed from outside, interpreter start included (for
+the engine and boto3 steps too), so the rows compare what cron would wait for.
+
+Each round runs twice: against moto on loopback, and against the same moto through a loopback
+TCP proxy that passes at most ``--link-mib`` MiB/s upstream (``fanout.Throttle``): a store behind
+a real uplink, where the network rather than this machine's two cores limits the upload. On
+loopback the S3 endpoint runs on the same two cores as PostgreSQL, pg_dump and the engine, so the
+overlap of dump and upload has no spare CPU to use.
+
 The run is the real command exactly as cron starts it (a fresh interpreter, its job file and env
 file, no terminal), timed from outside, interpreter start-up included. Its memory is the peak RSS
-of the largest process of its tree (target: < 150 MB). Rounds alternate nothing: every step is
-preceded by a sync + CHECKPOINT, and the medians of ``--repeat`` rounds are reported.
+of the largest process of its tree (target: < 150 MB). Every step is preceded by a sync +
+CHECKPOINT, and the medians of ``--repeat`` rounds are reported.
 
     bench/run.sh --scheduled                  # ~1 GB database (built once, then reused), 5 rounds
     bench/run.sh --scheduled --scale small    # smoke test
@@ -34,9 +43,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import bench  # noqa: E402  (database builder, S3 settings, measurement helpers of the main benchmark)
+import fanout  # noqa: E402  (Throttle: a loopback TCP proxy with a bandwidth limit)
 
 CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
-TARGETS = {"run_vs_pg_dump": 1.5, "seed_vs_run": 3.5, "run_rss_mib": 150}
+TARGETS = {"run_vs_pg_dump": 1.5, "seed_vs_run": 3.5, "run_rss_mib": 150}  # from issue 6
 ROWS = [
     ("pg_dump_plain_null", "`pg_dump > /dev/null` (plain)"),
     ("pg_dump_custom_z0_null", "`pg_dump -Fc -Z0 > /dev/null`"),
@@ -50,7 +60,7 @@ ROWS = [
 ]
 
 
-def write_job(work: Path, db: str, s3: dict, prefix: str) -> Path:
+def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job") -> Path:
     """The job a client role would install: secrets in a 0600 env file, not in the job file."""
     repo = bench.repo_options(s3, prefix)
     repo.update(access_key="${S3_ACCESS_KEY}", secret_key="${S3_SECRET_KEY}")
@@ -58,9 +68,9 @@ def write_job(work: Path, db: str, s3: dict, prefix: str) -> Path:
            "sources": [{"name": "bench", "source": bench.source_spec(db)}],
            "repositories": [repo], "retention": {"keep_last": 2},
            "log": {"path": str(work / "log" / "bench.log")}}
-    path = work / "bench-job.yml"
+    path = work / f"{stem}.yml"
     path.write_text(json.dumps(job, indent=1))  # JSON is YAML
-    env = work / "bench-job.env"
+    env = work / f"{stem}.env"
     env.write_text(f"S3_ACCESS_KEY={s3['access_key']}\nS3_SECRET_KEY={s3['secret_key']}\n")
     env.chmod(0o600)
     return path
@@ -71,40 +81,40 @@ def cron_env() -> dict:
             "PYTHONPATH": str(bench.COLLECTIONS)}
 
 
-def run_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, job: Path, samples: dict) -> None:
+def run_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samples: dict, suffix: str = "") -> None:
+    """One round of every row against the store ``s3`` (loopback, or through the throttled
+    link: ``suffix`` names the row set)."""
     pg_dump = bench.pg_tool("pg_dump")
-    bench.log(f"round {rep + 1}/{repeat}")
+    seed_file = work / "seed.sql.gz"  # made by the loopback round, uploaded by both
+    bench.log(f"round {rep + 1}/{repeat}{' ' + suffix if suffix else ''}")
+    if not suffix:
+        bench.settle()
+        bench.record(samples, "pg_dump_plain_null", bench.shell(f"{pg_dump} {db} > /dev/null", "pg_dump"))
+        bench.settle()
+        bench.record(samples, "pg_dump_custom_z0_null", bench.shell(f"{pg_dump} -Fc -Z0 {db} > /dev/null", "pg_dump -Fc"))
+        bench.settle()
+        bench.record(samples, "seed_dump_gzip", bench.shell(f"{pg_dump} {db} | gzip > {seed_file}", "pg_dump | gzip"))
     bench.settle()
-    bench.record(samples, "pg_dump_plain_null", bench.shell(f"{pg_dump} {db} > /dev/null", "pg_dump"))
-    bench.settle()
-    bench.record(samples, "pg_dump_custom_z0_null", bench.shell(f"{pg_dump} -Fc -Z0 {db} > /dev/null", "pg_dump -Fc"))
-
-    seed_file = work / "seed.sql.gz"
-    bench.settle()
-    gz = bench.record(samples, "seed_dump_gzip", bench.shell(f"{pg_dump} {db} | gzip > {seed_file}", "pg_dump | gzip"))
-    bench.settle()
-    up = bench.record(samples, "seed_upload_boto3", bench.run_child(
-        {"op": "boto3_upload", "s3": s3, "file": str(seed_file), "key": f"seed/r{rep}.sql.gz"},
-        work, "boto3 upload_file (seed)"))
-    samples.setdefault("seed_total", []).append(_total(gz, up))
-    seed_file.unlink()
+    bench.record(samples, "seed_upload_boto3" + suffix, child(
+        {"op": "boto3_upload", "s3": s3, "file": str(seed_file), "key": f"seed/r{rep}.sql.gz"}, work, "upload_file"))
+    samples.setdefault("seed_total" + suffix, []).append(
+        _total(samples["seed_dump_gzip"][-1], samples["seed_upload_boto3" + suffix][-1]))
     bench.s3_clear(client, s3["bucket"], "seed/")
 
     dest = work / "two-calls"
     shutil.rmtree(dest, ignore_errors=True)
     bench.settle()
-    dumped = bench.record(samples, "ours_dump", bench.run_child(
-        {"op": "dump", "kwargs": {"name": "bench", "source": bench.source_spec(db), "dest": str(dest)}},
-        work, "dump"))
+    dumped = bench.record(samples, "ours_dump" + suffix, child(
+        {"op": "dump", "kwargs": {"name": "bench", "source": bench.source_spec(db), "dest": str(dest)}}, work, "dump"))
     bench.settle()
-    uploaded = bench.record(samples, "ours_upload", bench.run_child(
+    uploaded = bench.record(samples, "ours_upload" + suffix, child(
         {"op": "upload", "kwargs": {"backup": dumped["result"]["backup"]["path"],
-                                    "repositories": [bench.repo_options(s3, "two-calls")]}},
-        work, "upload"))
-    samples.setdefault("two_calls_total", []).append(_total(dumped, uploaded))
+                                    "repositories": [bench.repo_options(s3, "two-calls")]}}, work, "upload"))
+    samples.setdefault("two_calls_total" + suffix, []).append(_total(dumped, uploaded))
     shutil.rmtree(dest, ignore_errors=True)
     bench.s3_clear(client, s3["bucket"], "two-calls/")
 
+    job = write_job(work, db, s3, "scheduled", stem="job" + suffix)
     bench.settle()
     argv = [sys.executable, "-m", CLI_MODULE, "run", str(job), "--env-file", str(job.with_suffix(".env")), "--json"]
     out = work / "run.json"
@@ -116,7 +126,13 @@ def run_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, job:
     [done] = report["sets"]
     m["detail"] = {"backup_size": done["backup"]["size"], "upload": done["repositories"][0]["status"],
                    "upload_seconds": done["repositories"][0]["duration"], "set_seconds": done["duration"]}
-    bench.record(samples, "scheduled_run", m)
+    bench.record(samples, "scheduled_run" + suffix, m)
+
+
+def child(spec: dict, work: Path, what: str) -> dict:
+    """bench.run_child, timed like the scheduled run: the whole process, from outside."""
+    m = bench.run_child(spec, work, what)
+    return dict(m, seconds=m["process_seconds"], call_seconds=m["seconds"])
 
 
 def _total(a: dict, b: dict) -> dict:
@@ -131,25 +147,37 @@ def markdown(samples: dict, meta: dict) -> tuple[str, list]:
     base = med("pg_dump_plain_null")
     lines = [f"Database {meta['database']}: {meta['database_bytes'] / bench.MIB:.0f} MiB on disk, "
              f"{meta['rounds']} rounds, median; load average {meta['load_start']:.1f} at start, "
-             f"{meta['load_end']:.1f} at the end; {meta['cpus']} CPUs.", "",
-             "| step | median s | min–max s | × pg_dump | CPU s | peak RSS MiB (largest process) |",
-             "|---|---|---|---|---|---|"]
+             f"{meta['load_end']:.1f} at the end; {meta['cpus']} CPUs. Every row is a whole process "
+             f"timed from outside.", "",
+             "| step | loopback moto: median s | min–max s | × pg_dump | CPU s | peak RSS MiB | "
+             f"behind a {meta['link_mib']:g} MiB/s link: median s | × pg_dump |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
         vals = [s["seconds"] for s in samples[key]]
+        linked = samples.get(key + "_link")
+        link_cells = f"{med(key + '_link'):.2f} | {med(key + '_link') / base:.2f}" if linked else "– | –"
         lines.append(f"| {label} | {med(key):.2f} | {min(vals):.2f}–{max(vals):.2f} | {med(key) / base:.2f} | "
-                     f"{med(key, 'cpu_seconds'):.1f} | {max(s['tree_rss_mib'] for s in samples[key]):.0f} |")
-    run = med("scheduled_run")
-    rss = max(s["tree_rss_mib"] for s in samples["scheduled_run"])
-    checks = [
-        ("scheduled run ≤ %.1f× `pg_dump > /dev/null`" % TARGETS["run_vs_pg_dump"],
-         f"{run / base:.2f}×", run / base <= TARGETS["run_vs_pg_dump"]),
-        ("seed pipeline ≥ %.1f× the scheduled run" % TARGETS["seed_vs_run"],
-         f"{med('seed_total') / run:.2f}×", med("seed_total") / run >= TARGETS["seed_vs_run"]),
-        ("peak memory < %d MB" % TARGETS["run_rss_mib"], f"{rss:.0f} MiB", rss * 1.048576 < TARGETS["run_rss_mib"]),
-        ("(context) one pass vs two module calls", f"{run / med('two_calls_total'):.2f}×", True),
-    ]
+                     f"{med(key, 'cpu_seconds'):.1f} | {max(s['tree_rss_mib'] for s in samples[key]):.0f} | "
+                     f"{link_cells} |")
+    checks = []
+    for suffix, where in (("", "loopback moto"), ("_link", f"{meta['link_mib']:g} MiB/s link")):
+        if "scheduled_run" + suffix not in samples:
+            continue
+        run = med("scheduled_run" + suffix)
+        rss = max(s["tree_rss_mib"] for s in samples["scheduled_run" + suffix])
+        seed = med("seed_total" + suffix)
+        checks += [
+            (f"{where}: scheduled run ≤ {TARGETS['run_vs_pg_dump']:.1f}× `pg_dump > /dev/null`",
+             f"{run / base:.2f}×", run / base <= TARGETS["run_vs_pg_dump"]),
+            (f"{where}: seed pipeline ≥ {TARGETS['seed_vs_run']:.1f}× the scheduled run",
+             f"{seed / run:.2f}×", seed / run >= TARGETS["seed_vs_run"]),
+            (f"{where}: peak memory < {TARGETS['run_rss_mib']} MB", f"{rss:.0f} MiB",
+             rss * 1.048576 < TARGETS["run_rss_mib"]),
+            (f"{where}: (context) two module calls / one pass", f"{med('two_calls_total' + suffix) / run:.2f}×", None),
+        ]
     lines += ["", "| target | measured | |", "|---|---|---|"]
-    lines += [f"| {name} | {text} | **{'PASS' if ok else 'MISS'}** |" for name, text, ok in checks]
+    lines += [f"| {name} | {text} | {'' if ok is None else '**PASS**' if ok else '**MISS**'} |"
+              for name, text, ok in checks]
     return "\n".join(lines) + "\n", checks
 
 
@@ -157,6 +185,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 5 full, 1 small)")
+    ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     ap.add_argument("--services-state", help="state file of `python -m tests.harness.services up`")
     ap.add_argument("--endpoint-url")
@@ -175,15 +204,19 @@ def main(argv=None) -> int:
     except client.exceptions.BucketAlreadyOwnedByYou:
         pass
     work = Path(tempfile.mkdtemp(prefix="offsite-bench-run-"))
-    job = write_job(work, db, s3, "scheduled")
+    proxy = fanout.Throttle(int(s3["endpoint_url"].rsplit(":", 1)[1]), args.link_mib * bench.MIB) if args.link_mib else None
     samples: dict = {}
     started, load_start = time.time(), os.getloadavg()[0]
     try:
         bench.log("warm-up: pg_dump > /dev/null (untimed)")
         bench.shell(f"{bench.pg_tool('pg_dump')} {db} > /dev/null", "warm-up")
         for rep in range(repeat):
-            run_round(rep, repeat, db, s3, client, work, job, samples)
+            run_round(rep, repeat, db, s3, client, work, samples)
+            if proxy is not None:
+                run_round(rep, repeat, db, dict(s3, endpoint_url=proxy.endpoint_url), client, work, samples, "_link")
     finally:
+        if proxy is not None:
+            proxy.close()
         shutil.rmtree(work, ignore_errors=True)
         try:
             bench.s3_clear(client, s3["bucket"])
@@ -192,6 +225,7 @@ def main(argv=None) -> int:
         if svc is not None:
             svc.stop()
     meta = {"database": db, "database_bytes": facts["database_bytes"], "rounds": repeat, "cpus": os.cpu_count(),
+            "link_mib": args.link_mib,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     text, checks = markdown(samples, meta)

@@ -23,7 +23,7 @@ import hashlib
 import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
-from ..pipeline import read_full
+
 from .base import ObjectInfo, PutResult, Repository
 
 MIB = 1024 * 1024
@@ -184,7 +184,7 @@ class S3Repository(Repository):
         part_size = self._part_sizes(size)
         sent = self.sending(reader, size)
         with self._errors('uploading', key):
-            first = read_full(sent, part_size(1))
+            first = read_part(sent, part_size(1))
             if len(first) < part_size(1) or size == part_size(1):
                 etag, expected = self._put_single(key, first, extra)
             else:
@@ -240,6 +240,7 @@ class S3Repository(Repository):
         # at most `concurrency` parts in memory: a slot is taken before a part is read
         slots = threading.BoundedSemaphore(self.concurrency)
         failure = []
+        need = SENDING.register((self.concurrency - 1) * part_size(1))
 
         def send(number, data):
             try:
@@ -251,6 +252,7 @@ class S3Repository(Repository):
             except Exception as exc:
                 failure.append(exc)
             finally:
+                SENDING.give(len(data))
                 slots.release()
 
         try:
@@ -258,10 +260,11 @@ class S3Repository(Repository):
                 number, data = 1, pending.pop()
                 slots.acquire()
                 while data and not failure:
+                    SENDING.take(len(data))
                     pool.submit(send, number, data)
                     number, data = number + 1, None  # the worker holds the part now
                     slots.acquire()
-                    data = read_full(reader, part_size(number))
+                    data = read_part(reader, part_size(number))
                 slots.release()
             if failure:
                 raise failure[0]
@@ -270,12 +273,14 @@ class S3Repository(Repository):
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                 MultipartUpload={'Parts': parts})
         except BaseException:
+            SENDING.unregister(need)
             # never leave invisible parts behind that the bucket owner pays for
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key), UploadId=upload_id)
             except Exception:
                 pass
             raise
+        SENDING.unregister(need)
         combined = hashlib.md5(b''.join(digests[n][1] for n in sorted(digests))).hexdigest()
         return response['ETag'], '%s-%d' % (combined, len(digests))
 
@@ -455,6 +460,61 @@ class S3Repository(Repository):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def read_part(reader, size):
+    """Up to ``size`` bytes of ``reader`` (fewer only at its end) in one buffer allocated once:
+    collecting pieces and joining them would hold every part twice while it is read."""
+    part = bytearray(size)
+    view, filled = memoryview(part), 0
+    while filled < size:
+        data = reader.read(min(size - filled, MIB))
+        if not data:
+            break
+        view[filled:filled + len(data)] = data
+        filled += len(data)
+    view.release()
+    del part[filled:]
+    return part
+
+
+class _SendingBudget(object):
+    """Bytes of parts being sent by every multipart upload of this process together.
+
+    One upload never waits for it: the budget is the largest in-flight need ((concurrency - 1)
+    x part size) of the uploads running. Several uploads at once (one dump to several S3
+    repositories) share that, so memory does not grow with the number of repositories. Only
+    parts being sent hold budget, and they always finish: a part that was read waits for one
+    to finish, never the other way round, so there is no deadlock."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.needs = []
+        self.used = 0
+
+    def register(self, need):
+        with self.cond:
+            self.needs.append(need)
+        return need
+
+    def unregister(self, need):
+        with self.cond:
+            self.needs.remove(need)
+            self.cond.notify_all()
+
+    def take(self, size):
+        with self.cond:
+            while self.used and self.used + size > max(self.needs or [0]):
+                self.cond.wait()
+            self.used += size
+
+    def give(self, size):
+        with self.cond:
+            self.used -= size
+            self.cond.notify_all()
+
+
+SENDING = _SendingBudget()
 
 
 def _now():

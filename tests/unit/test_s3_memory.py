@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""S3 upload memory: parts read into one buffer each, and the budget of parts being sent that
+several uploads of one process share (one dump to several S3 repositories)."""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import io
+import os
+import threading
+import time
+
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.s3 import (_SendingBudget,
+                                                                                            read_part)
+
+MIB = 1024 * 1024
+
+
+class Trickle(object):
+    """A reader that returns short pieces, as a pipe or a file being written does."""
+
+    def __init__(self, data, piece):
+        self.stream, self.piece = io.BytesIO(data), piece
+
+    def read(self, size=-1):
+        return self.stream.read(min(size, self.piece))
+
+
+def test_read_part_fills_exactly_and_stops_at_the_end():
+    data = os.urandom(3 * MIB + 123)
+    reader = Trickle(data, 70000)
+    first, second, last, after = (read_part(reader, 2 * MIB), read_part(reader, MIB),
+                                  read_part(reader, 2 * MIB), read_part(reader, 2 * MIB))
+    assert bytes(first) + bytes(second) + bytes(last) == data
+    assert (len(first), len(second), len(last), len(after)) == (2 * MIB, MIB, 123, 0)
+
+
+def test_one_upload_never_waits_for_the_budget():
+    budget = _SendingBudget()
+    need = budget.register(3 * 8 * MIB)
+    for i in range(3):
+        budget.take(8 * MIB)  # would block forever if the budget were smaller than one upload's need
+    assert budget.used == 24 * MIB
+    for i in range(3):
+        budget.give(8 * MIB)
+    budget.unregister(need)
+    assert budget.used == 0
+
+
+def test_two_uploads_share_the_budget_of_one():
+    budget = _SendingBudget()
+    needs = [budget.register(2 * MIB), budget.register(2 * MIB)]
+    budget.take(MIB)
+    budget.take(MIB)  # both MiB of the budget are in use now
+    waited = threading.Event()
+
+    def third():
+        budget.take(MIB)
+        waited.set()
+
+    thread = threading.Thread(target=third, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert not waited.is_set(), "a third part went out beyond the shared budget"
+    budget.give(MIB)  # one part was sent
+    assert waited.wait(5)
+    thread.join(5)
+    assert budget.used == 2 * MIB
+    for need in needs:
+        budget.unregister(need)
+
+
+def test_a_part_larger_than_the_budget_still_goes_alone():
+    budget = _SendingBudget()
+    need = budget.register(0)  # concurrency 1
+    budget.take(64 * MIB)
+    budget.give(64 * MIB)
+    budget.take(64 * MIB)
+    assert budget.used == 64 * MIB
+    budget.give(64 * MIB)
+    budget.unregister(need)
