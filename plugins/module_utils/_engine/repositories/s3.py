@@ -5,8 +5,10 @@
 Uploads are multipart with a bounded number of parts in memory. Each part carries its
 Content-MD5, so the store refuses a part damaged in transit, and the final ETag of a
 multipart object (md5 of the part md5s, ``-N``) is recomputed here to prove the whole
-object landed. Our own sha256 travels in the object metadata: it, not the ETag, decides
-whether an object is already uploaded.
+object landed. Our own sha256 travels in the object metadata when it is known before the
+upload starts (not for a dump streamed while it is written: its manifest carries it).
+Parts in memory are bounded per upload (``concurrency``) and across the uploads of a process
+(``SENDING``), so several S3 repositories at once cost about the memory of one.
 
 Object Lock (``object_lock_mode`` + ``object_lock_days``) puts a retention on every object it
 writes, so that a thief holding this key cannot delete recent backups. "Deleting" a key deletes
