@@ -78,7 +78,7 @@ def pending_multipart(moto, bucket) -> list:
 
 
 def files_under(root) -> list:
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, dirs, fs in os.walk(root) for f in fs)
 
 
 def test_one_pass_to_every_kind_of_repository(moto, bucket, sshd, server_dir, sample_db, workdir,
@@ -201,27 +201,35 @@ def test_dump_killed_midway_leaves_nothing_anywhere(moto, bucket, sshd, server_d
 @pytest.mark.parametrize("min_success", [None, 2])
 def test_a_repository_failing_midstream_fails_alone(moto, bucket, sshd, server_dir, big_db, workdir, min_success):
     """A bucket that does not exist fails at the first part; the local copy, SFTP and the
-    other disk complete; the run fails unless min_success is met."""
+    other disk complete; the run fails unless min_success is met. While offsite copies fail,
+    local retention keeps every local copy (one that never left the machine is not deleted)."""
     other_disk = workdir / "usb"
     other_disk.mkdir()
     missing = s3_repo(moto, f"offsite-missing-{_uid()}", prefix="srv1", part_size=5)
     repos = [missing, sftp_repo(sshd, server_dir), {"type": "local", "path": str(other_disk)}]
     extra = {"min_success": min_success} if min_success else {}
     path, job = write_job(workdir, repos, big_db, **extra)
+    job["local"]["retention"] = {"keep_last": 1}
+    path.write_text(yaml.safe_dump(job))
+    first, dummy = run_json(path)
     result, out = run_json(path)
     [done] = out["sets"]
+    local_backups = list((workdir / "local" / SET).glob("*.manifest.json"))
     statuses = [r["status"] for r in done["repositories"]]
     assert statuses == ["failed", "uploaded", "uploaded"], done["repositories"]
     assert "does not exist" in done["repositories"][0]["error"] or "NoSuchBucket" in done["repositories"][0]["error"]
-    manifest = local_manifest(workdir)  # the local copy is complete either way
+    # the local copy is complete either way
+    manifest = json.loads((workdir / "local" / SET / f"{done['backup']['id']}.manifest.json").read_text())
     assert done["backup"]["sha256"] == manifest["sha256"]
     artifact = f"{SET}/{manifest['id']}.{manifest['extension']}"
     for root in (server_dir, str(other_disk)):
         assert sha256_file(os.path.join(root, artifact)) == manifest["sha256"]
     if min_success is None:
-        assert result.returncode != 0 and done["status"] == "failed", done
+        assert first.returncode != 0 and result.returncode != 0 and done["status"] == "failed", done
         assert "failed on 1 of 3 repositories" in done["error"]
+        assert len(local_backups) == 2, "local retention removed a copy while the upload failed"
     else:
-        assert result.returncode == 0 and done["status"] == "succeeded", done
+        assert first.returncode == 0 and result.returncode == 0 and done["status"] == "succeeded", done
+        assert len(local_backups) == 1
         log_text = (workdir / f"{job['name']}.log").read_text()
         assert "min_success 2 still met" in log_text

@@ -10,8 +10,10 @@ import os
 import threading
 import time
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.s3 import (_SendingBudget,
-                                                                                            read_part)
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import s3
+
+read_part = s3.read_part
+_SendingBudget = s3._SendingBudget
 
 MIB = 1024 * 1024
 

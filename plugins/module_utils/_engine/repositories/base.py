@@ -136,7 +136,6 @@ class Repository(object):
         return False
 
 
-
 class _Limited(object):
     """Read at most ``size`` bytes of ``reader``."""
 

@@ -19,6 +19,7 @@ from .base import ObjectInfo, PutResult, Repository
 class LocalRepository(Repository):
     type = 'local'
     required = ('path',)
+    streams = True
 
     def __init__(self, options):
         super(LocalRepository, self).__init__(options)
@@ -34,8 +35,6 @@ class LocalRepository(Repository):
         if not os.path.isdir(self.root):
             raise NotFoundError('repository directory %s does not exist' % self.root,
                                 'create it (and mount the disk if it is one) or fix `path`')
-
-    streams = True
 
     def put(self, key, reader, size, sha256):
         self._check_root()

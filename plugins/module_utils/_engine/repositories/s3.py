@@ -25,7 +25,6 @@ import hashlib
 import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
-
 from .base import ObjectInfo, PutResult, Repository
 
 MIB = 1024 * 1024
@@ -65,6 +64,7 @@ class S3Repository(Repository):
     type = 's3'
     required = ('bucket',)
     secret_options = ('secret_key', 'session_token')
+    streams = True
 
     def __init__(self, options):
         super(S3Repository, self).__init__(options)
@@ -168,8 +168,6 @@ class S3Repository(Repository):
             raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
 
     # -- the five verbs -----------------------------------------------------------------
-    streams = True
-
     def put(self, key, reader, size, sha256):
         # our sha256 in the metadata when it is known before the first byte (not for a stream:
         # its manifest, written last, carries it)

@@ -47,6 +47,7 @@ class SftpRepository(Repository):
     type = 'sftp'
     required = ('host', 'user', 'path')
     secret_options = ('private_key_passphrase',)
+    streams = True
 
     def __init__(self, options):
         super(SftpRepository, self).__init__(options)
@@ -177,8 +178,6 @@ class SftpRepository(Repository):
                 self.sftp.stat(directory)  # created meanwhile is fine; anything else raises
 
     # -- the five verbs -----------------------------------------------------------------
-    streams = True
-
     def put(self, key, reader, size, sha256):
         path = self._path(key)
         partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], PARTIAL_SUFFIX)
