@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Scheduled jobs: a job file says what to back up, where, how long to keep it, whom to tell.
 
-A job run is the same sequence of engine operations the modules offer (dump into the local
-copy, local retention, upload to every repository, offsite retention), called from the
-``offsite-backup`` command instead of from Ansible: there is no second implementation.
+A job run calls the engine operations the modules call, from the ``offsite-backup`` command
+instead of from Ansible: there is no second implementation. Per backup set: ``backup`` (dump
+into the local copy, streamed at the same time to every repository that takes a stream, the
+others fed from the finished copy), local retention, offsite retention.
 
 Job file (YAML)::
 
