@@ -321,6 +321,25 @@ def s3_settings(args) -> tuple[dict, object]:
     return s3, svc
 
 
+def s3_arguments(ap) -> None:
+    """The options s3_settings reads: the harness's state file, or an endpoint and its keys."""
+    ap.add_argument("--services-state", help="state file of `python -m tests.harness.services up`")
+    ap.add_argument("--endpoint-url")
+    ap.add_argument("--access-key")
+    ap.add_argument("--secret-key")
+
+
+def s3_bucket(args) -> tuple[dict, object, object]:
+    """s3_settings, a client, and the benchmark's bucket created if missing: (s3, client, svc)."""
+    s3, svc = s3_settings(args)
+    client = s3_client(s3)
+    try:
+        client.create_bucket(Bucket=s3["bucket"])
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return s3, client, svc
+
+
 def s3_client(s3: dict):
     import boto3
     from botocore.config import Config
@@ -699,10 +718,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the database even if its marker matches")
     ap.add_argument("--work-dir", help="scratch directory for dumps (default: a new one under $TMPDIR)")
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--services-state", help="state file of `python -m tests.harness.services up`")
-    ap.add_argument("--endpoint-url")
-    ap.add_argument("--access-key")
-    ap.add_argument("--secret-key")
+    s3_arguments(ap)
     args = ap.parse_args(argv)
     cfg = SCALES[args.scale]
     args.repeat = args.repeat or cfg["repeat"]
@@ -710,12 +726,7 @@ def main(argv=None) -> int:
 
     build = build_database(db, cfg, args.rebuild)
     facts = database_facts(db)
-    s3, svc = s3_settings(args)
-    client = s3_client(s3)
-    try:
-        client.create_bucket(Bucket=s3["bucket"])
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
+    s3, client, svc = s3_bucket(args)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="offsite-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     samples: dict = {}

@@ -48,21 +48,13 @@ def report_of(directory: Path, kind: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
-    ap.add_argument("--services-state", help="JSON state of the harness's services (bench/run.sh passes it)")
-    ap.add_argument("--endpoint-url")
-    ap.add_argument("--access-key")
-    ap.add_argument("--secret-key")
+    bench.s3_arguments(ap)
     args = ap.parse_args(argv)
 
     cfg = bench.SCALES[args.scale]
     db = cfg["database"]
     bench.build_database(db, cfg, rebuild=False)
-    s3, svc = bench.s3_settings(args)
-    client = bench.s3_client(s3)
-    try:
-        client.create_bucket(Bucket=s3["bucket"])
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
+    s3, client, svc = bench.s3_bucket(args)
     prefix = "dr-bench-%s" % uuid.uuid4().hex[:6]
     repo = bench.repo_options(s3, prefix)
     major = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout.split()[0]

@@ -187,22 +187,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 5 full, 1 small)")
     ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--services-state", help="state file of `python -m tests.harness.services up`")
-    ap.add_argument("--endpoint-url")
-    ap.add_argument("--access-key")
-    ap.add_argument("--secret-key")
+    bench.s3_arguments(ap)
     args = ap.parse_args(argv)
     cfg = bench.SCALES[args.scale]
     repeat = args.repeat or (5 if args.scale == "full" else 1)
     db = cfg["database"]
     bench.build_database(db, cfg, rebuild=False)
     facts = bench.database_facts(db)
-    s3, svc = bench.s3_settings(args)
-    client = bench.s3_client(s3)
-    try:
-        client.create_bucket(Bucket=s3["bucket"])
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
+    s3, client, svc = bench.s3_bucket(args)
     work = Path(tempfile.mkdtemp(prefix="offsite-bench-run-"))
     proxy = fanout.Throttle(int(s3["endpoint_url"].rsplit(":", 1)[1]), args.link_mib * bench.MIB) if args.link_mib else None
     samples: dict = {}

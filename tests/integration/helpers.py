@@ -9,15 +9,28 @@ the fixtures, and direct (non-Ansible) looks into the services to check real out
     s3_keys(moto, bucket, prefix="") -> sorted keys;  s3_exists(moto, bucket, key) -> bool (head_object)
     tree(path) -> {relpath: ("file", mode, bytes) | ("dir", mode) | ("link", target)}
     pg_dump_pids(db) -> pids of the pg_dump processes this test process started for db
+    kill_pg_dump(db) -> SIGKILL those, return how many
+    cli(*args) -> the offsite-backup command run as cron runs it (CompletedProcess)
+    with watching(poll): ... -> poll() called in a thread while the block runs, until it returns True
+    partial_bytes(directory) -> bytes in the .partial files there (a dump being written)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import botocore.exceptions
+
+from tests.harness import COLLECTIONS_PATH, VENV_BIN
+
+CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -152,3 +165,54 @@ def pg_dump_pids(db: str) -> list[int]:
         if argv and os.path.basename(argv[0]) == b"pg_dump" and db.encode() in argv:
             pids.append(pid)
     return pids
+
+
+def kill_pg_dump(db: str) -> int:
+    """SIGKILL every pg_dump of ``db`` this test process started; returns how many there were."""
+    pids = pg_dump_pids(db)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+# --- the offsite-backup command, and watching a run -------------------------------------------
+
+
+def cli(*args, env_extra=None):
+    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LANG": "C",
+           "PYTHONPATH": str(COLLECTIONS_PATH)}
+    env.update(env_extra or {})
+    return subprocess.run([str(VENV_BIN / "python"), "-m", CLI_MODULE, *args], env=env, text=True,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False)
+
+
+@contextlib.contextmanager
+def watching(poll, interval: float = 0.005, timeout: float = 120):
+    """Call ``poll()`` every ``interval`` seconds in a thread while the block runs, until it
+    returns True (or ``timeout``); the thread is gone when the block is left."""
+    done = threading.Event()
+
+    def loop():
+        deadline = time.monotonic() + timeout
+        while not done.is_set() and time.monotonic() < deadline:
+            if poll():
+                return
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def partial_bytes(directory) -> int:
+    """Bytes in the ``.partial`` files of ``directory`` (0 if none or they just vanished)."""
+    directory = Path(directory)
+    try:
+        return sum(p.stat().st_size for p in directory.glob("*.partial")) if directory.is_dir() else 0
+    except OSError:
+        return 0

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -26,7 +25,8 @@ import pytest
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
 from tests.harness.services import free_port
-from tests.integration.helpers import local_repo, pg_dump_pids, pg_source, pg_target, s3_keys, s3_repo, sftp_repo
+from tests.integration.helpers import (kill_pg_dump, local_repo, partial_bytes, pg_source, pg_target, s3_keys, s3_repo,
+                                       sftp_repo, watching)
 
 pytestmark = pytest.mark.integration
 
@@ -436,41 +436,26 @@ def test_artifact_without_manifest_is_incomplete(moto, bucket, sshd, dumped, wor
 def test_dump_interrupted_midway(big_db, workdir, how):
     dest = workdir / "dest"
     set_dir = dest / SET
-    done = threading.Event()
     report: dict = {}
 
-    def interrupter():
-        deadline = time.monotonic() + 120
-        while not done.is_set() and time.monotonic() < deadline:
-            partials = list(set_dir.glob("*.partial")) if set_dir.is_dir() else []
-            try:
-                size = sum(p.stat().st_size for p in partials)
-            except OSError:
-                size = 0
-            if partials and size > 64 * 1024:
-                report["partial_size"] = size
-                if how == "terminate_backend":
-                    out = pg.run_sql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                                 f"WHERE datname = {pg.quote_literal(big_db)} "
-                                                 "AND pid <> pg_backend_pid();")
-                    report["terminated"] = out.split().count("t")
-                else:
-                    pids = pg_dump_pids(big_db)
-                    for pid in pids:
-                        os.kill(pid, signal.SIGKILL)
-                    report["terminated"] = len(pids)
-                return
-            time.sleep(0.005)
+    def interrupt():
+        size = partial_bytes(set_dir)
+        if size <= 64 * 1024:
+            return False
+        report["partial_size"] = size
+        if how == "terminate_backend":
+            out = pg.run_sql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         f"WHERE datname = {pg.quote_literal(big_db)} "
+                                         "AND pid <> pg_backend_pid();")
+            report["terminated"] = out.split().count("t")
+        else:
+            report["terminated"] = kill_pg_dump(big_db)
+        return True
 
-    t = threading.Thread(target=interrupter, daemon=True)
-    t.start()
-    try:
+    with watching(interrupt):
         # the failure ends the play (rc != 0); `always` still lists what dest holds afterwards
         r = play({"block": [task("dump", "dump", name=SET, source=pg_source(big_db), dest=str(dest))],
                   "always": [task("info", "backup_info", name=SET, repository=local_repo(dest))]})
-    finally:
-        done.set()
-        t.join(10)
     assert report.get("terminated"), f"the dump was not caught running ({report})\n{r.output}"
     words = ["pg_dump", "127.0.0.1:5432"]
     words += ["broke off during pg_dump"] if how == "terminate_backend" else ["killed by signal", "SIGKILL"]

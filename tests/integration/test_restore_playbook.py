@@ -40,7 +40,8 @@ def test_backup_now_runs_an_installed_job(moto, bucket, sample_db, workdir):
     from tests.harness import COLLECTIONS_PATH, VENV_BIN
     from tests.harness.monitoring import HttpReceiver
     from tests.integration.helpers import s3_keys
-    from tests.integration.test_runner import CLI_MODULE, write_job
+    from tests.integration.helpers import CLI_MODULE
+    from tests.integration.test_runner import write_job
 
     command = workdir / "offsite-backup"
     command.write_text(f"#!/bin/sh\nPYTHONPATH={COLLECTIONS_PATH} exec {VENV_BIN / 'python'} -m {CLI_MODULE} \"$@\"\n")

@@ -8,17 +8,14 @@ import fcntl
 import json
 import os
 import stat
-import subprocess
 import uuid
 
 import pytest
 import yaml
 
-from tests.harness import COLLECTIONS_PATH, VENV_BIN, pg
+from tests.harness import pg
 from tests.harness.monitoring import HttpReceiver, Pushgateway
-from tests.integration.helpers import pg_source, s3_keys
-
-CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
+from tests.integration.helpers import cli, pg_source, s3_keys
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +34,6 @@ def receiver():
         yield svc
     finally:
         svc.stop()
-
-
-def cli(*args, env_extra=None):
-    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes)."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LANG": "C",
-           "PYTHONPATH": str(COLLECTIONS_PATH)}
-    env.update(env_extra or {})
-    return subprocess.run([str(VENV_BIN / "python"), "-m", CLI_MODULE, *args], env=env, text=True,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False)
 
 
 def write_job(workdir, moto, bucket, database, receiver, pushgateway=None, name=None, **extra):

@@ -17,17 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import threading
-import time
 import uuid
 
 import pytest
 import yaml
 
 from tests.harness import pg
-from tests.integration.helpers import pg_dump_pids, pg_source, s3_keys, s3_repo, sftp_repo
-from tests.integration.test_runner import cli
+from tests.integration.helpers import (cli, kill_pg_dump, partial_bytes, pg_source, s3_keys, s3_repo, sftp_repo,
+                                       watching)
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.sftp]
 
@@ -126,27 +123,19 @@ def test_upload_overlaps_the_dump(moto, bucket, big_db, workdir):
     path, job = write_job(workdir, [repo], big_db, compression="none")
     set_dir = workdir / "local" / SET
     seen: dict = {}
-    done = threading.Event()
     client = moto.client()
 
-    def watch():
-        while not done.is_set():
-            dumping = set_dir.is_dir() and any(set_dir.glob("*.partial"))
-            uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-            if dumping and uploads:
-                parts = client.list_parts(Bucket=bucket, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"])
-                if parts.get("Parts") and set_dir.is_dir() and any(set_dir.glob("*.partial")):
-                    seen["parts_while_dumping"] = len(parts["Parts"])
-                    return
-            time.sleep(0.02)
+    def parts_while_dumping():
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) if partial_bytes(set_dir) else []
+        if uploads:
+            parts = client.list_parts(Bucket=bucket, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"])
+            if parts.get("Parts") and partial_bytes(set_dir):  # still dumping once the parts were seen
+                seen["parts_while_dumping"] = len(parts["Parts"])
+                return True
+        return False
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with watching(parts_while_dumping, interval=0.02):
         result, report = run_json(path)
-    finally:
-        done.set()
-        watcher.join(10)
     assert result.returncode == 0, result.stderr
     assert seen.get("parts_while_dumping"), "no part reached S3 before the dump finished: not streamed"
     manifest = local_manifest(workdir)
@@ -162,31 +151,15 @@ def test_dump_killed_midway_leaves_nothing_anywhere(moto, bucket, sshd, server_d
     path, job = write_job(workdir, repos, big_db, compression="none")
     set_dir = workdir / "local" / SET
     report: dict = {}
-    done = threading.Event()
 
     def interrupt():
-        deadline = time.monotonic() + 120
-        while not done.is_set() and time.monotonic() < deadline:
-            partials = list(set_dir.glob("*.partial")) if set_dir.is_dir() else []
-            try:
-                size = sum(p.stat().st_size for p in partials)
-            except OSError:
-                size = 0
-            if size > 12 << 20:  # two S3 parts are on their way
-                pids = pg_dump_pids(big_db)
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                report["killed"] = len(pids)
-                return
-            time.sleep(0.005)
+        if partial_bytes(set_dir) <= 12 << 20:  # kill once two S3 parts are on their way
+            return False
+        report["killed"] = kill_pg_dump(big_db)
+        return True
 
-    killer = threading.Thread(target=interrupt, daemon=True)
-    killer.start()
-    try:
+    with watching(interrupt):
         result, out = run_json(path)
-    finally:
-        done.set()
-        killer.join(10)
     assert report.get("killed"), f"pg_dump was not caught running\n{result.stderr}"
     assert result.returncode != 0
     [failed] = out["sets"]

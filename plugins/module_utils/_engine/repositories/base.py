@@ -9,9 +9,11 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import collections
+import hashlib
 import io
 
 from ..errors import ConfigError, IntegrityError
+from ..pipeline import HashingReader, copy, read_full
 
 ObjectInfo = collections.namedtuple('ObjectInfo', 'key size modified metadata')
 ObjectInfo.__new__.__defaults__ = (None,)
@@ -98,11 +100,9 @@ class Repository(object):
         return [self.options.get(name) for name in self.secret_options if self.options.get(name)]
 
     def put_bytes(self, key, data):
-        import hashlib
         return self.put(key, io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
 
     def get_bytes(self, key):
-        from ..pipeline import copy
         out = io.BytesIO()
         with self.get(key) as reader:
             copy(reader, out)
@@ -112,7 +112,6 @@ class Repository(object):
         """``reader`` as a put sends it: never more than ``size`` bytes (a writer must not
         take more than the manifest promises); of unknown size, counted and hashed (``size``,
         ``hexdigest()``) for the PutResult."""
-        from ..pipeline import HashingReader
         return HashingReader(reader) if size is None else _Limited(reader, size)
 
     def check_landed(self, key, size, sha256, landed_size, landed_sha256=None):
@@ -143,7 +142,6 @@ class _Limited(object):
         self.reader, self.left = reader, size
 
     def read(self, n=-1):
-        from ..pipeline import read_full
         if self.left <= 0:
             return b''
         n = self.left if n is None or n < 0 else min(n, self.left)
