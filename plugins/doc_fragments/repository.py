@@ -33,6 +33,12 @@ options:
         type: str
         required: true
         choices: [b2, local, restic, rsync, s3, sftp]
+      name:
+        description:
+          - A short stable name for the repository (for example C(offsite-eu)), used as the
+            C(repository) label of the metrics and in reports.
+          - Defaults to the repository's root location (type, bucket or host, prefix or path).
+        type: str
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str
@@ -226,6 +232,12 @@ options:
         type: str
         required: true
         choices: [b2, local, restic, rsync, s3, sftp]
+      name:
+        description:
+          - A short stable name for the repository (for example C(offsite-eu)), used as the
+            C(repository) label of the metrics and in reports.
+          - Defaults to the repository's root location (type, bucket or host, prefix or path).
+        type: str
       bucket:
         description: Bucket name (C(s3), C(b2)).
         type: str

@@ -18,6 +18,7 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.errors impo
 def repository_spec():
     return dict(
         type=dict(type='str', required=True, choices=['b2', 'local', 'restic', 'rsync', 's3', 'sftp']),
+        name=dict(type='str'),
         bucket=dict(type='str'),
         prefix=dict(type='str'),
         endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),

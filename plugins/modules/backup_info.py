@@ -177,6 +177,10 @@ location:
   description: Where the set lives (no credentials).
   returned: always
   type: str
+repository:
+  description: The repository's stable name (its O(repository.name), else its root location), as metrics label it.
+  returned: always
+  type: str
 executed_commands:
   description: Commands the module ran.
   returned: always

@@ -126,6 +126,11 @@ repositories:
       description: Where the artifact is (no credentials).
       type: str
       sample: s3://crm-backups/prod/crm/crm_20261123T030000Z.dump.zst
+    repository:
+      description: The repository's stable name (its O(repositories[].name), else its root location), the
+        C(repository) label of the metrics.
+      type: str
+      sample: s3://crm-backups/prod
     key:
       description: Key of the artifact inside the repository.
       type: str

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import pg
 from tests.harness.monitoring import HttpReceiver, Pushgateway
@@ -100,14 +101,15 @@ def test_scheduled_run_backs_up_reports_and_restores(moto, bucket, sample_db, wo
     assert stat.S_IMODE(os.stat(workdir / "log" / f"{name}.log").st_mode) == 0o640
 
     # Prometheus: the gateway and the textfile hold the run's metrics
-    labels = frozenset({"job": name, "source": "crm_db", "instance": "srv1.example"}.items())
+    labels = frozenset({"job": name, "source": "crm_db", "source_type": "postgresql",
+                        "instance": "srv1.example"}.items())
     assert pushgateway.samples("backup_success")[labels] == 1
     assert pushgateway.samples("backup_last_success_timestamp_seconds")[labels] > 1.7e9
     assert pushgateway.samples("backup_size_bytes")[labels] > 0
     uploads = [v for k, v in pushgateway.samples("backup_upload_bytes").items() if ("job", name) in k]
     assert uploads and uploads[0] > 0
     textfile = (workdir / "metrics" / f"offsite_backup_{name}.prom").read_text()
-    assert f'backup_success{{job="{name}",source="crm_db"}} 1' in textfile
+    assert f'backup_success{{job="{name}",source="crm_db",source_type="postgresql"}} 1' in textfile
 
     # list shows both places; restore brings the data back equal to the source
     listed = cli("list", str(job_path))
@@ -123,7 +125,8 @@ def test_failure_sends_fail_ping_and_slack_and_keeps_last_success(moto, bucket, 
     job_path, job = write_job(workdir, moto, bucket, sample_db, receiver, pushgateway)
     name = job["name"]
     assert cli("run", str(job_path)).returncode == 0
-    labels = frozenset({"job": name, "source": "crm_db", "instance": "srv1.example"}.items())
+    labels = frozenset({"job": name, "source": "crm_db", "source_type": "postgresql",
+                        "instance": "srv1.example"}.items())
     last_good = pushgateway.samples("backup_last_success_timestamp_seconds")[labels]
 
     job["sources"][0]["source"]["database"] = "offsite_no_such_db"
@@ -145,10 +148,38 @@ def test_failure_sends_fail_ping_and_slack_and_keeps_last_success(moto, bucket, 
     assert pushgateway.samples("backup_success")[labels] == 0
     assert pushgateway.samples("backup_last_success_timestamp_seconds")[labels] == last_good
     textfile = (workdir / "metrics" / f"offsite_backup_{name}.prom").read_text()
-    assert f'backup_success{{job="{name}",source="crm_db"}} 0' in textfile
+    assert f'backup_success{{job="{name}",source="crm_db",source_type="postgresql"}} 0' in textfile
     assert "backup_last_success_timestamp_seconds" in textfile
     # nothing half-written in the local copy
     assert not list((workdir / "local").rglob("*.partial"))
+
+
+def series(text):
+    """The (metric name, labels) of every sample in a Prometheus text exposition."""
+    return {(sample.name, frozenset(sample.labels.items()))
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_series_stay_the_same_run_after_run(moto, bucket, sample_db, workdir, receiver):
+    """Nightly runs must not mint new series: labels carry names from the job file, never a
+    backup id (which changes every run)."""
+    job_path, job = write_job(workdir, moto, bucket, sample_db, receiver)
+    job["repositories"].append({"type": "local", "path": str(workdir / "nas"), "name": "nas"})
+    (workdir / "nas").mkdir()
+    job_path.write_text(yaml.safe_dump(job))
+    textfile = workdir / "metrics" / f"offsite_backup_{job['name']}.prom"
+    seen, backup_ids = [], set()
+    for _ in range(3):
+        result = cli("run", str(job_path))
+        assert result.returncode == 0, result.stderr
+        seen.append(series(textfile.read_text()))
+        backup_ids |= {p.name.split(".")[0] for p in (workdir / "nas" / "crm_db").glob("*.manifest.json")}
+    assert seen[0] == seen[1] == seen[2]
+    repositories = {dict(labels)["repository"] for name, labels in seen[0] if name == "backup_upload_bytes"}
+    assert repositories == {f"s3://{bucket}/srv1 at {moto.endpoint_url}", "nas"}
+    assert len(backup_ids) == 3
+    values = {value for run in seen for _, labels in run for _, value in labels}
+    assert not any(backup_id in value for backup_id in backup_ids for value in values)
 
 
 def test_monitoring_down_never_fails_the_backup(moto, bucket, sample_db, workdir, receiver):

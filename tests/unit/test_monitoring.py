@@ -14,7 +14,8 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.jobs import
 def result(name, ok, size=100):
     res = SetResult(name)
     res.backup = {'id': name + '_20260101T000000Z', 'size': size}
-    res.uploads = [{'location': 's3://b/p', 'bytes': size}]
+    res.uploads = [{'location': 's3://b/p/%s/%s.dump.zst' % (name, res.backup['id']), 'repository': 's3://b/p',
+                    'bytes': size, 'duration': 1.5}]
     res.finish('succeeded' if ok else 'failed', None if ok else Exception('boom'))
     return res
 
@@ -26,6 +27,7 @@ def test_metrics_for_success_and_failure():
     assert 'backup_last_success_timestamp_seconds{job="crm",source="db"} 1700000000' in text
     assert 'source="files"} 1700000000' not in text  # no success, no timestamp
     assert 'backup_upload_bytes{job="crm",repository="s3://b/p",source="db"} 100' in text
+    assert 'backup_upload_duration_seconds{job="crm",repository="s3://b/p",source="db"} 1.5' in text
     assert 'backup_size_bytes{job="crm",source="files"}' not in text
     assert text.count('# TYPE backup_success gauge') == 1
 

@@ -212,8 +212,9 @@ def local_repository(job):
 class SetResult(object):
     """What happened to one backup set in a run, for the summary and the metrics."""
 
-    def __init__(self, name):
+    def __init__(self, name, source_type=None):
         self.name = name
+        self.source_type = source_type
         self.status = 'pending'
         self.error = None
         self.error_kind = None
@@ -249,7 +250,7 @@ def run(job, dry_run=False, log=None, logger=None):
     log = log or CommandLog()
     results = []
     for entry in job['sources']:
-        result = SetResult(entry['name'])
+        result = SetResult(entry['name'], entry['source'].get('type'))
         results.append(result)
         try:
             _run_set(job, entry, result, dry_run, log, logger)
@@ -310,6 +311,7 @@ def _run_set(job, entry, result, dry_run, log, logger):
             for repo in job['repositories']:
                 listed = operations.info(name, repo, log=log)
                 result.uploads.append({'type': repo['type'], 'location': listed['location'],
+                                       'repository': listed['repository'],
                                        'status': 'would upload', 'bytes': 0})
         if job.get('retention'):
             for index, repo in enumerate(job['repositories']):

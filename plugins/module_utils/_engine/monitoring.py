@@ -42,12 +42,16 @@ WEBHOOK_KEYS = ('url', 'format', 'on')
 WEBHOOK_FORMATS = ('slack', 'json')
 WEBHOOK_EVENTS = ('failure', 'success')
 LOG_TAIL = 10000  # bytes of log sent with a fail ping (healthchecks.io keeps 100 kB)
+# Every label is bounded: job and set (``source``) come from the job file, ``source_type`` from
+# a fixed list, ``repository`` is the repository's stable name (Repository.series_name), never a
+# backup id, so a year of nightly runs keeps the same series (docs/monitoring.md has the table)
 METRICS_HELP = (
     ('backup_success', 'gauge', '1 if the last run of this backup set succeeded, else 0'),
     ('backup_last_success_timestamp_seconds', 'gauge', 'Unix time of the last successful run'),
     ('backup_duration_seconds', 'gauge', 'Duration of the last run of this backup set'),
     ('backup_size_bytes', 'gauge', 'Size of the last backup artifact (compressed)'),
     ('backup_upload_bytes', 'gauge', 'Bytes sent to each repository by the last run'),
+    ('backup_upload_duration_seconds', 'gauge', 'Seconds the last run spent sending to each repository'),
 )
 
 
@@ -120,6 +124,8 @@ def render_metrics(job, results, now=None, previous=None):
     lines = {name: [] for name, kind, text in METRICS_HELP}
     for result in results:
         base = dict(job=job, source=result.name)
+        if result.source_type:
+            base['source_type'] = result.source_type
         lines['backup_success'].append((base, 1 if result.succeeded else 0))
         last = now if result.succeeded else previous.get(result.name)
         if last is not None:
@@ -129,8 +135,10 @@ def render_metrics(job, results, now=None, previous=None):
         if result.succeeded and result.backup and result.backup.get('size') is not None:
             lines['backup_size_bytes'].append((base, result.backup['size']))
         for upload in result.uploads:
-            label = upload.get('location') or upload.get('type')
-            lines['backup_upload_bytes'].append((dict(base, repository=label), upload.get('bytes') or 0))
+            labels = dict(base, repository=upload.get('repository') or upload.get('type'))
+            lines['backup_upload_bytes'].append((labels, upload.get('bytes') or 0))
+            if upload.get('duration') is not None:
+                lines['backup_upload_duration_seconds'].append((labels, upload['duration']))
     out = []
     for name, kind, text in METRICS_HELP:
         if not lines[name]:

@@ -249,11 +249,13 @@ class _UploadJob(object):
         self.options = options
         self.repo = None
         self.started = time.time()
-        self.outcome = {'type': options.get('type'), 'key': art_key, 'bytes': 0}
+        self.outcome = {'type': options.get('type'), 'key': art_key, 'bytes': 0,
+                        'repository': options.get('name') or options.get('type')}
 
     def open(self):
         with self.failing():
             self.repo = open_repository(self.options)
+            self.outcome['repository'] = self.repo.series_name()
 
     def decide(self, data, art_key, man_key, check_mode):
         self.open()
@@ -648,7 +650,7 @@ def info(name, repository, query=None, repository_check=None, log=None):
         latest = catalog.latest()
         result = {'changed': False, 'backups': backups, 'latest': latest.as_dict() if latest else None,
                   'count': len(catalog.complete), 'location': repo.location(name),
-                  'total_size': sum(b.size or 0 for b in catalog.backups),
+                  'repository': repo.series_name(), 'total_size': sum(b.size or 0 for b in catalog.backups),
                   'stored_bytes': catalog.stored_bytes()}
         if repository_check:
             result['repository_check'] = checker(repository_check)  # damage raises IntegrityError

@@ -40,6 +40,8 @@ class Repository(object):
         if missing:
             raise ConfigError('a %s repository needs %s' % (self.type, ', '.join(missing)),
                               'set them in the repository options')
+        if not isinstance(self.options.get('name', ''), str):
+            raise ConfigError('a repository name must be a string, not %r' % (self.options['name'],))
         self.verify = self.options.get('verify', 'full')
         if self.verify not in VERIFY_MODES:
             raise ConfigError('verify: %r is not known' % (self.verify,),
@@ -95,6 +97,12 @@ class Repository(object):
 
     def describe(self):
         return {'type': self.type, 'location': self.location()}
+
+    def series_name(self):
+        """What metrics call this repository: its ``name`` option, else its root location
+        (type, bucket or host, prefix or path). Never a key, so the series stays the same
+        from one backup to the next."""
+        return self.options.get('name') or self.location()
 
     def secrets(self):
         return [self.options.get(name) for name in self.secret_options if self.options.get(name)]
