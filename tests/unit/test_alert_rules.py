@@ -12,6 +12,10 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
+
+from ansible_collections.offsite.backup.plugins.module_utils._engine import monitoring
+from ansible_collections.offsite.backup.plugins.module_utils._engine.jobs import SetResult
 
 RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      'roles', 'client', 'files', 'offsite-backup.rules.yml')
@@ -85,4 +89,63 @@ def test_alerts_fire_when_they_should(tmp_path):
     tests = tmp_path / 'tests.yml'
     tests.write_text(TESTS % {'rules': RULES})
     r = subprocess.run([promtool(), 'test', 'rules', str(tests)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+SEED_RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'seed001-prometheus-alerts.yml')
+
+
+def _input_series(text):
+    """promtool input series holding each sample of ``text`` (our exporter's output) steady."""
+    from prometheus_client.parser import text_string_to_metric_families
+    series = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ', '.join('%s="%s"' % item for item in sorted(sample.labels.items()))
+            series.append({'series': '%s{%s}' % (sample.name, labels), 'values': '%sx720' % sample.value})
+    return series
+
+
+def _seed_rule_test(tmp_path, text, alerts):
+    tests = {'rule_files': [SEED_RULES], 'evaluation_interval': '1m',
+             'tests': [{'interval': '1m', 'input_series': _input_series(text), 'alert_rule_test': alerts}]}
+    path = tmp_path / 'seed-tests.yml'
+    path.write_text(yaml.safe_dump(tests))
+    return subprocess.run([promtool(), 'test', 'rules', str(path)], capture_output=True, text=True, check=False)
+
+
+def _run(name, ok, source_type='postgresql'):
+    res = SetResult(name, source_type)
+    res.backup = {'id': name + '_19700101T000000Z', 'size': 10737418240}
+    res.finish('succeeded' if ok else 'failed', None if ok else Exception('boom'))
+    return res
+
+
+def test_seed_alert_rules_work_on_the_seed_names(tmp_path):
+    """The seed's BackupFailed and BackupStale, unchanged, fire on the runner's metrics written
+    with seed_names (a success at time 0, then no run: stale after 8 h plus its 1 h ``for``)."""
+    text = monitoring.render_metrics('crm', [_run('postgres', True), _run('redis', False, 'redis')],
+                                     now=0, seed_names=True)
+    base = {'job': 'crm', 'source': 'postgres', 'source_type': 'postgresql'}
+    r = _seed_rule_test(tmp_path, text, [
+        {'eval_time': '30m', 'alertname': 'BackupFailed', 'exp_alerts': []},
+        {'eval_time': '61m', 'alertname': 'BackupFailed', 'exp_alerts': [
+            {'exp_labels': {'severity': 'critical', 'job': 'crm', 'source': 'redis', 'source_type': 'redis',
+                            'mode': 'redis'},
+             'exp_annotations': {'summary': 'Restic backup failed'}}]},
+        {'eval_time': '8h50m', 'alertname': 'BackupStale', 'exp_alerts': []},
+        {'eval_time': '9h05m', 'alertname': 'BackupStale', 'exp_alerts': [
+            {'exp_labels': dict(base, severity='warning'),
+             'exp_annotations': {'summary': 'No backup in last 8 hours'}}]},
+    ])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'backup_total_size_bytes{job="crm",source="postgres",source_type="postgresql"} 10737418240' in text
+
+
+def test_seed_names_are_off_by_default(tmp_path):
+    """Without seed_names the seed's BackupStale has no series to see: the silent loss that the
+    option (and docs/migrating-from-seed-scripts.md) is there for."""
+    text = monitoring.render_metrics('crm', [_run('postgres', True)], now=0)
+    assert 'backup_timestamp' not in text and 'backup_total_size_bytes' not in text and 'mode=' not in text
+    r = _seed_rule_test(tmp_path, text, [{'eval_time': '10h', 'alertname': 'BackupStale', 'exp_alerts': []}])
     assert r.returncode == 0, r.stdout + r.stderr

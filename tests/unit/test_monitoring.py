@@ -61,3 +61,11 @@ def test_heartbeat_urls_healthchecks_style_and_explicit():
     assert list(monitor._beats('start')) == ['https://hc-ping.com/u/start']
     assert list(monitor._beats('success')) == ['https://hc-ping.com/u', 'https://ur/x']
     assert list(monitor._beats('fail')) == ['https://hc-ping.com/u/fail']
+
+
+def test_seed_names_must_be_a_boolean():
+    import pytest
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import ConfigError
+    assert monitoring.validate({'seed_names': True})
+    with pytest.raises(ConfigError, match='seed_names must be true or false'):
+        monitoring.validate({'seed_names': 'yes'})

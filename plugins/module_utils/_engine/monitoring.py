@@ -11,6 +11,7 @@ A job's ``monitoring`` section::
       - {url: https://hooks.slack.com/services/..., format: slack}   # or format: json
     pushgateway: {url: http://127.0.0.1:9091}
     textfile: {path: /var/lib/prometheus/node-exporter/offsite_backup_crm.prom}
+    seed_names: true                  # also backup_timestamp, backup_total_size_bytes, mode label
     timeout: 10
 
 A monitoring endpoint that is down never fails the backup: the problem is logged and the
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - the engine runs on Python 3
     from urllib import quote
     from urlparse import urlsplit
 
-KEYS = ('heartbeats', 'webhooks', 'pushgateway', 'textfile', 'timeout', 'instance')
+KEYS = ('heartbeats', 'webhooks', 'pushgateway', 'textfile', 'timeout', 'instance', 'seed_names')
 HEARTBEAT_KEYS = ('url', 'start', 'success', 'fail')
 WEBHOOK_KEYS = ('url', 'format', 'on')
 WEBHOOK_FORMATS = ('slack', 'json')
@@ -52,6 +53,13 @@ METRICS_HELP = (
     ('backup_size_bytes', 'gauge', 'Size of the last backup artifact (compressed)'),
     ('backup_upload_bytes', 'gauge', 'Bytes sent to each repository by the last run'),
     ('backup_upload_duration_seconds', 'gauge', 'Seconds the last run spent sending to each repository'),
+)
+# The names of the restic seed script's exporter (seed 001), written too with ``seed_names: true``
+# so that its alert rules and dashboards keep working while a team migrates
+# (docs/migrating-from-seed-scripts.md). Its backup_success carried the script's mode: here the set.
+SEED_METRICS_HELP = (
+    ('backup_timestamp', 'gauge', 'Unix time of the last successful run (seed script name)'),
+    ('backup_total_size_bytes', 'gauge', 'Size of the last backup artifact (seed script name)'),
 )
 
 
@@ -96,6 +104,8 @@ def validate(config, where='monitoring'):
         if not isinstance(path, str) or not os.path.isabs(path) or not path.endswith('.prom'):
             raise ConfigError('%s.textfile.path must be an absolute path ending in .prom' % where,
                               'node_exporter\'s textfile collector reads only *.prom files')
+    if not isinstance(config.get('seed_names', False), bool):
+        raise ConfigError('%s.seed_names must be true or false' % where)
     timeout = config.get('timeout', 10)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise ConfigError('%s.timeout must be a positive number of seconds' % where)
@@ -116,31 +126,38 @@ def _labels(**labels):
     return '{%s}' % ','.join('%s="%s"' % (k, _escape(v)) for k, v in sorted(labels.items()))
 
 
-def render_metrics(job, results, now=None, previous=None):
+def render_metrics(job, results, now=None, previous=None, seed_names=False):
     """Prometheus text format for the run's SetResults. ``previous`` maps a set name to its
-    last success timestamp from an earlier run, kept when this run failed."""
+    last success timestamp from an earlier run, kept when this run failed. ``seed_names``
+    adds the seed script's series."""
     now = time.time() if now is None else now
     previous = previous or {}
-    lines = {name: [] for name, kind, text in METRICS_HELP}
+    helps = METRICS_HELP + (SEED_METRICS_HELP if seed_names else ())
+    lines = {name: [] for name, kind, text in helps}
     for result in results:
         base = dict(job=job, source=result.name)
         if result.source_type:
             base['source_type'] = result.source_type
-        lines['backup_success'].append((base, 1 if result.succeeded else 0))
+        lines['backup_success'].append((dict(base, mode=result.name) if seed_names else base,
+                                        1 if result.succeeded else 0))
         last = now if result.succeeded else previous.get(result.name)
         if last is not None:
             lines['backup_last_success_timestamp_seconds'].append((base, int(last)))
+            if seed_names:
+                lines['backup_timestamp'].append((base, int(last)))
         if result.duration is not None:
             lines['backup_duration_seconds'].append((base, result.duration))
         if result.succeeded and result.backup and result.backup.get('size') is not None:
             lines['backup_size_bytes'].append((base, result.backup['size']))
+            if seed_names:
+                lines['backup_total_size_bytes'].append((base, result.backup['size']))
         for upload in result.uploads:
             labels = dict(base, repository=upload.get('repository') or upload.get('type'))
             lines['backup_upload_bytes'].append((labels, upload.get('bytes') or 0))
             if upload.get('duration') is not None:
                 lines['backup_upload_duration_seconds'].append((labels, upload['duration']))
     out = []
-    for name, kind, text in METRICS_HELP:
+    for name, kind, text in helps:
         if not lines[name]:
             continue
         out.append('# HELP %s %s' % (name, text))
@@ -173,6 +190,7 @@ class Monitor(object):
         self.host = host
         self.logger = logger
         self.timeout = self.config.get('timeout', 10)
+        self.seed_names = bool(self.config.get('seed_names'))
         self.run_id = str(uuid.uuid4())
         self.problems = []
 
@@ -254,7 +272,8 @@ class Monitor(object):
                 url = '%s/metrics/job/%s/instance/%s/source/%s' % (
                     gateway['url'].rstrip('/'), quote(self.job, safe=''), quote(self.host, safe=''),
                     quote(result.name, safe=''))
-                self._send('metrics push', url, render_metrics(self.job, [result]), 'text/plain; version=0.0.4')
+                self._send('metrics push', url, render_metrics(self.job, [result], seed_names=self.seed_names),
+                           'text/plain; version=0.0.4')
         textfile = self.config.get('textfile')
         if textfile:
             self._write_textfile(textfile['path'], results)
@@ -266,7 +285,7 @@ class Monitor(object):
                     previous = previous_successes(handle.read())
             except (IOError, OSError):
                 previous = {}
-            text = render_metrics(self.job, results, previous=previous)
+            text = render_metrics(self.job, results, previous=previous, seed_names=self.seed_names)
             # node_exporter may read at any moment: write aside, then rename
             partial = '%s.%d.tmp' % (path, os.getpid())
             with open(partial, 'w') as handle:
