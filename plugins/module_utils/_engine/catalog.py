@@ -123,8 +123,11 @@ class Catalog(object):
         try:
             data = mf.loads(self.repository.get_bytes(backup.manifest_key),
                             self.repository.location(backup.manifest_key))
-        except IntegrityError as exc:
+        except (IntegrityError, ConfigError) as exc:  # damaged, or names that must not be used
             backup.problem = exc.message
+            return
+        if (data['name'], data['id']) != (self.name, backup.id):
+            backup.problem = 'manifest describes %s of set %s, not %s' % (data['id'], data['name'], backup.id)
             return
         backup.manifest = data
         backup.sha256 = data['sha256']

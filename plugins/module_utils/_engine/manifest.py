@@ -30,17 +30,59 @@ TREE_FORMAT = 'tree'
 
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$')
 _ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?$')
+# an artifact's extension: what dump writes (sql.zst.age, tar.gz.gpg ...), never a path
+_EXTENSION_RE = re.compile(r'^[A-Za-z0-9]{1,16}(?:\.[A-Za-z0-9]{1,16}){0,5}$')
 _LEGACY_EXT = r'sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz'
 # <name>_YYYYMMDD_HHMMSS.<ext>, or the seeds' own <name>_backup_YYYYMMDD_HHMMSS.<ext>
 _LEGACY_PATTERN = r'^%s(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>' + _LEGACY_EXT + r')$'
 
 
 def validate_name(name):
-    if not name or not NAME_RE.fullmatch(name):  # match() would let a trailing newline through
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # match() would let a trailing newline through
         raise ConfigError(
             'backup set name %r is not usable' % (name,),
             'use letters, digits, "_" and "-" only (it becomes part of every object name)')
     return name
+
+
+def validate_id(backup_id, name):
+    """An id read from storage must be one of ours, of backup set ``name``: it becomes part of
+    a key or a path."""
+    match = _ID_RE.fullmatch(backup_id) if isinstance(backup_id, str) else None
+    if not match or match.group('name') != name:
+        raise ConfigError('backup id %r is not an id of backup set %s' % (backup_id, name),
+                          'ids look like %s; the manifest was altered or not written by offsite.backup'
+                          % make_id(name, utcnow()))
+    return backup_id
+
+
+def validate_extension(extension):
+    if not isinstance(extension, str) or not _EXTENSION_RE.fullmatch(extension):
+        raise ConfigError('artifact extension %r is not usable' % (extension,),
+                          'extensions are letters and digits joined by dots (sql.zst); the manifest was '
+                          'altered or not written by offsite.backup')
+    return extension
+
+
+def validate_stored_names(manifest, where):
+    """The names of a manifest read from storage (a local dump, a repository) pass the same
+    rules as names a user gives, before any of them becomes a key or a path. ConfigError
+    otherwise: such a manifest is not damage but input that must not be used."""
+    try:
+        name = validate_name(manifest['name'])
+        validate_id(manifest['id'], name)
+        extension = manifest.get('extension')
+        if extension is None and manifest.get('format') == TREE_FORMAT:
+            expected = manifest['id']  # a snapshot directory: the artifact is <id>/
+        else:
+            expected = '%s.%s' % (manifest['id'], validate_extension(extension))
+        if manifest['artifact'] != expected:
+            raise ConfigError('artifact %r is not %s' % (manifest['artifact'], expected),
+                              'the manifest was altered or not written by offsite.backup')
+    except ConfigError as exc:
+        raise ConfigError('manifest %s: %s' % (where, exc.message),
+                          '%s; nothing was written' % exc.hint if exc.hint else 'nothing was written')
+    return manifest
 
 
 def utcnow():
@@ -176,4 +218,4 @@ def loads(data, where):
     except ConfigError:
         raise IntegrityError('manifest %s has created %r, not a time' % (where, manifest['created']),
                              'the object is damaged; restore another backup')
-    return manifest
+    return validate_stored_names(manifest, where)

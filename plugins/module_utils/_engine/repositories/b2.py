@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 
 from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, RepositoryError
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 MIB = 1024 * 1024
 MAX_PARTS = 10000
@@ -123,6 +123,7 @@ class B2Repository(Repository):
         return 'b2://%s/%s' % (self.bucket_name, path)
 
     def _name(self, key):
+        checked_key(key)
         return '%s/%s' % (self.prefix, key) if self.prefix else key
 
     @property

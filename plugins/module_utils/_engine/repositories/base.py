@@ -23,6 +23,22 @@ PutResult = collections.namedtuple('PutResult', 'key size sha256 verification')
 VERIFY_MODES = ('full', 'size')
 
 
+def checked_key(key):
+    """``key`` if it stays inside the repository's root, else ConfigError. The last line of
+    defence where a key becomes a path or an object name: names read from storage are
+    validated before (manifest.validate_stored_names), this holds whatever slipped through.
+    A trailing ``/`` (a listing prefix) is allowed; ``..``, ``.``, empty segments, a leading
+    ``/``, backslashes and control characters are not."""
+    parts = key.split('/') if isinstance(key, str) else None
+    if parts and parts[-1] == '':
+        parts.pop()  # a prefix such as "crm/"
+    if (parts is None or key.startswith('/') or any(p in ('', '.', '..') for p in parts)
+            or any(c == '\\' or ord(c) < 32 or ord(c) == 127 for c in key)):
+        raise ConfigError('refusing the key %r: it would leave the repository\'s root' % (key,),
+                          'a name read from a manifest, a listing or a job was altered; nothing was written')
+    return key
+
+
 class Repository(object):
     """Base class. Subclasses set ``type``, ``required`` and implement the five verbs."""
 

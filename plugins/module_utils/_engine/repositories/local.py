@@ -13,7 +13,7 @@ import uuid
 from ..errors import DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import copy, hash_stream, remove_quietly
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 
 class LocalRepository(Repository):
@@ -29,7 +29,7 @@ class LocalRepository(Repository):
         return os.path.join(self.root, key) if key else self.root
 
     def _path(self, key):
-        return os.path.join(self.root, *key.split('/'))
+        return os.path.join(self.root, *checked_key(key).split('/'))
 
     def _check_root(self):
         if not os.path.isdir(self.root):

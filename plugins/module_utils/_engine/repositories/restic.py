@@ -30,7 +30,7 @@ from .. import manifest as mf
 from ..commands import CommandLog, killed_by, run, stderr_tail, streaming, which
 from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError
 from ..pipeline import CHUNK, hash_stream, read_full
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 TAG = 'offsite.backup'
 # restic's own words for the failures an operator can fix
@@ -175,8 +175,8 @@ class ResticRepository(Repository):
 
     # -- the five verbs -----------------------------------------------------------------
     def put(self, key, reader, size, sha256):
+        name, backup_id = checked_key(key).split('/')[0], mf.id_from_key(key)
         self._ensure(create=True)
-        name, backup_id = key.split('/')[0], mf.id_from_key(key)
         tags = [TAG, 'set:%s' % name, 'id:%s' % backup_id, 'size:%d' % size]
         tags += extra_tags(key, reader)
         args = ['backup', '--json', '--quiet', '--stdin', '--stdin-filename', key]
@@ -221,7 +221,7 @@ class ResticRepository(Repository):
 
     @contextlib.contextmanager
     def _dump(self, snapshot, key):
-        with streaming(self._argv('dump', '--no-lock', snapshot, '/' + key), self._commands(), env=self._env) as proc:
+        with streaming(self._argv('dump', '--no-lock', snapshot, '/' + checked_key(key)), self._commands(), env=self._env) as proc:
             yield proc.stdout
             # the reader is done: a restic that failed midway must not pass for a short object
             rest = proc.stdout.read(1)

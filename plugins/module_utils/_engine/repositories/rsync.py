@@ -41,7 +41,7 @@ from .. import commands
 from .. import manifest as mf
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, RepositoryError
 from ..pipeline import CHUNK, HashingWriter, copy
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 # one line of `rsync --list-only --no-h`: mode, size, date, time, name
 _LIST_LINE = re.compile(r'^(?P<mode>[-dlpscb][-rwxsStT]{9})\s+(?P<size>\d+) (?P<date>\d{4}/\d\d/\d\d) '
@@ -85,7 +85,7 @@ class RsyncRepository(Repository):
         return key if self.root == '.' else posixpath.join(self.root, key)
 
     def _remote(self, key, directory=False):
-        return '%s@%s:%s%s' % (self.user, self.host, self._path(key), '/' if directory else '')
+        return '%s@%s:%s%s' % (self.user, self.host, self._path(checked_key(key)), '/' if directory else '')
 
     # -- ssh and rsync ------------------------------------------------------------------
     def scratch(self):

@@ -25,7 +25,7 @@ import hashlib
 import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
@@ -129,6 +129,7 @@ class S3Repository(Repository):
         return '%s at %s' % (where, self.endpoint_url) if self.endpoint_url else where
 
     def _key(self, key):
+        checked_key(key)
         return '%s/%s' % (self.prefix, key) if self.prefix else key
 
     @contextlib.contextmanager
@@ -314,6 +315,7 @@ class S3Repository(Repository):
 
     def delete(self, key):
         """Delete every version of ``key``: a version still under Object Lock stays and raises."""
+        checked_key(key)  # before the versioning question, not only where the key is sent
         with self._errors('listing versions of', key):
             versions = self._versions(key) if self._bucket_has_versions() else None
         if versions is None:  # no versions, or the key may not list them: delete (or hide) the current one

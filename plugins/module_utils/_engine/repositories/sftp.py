@@ -24,7 +24,7 @@ import uuid
 from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import CHUNK, chunks, hash_stream
-from .base import ObjectInfo, PutResult, Repository
+from .base import ObjectInfo, PutResult, Repository, checked_key
 
 
 def _paramiko():
@@ -160,7 +160,7 @@ class SftpRepository(Repository):
             raise RepositoryError('SFTP error while %s %s: %s' % (doing, self.location(key), exc))
 
     def _path(self, key):
-        return posixpath.join(self.root, key) if key else self.root
+        return posixpath.join(self.root, checked_key(key)) if key else self.root
 
     def _makedirs(self, path):
         missing = []
