@@ -12,8 +12,12 @@ description:
   - Turns the per-set outcomes of C(playbooks/dr_drill.yml) or C(playbooks/dr_rebuild.yml) into a
     report kept in O(report_dir) as JSON (the record), Markdown and a self-contained HTML page that
     charts restore time and backup age over the past reports of the same O(kind).
-  - Judges each set against its recovery point objective. A backup older than the objective fails
-    the set.
+  - Judges each set against its recovery point objective (RPO, the age of the backup restored) and
+    its recovery time objective (RTO). A backup older than the RPO objective, or a recovery slower
+    than the RTO objective, fails the set.
+  - RTO has one definition, the seconds from the start of the restore to the target answering its
+    checks (C(recovery_seconds)). A drill measures it per set. A rebuild measures it once, from
+    its start to the server answering every check (O(recovery_seconds)).
   - Returns the report in Prometheus text format (C(dr_drill_success), C(dr_drill_duration_seconds),
     C(dr_drill_backup_age_seconds)) for a Pushgateway.
   - It never fails because a set failed. The playbook decides, after it has alerted.
@@ -40,8 +44,9 @@ options:
   results:
     description:
       - One entry per backup set, with keys C(name), C(success), C(backup_id), C(repository),
-        C(age_seconds), C(restore_seconds), C(duration_seconds), C(checks) (a list of C(name), C(ok),
-        C(detail)), C(error), and optionally C(rpo_seconds).
+        C(skipped_repositories), C(age_seconds), C(restore_seconds), C(recovery_seconds) (start of the
+        restore to the checks answered), C(duration_seconds), C(checks) (a list of C(name), C(ok),
+        C(query), C(expected), C(got), C(detail)), C(error), and optionally C(rpo_seconds) and C(rto_seconds).
     type: list
     elements: dict
     required: true
@@ -58,6 +63,16 @@ options:
   rpo_seconds:
     description: Recovery point objective for sets that do not set their own.
     type: int
+  rto_seconds:
+    description:
+      - Recovery time objective. For a drill, of each set that does not set its own; for a rebuild,
+        of the whole rebuild (O(recovery_seconds)).
+    type: int
+  recovery_seconds:
+    description:
+      - The RTO achieved by the whole recovery (a rebuild, start to the server answering its checks).
+        Defaults to the longest set's C(recovery_seconds).
+    type: float
   steps:
     description: Timed steps (C(name), C(seconds)) shown in the report.
     type: list
@@ -77,6 +92,7 @@ EXAMPLES = r'''
     started: "{{ drill_started }}"
     results: "{{ drill_results }}"
     rpo_seconds: 86400
+    rto_seconds: 14400
     report_dir: /var/lib/offsite-backup/drills
   register: report
 '''
@@ -87,7 +103,7 @@ report:
   returned: always
   type: dict
 success:
-  description: Whether every set was restored, passed its checks and met its RPO objective.
+  description: Whether every set was restored, passed its checks and met its RPO and RTO objectives.
   returned: always
   type: bool
 paths:
@@ -119,6 +135,8 @@ def main():
             finished=dict(type='str'),
             host=dict(type='str'),
             rpo_seconds=dict(type='int'),
+            rto_seconds=dict(type='int'),
+            recovery_seconds=dict(type='float'),
             steps=dict(type='list', elements='dict'),
             report_dir=dict(type='path', required=True),
         ),
@@ -129,7 +147,8 @@ def main():
         started = mf.parse_time(p['started'])
         finished = mf.parse_time(p['finished']) if p['finished'] else mf.utcnow()
         report = drill_report.build(p['kind'], p['results'], started, finished, host=p['host'],
-                                    rpo_seconds=p['rpo_seconds'], steps=p['steps'])
+                                    rpo_seconds=p['rpo_seconds'], steps=p['steps'], rto_seconds=p['rto_seconds'],
+                                    recovery_seconds=p['recovery_seconds'])
         paths = drill_report.write(report, p['report_dir'], check_mode=module.check_mode)
     except BackupError as exc:
         module.fail_json(msg=str(exc), error=exc.kind)

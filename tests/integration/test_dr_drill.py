@@ -156,3 +156,24 @@ def test_stale_backup_fails_the_rpo_objective(moto, bucket, sample_db, workdir):
     assert r.rc != 0
     assert "older than the RPO objective" in r.output
     assert drill_databases() == []
+
+
+def test_slow_recovery_fails_the_rto_objective(moto, bucket, sample_db, workdir):
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    sets = [{"name": "crm", "repositories": [repo], "rto_seconds": 0,
+             "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"},
+             "queries": [{"name": "users", "sql": "SELECT count(*) FROM public.users", "min": 1}]}]
+    with HttpReceiver() as rx:
+        r = run_playbook(str(DRILL), extravars=drill_vars(sets, workdir / "reports", rx))
+    assert r.rc != 0
+    assert "longer than the RTO objective of 0.0 s" in r.output
+    report = json.loads(next((workdir / "reports").glob("drill-*.json")).read_text())
+    (crm,) = report["sets"]
+    assert crm["rto_met"] is False and crm["success"] is False and crm["recovery_seconds"] > 0
+    assert crm["checks"][0]["ok"] is True and crm["checks"][0]["query"] == "SELECT count(*) FROM public.users"
+    assert crm["checks"][0]["expected"] == "at least 1" and int(crm["checks"][0]["got"]) >= 1
+    assert "MISSED" in (workdir / "reports" / next((workdir / "reports").glob("drill-*.md")).name).read_text()
+    push = [q for q in rx.requests if q["method"] == "PUT"][0]["body"]
+    assert 'dr_drill_rto_seconds{set="crm"} 0.0' in push and 'dr_drill_recovery_seconds{set="crm"}' in push
+    assert drill_databases() == []

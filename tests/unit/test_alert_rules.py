@@ -56,6 +56,43 @@ tests:
               description: "See the drill report (playbooks/dr_drill.yml, offsite_dr_report_dir) on drill1."
   - interval: 1m
     input_series:
+      - series: 'dr_drill_recovery_seconds{set="crm", instance="drill1"}'
+        values: '600x10'
+      - series: 'dr_drill_rto_seconds{set="crm", instance="drill1"}'
+        values: '14400x10'
+      - series: 'dr_drill_recovery_seconds{set="erp", instance="drill1"}'
+        values: '18000x10'
+      - series: 'dr_drill_rto_seconds{set="erp", instance="drill1"}'
+        values: '14400x10'
+      - series: 'dr_rebuild_recovery_seconds{instance="new1"}'
+        values: '20000x10'
+      - series: 'dr_rebuild_rto_seconds{instance="new1"}'
+        values: '14400x10'
+      - series: 'dr_drill_backup_age_seconds{set="crm", instance="drill1"}'
+        values: '100000x10'
+      - series: 'dr_drill_rpo_seconds{set="crm", instance="drill1"}'
+        values: '93600x10'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: DrRtoExceeded
+        exp_alerts:
+          - exp_labels: {severity: warning, set: erp, instance: drill1}
+            exp_annotations:
+              summary: "Recovery took 5h 0m 0s, longer than the RTO objective (set erp)"
+              description: "A real recovery would miss its time objective: see the report on drill1."
+          - exp_labels: {severity: warning, instance: new1}
+            exp_annotations:
+              summary: "Recovery took 5h 33m 20s, longer than the RTO objective"
+              description: "A real recovery would miss its time objective: see the report on new1."
+      - eval_time: 5m
+        alertname: DrRpoExceeded
+        exp_alerts:
+          - exp_labels: {severity: warning, set: crm, instance: drill1}
+            exp_annotations:
+              summary: "The newest backup of set crm was 1d 3h 46m 40s old at the drill"
+              description: "A real recovery would lose more data than the RPO objective allows."
+  - interval: 1m
+    input_series:
       - series: 'backup_last_success_timestamp_seconds{job="crm", source="crm_db", instance="srv1"}'
         values: '0x1800'
     alert_rule_test:
@@ -82,7 +119,7 @@ def promtool():
 def test_rules_are_valid():
     r = subprocess.run([promtool(), 'check', 'rules', RULES], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'SUCCESS: 4 rules found' in r.stdout
+    assert 'SUCCESS: 6 rules found' in r.stdout
 
 
 def test_alerts_fire_when_they_should(tmp_path):

@@ -80,3 +80,40 @@ def test_check_mode_writes_nothing(tmp_path):
     paths = drill_report.write(report, str(tmp_path / 'reports'), check_mode=True)
     assert paths['json'].endswith('rebuild-20261123T040000Z.json')
     assert not (tmp_path / 'reports').exists()
+
+
+def test_a_recovery_slower_than_its_rto_objective_fails_the_set_and_is_marked():
+    report = drill_report.build('drill', [ok_set(recovery_seconds=41.0), ok_set(name='erp', recovery_seconds=900)],
+                                T0, T1, rpo_seconds=86400, rto_seconds=600)
+    crm, erp = report['sets']
+    assert crm['success'] is True and crm['rto_met'] is True and crm['rto_seconds'] == 600
+    assert erp['success'] is False and erp['rto_met'] is False
+    assert erp['error'] == 'recovery took 15.0 min, longer than the RTO objective of 10.0 min'
+    assert report['success'] is False and report['recovery_seconds'] == 900 and report['rto_met'] is False
+    md = drill_report.markdown(report)
+    assert '| erp | FAILED |' in md and '15.0 min (objective 10.0 min, MISSED)' in md
+    assert 'RTO (start of the restore to the target answering its checks): 15.0 min' in md
+    text = drill_report.metrics(report)
+    assert 'dr_drill_recovery_seconds{set="erp"} 900.0\n' in text and 'dr_drill_rto_seconds{set="erp"} 600.0\n' in text
+
+
+def test_rebuild_has_one_rto_figure_the_whole_recovery():
+    """The rebuild's RTO is start to the server answering its checks: one figure, judged once."""
+    report = drill_report.build('rebuild', [ok_set(recovery_seconds=5.0)], T0, T1, rto_seconds=10,
+                                recovery_seconds=18.6)
+    assert report['recovery_seconds'] == 18.6 and report['rto_met'] is False and report['success'] is False
+    assert report['sets'][0]['rto_met'] is None and report['sets'][0]['success'] is True
+    assert 'the rebuild took 18.6 s to answer its checks' in report['error']
+    md = drill_report.markdown(report)
+    figures = [line for line in md.splitlines() if 'RTO' in line and 'objective of' not in line]
+    assert len(figures) == 1  # one RTO figure; the sets say when they were ready, not "RTO"
+    assert 'RTO (start of the restore to the target answering its checks): 18.6 s (objective 10.0 s, MISSED)' in md
+    text = drill_report.metrics(report)
+    assert 'dr_rebuild_recovery_seconds 18.6\n' in text and 'dr_rebuild_rto_seconds 10.0\n' in text
+    assert 'dr_rebuild_recovery_seconds{' not in text
+
+
+def test_an_objective_given_as_none_falls_back_to_the_default():
+    report = drill_report.build('drill', [ok_set(rto_seconds=None, rpo_seconds='', recovery_seconds=1)], T0, T1,
+                                rpo_seconds=86400, rto_seconds=60)
+    assert report['sets'][0]['rto_seconds'] == 60 and report['sets'][0]['rpo_seconds'] == 86400
