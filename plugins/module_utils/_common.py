@@ -56,6 +56,12 @@ def repository_spec():
     )
 
 
+def clock_skew_spec():
+    """How far in the future a backup may be dated before it is suspect; documented in
+    doc_fragments/clock_skew.py."""
+    return dict(type='str', default='1h')
+
+
 def database_spec():
     """Connection options shared by a database source (dump) and target (restore)."""
     return dict(

@@ -16,6 +16,7 @@ description:
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
+  - offsite.backup.clock_skew
 attributes:
   check_mode:
     description: Read-only; runs the same in check mode.
@@ -122,14 +123,24 @@ backups:
     stored_bytes:
       description: Bytes the backup occupies in the repository (artifact, manifest, proven marker).
       type: int
+    suspect:
+      description: Whether it is dated more than O(clock_skew) in the future (never C(latest), never deleted automatically).
+      type: bool
     problem:
       description: Why the backup is not complete.
       type: str
       returned: when not complete
 latest:
-  description: The newest complete backup, or null.
+  description: The newest complete backup that is not suspect, or null.
   returned: always
   type: dict
+suspect:
+  description:
+    - Ids of the complete backups dated more than O(clock_skew) in the future, newest first; each also
+      gives a warning. Check the clock of the machine that made them; delete them by hand if they are bogus.
+  returned: always
+  type: list
+  elements: str
 count:
   description: Number of complete backups.
   returned: always
@@ -189,7 +200,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -200,12 +211,13 @@ def main():
             repository=dict(type='dict', required=True, options=repository_spec()),
             query=dict(type='str'),
             repository_check=dict(type='str'),
+            clock_skew=clock_skew_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.info, name=p['name'], repository=p['repository'], query=p['query'],
-        repository_check=p['repository_check'])
+        repository_check=p['repository_check'], clock_skew=p['clock_skew'])
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
   - offsite.backup.encryption
+  - offsite.backup.clock_skew
 attributes:
   check_mode:
     description: Chooses the backup and checks the target (connection, existence for O(target.mode=create)); changes nothing.
@@ -38,7 +39,10 @@ options:
   repository:
     required: true
   backup:
-    description: C(latest), a backup id, or an ISO-8601 time (the newest complete backup at or before it).
+    description:
+      - C(latest), a backup id, or an ISO-8601 time (the newest complete backup at or before it).
+      - C(latest) and a time skip damaged and incomplete backups and those dated more than O(clock_skew) in the
+        future, with a warning naming each skipped newer backup and why; an id restores even a suspect backup.
     type: str
     default: latest
   target:
@@ -257,7 +261,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, database_spec, encryption_spec, repository_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -281,13 +285,14 @@ def main():
             work_dir=dict(type='path'),
             mark_proven=dict(type='bool', default=False),
             encryption=dict(type='dict', options=encryption_spec()),
+            clock_skew=clock_skew_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.restore, name=p['name'], repository=p['repository'], target=p['target'],
         backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], mark_proven=p['mark_proven'],
-        encryption=p['encryption'], check_mode=module.check_mode)
+        encryption=p['encryption'], check_mode=module.check_mode, clock_skew=p['clock_skew'])
 
 
 if __name__ == '__main__':

@@ -14,7 +14,8 @@ description:
     durations measured back from the newest backup, C(-1) for unlimited, the oldest backup
     kept while a bucket rule has counts left as in restic 0.16+), and deletes the others
     from O(repository), the manifest first, then the artifact.
-  - It never deletes the newest complete backup, nor the newest backup a drill proved
+  - It never deletes the newest complete backup, nor a backup dated more than O(clock_skew) in the future
+    (it warns instead), nor the newest backup a drill proved
     restorable (M(offsite.backup.restore) with O(offsite.backup.restore#module:mark_proven=true)). Incomplete leftovers (an artifact without
     manifest, a partial upload) older than O(incomplete_grace) hours are removed.
   - With O(backups) instead of O(repository) it only plans, touching nothing, so you can see
@@ -23,6 +24,7 @@ description:
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
+  - offsite.backup.clock_skew
 attributes:
   check_mode:
     description: A dry run that returns what would be deleted.
@@ -137,7 +139,7 @@ options:
             C(currency), C(name), C(source), C(as_of).
         type: dict
   incomplete_grace:
-    description: Hours after which incomplete leftovers are removed (so a running upload is never touched).
+    description: Hours (0 or more) after which incomplete leftovers are removed (so a running upload is never touched).
     type: int
     default: 24
   repository:
@@ -220,6 +222,13 @@ incomplete_removed:
   returned: with repository
   type: list
   elements: str
+suspect:
+  description:
+    - Ids of the backups dated more than O(clock_skew) in the future. They are kept (never deleted
+      automatically), take no part in the rules, and each gives a warning.
+  returned: always
+  type: list
+  elements: str
 kept_as_proven:
   description: Id of the newest proven backup, kept although the policy would have removed it.
   returned: with repository
@@ -286,7 +295,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 COUNTS = ('keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly', 'keep_days')
@@ -306,6 +315,7 @@ def main():
             policy=dict(type='dict', required=True, options=policy),
             timezone=dict(type='str', default='UTC'),
             incomplete_grace=dict(type='int', default=24),
+            clock_skew=clock_skew_spec(),
             estimate_cost=dict(type='dict', options=dict(
                 providers=dict(type='list', elements='str'),
                 backup_size=dict(type='int'),
@@ -323,12 +333,12 @@ def main():
     rules = dict((k, v) for k, v in p['policy'].items() if v is not None)
     if p['backups'] is not None:
         run(module, operations.plan, backups=p['backups'], policy=rules, timezone=p['timezone'],
-            estimate=p['estimate_cost'])
+            estimate=p['estimate_cost'], clock_skew=p['clock_skew'])
     if not p['name']:
         module.fail_json(msg='name is required to apply a policy to a repository')
     run(module, operations.retention, name=p['name'], repository=p['repository'], policy=rules,
         timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode,
-        estimate=p['estimate_cost'])
+        estimate=p['estimate_cost'], clock_skew=p['clock_skew'])
 
 
 if __name__ == '__main__':

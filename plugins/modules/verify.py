@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - offsite.backup.repository
   - offsite.backup.repository.REPOSITORIES
   - offsite.backup.encryption
+  - offsite.backup.clock_skew
 attributes:
   check_mode:
     description: Verifying only reads; check mode runs the same checks.
@@ -145,7 +146,9 @@ repositories:
           description: Backup id.
           type: str
         status:
-          description: C(ok), C(damaged) (manifest without a matching artifact), C(incomplete) (no manifest yet) or C(failed) (a read check failed).
+          description:
+            - C(ok), C(damaged) (manifest without a matching artifact), C(incomplete) (no manifest yet), C(failed)
+              (a read check failed) or C(suspect) (dated more than O(clock_skew) in the future; a failure).
           type: str
         read:
           description: Whether it was downloaded and read.
@@ -167,7 +170,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import encryption_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, encryption_spec, repository_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import verify
 
 
@@ -180,13 +183,15 @@ def main():
             read_data=dict(type='str'),
             max_age=dict(type='str'),
             encryption=dict(type='dict', options=encryption_spec()),
+            clock_skew=clock_skew_spec(),
         ),
         required_one_of=[('repository', 'repositories')],
         supports_check_mode=True,
     )
     p = module.params
     run(module, verify.verify, name=p['name'], repositories=p['repositories'] or [p['repository']],
-        read_data=p['read_data'], max_age=p['max_age'], encryption=p['encryption'], check_mode=module.check_mode)
+        read_data=p['read_data'], max_age=p['max_age'], encryption=p['encryption'], check_mode=module.check_mode,
+        clock_skew=p['clock_skew'])
 
 
 if __name__ == '__main__':

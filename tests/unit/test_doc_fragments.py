@@ -38,3 +38,15 @@ def test_encryption_fragment_matches_the_argument_spec():
     assert sorted(documented) == sorted(encryption_spec())
     for name, option in encryption_spec().items():
         assert documented[name]['type'] == option['type'], name
+
+
+def test_clock_skew_fragment_matches_the_argument_spec():
+    from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import manifest as mf
+    path = os.path.join(os.path.dirname(FRAGMENT), 'clock_skew.py')
+    spec = importlib.util.spec_from_file_location('clock_skew_fragment', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    documented = yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)['options']['clock_skew']
+    assert (documented['type'], documented['default']) == (clock_skew_spec()['type'], clock_skew_spec()['default'])
+    assert clock_skew_spec()['default'] == mf.DEFAULT_CLOCK_SKEW

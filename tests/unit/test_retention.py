@@ -323,7 +323,8 @@ def test_dict_inputs_and_as_dict():
     ]
     plan = plan_retention(items, {"keep_last": 1})
     assert plan.keep == [BackupRef("z", ts("2024-01-01T23:30:00-01:00"), ("prod",))]
-    assert plan.as_dict() == {"keep": ["z"], "remove": ["y", "x"], "reasons": {"z": ["last snapshot"]}}
+    assert plan.as_dict() == {"keep": ["z"], "remove": ["y", "x"], "reasons": {"z": ["last snapshot"]},
+                              "suspect": []}
 
 
 def test_local_times_in_repeated_hour_are_ordered_by_instant():

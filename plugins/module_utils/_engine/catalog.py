@@ -5,6 +5,10 @@
 A backup is complete when its manifest exists and its artifact has the recorded size.
 Artifacts without a manifest (an interrupted upload or dump) are incomplete: never listed as
 complete, never restored, never ``latest``; retention removes them after a grace period.
+
+A complete backup dated more than ``clock_skew`` after now is *suspect* (the clock of the
+machine that made it was ahead, or its manifest was edited): never ``latest``, never chosen
+by time; only asking for its id restores it.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -34,6 +38,7 @@ class Backup(object):
         self.proven_key = proven_key
         self.manifest_size = manifest_size
         self.proven_size = proven_size
+        self.suspect = False  # dated too far in the future (set by the catalog)
 
     @property
     def stored_bytes(self):
@@ -60,6 +65,7 @@ class Backup(object):
             data['format'] = self.manifest.get('format')
             data['source'] = self.manifest.get('source')
         data['proven'] = self.proven_key is not None
+        data['suspect'] = self.suspect
         if self.problem:
             data['problem'] = self.problem
         return data
@@ -68,22 +74,29 @@ class Backup(object):
 class Catalog(object):
     """Reads a repository's listing once; manifests are fetched only for complete candidates."""
 
-    def __init__(self, repository, name, legacy_tz=datetime.timezone.utc):
+    def __init__(self, repository, name, legacy_tz=datetime.timezone.utc, clock_skew=None, now=None):
         self.repository = repository
         self.name = mf.validate_name(name)
         self.backups = []       # complete and incomplete, newest first
         self.leftovers = []     # ObjectInfo of partial uploads, and proven markers of deleted backups
+        self.now = now or mf.utcnow()
+        self.clock_skew = mf.clock_skew(clock_skew) if not isinstance(clock_skew, datetime.timedelta) else clock_skew
         self._load(legacy_tz)
+        for backup in self.complete:
+            backup.suspect = backup.created > self.now + self.clock_skew
 
     def _load(self, legacy_tz):
         objects = dict((o.key, o) for o in self.repository.list(self.name))
         artifacts, manifests, proven = {}, {}, {}
+        # the seeds wrote <name>_backup_<stamp> for set <name>; but when a set named <name>_backup
+        # lives in this repository, such files are its own (exact names), never ours to delete
+        seed_form = not any(key.startswith(self.name + '_backup/') for key in objects)
         for key, info in objects.items():
             if key.endswith(mf.PARTIAL_SUFFIX):
                 if key.startswith(self.name + '/'):
                     self.leftovers.append(info)
                 continue
-            legacy = mf.parse_legacy(key, self.name, legacy_tz)
+            legacy = mf.parse_legacy(key, self.name, legacy_tz, seed_form)
             if legacy:
                 backup_id, created, dummy = legacy
                 self.backups.append(Backup(backup_id, self.name, created, artifact_key=key, size=info.size,
@@ -157,17 +170,49 @@ class Catalog(object):
     def incomplete(self):
         return [b for b in self.backups if not b.complete]
 
+    @property
+    def trusted(self):
+        """Complete backups that are not suspect, newest first."""
+        return [b for b in self.backups if b.complete and not b.suspect]
+
+    @property
+    def suspect(self):
+        return [b for b in self.backups if b.suspect]
+
+    def describe_suspect(self, backup):
+        """Why ``backup`` is suspect, for warnings and failures."""
+        ahead = backup.created - self.now
+        return ('backup %s of %s in %s is dated %s, %s after this machine\'s clock (more than clock_skew %s): '
+                'the clock of the machine that made it was ahead, or its manifest was edited'
+                % (backup.id, self.name, self.repository.location(), mf.format_time(backup.created),
+                   mf.format_duration(ahead), mf.format_duration(self.clock_skew)))
+
     def newest_proven(self):
-        proven = [b for b in self.complete if b.proven_key]
+        proven = [b for b in self.trusted if b.proven_key]
         return proven[0] if proven else None
 
     def latest(self):
-        complete = self.complete
-        return complete[0] if complete else None
+        trusted = self.trusted
+        return trusted[0] if trusted else None
+
+    def passed_over(self, chosen):
+        """Warnings naming each backup newer than ``chosen`` that ``latest`` or a time skipped,
+        and why (damaged, incomplete, suspect)."""
+        warnings = []
+        for backup in self.backups:
+            if backup is chosen or backup.created < chosen.created:
+                break
+            if backup.suspect:
+                warnings.append('skipped %s' % self.describe_suspect(backup))
+            elif not backup.complete:
+                warnings.append('skipped backup %s of %s, newer than %s: %s'
+                                % (backup.id, self.name, chosen.id, backup.problem))
+        return warnings
 
     def select(self, wanted):
-        """``latest``, an id, or a time (the newest complete backup at or before it)."""
-        complete = self.complete
+        """``latest``, an id, or a time (the newest complete backup at or before it that is not
+        suspect)."""
+        complete = self.trusted
         where = self.repository.location()
         # an id asked for by name is judged first: "incomplete" says more than "no complete backup"
         for backup in self.backups:
@@ -177,6 +222,10 @@ class Catalog(object):
                                         'choose another backup')
                 return backup
         if not complete:
+            if self.suspect:
+                raise NotFoundError('no complete backup of %s in %s that is not suspect: %s'
+                                    % (self.name, where, '; '.join(self.describe_suspect(b) for b in self.suspect)),
+                                    'check the clocks; to restore a suspect backup anyway, give its id')
             raise NotFoundError('no complete backup of %s in %s' % (self.name, where),
                                 'run a backup first, or check `name` and the repository options')
         if wanted in (None, '', 'latest'):

@@ -227,6 +227,8 @@ def cmd_list(args):
         age = (now - mf.parse_time(row['created'])).total_seconds()
         state = 'complete' if row.get('complete') else ('damaged: %s' % row['problem'] if row.get('problem')
                                                         else 'incomplete')
+        if row.get('suspect'):
+            state = 'SUSPECT: dated %s in the future (wrong clock?)' % human_age(-age)
         table.append((row['set'], row['repository'], row['id'], human_age(age), human_bytes(row.get('size')),
                       'yes' if row.get('proven') else 'no', state))
     widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]) - 1)]
@@ -256,7 +258,9 @@ def cmd_restore(args):
     if args.path:
         target['path'] = args.path
     result = operations.restore(args.set, repository, target, backup=args.backup, mode=args.mode,
-                                work_dir=args.work_dir, log=CommandLog())
+                                work_dir=args.work_dir, clock_skew=job.get('clock_skew'), log=CommandLog())
+    for warning in result.get('warnings', []):
+        sys.stderr.write('offsite-backup: warning: %s\n' % warning)
     sys.stdout.write('restored %s into %s (%s, %ss)\n' % (result['backup']['id'], result['target'],
                                                           result['mode'], result['duration']))
     return EXIT_OK

@@ -17,6 +17,8 @@ Job file (YAML)::
     repositories:
       - {type: s3, bucket: crm-backups, secret_key: '${S3_SECRET_KEY}'}
     retention: {keep_daily: 7, keep_weekly: 4, keep_monthly: 6}   # offsite
+    clock_skew: 1h                    # backups dated further in the future are suspect
+    incomplete_grace: 24              # hours before retention removes an unfinished upload
     monitoring: {...}                 # see monitoring.py
 
 ``${NAME}`` in any string is replaced by the environment variable NAME: secrets live in the
@@ -51,11 +53,13 @@ TOP_KEYS = {
     'retention': (dict, False), 'min_success': (int, False), 'compression': (str, False),
     'level': (int, False), 'threads': (int, False), 'tags': (list, False), 'encryption': (dict, False),
     'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False),
+    'clock_skew': ((str, int), False), 'incomplete_grace': (int, False),
 }
 LOCAL_KEYS = {'path': (str, True), 'retention': (dict, False)}
 SOURCE_KEYS = {'name': (str, True), 'source': (dict, True), 'tags': (list, False)}
 LOG_KEYS = {'path': (str, False), 'max_bytes': (int, False), 'backups': (int, False)}
-TYPE_NAMES = {str: 'a string', list: 'a list', dict: 'a mapping', int: 'an integer'}
+TYPE_NAMES = {str: 'a string', list: 'a list', dict: 'a mapping', int: 'an integer',
+              (str, int): 'a duration (1h, 90m, 2d or seconds)'}
 
 
 def _check_keys(where, data, spec):
@@ -71,7 +75,7 @@ def _check_keys(where, data, spec):
             if required:
                 raise ConfigError('%s needs %s' % (where, key))
             continue
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError('%s.%s must be %s, not %s' % (where, key, TYPE_NAMES[kind], type(value).__name__))
 
 
@@ -157,6 +161,12 @@ def validate(raw, where='job'):
     from .monitoring import validate as validate_monitoring  # monitoring imports nothing from here
     validate_monitoring(job['monitoring'], '%s.monitoring' % where)
     job.setdefault('timezone', 'UTC')
+    job.setdefault('incomplete_grace', operations.DEFAULT_GRACE_HOURS)
+    try:
+        mf.clock_skew(job.get('clock_skew'))
+        operations.check_grace(job['incomplete_grace'])
+    except ConfigError as exc:
+        raise ConfigError('%s.%s' % (where, exc.message), exc.hint) from None
     return job
 
 
@@ -294,7 +304,7 @@ def _run_set(job, entry, result, dry_run, log, logger):
             raise
         backup, uploaded = done['backup'], done['upload']
         result.uploads = uploaded['repositories']
-        for warning in uploaded.get('warnings', []):
+        for warning in done.get('warnings', []) + uploaded.get('warnings', []):
             if logger:
                 logger.warning('backup set %s: %s', name, warning)
     result.backup = _summary(backup)
@@ -304,7 +314,8 @@ def _run_set(job, entry, result, dry_run, log, logger):
             _note(logger, 'backup set %s: uploaded to %s', name,
                   ', '.join('%s (%s)' % (r.get('location') or r['type'], r['status']) for r in result.uploads))
     if local.get('retention'):
-        result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run, log)
+        result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run,
+                                               log, logger)
     if job['repositories']:
         if dry_run:
             # nothing to upload yet: prove every repository is reachable with these credentials
@@ -316,7 +327,7 @@ def _run_set(job, entry, result, dry_run, log, logger):
         if job.get('retention'):
             for index, repo in enumerate(job['repositories']):
                 result.retention['repository %d' % index] = _retention(name, repo, job['retention'], job,
-                                                                       dry_run, log)
+                                                                       dry_run, log, logger)
     result.finish('would succeed' if dry_run else 'succeeded')
 
 
@@ -324,11 +335,15 @@ def _summary(backup):
     return dict((k, backup.get(k)) for k in ('id', 'path', 'size', 'raw_size', 'sha256', 'duration'))
 
 
-def _retention(name, repository, policy, job, dry_run, log):
+def _retention(name, repository, policy, job, dry_run, log, logger):
     outcome = operations.retention(name, repository, policy, timezone=job['timezone'],
+                                   grace_hours=job['incomplete_grace'], clock_skew=job.get('clock_skew'),
                                    check_mode=dry_run, log=log)
+    for warning in outcome.get('warnings', []):
+        if logger:
+            logger.warning('backup set %s: %s', name, warning)
     key = 'would_remove' if dry_run else 'removed'
-    return {'location': outcome['location'], key: list(outcome['remove'])}
+    return {'location': outcome['location'], key: list(outcome['remove']), 'suspect': outcome['suspect']}
 
 
 def listing(job, log=None):
@@ -339,7 +354,7 @@ def listing(job, log=None):
     for entry in job['sources']:
         for label, repo in places:
             try:
-                found = operations.info(entry['name'], repo, log=log)
+                found = operations.info(entry['name'], repo, clock_skew=job.get('clock_skew'), log=log)
             except BackupError as exc:
                 rows.append({'set': entry['name'], 'repository': label, 'error': str(exc)})
                 continue

@@ -34,7 +34,7 @@ _ID_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<ts>\d{8}T\d{6}Z)(
 _EXTENSION_RE = re.compile(r'^[A-Za-z0-9]{1,16}(?:\.[A-Za-z0-9]{1,16}){0,5}$')
 _LEGACY_EXT = r'sql\.gz|sql\.zst|sql|dump|dump\.gz|tar\.gz'
 # <name>_YYYYMMDD_HHMMSS.<ext>, or the seeds' own <name>_backup_YYYYMMDD_HHMMSS.<ext>
-_LEGACY_PATTERN = r'^%s(?:_backup)?_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>' + _LEGACY_EXT + r')$'
+_LEGACY_PATTERN = r'^%s%s_(?P<date>\d{8})_(?P<time>\d{6})\.(?P<ext>' + _LEGACY_EXT + r')$'
 
 
 def validate_name(name):
@@ -115,6 +115,39 @@ def parse_time(text):
     return dt
 
 
+_DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw]?)\s*$')
+_SECONDS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+# how far in the future a backup may be dated before it is suspect (clocks of two machines differ)
+DEFAULT_CLOCK_SKEW = '1h'
+
+
+def parse_duration(value, what='max_age'):
+    """Seconds in ``26h``, ``2d``, ``90m``, ``1w`` or a number of seconds; None for None or ''."""
+    if value is None or value == '':
+        return None
+    match = _DURATION_RE.match(str(value).lower())
+    if isinstance(value, bool) or not match:
+        raise ConfigError('%s %r is not a duration' % (what, value),
+                          'write it like 26h, 2d, 90m, 1w or a number of seconds')
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def format_duration(delta):
+    """``1h``, ``3d``, ``2.5h``: a timedelta (or seconds) for messages, in its largest unit."""
+    seconds = int(delta.total_seconds() if isinstance(delta, datetime.timedelta) else delta)
+    for size, unit in ((86400, 'd'), (3600, 'h'), (60, 'm')):
+        if abs(seconds) >= size:
+            return ('%d%s' % (seconds // size, unit)) if seconds % size == 0 else '%.1f%s' % (seconds / float(size), unit)
+    return '%ds' % seconds
+
+
+def clock_skew(value):
+    """The ``clock_skew`` option as a timedelta (default 1 hour): a backup dated further than
+    this after now is suspect."""
+    seconds = parse_duration(DEFAULT_CLOCK_SKEW if value is None or value == '' else value, 'clock_skew')
+    return datetime.timedelta(seconds=seconds)
+
+
 def make_id(name, created, seq=0):
     stamp = created.astimezone(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
     return '%s_%s%s' % (name, stamp, '-%d' % seq if seq else '')
@@ -147,15 +180,17 @@ def id_from_key(key):
     return base.split('.', 1)[0]
 
 
-def parse_legacy(key, name, tz=datetime.timezone.utc):
+def parse_legacy(key, name, tz=datetime.timezone.utc, seed_form=True):
     """Recognise a seed-script backup of set ``name``; returns (id, created, ext) or None.
 
     The seeds stamp file names with the server's local time; ``tz`` says which one.
+    ``seed_form=False``: ``<name>_backup_<stamp>`` is not ours (a set named ``<name>_backup``
+    exists, and by exact name those files are its own).
     """
     parts = key.split('/')
     if len(parts) > 2 or (len(parts) == 2 and parts[0] != name):
         return None
-    match = re.match(_LEGACY_PATTERN % re.escape(name), parts[-1])
+    match = re.match(_LEGACY_PATTERN % (re.escape(name), '(?:_backup)?' if seed_form else ''), parts[-1])
     if not match:
         return None
     created = datetime.datetime.strptime(match.group('date') + match.group('time'), '%Y%m%d%H%M%S')

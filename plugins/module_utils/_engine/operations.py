@@ -102,6 +102,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
         return {'changed': True, 'backup': predicted}
     os.makedirs(set_dir, mode=0o700, exist_ok=True)
     with set_lock(set_dir, name):
+        warnings = _clock_behind(set_dir, name, created)
         seq = 0
         while any(os.path.exists(os.path.join(set_dir, mf.make_id(name, created, seq) + suffix))
                   for suffix in ('.' + extension, mf.MANIFEST_SUFFIX)):
@@ -140,7 +141,22 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
         _write_atomic(manifest_path, mf.dumps(data))  # manifest last: now the backup exists
     result = dict(predicted, id=backup_id, path=final, manifest=manifest_path, size=writer.size,
                   sha256=writer.hexdigest(), raw_size=raw_size, duration=round(duration, 3))
+    if warnings:
+        return {'changed': True, 'backup': result, 'warnings': warnings}
     return {'changed': True, 'backup': result}
+
+
+def _clock_behind(set_dir, name, created):
+    """A warning when a backup in ``set_dir`` is dated after ``created`` (this machine's now):
+    the clock went back, or that backup came from a machine whose clock was ahead."""
+    stamps = [mf.parse_id(f[:-len(mf.MANIFEST_SUFFIX)]) for f in os.listdir(set_dir) if f.endswith(mf.MANIFEST_SUFFIX)]
+    newest = max((p for p in stamps if p and p[0] == name), key=lambda p: p[1], default=None)
+    if newest is None or newest[1] <= created:
+        return []
+    return ['this machine\'s clock (%s) is %s behind the newest backup of %s in %s (dated %s): check the clock '
+            '(timedatectl, NTP); backups dated more than clock_skew in the future are suspect and never count '
+            'as the newest' % (mf.format_time(created), mf.format_duration(newest[1] - created), name, set_dir,
+                               mf.format_time(newest[1]))]
 
 
 def _write_atomic(path, data):
@@ -393,7 +409,8 @@ def backup(name, source, dest, repositories, min_success=None, log=None, **dump_
     all: a repository's manifest is written only after what it stored was proven equal to
     the local manifest, and fewer than ``min_success`` (default: all) successes fail the run.
 
-    Returns {'changed', 'backup': dump's backup, 'upload': upload's result}. A failed upload
+    Returns {'changed', 'backup': dump's backup, 'upload': upload's result} and dump's
+    ``warnings`` if any. A failed upload
     raises upload's error, with the complete local backup in ``details['backup']``."""
     log = log or CommandLog()
     repositories = [r for r in repositories or [] if r]
@@ -431,7 +448,7 @@ def backup(name, source, dest, repositories, min_success=None, log=None, **dump_
     except BackupError as exc:
         exc.details = dict(exc.details or {}, backup=dumped['backup'])
         raise
-    return {'changed': True, 'backup': dumped['backup'], 'upload': uploaded}
+    return dict(dumped, upload=uploaded)
 
 
 class _Tee(object):
@@ -501,7 +518,7 @@ def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
 
 # -- retention ----------------------------------------------------------------------------
 def _refs(items):
-    return [BackupRef(b.id, b.created, tuple(b.tags)) for b in items]
+    return [BackupRef(b.id, b.created, tuple(b.tags), b.proven_key is not None) for b in items]
 
 
 ESTIMATE_KEYS = ('providers', 'backup_size', 'interval_hours', 'growth_percent_per_month', 'days', 'start', 'prices')
@@ -526,11 +543,11 @@ def estimate_cost(estimate, policy, timezone='UTC', newest=None):
     return result
 
 
-def plan(backups, policy, timezone='UTC', now=None, estimate=None, log=None):
+def plan(backups, policy, timezone='UTC', now=None, estimate=None, clock_skew=None, log=None):
     """Planning only (no repository): ``backups`` is a list of {id, time, tags}."""
     try:
         refs = [BackupRef(str(b['id']), mf.parse_time(b['time']), tuple(b.get('tags') or ())) for b in backups]
-        result = plan_retention(refs, policy, tz=timezone, now=now).as_dict()
+        result = plan_retention(refs, policy, tz=timezone, now=now, clock_skew=mf.clock_skew(clock_skew)).as_dict()
     except (KeyError, TypeError) as exc:
         raise ConfigError('each entry of backups needs id and time (%s)' % exc)
     except PolicyError as exc:
@@ -542,26 +559,24 @@ def plan(backups, policy, timezone='UTC', now=None, estimate=None, log=None):
 
 
 def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRACE_HOURS,
-              check_mode=False, now=None, estimate=None, log=None):
+              check_mode=False, now=None, estimate=None, clock_skew=None, log=None):
     """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers."""
     now = now or mf.utcnow()
+    check_grace(grace_hours)
     with open_repository(repository) as repo:
-        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew, now=now)
         complete = catalog.complete
         try:
-            decided = plan_retention(_refs(complete), policy, tz=timezone, now=now)
+            # the newest proven backup and every suspect one are kept by the planner
+            decided = plan_retention(_refs(complete), policy, tz=timezone, now=now, clock_skew=catalog.clock_skew)
         except PolicyError as exc:
             raise ConfigError(str(exc))
+        newest = catalog.latest()
         # before any deletion: a bad estimate_cost option must not leave a half-applied policy
-        cost = estimate_cost(estimate, policy, timezone, complete[0] if complete else None) if estimate else None
-        newest = complete[0].id if complete else None
+        cost = estimate_cost(estimate, policy, timezone, newest) if estimate else None
         remove_ids = set(b.id for b in decided.remove)
-        # the newest backup a drill proved restorable survives any policy: it is the one known good
-        proven = catalog.newest_proven()
-        kept_proven = proven.id if proven is not None and proven.id in remove_ids else None
-        remove_ids.discard(kept_proven)
-        if newest in remove_ids:  # the planner keeps it; deleting it would be unrecoverable
-            raise BackupError('internal error: retention planned to delete the newest backup %s' % newest)
+        if newest is not None and newest.id in remove_ids:  # deleting it would be unrecoverable
+            raise BackupError('internal error: retention planned to delete the newest backup %s' % newest.id)
         by_id = dict((b.id, b) for b in complete)
         cutoff = now - datetime.timedelta(hours=grace_hours)
         leftovers = [b for b in catalog.incomplete if b.manifest_key is None and b.modified < cutoff]
@@ -589,12 +604,7 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
                 if repo.locked_until(key) is None:  # a locked leftover waits for its lock to expire
                     repo.delete(key)
                     cleaned.append(key)
-        planned = decided.as_dict()
-        if kept_proven:
-            planned['remove'].remove(kept_proven)
-            planned['keep'].append(kept_proven)
-            planned['reasons'][kept_proven] = ['newest backup proven restorable by a drill']
-        result = dict(planned, **{
+        result = dict(decided.as_dict(), **{
             'changed': bool(len(locked) < len(remove_ids) or cleaned or lock_extended or aborted
                             or (check_mode and (leftovers or partials))),
             'removed': removed,
@@ -603,13 +613,24 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             'incomplete_uploads_aborted': aborted,
             'incomplete': [b.artifact_key for b in leftovers] + [o.key for o in partials],
             'incomplete_removed': cleaned,
-            'kept_as_proven': kept_proven,
+            'kept_as_proven': decided.kept_as_proven,
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
         })
         if cost:
             result['cost'] = cost
+        if catalog.suspect:
+            result['warnings'] = ['%s; it is kept and not counted as the newest backup: check it, and delete it '
+                                  'by hand if it is bogus' % catalog.describe_suspect(b) for b in catalog.suspect]
         return result
+
+
+def check_grace(hours):
+    """``incomplete_grace``: hours before an incomplete upload is removed; 0 or more."""
+    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 0:
+        raise ConfigError('incomplete_grace is %r; it must be a whole number of hours, 0 or more' % (hours,),
+                          'a negative grace would delete uploads still running; the default is %d'
+                          % DEFAULT_GRACE_HOURS)
 
 
 def _extend_locks(repo, by_id, decided, policy, now, repository, check_mode):
@@ -639,19 +660,22 @@ def _legacy_tz(options):
 
 
 # -- info ---------------------------------------------------------------------------------
-def info(name, repository, query=None, repository_check=None, log=None):
+def info(name, repository, query=None, repository_check=None, clock_skew=None, log=None):
     with open_repository(repository) as repo:
         checker = getattr(repo, 'check', None)
         if repository_check and checker is None:
             raise ConfigError('repository_check needs a repository that checks itself (restic); %s does not'
                               % repo.type, 'remove repository_check; restore drills prove the other types')
-        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
         backups = [b.as_dict() for b in catalog.backups]
         latest = catalog.latest()
         result = {'changed': False, 'backups': backups, 'latest': latest.as_dict() if latest else None,
                   'count': len(catalog.complete), 'location': repo.location(name),
                   'repository': repo.series_name(), 'total_size': sum(b.size or 0 for b in catalog.backups),
-                  'stored_bytes': catalog.stored_bytes()}
+                  'stored_bytes': catalog.stored_bytes(),
+                  'suspect': [b.id for b in catalog.suspect]}
+        if catalog.suspect:
+            result['warnings'] = [catalog.describe_suspect(b) for b in catalog.suspect]
         if repository_check:
             result['repository_check'] = checker(repository_check)  # damage raises IntegrityError
     if query:
@@ -667,12 +691,13 @@ def info(name, repository, query=None, repository_check=None, log=None):
 
 # -- restore ------------------------------------------------------------------------------
 def restore(name, repository, target, backup='latest', mode='create', work_dir=None,
-            mark_proven=False, encryption=None, check_mode=False, log=None):
+            mark_proven=False, encryption=None, check_mode=False, clock_skew=None, log=None):
     log = log or CommandLog()
     started = time.time()
     with open_repository(repository) as repo:
-        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
         chosen = catalog.select(backup)
+        warnings = [] if chosen.id == backup else catalog.passed_over(chosen)
         data = chosen.manifest or _legacy_manifest(chosen)
         source_type = (data.get('source') or {}).get('type')
         if source_type and target.get('type') != source_type:
@@ -687,6 +712,8 @@ def restore(name, repository, target, backup='latest', mode='create', work_dir=N
         age = (mf.utcnow() - chosen.created).total_seconds()
         summary = {'backup': chosen.as_dict(), 'target': tgt.describe(), 'mode': mode,
                    'age_seconds': int(age), 'target_existed': target_facts.get('exists')}
+        if warnings:
+            summary['warnings'] = warnings
         if check_mode:
             return dict(summary, changed=True, status='would restore')
         if data.get('format') == mf.TREE_FORMAT:

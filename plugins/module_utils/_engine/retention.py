@@ -52,8 +52,17 @@ Semantics follow restic's ``ApplyPolicy`` (internal/data/snapshot_policy.go):
 
 Ours, beyond restic:
 
-* the newest backup is always kept; when no rule kept it its reason is
-  ``"newest backup"`` (e.g. a ``keep_tags``-only policy);
+* a backup dated more than ``clock_skew`` (default 1 hour) after ``now`` is
+  *suspect* (a server whose clock jumped ahead, an edited manifest): it is
+  always kept (never deleted automatically: a human decides), but takes no
+  part in the rules -- it is not the newest, fills no ``keep_last`` or
+  calendar slot, and is not the reference of the ``keep_within`` windows --
+  so one bogus date can never push the real backups out. Its reason is
+  ``"suspect: dated <time>, more than <skew> in the future"``;
+* the newest backup that is not suspect is always kept; when no rule kept it
+  its reason is ``"newest backup"`` (e.g. a ``keep_tags``-only policy);
+* the newest backup marked ``proven`` (a drill restored it) that is not
+  suspect is always kept, reason ``"newest backup proven restorable by a drill"``;
 * an empty policy (no rule, or every rule off) keeps everything with reason
   ``"no policy"`` -- restic refuses to run instead; we never delete on it.
 
@@ -62,7 +71,8 @@ Reason strings (restic's wording, ``<d>`` is the normalised duration, e.g. ``7d`
 ``"weekly snapshot"``, ``"monthly snapshot"``, ``"yearly snapshot"``,
 ``"oldest <unit> snapshot"``, ``"within <d>"``, ``"<unit> within <d>"``,
 ``"oldest <unit> within <d>"``, ``"has tags [a, b]"``,
-``"within <N> days of now"`` (keep_days), ``"newest backup"``, ``"no policy"``.
+``"within <N> days of now"`` (keep_days), ``"newest backup"``, ``"no policy"``,
+``"newest backup proven restorable by a drill"``, ``"suspect: ..."``.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -73,6 +83,8 @@ __metaclass__ = type
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
+
+from .manifest import format_duration
 
 try:  # zoneinfo is Python 3.9+; on older Pythons only UTC is available
     from zoneinfo import ZoneInfo
@@ -97,6 +109,10 @@ BUCKETS = {
 }
 
 
+DEFAULT_CLOCK_SKEW = timedelta(hours=1)
+PROVEN_REASON = "newest backup proven restorable by a drill"
+
+
 class PolicyError(ValueError):
     """Invalid retention policy, duration or time zone; the message is for operators."""
 
@@ -107,6 +123,7 @@ class BackupRef:
     id: str
     time: datetime  # timezone-aware
     tags: tuple = ()
+    proven: bool = False  # a drill restored it (its proven marker exists)
 
 
 @dataclass(frozen=True)
@@ -165,12 +182,15 @@ class RetentionPlan:
     keep: list = field(default_factory=list)     # BackupRef, newest first
     remove: list = field(default_factory=list)   # BackupRef, newest first
     reasons: dict = field(default_factory=dict)  # id of each kept backup -> [reason, ...]
+    suspect: list = field(default_factory=list)  # BackupRef dated too far in the future, newest first
+    kept_as_proven: str = None  # id of the newest proven backup, kept although no rule kept it
 
     def as_dict(self):
         return {
             "keep": [b.id for b in self.keep],
             "remove": [b.id for b in self.remove],
             "reasons": {k: list(v) for k, v in self.reasons.items()},
+            "suspect": [b.id for b in self.suspect],
         }
 
 
@@ -284,18 +304,20 @@ def _aware(value, what):
 def _ref(item):
     if isinstance(item, BackupRef):
         when = _aware(item.time, "backup %s time" % item.id)
-        return item if when is item.time else BackupRef(item.id, when, tuple(item.tags))
+        return item if when is item.time else BackupRef(item.id, when, tuple(item.tags), item.proven)
     if not isinstance(item, dict) or "id" not in item or "time" not in item:
         raise ValueError("backup %r: expected a BackupRef or a dict with id and time" % (item,))
     return BackupRef(str(item["id"]), _aware(item["time"], "backup %s time" % item["id"]),
-                     tuple(item.get("tags") or ()))
+                     tuple(item.get("tags") or ()), bool(item.get("proven")))
 
 
-def plan_retention(backups, policy, tz="UTC", now=None):
+def plan_retention(backups, policy, tz="UTC", now=None, clock_skew=DEFAULT_CLOCK_SKEW):
     """Decide which backups of one set to keep and remove (see module docstring)."""
     policy = parse_policy(policy)
     zone = _zone(tz)
     now = datetime.now(timezone.utc) if now is None else _aware(now, "now").astimezone(timezone.utc)
+    if not isinstance(clock_skew, timedelta) or clock_skew < timedelta(0):
+        raise PolicyError("clock_skew must be a duration of 0 or more, not %r" % (clock_skew,))
 
     refs = [_ref(b) for b in backups]
     seen = set()
@@ -306,12 +328,18 @@ def plan_retention(backups, policy, tz="UTC", now=None):
     # Compare in UTC: aware datetimes sharing a tzinfo compare by wall clock, wrong at DST folds.
     utc = {r.id: r.time.astimezone(timezone.utc) for r in refs}
     refs.sort(key=lambda r: (utc[r.id], r.id), reverse=True)
+    ordered = list(refs)
 
     plan = RetentionPlan()
+    horizon = now + clock_skew
+    plan.suspect = [r for r in refs if utc[r.id] > horizon]
+    for ref in plan.suspect:  # kept, and out of every rule: a wrong clock must not push real backups out
+        plan.reasons[ref.id] = ["suspect: dated %s, more than %s in the future"
+                                % (utc[ref.id].strftime("%Y-%m-%dT%H:%M:%SZ"), format_duration(clock_skew))]
+    refs = [r for r in refs if utc[r.id] <= horizon]
     if policy.empty:
-        plan.keep = refs
-        plan.reasons = {r.id: ["no policy"] for r in refs}
-        return plan
+        plan.reasons.update((r.id, ["no policy"]) for r in refs)
+        refs = []
 
     # restic ignores backups from the future when picking the newest (clock skew); None = none left,
     # in which case (as in restic, whose reference is then year 1) every backup is inside the windows.
@@ -335,6 +363,7 @@ def plan_retention(backups, policy, tz="UTC", now=None):
                 ((u, getattr(policy, "keep_within_" + u)) for u in UNITS) if d is not None and not d.zero]
 
     last_index = len(refs) - 1
+    newest_proven = next((r.id for r in refs if r.proven), None)
     for nr, ref in enumerate(refs):
         t = utc[ref.id]
         local = t.astimezone(zone)
@@ -367,11 +396,14 @@ def plan_retention(backups, policy, tz="UTC", now=None):
 
         if nr == 0 and not why:
             why.append("newest backup")  # ours: never delete the newest backup of a set
+        if not why and ref.id == newest_proven:
+            why.append(PROVEN_REASON)  # ours: the one a drill proved good survives any policy
+            plan.kept_as_proven = ref.id
         if why:
-            plan.keep.append(ref)
             plan.reasons[ref.id] = why
         else:
             plan.remove.append(ref)
+    plan.keep = [r for r in ordered if r.id in plan.reasons]
     return plan
 
 

@@ -33,19 +33,8 @@ from .operations import _legacy_tz, decrypter
 from .pipeline import VerifiedStream, _NullWriter, chunks, copy, hash_stream, read_full
 from .repositories import open_repository
 
-_DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw]?)\s*$')
-_SECONDS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
 RDB_MAGIC = b'REDIS'
-
-
-def parse_duration(value):
-    """Seconds in ``26h``, ``2d``, ``90m``, ``1w`` or a number of seconds."""
-    if value is None or value == '':
-        return None
-    match = _DURATION_RE.match(str(value).lower())
-    if not match:
-        raise ConfigError('max_age %r is not a duration' % (value,), 'write it like 26h, 2d, 90m, 1w or seconds')
-    return int(match.group(1)) * _SECONDS[match.group(2)]
+parse_duration = mf.parse_duration  # max_age
 
 
 def parse_read_data(value):
@@ -78,7 +67,7 @@ def choose_sample(backups, wanted, rng=random):
 
 
 def verify(name, repositories, read_data=None, encryption=None, max_age=None, check_mode=False, now=None,
-           log=None):
+           clock_skew=None, log=None):
     log = log or CommandLog()
     mf.validate_name(name)
     repositories = [r for r in repositories or [] if r]
@@ -88,7 +77,9 @@ def verify(name, repositories, read_data=None, encryption=None, max_age=None, ch
     max_age_seconds = parse_duration(max_age)
     enc = Encryption(encryption, log)
     now = now or mf.utcnow()
-    reports = [_verify_repository(options, name, wanted, enc, max_age_seconds, now, log) for options in repositories]
+    skew = mf.clock_skew(clock_skew)
+    reports = [_verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log)
+               for options in repositories]
     failures = [f for report in reports for f in report['failures']]
     consistency = _compare(reports) if len(reports) > 1 else []
     failures += consistency
@@ -103,18 +94,22 @@ def verify(name, repositories, read_data=None, encryption=None, max_age=None, ch
     return result
 
 
-def _verify_repository(options, name, wanted, enc, max_age_seconds, now, log):
+def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log):
     report = {'type': options.get('type'), 'location': None, 'backups': [], 'failures': [], 'newest': None}
     try:
         with open_repository(options) as repo:
             report['location'] = repo.location(name)
-            catalog = Catalog(repo, name, legacy_tz=_legacy_tz(options))
-            complete = catalog.complete
-            sample = set(b.id for b in choose_sample(complete, wanted))
+            catalog = Catalog(repo, name, legacy_tz=_legacy_tz(options), clock_skew=skew, now=now)
+            complete = catalog.trusted  # a suspect backup is not the newest one
+            sample = set(b.id for b in choose_sample(catalog.complete, wanted))
             for backup in catalog.backups:
                 entry = {'id': backup.id, 'created': mf.format_time(backup.created), 'size': backup.size,
                          'sha256': backup.sha256, 'legacy': backup.legacy, 'read': False}
-                if backup.complete:
+                if backup.suspect:
+                    entry['status'] = 'suspect'
+                    entry['error'] = catalog.describe_suspect(backup)
+                    report['failures'].append('%s: %s' % (report['location'], entry['error']))
+                elif backup.complete:
                     entry['status'] = 'ok'
                 elif backup.manifest_key:
                     entry['status'] = 'damaged'
@@ -230,7 +225,7 @@ def _compare(reports):
         return []
     held, oldest = [], []
     for report in readable:
-        held.append(dict((b['id'], b) for b in report['backups'] if b['status'] in ('ok', 'failed')))
+        held.append(dict((b['id'], b) for b in report['backups'] if b['status'] in ('ok', 'failed', 'suspect')))
         # a damaged backup (manifest, no artifact) still shows how far back this repository goes
         listed = [b['created'] for b in report['backups'] if b['status'] != 'incomplete']
         if not listed:
