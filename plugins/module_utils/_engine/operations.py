@@ -25,7 +25,7 @@ from .catalog import Catalog
 from .commands import CommandLog
 from .encryption import ENCRYPTION_EXT_FOR, Encryption
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
-                     NotFoundError)
+                     NotFoundError, as_backup_error)
 from .pipeline import (COMPRESSION_EXT_FOR, GrowingFile, HashingWriter, VerifiedStream, compress, fan_out,
                        fetch_verified, follow, free_bytes, remove_quietly, validate_compression)
 from .locks import lock_horizon
@@ -288,15 +288,27 @@ class _UploadJob(object):
 
     @contextlib.contextmanager
     def failing(self):
-        """A BackupError inside marks this repository failed and is not raised."""
+        """Any exception inside (a BackupError, an OSError of any kind, a library's bug) marks
+        this repository failed and is not raised: one repository, one failure."""
         try:
             yield
-        except BackupError as exc:
+        except Exception as exc:
             self.fail(exc)
 
     def fail(self, exc):
-        self.outcome.update(status='failed', error=str(exc), error_kind=exc.kind)
+        """Record ``exc`` (any exception) as this repository's failure and its cause."""
+        error = as_backup_error(exc, 'using the %s repository %s' % (
+            self.options.get('type'), self.outcome.get('location') or self.describe()))
+        self.outcome.update(status='failed', error=str(error), error_kind=error.kind)
+        if 'exception' in (error.details or {}):
+            self.outcome['exception'] = error.details['exception']
         self.stop()
+
+    def describe(self):
+        try:
+            return self.repo.location() if self.repo is not None else open_repository(self.options).location()
+        except Exception:
+            return '(%s)' % self.options.get('type')
 
     def stop(self):
         if 'duration' not in self.outcome:
@@ -375,16 +387,16 @@ def _complete(job, outcome, data, art_key, man_key, read, path):
     result, exc, sent = outcome
     job.outcome['bytes'] = sent
     if exc is not None:
-        if not isinstance(exc, BackupError):
-            raise exc  # a bug, not a repository's failure: let it be seen as one
-        job.fail(exc)
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: the whole run stops
+        job.fail(exc)  # whatever it is, it is this repository's failure (the others go on)
         return
     with job.failing():
         if tuple(read) != (data['size'], data['sha256']):
             # the local copy rotted or changed since it was written: never mark such a copy complete
             try:
                 job.repo.delete(art_key)
-            except BackupError:
+            except Exception:
                 pass  # left without a manifest: incomplete, and retention cleans it up
             raise IntegrityError('local artifact %s does not match its manifest (sha256 %s, expected %s)'
                                  % (path, read[1], data['sha256']),

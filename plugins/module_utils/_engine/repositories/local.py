@@ -10,7 +10,7 @@ import errno
 import os
 import uuid
 
-from ..errors import DiskFullError, NotFoundError, RepositoryError
+from ..errors import DiskFullError, NotFoundError, RepositoryError, from_os_error
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import copy, hash_stream, remove_quietly
 from .base import ObjectInfo, PutResult, Repository, checked_key
@@ -39,9 +39,9 @@ class LocalRepository(Repository):
     def put(self, key, reader, size, sha256):
         self._check_root()
         path = self._path(key)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         partial = '%s.%s%s' % (path, uuid.uuid4().hex[:8], PARTIAL_SUFFIX)
         try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             sent = self.sending(reader, size)
             with open(partial, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
@@ -60,7 +60,7 @@ class LocalRepository(Repository):
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError('no space left on the disk of %s' % self.root,
                                     'free space or apply retention; the partial copy was removed')
-            raise RepositoryError('cannot write %s: %s' % (path, exc.strerror or exc))
+            raise from_os_error(exc, 'local repository %s: cannot write %s' % (self.root, key))
         except BaseException:
             remove_quietly(partial)
             raise
