@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -210,6 +211,38 @@ def test_pg_dump_upload_and_restore_over_rsync(sshd, server_dir, sample_db, uniq
     assert stored.stat().st_size == backup["size"] and stored.read_bytes() == Path(backup["path"]).read_bytes()
     assert sorted(p.name for p in stored.parent.iterdir()) == sorted([stored.name, f"{backup['id']}.manifest.json"])
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+
+
+def test_times_on_a_node_in_honolulu_and_an_old_backup_being_uploaded(sshd, server_dir, tmp_path):
+    """TZ=Pacific/Honolulu (UTC-10) on the node, a backup dumped 3 days ago: uploaded, and caught
+    by retention at the moment its artifact has landed but its manifest is not written yet (the
+    manifest is removed to hold that moment). The artifact is as old as its upload, and the
+    listing is read in UTC: with incomplete_grace 5 h it is not a leftover (before: 3 days old by
+    the dump's mtime, or 10 h old by a local-time listing, and deleted)."""
+    root = server_dir("rsync-tz")
+    repo = rsync_repo(sshd, root)
+    honolulu = {"TZ": "Pacific/Honolulu"}
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("aloha\n")
+    r = play([t("dump", DUMP, name="site", source={"type": "files", "paths": [str(site)]},
+                dest=str(tmp_path / "local"), compression="none")], env=honolulu)
+    assert_ok(r)
+    backup = r.result("dump")["backup"]
+    three_days_ago = time.time() - 3 * 86400
+    os.utime(backup["path"], (three_days_ago, three_days_ago))
+    stored = Path(root) / "site" / os.path.basename(backup["path"])
+    r = play([t("upload", UPLOAD, backup=backup, repository=repo),
+              {"name": "the moment before the manifest", "ansible.builtin.file": {
+                  "path": str(stored.parent / f"{backup['id']}.manifest.json"), "state": "absent"}},
+              t("retention", RETENTION, name="site", repository=repo, policy={"keep_last": 1}, incomplete_grace=5),
+              t("info", INFO, name="site", repository=repo)], env=honolulu)
+    assert_ok(r)
+    assert r.result("retention")["incomplete"] == [] and r.result("retention")["incomplete_removed"] == []
+    assert stored.read_bytes() == Path(backup["path"]).read_bytes()
+    assert abs(stored.stat().st_mtime - time.time()) < 600  # the upload's age, not the dump's
+    listed = r.result("info")["backups"]
+    assert [b["id"] for b in listed] == [backup["id"]] and listed[0]["complete"] is False
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Pure parts of the rsync repository: listing parser, listing digest, --stats, error mapping,
 options. The transfers themselves are tested against a real sshd in tests/integration."""
+import datetime
 import os
 import shutil
 import subprocess
 
 import pytest
 
+from ansible_collections.offsite.backup.plugins.module_utils._engine import manifest as mf
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import (
     ConfigError, DiskFullError, NotFoundError, RepositoryError)
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
@@ -136,3 +139,83 @@ def test_locations_and_remote_paths():
 def test_delete_refuses_patterns():
     with pytest.raises(ConfigError, match="not a plain name"):
         repo().delete("www/*")
+
+
+# -- times: listings in UTC whatever the node's zone; an upload is as old as the upload ------------
+SHIM = """#!/bin/sh
+# a local stand-in for ssh: [-l user] [options] host command... -> command, run here
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -l|-p|-o|-i|-F) shift 2 ;;
+        -*) shift ;;
+        *) shift; break ;;
+    esac
+done
+exec sh -c "$*"
+"""
+
+
+@pytest.fixture
+def honolulu(monkeypatch):
+    """The node's zone is UTC-10 (no DST): a listing read in local time is 10 h off."""
+    import time
+    monkeypatch.setenv("TZ", "Pacific/Honolulu")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def local_rsync(tmp_path, monkeypatch):
+    """Options of an rsync repository whose "server" is a local directory: real rsync on both
+    ends, over a shell stand-in for ssh (ssh itself is tested against a real sshd in
+    tests/integration/test_rsync.py)."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.rsync import RsyncRepository
+    shim = tmp_path / "fake-ssh"
+    shim.write_text(SHIM)
+    shim.chmod(0o700)
+    server = tmp_path / "server"
+    server.mkdir()
+    monkeypatch.setattr(RsyncRepository, "_ssh_command", lambda self: str(shim))
+    options = {"type": "rsync", "host": "backup.example.net", "user": "host1", "path": str(server),
+               "host_key": repo().options["host_key"]}
+    return options, server
+
+
+@pytest.mark.skipif(not shutil.which("rsync"), reason="rsync not installed")
+def test_listing_times_are_utc_whatever_the_node_zone(honolulu, local_rsync):
+    options, server = local_rsync
+    (server / "crm").mkdir()
+    (server / "crm" / "leftover.dump").write_bytes(b"x")
+    with open_repository(options) as r:
+        found = r.list("crm/")
+    assert [o.key for o in found] == ["crm/leftover.dump"]
+    age = mf.utcnow() - found[0].modified
+    assert abs(age) < datetime.timedelta(minutes=5), age  # was 10 h under TZ=Pacific/Honolulu
+
+
+@pytest.mark.skipif(not shutil.which("rsync"), reason="rsync not installed")
+def test_an_old_backup_being_uploaded_is_not_a_removable_leftover(honolulu, local_rsync, tmp_path):
+    """A 3-day-old local backup uploaded while retention runs: at the moment its artifact has
+    landed and its manifest is not written yet, retention (grace 24 h) sees a fresh artifact."""
+    options, server = local_rsync
+    source = tmp_path / "site"
+    source.mkdir()
+    (source / "a").write_text("a\n")
+    dumped = operations.dump("site", {"type": "files", "paths": [str(source)]}, str(tmp_path / "local"),
+                             compression="none")["backup"]
+    three_days_ago = (mf.utcnow() - datetime.timedelta(days=3)).timestamp()
+    os.utime(dumped["path"], (three_days_ago, three_days_ago))
+    key = "site/" + os.path.basename(dumped["path"])
+    with open(dumped["path"], "rb") as handle, open(dumped["path"], "rb") as second:
+        handle.source = second  # as upload hands it: rsync sends the local file itself
+        with open_repository(options) as r:
+            r.put(key, handle, dumped["size"], dumped["sha256"])  # the artifact landed; no manifest yet
+            assert abs(mf.utcnow() - r.stat(key).modified) < datetime.timedelta(minutes=5)
+    result = operations.retention("site", options, {"keep_last": 1})
+    assert result["incomplete"] == [] and result["incomplete_removed"] == []
+    assert (server / key).read_bytes() == open(dumped["path"], "rb").read()
+    finished = operations.upload(dumped["path"], [options])  # the upload completes: a complete backup
+    assert finished["repositories"][0]["status"] == "uploaded"
+    assert operations.info("site", options)["latest"]["id"] == dumped["id"]

@@ -13,7 +13,9 @@ such a key can run no shell, no ``mv``, no ``rm``. Hence:
   partial is deleted;
 - deleting is a transfer of an empty directory with ``--delete`` and a filter that lets
   only the one name be deleted;
-- listing is ``rsync --list-only``.
+- listing is ``rsync --list-only`` run with TZ=UTC (it prints times in the client's zone);
+- an upload does not keep the dump's mtime: the stored file is as old as its upload, so
+  retention never takes an old backup being uploaded for an abandoned one.
 
 The manifest ``<name>/<id>.manifest.json`` is written last, as for every repository; for a
 snapshot its ``size`` is the total of the files and its ``sha256`` is that of the sorted
@@ -146,7 +148,8 @@ class RsyncRepository(Repository):
         """Run rsync with our ssh; returns its output, or None when ``missing_ok`` and the
         remote path does not exist. Failures become clear errors."""
         argv = [commands.which('rsync', 'for rsync repositories'), '-e', self._ssh_command()] + list(args)
-        rc, out, err = commands.run(argv, self.log, env=self._env(), stdin=subprocess.DEVNULL)
+        # --list-only prints times in the client's local zone: in UTC they parse as what they are
+        rc, out, err = commands.run(argv, self.log, env=dict(self._env(), TZ='UTC'), stdin=subprocess.DEVNULL)
         if rc != 0:
             error = self._error(rc, err, doing, key)
             if missing_ok and isinstance(error, NotFoundError):
@@ -208,7 +211,9 @@ class RsyncRepository(Repository):
                 raise IntegrityError('the data given for %s has %d bytes and another checksum than expected'
                                      % (self.location(key), writer.size), 'nothing was uploaded')
         try:
-            self.rsync(['--times', '--chmod=F600,D700', '--mkpath', local, self._remote(key)], 'uploading', key)
+            # no --times: the stored file is as old as its upload, not as the dump; retention
+            # takes an old artifact without manifest for an abandoned upload
+            self.rsync(['--chmod=F600,D700', '--mkpath', local, self._remote(key)], 'uploading', key)
             try:
                 landed = self.stat(key)
                 self.check_landed(key, size, sha256, landed.size if landed else None)
