@@ -4,7 +4,8 @@
 
 Secrets reach tools through the environment (``PGPASSWORD``) or 0600 files, so the
 recorded argv is safe to return as ``executed_commands`` and invisible secrets stay out of
-``ps``.
+``ps``. Every child dies with the engine, even when the engine is SIGKILLed
+(``lifeline.die_with_parent``): no orphaned pg_restore or tar keeps writing.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 
+from . import lifeline
 from .errors import DependencyError
 
 STDERR_TAIL = 2000
@@ -54,7 +56,7 @@ def run(argv, log, env=None, stdin=None, timeout=None):
     """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc."""
     log.record(argv)
     proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=timeout, check=False)
+                          stderr=subprocess.PIPE, timeout=timeout, check=False, preexec_fn=lifeline.prepare())
     return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
             proc.stderr.decode('utf-8', 'replace'))
 
@@ -69,7 +71,7 @@ def streaming(argv, log, env=None, stdin=None, stdout=None, pass_fds=()):
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, env=child_env(env or {}), stdin=stdin,
                                 stdout=stdout if stdout is not None else subprocess.PIPE,
-                                stderr=err, pass_fds=pass_fds)
+                                stderr=err, pass_fds=pass_fds, preexec_fn=lifeline.prepare())
         proc.stderr_file = err
         if proc.stdout is not None:
             _grow_pipe(proc.stdout)

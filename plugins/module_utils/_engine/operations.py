@@ -20,6 +20,7 @@ import traceback
 import uuid
 
 from . import costs
+from . import lifeline
 from . import manifest as mf
 from .catalog import Catalog
 from .commands import CommandLog
@@ -702,8 +703,16 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, l
 
 
 # -- restore ------------------------------------------------------------------------------
-def restore(name, repository, target, backup='latest', mode='create', work_dir=None,
-            mark_proven=False, encryption=None, check_mode=False, clock_skew=None, log=None):
+def restore(*args, **kwargs):
+    """Restore one backup into ``target`` (arguments: ``_restore``). Stops, removing its scratch
+    work, on SIGTERM/SIGINT/SIGHUP or when the process that started it dies; never swaps the
+    target in then (``lifeline``)."""
+    with lifeline.guarded():
+        return _restore(*args, **kwargs)
+
+
+def _restore(name, repository, target, backup='latest', mode='create', work_dir=None,
+             mark_proven=False, encryption=None, check_mode=False, clock_skew=None, log=None):
     log = log or CommandLog()
     started = time.time()
     with open_repository(repository) as repo:

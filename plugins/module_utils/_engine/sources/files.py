@@ -18,7 +18,7 @@ import tarfile
 import threading
 import uuid
 
-from .. import commands
+from .. import commands, lifeline
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import free_bytes
 from .base import Source, check_mode
@@ -157,6 +157,7 @@ class FilesSource(Source):
     def _swap_in(self, scratch, target, count):
         """Put the complete scratch directory in the target's place (the old one is kept with
         keep_previous)."""
+        lifeline.check()
         previous = None
         replaced = os.path.lexists(target)
         if replaced:

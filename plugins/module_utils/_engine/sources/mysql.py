@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import uuid
 
-from .. import commands
+from .. import commands, lifeline
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks
 from .base import Source, check_mode
@@ -445,6 +445,7 @@ class MysqlSource(Source):
     def _swap(self, scratch, database, mode):
         """One RENAME TABLE moves every table (old ones out, restored ones in), then the objects
         that cannot move are created again in the target."""
+        lifeline.check()
         objects = self._objects(scratch)
         target = quote_ident(database)
         existed = self._exists(database)

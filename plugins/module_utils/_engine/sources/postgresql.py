@@ -26,7 +26,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import commands
+from .. import commands, lifeline
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks, copy
 from .base import Source, check_mode
@@ -624,6 +624,7 @@ class PostgresqlSource(Source):
                                   'the target database %s was not touched' % self.database)
 
     def _swap(self, scratch, mode):
+        lifeline.check()
         maintenance = self._maintenance_db()
         target = quote_ident(self.database)
         if not self._exists(self.database):

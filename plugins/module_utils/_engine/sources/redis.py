@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 
-from .. import commands
+from .. import commands, lifeline
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import CHUNK
 from .base import Source, check_mode
@@ -290,6 +290,7 @@ class RedisSource(Source):
                                          % '; '.join(problems[:5]), 'the target was not touched')
                 verified = sorted(expected)
             total = sum(loaded.values())
+            lifeline.check('loading the keys into the target')
             if self.data_dir:
                 details = self._place(path, mode)
             else:
