@@ -1,6 +1,7 @@
-"""A killed restore is a stopped restore (issue 12, item 6).
+"""A killed restore is a stopped restore, and a replace checks before it downloads (issue 12,
+items 6 and 11).
 
-Each test runs a real ``replace`` restore through ``ansible-playbook`` with a ``pg_restore``
+The kill tests runs a real ``replace`` restore through ``ansible-playbook`` with a ``pg_restore``
 that first waits (a shim on PATH that sleeps, then execs the real one, so the kill lands while
 the restore is loading), kills something, and then checks the state: the target database is
 exactly the old one, no process of the restore is left (``pgrep``), and what the killed run
@@ -207,3 +208,50 @@ def test_engine_killed_takes_its_children(dumped, victim, tmp_path, slow_tools):
     assert processes_naming(db) == []
     assert_untouched(db, before)
 
+
+def play_restore(dumped, db, workdir, **target):
+    return run_playbook([task("restore", "restore", name=SET, repository=local_repo(dumped), work_dir=str(workdir),
+                              target=pg_target(db, **target))])
+
+
+def test_replace_a_database_whose_name_fills_63_bytes(dumped, tmp_path):
+    """Scratch and previous names of a 62-byte name (31 two-byte characters) used to be cut to
+    the same identifier: the swap failed. Both restores (create, then replace) succeed now."""
+    db = "é" * 30 + _uid()[:2]
+    assert len(db.encode("utf-8")) == 62
+    try:
+        r = play_restore(dumped, db, tmp_path)
+        assert r.rc == 0, r.output
+        first = pg.fingerprint(db)
+        pg.run_sql(db, "CREATE TABLE changed_since (id int);")
+        r = play_restore(dumped, db, tmp_path, mode="replace")
+        assert r.rc == 0, r.output
+        assert r.result("restore")["restored"]["replaced"] is True
+        assert pg.fingerprint(db) == first
+        assert scratch_databases(db) == []
+    finally:
+        for name in scratch_databases(db) + [db]:
+            pg.drop_database(name)
+
+
+def test_busy_target_is_refused_before_anything_is_downloaded(dumped, victim, tmp_path):
+    """replace without terminate_connections onto a database in use fails at once: no work
+    file, no scratch database, no pg_restore (it used to load everything first)."""
+    db, before = victim
+    session = subprocess.Popen(["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", db,
+                                "-c", "SELECT pg_sleep(120)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: pg.run_sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                             f"{pg.quote_literal(db)};").strip() == "1", timeout=30)
+        r = play_restore(dumped, db, tmp_path, mode="replace")
+        assert r.rc != 0, r.output
+        res = r.result("restore")
+        assert res["error"] == "target", res
+        assert "open session" in res["msg"] and db in res["msg"]
+        assert not [c for c in res["executed_commands"] if "pg_restore" in c or "CREATE DATABASE" in c]
+        assert not list(tmp_path.glob("offsite-restore-*"))
+        assert scratch_databases(db) == []
+        assert_untouched(db, before)
+    finally:
+        session.kill()
+        session.wait()

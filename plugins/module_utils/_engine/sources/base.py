@@ -8,10 +8,16 @@ decompressed local file, always into a scratch place first, swapped in only on s
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import uuid
+
 from .. import commands
 from ..errors import ConfigError
 
 RESTORE_MODES = ('create', 'replace')
+# the database name's first 40 bytes + '_previous_' + 8 hex digits = 58 bytes at most: within
+# PostgreSQL's 63-byte identifiers (longer ones are cut, so a scratch and a previous name of a
+# long name would become the same) and MySQL's 64 characters
+SCRATCH_PREFIX_BYTES = 40
 
 
 class Source(object):
@@ -108,6 +114,13 @@ class Source(object):
     def restore(self, path, manifest, mode):
         """Restore the decompressed, checksum-verified artifact at ``path``."""
         raise NotImplementedError
+
+
+def scratch_name(database, role, token=None):
+    """``<database>_<role>_<8 hex>`` (role ``restore`` or ``previous``), the database name cut to
+    SCRATCH_PREFIX_BYTES on a character boundary: distinct and whole for any name."""
+    prefix = database.encode('utf-8')[:SCRATCH_PREFIX_BYTES].decode('utf-8', 'ignore')
+    return '%s_%s_%s' % (prefix, role, token or uuid.uuid4().hex[:8])
 
 
 def check_mode(mode):

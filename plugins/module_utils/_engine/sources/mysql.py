@@ -21,12 +21,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 
 from .. import commands, lifeline
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks
-from .base import Source, check_mode
+from .base import Source, check_mode, scratch_name
 
 SYSTEM_DATABASES = ('information_schema', 'mysql', 'performance_schema', 'sys')
 # mysqldump --databases names a database at the start of these lines (the name is group 2)
@@ -366,7 +365,7 @@ class MysqlSource(Source):
             if existing:
                 raise TargetError('database %s already exists and mode is create' % ', '.join(existing),
                                   'use mode: replace')
-        scratch = dict((name, '%s_restore_%s' % (target[:40], uuid.uuid4().hex[:8])) for name, target in plan.items())
+        scratch = dict((name, scratch_name(target, 'restore')) for name, target in plan.items())
         try:
             for name, target in plan.items():
                 charset = charsets.get(name if facts.get('databases') else target) or {}
@@ -456,7 +455,7 @@ class MysqlSource(Source):
         renames = []
         drops = []
         if existed:
-            previous = '%s_previous_%s' % (database[:40], uuid.uuid4().hex[:8])
+            previous = scratch_name(database, 'previous')
             self._sql('CREATE DATABASE %s' % quote_ident(previous), 'creating %s' % previous)
             renames += ['%s.%s TO %s.%s' % (target, quote_ident(t), quote_ident(previous), quote_ident(t))
                         for t in self._base_tables(database)]

@@ -23,13 +23,12 @@ import tarfile
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import commands, lifeline
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks, copy
-from .base import Source, check_mode
+from .base import Source, check_mode, scratch_name
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
 CLUSTER_FORMAT = 'cluster'  # a tar: globals.sql (pg_dumpall --globals-only), databases/NNNN.dump, cluster.json
@@ -425,13 +424,23 @@ class PostgresqlSource(Source):
                 raise TargetError('database(s) %s already exist on %s and mode is create'
                                   % (', '.join(existing), self._where()),
                                   'use mode: replace to swap each for the backup\'s copy')
+            for name in existing:
+                PostgresqlSource(dict(self.options, database=name, databases=None), self.log)._refuse_busy_early()
             return {'exists': bool(existing)}
         exists = self._exists(self.database)
         if exists and mode == 'create':
             raise TargetError('database %s already exists on %s and mode is create'
                               % (self.database, self._where()),
                               'use mode: replace to swap it for the backup, or restore under another name')
+        if exists:
+            self._refuse_busy_early()
         return {'exists': exists}
+
+    def _refuse_busy_early(self):
+        """replace: a database in use fails now, before anything is downloaded (checked again at
+        the swap); with terminate_connections its sessions are ended at the swap instead."""
+        if not self.options.get('terminate_connections'):
+            self._refuse_busy()
 
     def streams(self):
         """One loader reading a pipe (psql, or pg_restore with one job) can take the artifact
@@ -556,7 +565,7 @@ class PostgresqlSource(Source):
     def _prepare(self, source_facts, load):
         """Create a scratch database, load it, prove it; returns (its name, what was verified).
         Dropped again on any failure."""
-        scratch = '%s_restore_%s' % (self.database[:40], uuid.uuid4().hex[:8])
+        scratch = scratch_name(self.database, 'restore')
         create = 'CREATE DATABASE %s TEMPLATE template0' % quote_ident(scratch)
         if source_facts.get('encoding'):
             create += ' ENCODING %s' % quote_literal(source_facts['encoding'])
@@ -640,7 +649,7 @@ class PostgresqlSource(Source):
             raise TargetError('database %s has %d open session(s); it cannot be swapped while in use'
                               % (self.database, len(busy)),
                               'stop the application first, or set terminate_connections: true')
-        previous = '%s_previous_%s' % (self.database[:40], uuid.uuid4().hex[:8])
+        previous = scratch_name(self.database, 'previous')
         if busy:
             self._psql('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s '
                        'AND pid <> pg_backend_pid()' % quote_literal(self.database), maintenance,
