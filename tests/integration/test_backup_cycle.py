@@ -509,7 +509,7 @@ def test_restore_replace_and_open_sessions(sample_db, workdir, db_names):
     assert pg.fingerprint(target) == source_fp
     assert leftover_databases(target) == []
 
-    # an application still connected: refuse (after restoring beside it), target untouched
+    # an application still connected: refuse (before downloading anything), target untouched
     pg.run_sql(target, "UPDATE crm.companies SET notes = 'edited after the restore' WHERE id = 1;")
     before = pg.fingerprint(target)
     app = f"holder-{_uid()}"
