@@ -319,3 +319,30 @@ def test_overlapping_paths_are_refused(tmp_path):
     source = FilesSource({'type': 'files', 'paths': [str(tmp_path / 'a'), str(tmp_path / 'a' / 'b')]}, CommandLog())
     with pytest.raises(ConfigError, match='archive it twice'):
         source.probe()
+
+
+def test_mode_bits_come_back_with_and_without_the_filter(tmp_path, tar_filter):
+    modes = {'tool': 0o4755, 'group-tool': 0o2711, 'team.txt': 0o664, 'world.txt': 0o666}
+    members = [(_with_mode(entry('drop', DIR), 0o1777), None)]
+    members += [(_with_mode(entry(name), mode), b'x') for name, mode in modes.items()]
+    archive = build_tar(tmp_path / 'modes.tar', *members)
+    target = tmp_path / 'restored'
+    files_target(target).restore(archive, {}, 'create')
+    for name, mode in dict(modes, drop=0o1777).items():
+        assert oct(os.lstat(str(target / name)).st_mode & 0o7777) == oct(mode), name
+
+
+@pytest.mark.parametrize('kind', [tarfile.CHRTYPE, tarfile.BLKTYPE])
+def test_device_files_are_refused(tmp_path, tar_filter, kind):
+    device = entry('dev/sda', kind)
+    device.devmajor, device.devminor = 8, 0
+    archive = build_tar(tmp_path / 'dev.tar', (entry('ok.txt'), b'fine'), (device, None))
+    target = tmp_path / 'restore' / 'files'
+    with pytest.raises(IntegrityError, match='device file'):
+        files_target(target).restore(archive, {}, 'create')
+    assert os.listdir(str(tmp_path / 'restore')) == []
+
+
+def _with_mode(info, mode):
+    info.mode = mode
+    return info

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Files and directories: a streamed GNU tar of ``paths`` (permissions, owners, symlinks,
-sparse files kept), restored into ``path`` after every member was checked not to escape it.
+"""Files and directories: a streamed GNU tar of ``paths`` (permissions with setuid, setgid and
+sticky, numeric owners, mtimes, empty directories, hard links, symlinks, sparse files kept),
+restored into ``path`` after every member was checked not to escape it (device files refused).
 
 The manifest records the number of files and their bytes (counted from the tar stream itself as
 it passes, so exactly what was archived); a restore counts what it extracted into its scratch
@@ -116,7 +117,7 @@ class FilesSource(Source):
                                          + ' but its manifest records %(files)d files, %(bytes)d bytes' % recorded,
                                          '%s was not touched' % target)
                 os.mkdir(scratch, 0o700)
-                kwargs = {'filter': 'tar'} if hasattr(tarfile, 'tar_filter') else {}
+                kwargs = {'filter': _keep_mode} if hasattr(tarfile, 'tar_filter') else {}
                 archive.extractall(scratch, members=members, numeric_owner=True, **kwargs)
             restored = _tree_counts(scratch)
             if restored != expected:
@@ -180,6 +181,17 @@ def _wanted(name, include):
     return any(name == p.strip('/') or name.startswith(p.strip('/') + '/') for p in include)
 
 
+def _keep_mode(member, path):
+    """tarfile's ``tar`` extraction filter checks every entry once more (absolute, outside the
+    directory, links), but also clears setuid, setgid, sticky and group/other write: files
+    would not come back as they were. Keep its checks, put the archived mode back. Owners
+    (numeric, applied as root), mtimes, empty directories and hard links are kept anyway."""
+    checked = tarfile.tar_filter(member, path)
+    if checked is None or member.mode is None or checked.mode == member.mode:
+        return checked
+    return checked.replace(mode=member.mode, deep=False)
+
+
 def _check_member(member, symlinks=()):
     """Refuse any entry that would be written outside the restore directory.
 
@@ -194,6 +206,10 @@ def _check_member(member, symlinks=()):
     if name.startswith('/') or '..' in parts:
         raise IntegrityError('the archive holds an entry that escapes the restore directory: %r' % name,
                              'refusing to restore it; nothing was written')
+    if member.ischr() or member.isblk():
+        raise IntegrityError('the archive holds a device file: %r' % name,
+                             'refusing to restore it (a device node gives access to hardware or kernel '
+                             'memory); exclude it at backup time; nothing was written')
     through = _through_symlink(name, symlinks)
     if through or (not member.issym() and posixpath.normpath(name) in symlinks):
         raise IntegrityError('the archive holds an entry written through or over its symlink %r: %r'
