@@ -169,16 +169,16 @@ def test_series_stay_the_same_run_after_run(moto, bucket, sample_db, workdir, re
     job_path.write_text(yaml.safe_dump(job))
     textfile = workdir / "metrics" / f"offsite_backup_{job['name']}.prom"
     seen, backup_ids = [], set()
-    for _ in range(3):
+    for run in range(3):
         result = cli("run", str(job_path))
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, f"run {run}: {result.stderr}"
         seen.append(series(textfile.read_text()))
         backup_ids |= {p.name.split(".")[0] for p in (workdir / "nas" / "crm_db").glob("*.manifest.json")}
     assert seen[0] == seen[1] == seen[2]
     repositories = {dict(labels)["repository"] for name, labels in seen[0] if name == "backup_upload_bytes"}
     assert repositories == {f"s3://{bucket}/srv1 at {moto.endpoint_url}", "nas"}
     assert len(backup_ids) == 3
-    values = {value for run in seen for _, labels in run for _, value in labels}
+    values = {value for run in seen for name, labels in run for label, value in labels}
     assert not any(backup_id in value for backup_id in backup_ids for value in values)
 
 
