@@ -11,7 +11,7 @@ version_added: 0.1.0
 description:
   - Turns the per-set outcomes of C(playbooks/dr_drill.yml) or C(playbooks/dr_rebuild.yml) into a
     report kept in O(report_dir) as JSON (the record), Markdown and a self-contained HTML page that
-    charts restore time and backup age over the past reports of the same O(kind).
+    charts recovery time and backup age, with their objectives, over the past reports of the same O(kind).
   - Judges each set against its recovery point objective (RPO, the age of the backup restored) and
     its recovery time objective (RTO). A backup older than the RPO objective, or a recovery slower
     than the RTO objective, fails the set.

@@ -101,10 +101,11 @@ def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_
     assert 'dr_drill_backup_age_seconds{set="crm"}' in metrics and "dr_drill_duration_seconds" in metrics
     assert posts(rx) == ["/hb", "/hb"]           # no /fail, no Slack
 
-    # the history chart, drawn by the page's own script in a real browser: two drills, two points
+    # the history charts in a real browser: two drills, two points each, with their objectives
+    # (the page itself: tests/integration/test_report_page.py)
     dom = render(sorted(reports.glob("drill-*.html"))[-1])
-    assert 'data-rendered="ok"' in dom
     assert dom.count('data-points="2"') == 2, dom[-3000:]
+    assert dom.count('class="objective"') == 2 and "SELECT count(*)" in dom
 
     # retention keeps the proven backup even when the policy would not
     newer = backup_to(repo, "crm", sample_db, workdir / "dumps")

@@ -19,9 +19,11 @@ JSON files are the history the chart is drawn from, so deleting old ones trims t
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import datetime
 import glob
 import html
 import json
+import math
 import os
 
 from . import manifest as mf
@@ -176,8 +178,8 @@ def markdown(report):
         lines += ['', '## %s' % s['name'], '',
                   '- repository used: %s' % (s.get('repository') or 'none'),
                   '- repositories skipped: %s' % ('; '.join(s['skipped_repositories']) or 'none'),
-                  '- restore: %s, %s: %s' % (human_duration(s['restore_seconds']), recovery_heading(report),
-                                              human_duration(s['recovery_seconds']))]
+                  '- restore: %s, %s: %s' % (
+                      human_duration(s['restore_seconds']), recovery_heading(report), human_duration(s['recovery_seconds']))]
         for c in s['checks']:
             lines.append('- [%s] %s' % ('x' if c.get('ok') else ' ', c.get('name')))
             lines += ['  - %s: `%s`' % (label, value) for label, value in check_lines(c)]
@@ -187,95 +189,218 @@ def markdown(report):
     return '\n'.join(lines) + '\n'
 
 
-# The page draws its charts itself from the embedded history (no network, no library), and marks
-# <body data-rendered="ok"> when done: the tests check that in a real headless browser.
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%(title)s</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-.ok{color:#0a7d28}.failed{color:#b00020;font-weight:bold}
-svg{border:1px solid #ddd;background:#fafafa;margin:.5em 1em .5em 0}
-</style></head>
-<body data-rendered="no">
-<h1>%(title)s</h1>
-<p>Host %(host)s, %(started)s to %(finished)s.</p>
-<p>%(rto)s</p>
-<table><thead><tr><th>set</th><th>result</th><th>backup</th><th>repository</th>
-<th>backup age (RPO)</th><th>%(recovery_heading)s</th><th>checks</th></tr></thead><tbody>%(rows)s</tbody></table>
-%(failures)s
-<h2>History</h2>
-<div id="charts"></div>
-<script id="history" type="application/json">%(history)s</script>
-<script>
-(function () {
-  var history = JSON.parse(document.getElementById('history').textContent);
-  var NS = 'http://www.w3.org/2000/svg';
-  function chart(title, field, unit) {
-    var names = {};
-    history.forEach(function (d) { d.sets.forEach(function (s) { names[s.name] = true; }); });
-    var w = 520, h = 220, pad = 40, max = 0;
-    history.forEach(function (d) { d.sets.forEach(function (s) { if (s[field] > max) { max = s[field]; } }); });
-    max = max || 1;
-    var svg = document.createElementNS(NS, 'svg');
-    svg.setAttribute('width', w); svg.setAttribute('height', h);
-    svg.setAttribute('data-field', field);
-    var label = document.createElementNS(NS, 'text');
-    label.setAttribute('x', pad); label.setAttribute('y', 18);
-    label.textContent = title + ' (max ' + (max / unit[0]).toFixed(1) + ' ' + unit[1] + ')';
-    svg.appendChild(label);
-    var colors = ['#1565c0', '#c62828', '#2e7d32', '#ef6c00', '#6a1b9a'];
-    Object.keys(names).forEach(function (name, i) {
-      var points = [];
-      history.forEach(function (d, j) {
-        d.sets.forEach(function (s) {
-          if (s.name === name && s[field] !== null) {
-            var x = pad + (history.length > 1 ? j * (w - 2 * pad) / (history.length - 1) : (w - 2 * pad) / 2);
-            var y = h - pad - (s[field] / max) * (h - 2 * pad);
-            points.push(x.toFixed(1) + ',' + y.toFixed(1));
-          }
-        });
-      });
-      var line = document.createElementNS(NS, 'polyline');
-      line.setAttribute('points', points.join(' '));
-      line.setAttribute('fill', 'none'); line.setAttribute('stroke', colors[i %% colors.length]);
-      line.setAttribute('stroke-width', '2'); line.setAttribute('data-set', name);
-      line.setAttribute('data-points', points.length);
-      svg.appendChild(line);
-    });
-    document.getElementById('charts').appendChild(svg);
-  }
-  chart('Restore time', 'duration_seconds', [1, 's']);
-  chart('Backup age', 'age_seconds', [3600, 'h']);
-  document.body.setAttribute('data-rendered', 'ok');
-})();
-</script>
-</body></html>
+# -- the HTML page --------------------------------------------------------------------------
+# Drawn on the server as inline SVG (no script, no library, nothing fetched): what a browser,
+# a mail client or a ticket attachment shows is what the tests measured in headless Chromium.
+CHART_WIDTH, CHART_HEIGHT = 760, 280
+MARGIN = {'left': 70, 'right': 20, 'top': 34, 'bottom': 56}
+COLOURS = ('#1565c0', '#2e7d32', '#6a1b9a', '#ef6c00', '#00838f', '#5d4037')
+UNITS = ((120, 1, 's'), (7200, 60, 'min'), (172800, 3600, 'h'), (None, 86400, 'd'))
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:64em;padding:0 1em;color:#222}
+table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.5em 0 1em}
+td,th{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+code{font-size:.9em;white-space:pre-wrap;overflow-wrap:anywhere}
+.ok{color:#0a7d28}.failed{color:#b00020;font-weight:bold}.missed{color:#b00020;font-weight:bold}
+figure{margin:1em 0}svg.chart{display:block;width:100%;max-width:760px;height:auto;background:#fafafa;
+border:1px solid #ddd}svg.chart text{font-size:12px;fill:#333}svg.chart .title{font-size:14px;font-weight:bold}
+svg.chart .grid{stroke:#e3e3e3}svg.chart .axis{stroke:#555}svg.chart .objective{stroke:#b00020;
+stroke-dasharray:6 4;stroke-width:1.5}svg.chart text.objective-label{fill:#b00020}
 """
+
+
+def _unit(max_seconds):
+    for limit, factor, name in UNITS:
+        if limit is None or max_seconds < limit:
+            return factor, name
+
+
+def _nice_step(span, ticks=5):
+    raw = span / float(ticks)
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    for multiple in (1, 2, 2.5, 5, 10):
+        if raw <= multiple * power:
+            return multiple * power
+    return 10 * power
+
+
+def _number(value):
+    return ('%.2f' % value).rstrip('0').rstrip('.')
+
+
+def _time_ticks(low, high):
+    """About six evenly spaced instants with labels: dates over long spans, hours over short."""
+    span = high - low
+    fmt = '%Y-%m-%d' if span > 3 * 86400 else '%m-%d %H:%M'
+    count = 5
+    return [(low + span * i / count,
+             datetime.datetime.fromtimestamp(low + span * i / count, datetime.timezone.utc).strftime(fmt))
+            for i in range(count + 1)]
+
+
+def chart(title, points, objectives, objective_name, chart_id):
+    """An SVG chart of ``points`` [(unix time, seconds, set name, passed)] over time, with the
+    ``objectives`` (seconds) as dashed lines. Dates on the x axis, the unit on the y axis."""
+    esc = html.escape
+    left, right, top, bottom = MARGIN['left'], CHART_WIDTH - MARGIN['right'], MARGIN['top'], CHART_HEIGHT - MARGIN['bottom']
+    values = [p[1] for p in points] + list(objectives)
+    factor, unit = _unit(max(values) if values else 1)
+    top_value = (max(values) / factor if values else 1) * 1.15 or 1
+    step = _nice_step(top_value)
+    top_value = math.ceil(top_value / step) * step
+    times = [p[0] for p in points]
+    low, high = (min(times), max(times)) if times else (0, 0)
+    if high - low < 3600:  # one drill (or several within the hour): a day around them
+        low, high = low - 43200, high + 43200
+
+    def x(t):
+        return left + (t - low) / float(high - low) * (right - left)
+
+    def y(seconds):
+        return bottom - (seconds / factor) / top_value * (bottom - top)
+
+    out = ['<svg class="chart" id="%s" viewBox="0 0 %d %d" role="img" aria-label="%s" data-points="%d">'
+           % (chart_id, CHART_WIDTH, CHART_HEIGHT, esc(title), len(points)),
+           '<text class="title" x="%d" y="20">%s</text>' % (left, esc(title))]
+    tick = 0.0
+    while tick <= top_value + 1e-9:
+        ty = bottom - tick / top_value * (bottom - top)
+        out.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (left, right, ty, ty))
+        out.append('<text class="y-tick" x="%d" y="%.1f" text-anchor="end">%s %s</text>'
+                   % (left - 6, ty + 4, _number(tick), unit))
+        tick += step
+    ticks = _time_ticks(low, high)
+    for index, (when, label) in enumerate(ticks):
+        tx = x(when)
+        # the outer labels lean inwards so that they stay inside the chart
+        anchor = 'start' if index == 0 else 'end' if index == len(ticks) - 1 else 'middle'
+        out.append('<line class="grid" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (tx, tx, top, bottom))
+        out.append('<text class="x-tick" x="%.1f" y="%d" text-anchor="%s">%s</text>' % (tx, bottom + 16, anchor, label))
+    out.append('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>' % (left, right, bottom, bottom))
+    out.append('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>' % (left, left, top, bottom))
+    out.append('<text class="axis-title" x="%d" y="%d" text-anchor="middle">drill date (UTC)</text>'
+               % ((left + right) // 2, CHART_HEIGHT - 8))
+    out.append('<text class="axis-title" transform="translate(14 %d) rotate(-90)" text-anchor="middle">%s (%s)</text>'
+               % ((top + bottom) // 2, esc(title.split(' (')[0].lower()), unit))
+    for objective in sorted(set(objectives)):
+        oy = y(objective)
+        out.append('<line class="objective" data-seconds="%s" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
+                   % (objective, left, right, oy, oy))
+        out.append('<text class="objective-label" x="%d" y="%.1f" text-anchor="end">%s objective %s</text>'
+                   % (right - 4, oy - 4, objective_name, human_duration(objective)))
+    names = sorted(set(p[2] for p in points))
+    for index, name in enumerate(names):
+        colour = COLOURS[index % len(COLOURS)]
+        mine = sorted(p for p in points if p[2] == name)
+        if len(mine) > 1:
+            out.append('<polyline fill="none" stroke="%s" stroke-width="1.5" data-set="%s" points="%s"/>' % (
+                colour, esc(name), ' '.join('%.1f,%.1f' % (x(p[0]), y(p[1])) for p in mine)))
+        for when, seconds, _name, passed in mine:
+            px, py = x(when), y(seconds)
+            label = '%s %s: %s, %s' % (
+                esc(name), datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'),
+                human_duration(seconds), 'passed' if passed else 'FAILED')
+            if passed:
+                out.append('<circle class="pass" cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s</title></circle>'
+                           % (px, py, colour, label))
+            else:
+                out.append('<path class="fail" d="M%.1f %.1fl8 8m0 -8l-8 8" stroke="#b00020" stroke-width="2.5">'
+                           '<title>%s</title></path>' % (px - 4, py - 4, label))
+    for index, name in enumerate(names[:4]):
+        out.append('<text class="legend" x="%d" y="20" style="fill:%s">&#9679; %s</text>'
+                   % (right - 110 * (min(len(names), 4) - index), COLOURS[index % len(COLOURS)], esc(name[:14])))
+    out.append('</svg>')
+    return '\n'.join(out)
+
+
+def _recovery_of(s):
+    """Recovery seconds of a set in a report, also of reports written before recovery_seconds."""
+    for key in ('recovery_seconds', 'duration_seconds', 'restore_seconds'):
+        if s.get(key) is not None:
+            return s[key]
+    return None
+
+
+def history_points(history, field):
+    points = []
+    for report in history:
+        when = mf.parse_time(report['started']).timestamp()
+        for s in report.get('sets', []):
+            value = _recovery_of(s) if field == 'recovery' else s.get('age_seconds')
+            if value is not None:
+                points.append((when, float(value), s['name'], bool(s.get('success'))))
+    return points
+
+
+def charts(report, history):
+    """The two history charts: recovery time with its RTO objective(s), backup age with RPO."""
+    history = [h for h in history if h.get('started') != report['started']] + [report]
+    rto = [s['rto_seconds'] for s in report['sets'] if s.get('rto_seconds') is not None]
+    if report.get('rto_seconds') is not None and not rto:
+        rto = [report['rto_seconds']]
+    rpo = [s['rpo_seconds'] for s in report['sets'] if s.get('rpo_seconds') is not None]
+    return [chart('Recovery time (RTO)', history_points(history, 'recovery'), rto, 'RTO', 'chart-recovery'),
+            chart('Backup age at the %s (RPO)' % report['kind'], history_points(history, 'age'), rpo, 'RPO',
+                  'chart-age')]
 
 
 def page(report, history):
     esc = html.escape
-    rows = []
+    verdict = 'PASSED' if report['success'] else 'FAILED'
+    heading = '<h1>DR %s <span class="%s">%s</span></h1>' % (
+        esc(report['kind']), 'ok' if report['success'] else 'failed', verdict)
+    body = [heading,
+            '<p>Host %s, %s to %s (%s).</p>' % (esc(report['host'] or 'n/a'), esc(report['started']),
+                                                esc(report['finished']), human_duration(report['duration_seconds'])),
+            '<p id="rto" class="%s">%s</p>' % ('missed' if report.get('rto_met') is False else '', esc(rto_line(report))),
+            '<table id="sets"><thead><tr><th>set</th><th>result</th><th>backup</th><th>repository</th>'
+            '<th>backup age (RPO)</th><th>%s</th><th>checks</th></tr></thead><tbody>' % esc(recovery_heading(report))]
     for s in report['sets']:
-        rows.append('<tr><td>%s</td><td class="%s">%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%d/%d</td></tr>' % (
-            esc(s['name']), 'ok' if s['success'] else 'failed', 'ok' if s['success'] else 'FAILED',
-            esc(s.get('backup_id') or '-'), esc(s.get('repository') or '-'),
-            esc(_objective_text(s['age_seconds'], s['rpo_seconds'], s['rpo_met'])),
-            esc(_objective_text(s['recovery_seconds'], s.get('rto_seconds'), s.get('rto_met'))),
-            sum(1 for c in s['checks'] if c.get('ok')), len(s['checks'])))
-    failures = ''.join('<li><b>%s</b>: %s</li>' % (esc(s['name']), esc(s.get('error') or 'a check failed'))
-                       for s in report['sets'] if not s['success'])
-    # history as embedded JSON: "</" must not close the script element
-    data = json.dumps([{'started': h['started'], 'sets': [
-        {'name': s['name'], 'duration_seconds': s.get('duration_seconds') or s.get('restore_seconds'),
-         'age_seconds': s.get('age_seconds')} for s in h.get('sets', [])]} for h in history]).replace('</', '<\\/')
-    return _PAGE % {
-        'title': esc('DR %s %s' % (report['kind'], 'passed' if report['success'] else 'FAILED')),
-        'host': esc(report['host'] or 'n/a'), 'started': esc(report['started']), 'finished': esc(report['finished']),
-        'rows': ''.join(rows), 'failures': ('<h2>Failures</h2><ul>%s</ul>' % failures) if failures else '',
-        'history': data, 'rto': esc(rto_line(report)), 'recovery_heading': esc(recovery_heading(report)),
-    }
+        body.append('<tr><td>%s</td><td class="%s">%s</td><td>%s</td><td>%s</td><td class="%s">%s</td>'
+                    '<td class="%s">%s</td><td>%d/%d</td></tr>' % (
+                        esc(s['name']), 'ok' if s['success'] else 'failed', '&#10004; ok' if s['success'] else '&#10008; FAILED',
+                        esc(s.get('backup_id') or '-'), esc(s.get('repository') or '-'),
+                        'missed' if s['rpo_met'] is False else '',
+                        esc(_objective_text(s['age_seconds'], s['rpo_seconds'], s['rpo_met'])),
+                        'missed' if s.get('rto_met') is False else '',
+                        esc(_objective_text(s['recovery_seconds'], s.get('rto_seconds'), s.get('rto_met'))),
+                        sum(1 for c in s['checks'] if c.get('ok')), len(s['checks'])))
+    body.append('</tbody></table>')
+    failures = ['<li><b>%s</b>: %s</li>' % (esc(s['name']), esc(s.get('error') or 'a check failed'))
+                for s in report['sets'] if not s['success']]
+    if report.get('error'):
+        failures.append('<li><b>%s</b>: %s</li>' % (esc(report['kind']), esc(report['error'])))
+    if failures:
+        body.append('<h2>Failures</h2><ul id="failures">%s</ul>' % ''.join(failures))
+    body.append('<h2>History</h2>')
+    body += ['<figure>%s</figure>' % svg for svg in charts(report, history)]
+    for s in report['sets']:
+        body.append('<h2>Set %s</h2>' % esc(s['name']))
+        body.append('<ul class="repositories"><li>repository used: %s</li><li>repositories skipped: %s</li>'
+                    '<li>restore %s, %s %s</li></ul>' % (
+                        esc(s.get('repository') or 'none'),
+                        esc('; '.join(s['skipped_repositories']) or 'none'),
+                        human_duration(s['restore_seconds']), esc(recovery_heading(report)),
+                        human_duration(s['recovery_seconds'])))
+        if s['checks']:
+            body.append('<table class="checks"><thead><tr><th>check</th><th>query</th><th>expected</th><th>got</th>'
+                        '<th>result</th></tr></thead><tbody>')
+            for c in s['checks']:
+                facts = dict(check_lines(c))
+                body.append('<tr><td>%s</td><td><code>%s</code></td><td>%s</td><td>%s</td><td class="%s">%s</td></tr>' % (
+                    esc(str(c.get('name'))), esc(str(facts.get('query', '-'))), esc(str(facts.get('expected', '-'))),
+                    esc(str(facts.get('got', '-'))), 'ok' if c.get('ok') else 'failed',
+                    '&#10004; passed' if c.get('ok') else '&#10008; FAILED'))
+            body.append('</tbody></table>')
+    if report['steps']:
+        body.append('<h2>Steps</h2><table id="steps"><thead><tr><th>step</th><th>seconds</th></tr></thead><tbody>%s'
+                    '</tbody></table>' % ''.join('<tr><td>%s</td><td>%s</td></tr>' % (
+                        esc(str(st.get('name'))), _seconds(st.get('seconds'))) for st in report['steps']))
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<title>DR %s %s</title><style>%s</style></head>\n<body>\n%s\n</body></html>\n'
+            % (esc(report['kind']), verdict.lower(), _STYLE, '\n'.join(body)))
 
 
 def _write(path, text):
