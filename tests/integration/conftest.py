@@ -15,7 +15,12 @@ import uuid
 import pytest
 
 from tests.harness import pg
+from tests.harness.faults import seed
 from tests.harness.services import MotoS3, ScramPostgres, Sshd
+
+
+def pytest_report_header(config):
+    return f"fault injection seed: {seed()} (OFFSITE_FAULT_SEED={seed()} chooses the same kill points)"
 
 
 def _uid() -> str:

@@ -10,6 +10,7 @@ the fixtures, and direct (non-Ansible) looks into the services to check real out
     tree(path) -> {relpath: ("file", mode, bytes) | ("dir", mode) | ("link", target)}
     pg_dump_pids(db) -> pids of the pg_dump processes this test process started for db
     kill_pg_dump(db) -> SIGKILL those, return how many
+    running(word) -> pids of this test process's descendants with ``word`` in their command line
     cli(*args) -> the offsite-backup command run as cron runs it (CompletedProcess)
     with watching(poll): ... -> poll() called in a thread while the block runs, until it returns True
     partial_bytes(directory) -> bytes in the .partial files there (a dump being written)
@@ -165,6 +166,20 @@ def pg_dump_pids(db: str) -> list[int]:
         if argv and os.path.basename(argv[0]) == b"pg_dump" and db.encode() in argv:
             pids.append(pid)
     return pids
+
+
+def running(word: str) -> list[int]:
+    """Processes started by this test process whose command line has ``word`` in it (e.g. the
+    AnsiballZ file of a module: ``AnsiballZ_upload``)."""
+    found = []
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def kill_pg_dump(db: str) -> int:
