@@ -84,7 +84,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
 
-from .manifest import format_duration
+from .manifest import clock_skew as parse_clock_skew, format_duration
 
 try:  # zoneinfo is Python 3.9+; on older Pythons only UTC is available
     from zoneinfo import ZoneInfo
@@ -109,7 +109,7 @@ BUCKETS = {
 }
 
 
-DEFAULT_CLOCK_SKEW = timedelta(hours=1)
+DEFAULT_CLOCK_SKEW = parse_clock_skew(None)  # 1 hour, as every module's clock_skew
 PROVEN_REASON = "newest backup proven restorable by a drill"
 
 
