@@ -42,6 +42,14 @@ def unreachable_repo(sshd) -> dict:
             "private_key": sshd.private_key, "host_key": sshd.host_key, "path": "x", "timeout": 3}
 
 
+def dba_environment() -> dict:
+    """libpq variables a DBA's shell (or an AWX credential) sets, pointing somewhere else: the DR
+    playbooks' own psql commands must not follow them (PGPASSWORD is a target's password when
+    the target has none, as for the modules)."""
+    return {"PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PGUSER": "dba_elsewhere", "PGDATABASE": "elsewhere",
+            "PGPASSWORD": "not-this-servers-password", "PGAPPNAME": "dba", "PGCONNECT_TIMEOUT": "x"}
+
+
 def posts(rx) -> list[str]:
     return [r["path"] for r in rx.requests if r["method"] == "POST"]
 
@@ -75,7 +83,7 @@ def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_
                          {"name": "invoices exist", "sql": "SELECT count(*) FROM billing.invoices", "min": 1}]}]
     reports = workdir / "reports"
     with HttpReceiver() as rx:
-        first = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
+        first = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx), env=dba_environment())
         assert first.rc == 0, first.output
         second = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
         assert second.rc == 0, second.output

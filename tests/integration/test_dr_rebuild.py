@@ -1,7 +1,8 @@
 """playbooks/dr_rebuild.yml end to end. The "fresh server" is a new, empty PostgreSQL cluster the
 playbook itself creates (pg_createcluster) on a free port, with a password for postgres set by
 the playbook; the backup comes from moto S3 behind an unreachable repository; the "application"
-is a small HTTP server started by the user's start-up tasks; the report states RPO and RTO."""
+is a small HTTP server started by the user's start-up tasks; the report states RPO and RTO. The
+controller's environment holds a DBA's PG* variables pointing elsewhere."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.harness import pg
 from tests.harness.ansible import REPO_ROOT, run_playbook
 from tests.harness.services import free_port
 from tests.integration.helpers import s3_keys, s3_repo
-from tests.integration.test_dr_drill import backup_to, unreachable_repo
+from tests.integration.test_dr_drill import backup_to, dba_environment, unreachable_repo
 
 REBUILD = REPO_ROOT / "playbooks" / "dr_rebuild.yml"
 PG_MAJOR = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout.split()[0]
@@ -74,7 +75,8 @@ def test_rebuild_a_destroyed_server_from_s3(moto, sshd, bucket, sample_db, workd
     try:
         r = run_playbook(str(REBUILD), extravars=rebuild_vars(
             sets, workdir, cluster, port, password, offsite_dr_startup_tasks=startup_tasks(workdir, app_port),
-            offsite_dr_health_url=f"http://127.0.0.1:{app_port}/", offsite_dr_health_timeout=30))
+            offsite_dr_health_url=f"http://127.0.0.1:{app_port}/", offsite_dr_health_timeout=30),
+            env=dba_environment())
     finally:
         stop_app(workdir)
     assert r.rc == 0, r.output
@@ -129,3 +131,23 @@ def test_no_complete_backup_anywhere_fails_before_touching_the_server(moto, sshd
     assert r.rc != 0
     assert "no reachable repository holds a complete backup of crm" in r.output
     assert subprocess.run(["pg_lsclusters", PG_MAJOR, cluster], capture_output=True, check=False).returncode != 0
+
+
+def test_a_server_that_cannot_be_created_fails_with_its_own_error_output(moto, bucket, sample_db, workdir,
+                                                                          fresh_cluster):
+    """The report and the play say why (pg_createcluster's stderr), not just "non-zero return code"."""
+    cluster, port = fresh_cluster
+    password = secrets.token_urlsafe(16)
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
+              "database": sample_db}
+    values = rebuild_vars([{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password)
+    values["offsite_dr_postgresql"]["version"] = 99          # no such PostgreSQL installed
+    r = run_playbook(str(REBUILD), extravars=values, env=dba_environment())
+    assert r.rc != 0
+    report = json.loads(next((workdir / "reports").glob("rebuild-*.json")).read_text())
+    (failure,) = [s for s in report["sets"] if s["name"] == "rebuild"]
+    assert failure["error"] == ("PostgreSQL | create the cluster 99/%s: non-zero return code: "
+                                "Error: no initdb program for version 99 found" % cluster), failure["error"]
+    assert "no initdb program for version 99" in r.output and password not in r.output
