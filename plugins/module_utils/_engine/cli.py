@@ -5,6 +5,7 @@
     offsite-backup run /etc/offsite-backup/crm.yml [--dry-run] [--env-file FILE] [--verbose]
     offsite-backup list /etc/offsite-backup/crm.yml
     offsite-backup restore /etc/offsite-backup/crm.yml --set crm_db --database crm_check
+    offsite-backup monitor /etc/offsite-backup/crm.yml --textfile /var/lib/node-exporter/crm.prom
 
 The client role installs it as a small wrapper around
 ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli`` in its
@@ -266,6 +267,42 @@ def cmd_restore(args):
     return EXIT_OK
 
 
+def cmd_monitor(args):
+    """Read every repository of the job and export what is there (freshness.py)."""
+    from . import freshness
+    job, secrets = load_job(args)
+    if not job['repositories']:
+        raise ConfigError('job %s lists no repositories to watch' % job['name'])
+    prom = freshness.prometheus()[0]
+    logger = logging.getLogger('offsite-backup.monitor')
+    logger.addHandler(logging.StreamHandler(sys.stderr))
+    logger.filters = [Redact(secrets)]
+    if not (args.textfile or args.pushgateway or args.listen):
+        raise ConfigError('say where the metrics go: --textfile PATH, --pushgateway URL or --listen [HOST:]PORT')
+    families = freshness.collect(job, read_data=args.read_data, logger=logger)
+    registry, snapshot = freshness.registry_with(families)
+    host = job['monitoring'].get('instance') or socket.getfqdn()
+    if args.textfile:
+        if not args.textfile.endswith('.prom'):
+            raise ConfigError('--textfile %s must end in .prom (node_exporter reads only those)' % args.textfile)
+        prom.write_to_textfile(args.textfile, registry)  # written aside, then renamed
+        os.chmod(args.textfile, 0o644)
+    if args.pushgateway:
+        # one group per job and watching host: a later read replaces all of it
+        prom.push_to_gateway(args.pushgateway, job=job['name'], registry=registry,
+                             grouping_key={'instance': host, 'watch': 'repositories'}, timeout=30)
+    if args.listen:
+        address, _sep, port = args.listen.rpartition(':')
+        prom.start_http_server(int(port), addr=address or '0.0.0.0', registry=registry)
+        while True:  # serve the last reading; read again every --interval seconds
+            time.sleep(args.interval)
+            snapshot.families = freshness.collect(job, read_data=args.read_data, logger=logger)
+    if args.json:
+        sys.stdout.write(json.dumps([{'name': f.name, 'samples': [[s.labels, s.value] for s in f.samples]}
+                                     for f in families], sort_keys=True) + '\n')
+    return EXIT_OK
+
+
 def parser():
     top = argparse.ArgumentParser(prog='offsite-backup', description='Run offsite.backup job files.')
     commands = top.add_subparsers(dest='command')
@@ -290,12 +327,19 @@ def parser():
     restore.add_argument('--path', help='restore files into this directory instead of the source\'s')
     restore.add_argument('--mode', default='create', choices=['create', 'replace'])
     restore.add_argument('--work-dir', help='scratch directory for the download (default: TMPDIR)')
+    watch = common(commands.add_parser('monitor', help='read every repository and export what is there'))
+    watch.add_argument('--textfile', help='write the metrics to this .prom file (node_exporter textfile collector)')
+    watch.add_argument('--pushgateway', help='push the metrics to this Pushgateway URL')
+    watch.add_argument('--listen', help='serve /metrics on [HOST:]PORT and read again every --interval')
+    watch.add_argument('--interval', type=int, default=3600, help='seconds between readings with --listen')
+    watch.add_argument('--read-data', default='1',
+                       help='backups to download and check per set and repository: N, N%% or all (default 1: the newest)')
     return top
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore}[args.command]
+    handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
