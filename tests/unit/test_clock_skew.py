@@ -195,6 +195,11 @@ def test_restore_latest_names_the_damaged_and_suspect_backups_it_skips(tmp_path,
     assert [w for w in restored['warnings'] if suspect in w and 'clock_skew' in w]
     by_id = operations.restore('site', options, {'type': 'files', 'path': str(tmp_path / 'again')}, backup=good)
     assert 'warnings' not in by_id
+    catalog = Catalog(local, 'site')
+    before_damaged = mf.format_time(mf.parse_id(damaged)[1] - datetime.timedelta(seconds=1))
+    assert catalog.passed_over(catalog.select(before_damaged), before_damaged) == []  # newer, not skipped
+    assert len(catalog.passed_over(catalog.select(mf.format_time(mf.parse_id(damaged)[1])),
+                                   mf.format_time(mf.parse_id(damaged)[1]))) == 1
 
 
 # -- job file and offsite-backup list ----------------------------------------------------------------

@@ -81,6 +81,13 @@ policies = st.fixed_dictionaries({}, optional={
 })
 
 
+def planner_property(*more):
+    """The seed, the settings and the generated (backups, policy, tz, *more) of every test here."""
+    def decorate(test):
+        return seed(SEED)(PROPERTIES(given(backup_sets(), policies, st.sampled_from(ZONES), *more)(test)))
+    return decorate
+
+
 def _plan(backups, policy, tz):
     return plan_retention(backups, policy, tz=tz, now=NOW, clock_skew=SKEW)
 
@@ -89,9 +96,7 @@ def _newest(refs):
     return max(refs, key=lambda r: (r.time, r.id)) if refs else None
 
 
-@seed(SEED)
-@PROPERTIES
-@given(backup_sets(), policies, st.sampled_from(ZONES))
+@planner_property()
 def test_kept_and_removed_partition_and_the_ones_that_matter_are_kept(backups, policy, tz):
     note('seed %d' % SEED)
     plan = _plan(backups, policy, tz)
@@ -112,9 +117,7 @@ def test_kept_and_removed_partition_and_the_ones_that_matter_are_kept(backups, p
     assert [b.id for b in plan.keep] == [b.id for b in sorted(plan.keep, key=lambda r: (r.time, r.id), reverse=True)]
 
 
-@seed(SEED)
-@PROPERTIES
-@given(backup_sets(), policies, st.sampled_from(ZONES))
+@planner_property()
 def test_planning_again_after_applying_removes_nothing_more(backups, policy, tz):
     note('seed %d' % SEED)
     first = _plan(backups, policy, tz)
@@ -123,9 +126,7 @@ def test_planning_again_after_applying_removes_nothing_more(backups, policy, tz)
     assert set(b.id for b in again.keep) == set(b.id for b in first.keep)
 
 
-@seed(SEED)
-@PROPERTIES
-@given(backup_sets(), policies, st.sampled_from(ZONES), st.randoms(use_true_random=False))
+@planner_property(st.randoms(use_true_random=False))
 def test_the_order_of_the_listing_does_not_matter(backups, policy, tz, rng):
     note('seed %d' % SEED)
     shuffled = list(backups)

@@ -195,13 +195,16 @@ class Catalog(object):
         trusted = self.trusted
         return trusted[0] if trusted else None
 
-    def passed_over(self, chosen):
-        """Warnings naming each backup newer than ``chosen`` that ``latest`` or a time skipped,
-        and why (damaged, incomplete, suspect)."""
+    def passed_over(self, chosen, wanted='latest'):
+        """Warnings naming each backup newer than ``chosen`` that ``wanted`` (``latest`` or a
+        time) skipped, and why (damaged, incomplete, suspect)."""
+        limit = None if wanted in (None, '', 'latest') else mf.parse_time(wanted)
         warnings = []
         for backup in self.backups:
             if backup is chosen or backup.created < chosen.created:
                 break
+            if limit is not None and backup.created > limit:
+                continue  # after the time asked for: not skipped, just not wanted
             if backup.suspect:
                 warnings.append('skipped %s' % self.describe_suspect(backup))
             elif not backup.complete:

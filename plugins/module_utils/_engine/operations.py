@@ -718,7 +718,7 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
     with open_repository(repository) as repo:
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
         chosen = catalog.select(backup)
-        warnings = [] if chosen.id == backup else catalog.passed_over(chosen)
+        warnings = [] if chosen.id == backup else catalog.passed_over(chosen, backup)
         data = chosen.manifest or _legacy_manifest(chosen)
         source_type = (data.get('source') or {}).get('type')
         if source_type and target.get('type') != source_type:
