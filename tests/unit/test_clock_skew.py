@@ -264,3 +264,18 @@ def test_without_a_set_named_crm_backup_the_seed_files_are_crms(repo, store_back
     repo.put_bytes('crm_backup_20261101_030000.sql.gz', b'seed')
     assert [b.id for b in Catalog(repo, 'crm', now=NOW).backups] == [own, 'crm_backup_20261101_030000']
     assert os.path.exists(os.path.join(repo.root, 'crm_backup_20261101_030000.sql.gz'))
+
+
+def test_offsite_backup_restore_prints_what_latest_skipped(tmp_path, store_backup, capsys):
+    local = tmp_path / 'local'
+    good = operations.dump('site', _site(tmp_path), str(local), compression='none')['backup']['id']
+    future = store_backup(operations.open_repository({'type': 'local', 'path': str(local)}), 'site',
+                          mf.utcnow() + datetime.timedelta(days=3))
+    path = tmp_path / 'job.json'
+    path.write_text(json.dumps(_job(local={'path': str(local)}, clock_skew='2h',
+                                    sources=[{'name': 'site', 'source': {'type': 'files', 'paths': [str(tmp_path / 'site')]}}])))
+    code = cli.main(['restore', str(path), '--set', 'site', '--from', 'local', '--path', str(tmp_path / 'back')])
+    out, err = capsys.readouterr()
+    assert code == 0 and ('restored %s' % good) in out
+    assert 'warning: skipped backup %s' % future in err and 'clock_skew 2h' in err
+
