@@ -133,8 +133,8 @@ def test_no_complete_backup_anywhere_fails_before_touching_the_server(moto, sshd
     assert subprocess.run(["pg_lsclusters", PG_MAJOR, cluster], capture_output=True, check=False).returncode != 0
 
 
-def test_a_server_that_cannot_be_created_fails_with_its_own_error_output(moto, bucket, sample_db, workdir,
-                                                                          fresh_cluster):
+def test_a_cluster_that_cannot_be_created_fails_with_its_error_output(moto, bucket, sample_db, workdir,
+                                                                      fresh_cluster):
     """The report and the play say why (pg_createcluster's stderr), not just "non-zero return code"."""
     cluster, port = fresh_cluster
     password = secrets.token_urlsafe(16)

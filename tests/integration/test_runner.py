@@ -115,9 +115,18 @@ def test_scheduled_run_backs_up_reports_and_restores(moto, bucket, sample_db, wo
     listed = cli("list", str(job_path))
     assert listed.returncode == 0, listed.stderr
     assert "local" in listed.stdout and "s3 #0" in listed.stdout and local_ids[0] in listed.stdout
+    # VERIFIED: the upload proved size and sha256 of what landed; nothing re-read the local copy
+    header, *rows = listed.stdout.splitlines()
+    repository, column = header.index("REPOSITORY"), header.index("VERIFIED")
+    assert {(row[repository:].split("  ")[0], row[column:].split()[0]) for row in rows} \
+        == {("local", "no"), ("s3 #0", "checksum")}, listed.stdout
     restored = cli("restore", str(job_path), "--set", "crm_db", "--database", unique_db_name)
     assert restored.returncode == 0, restored.stderr
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+    # the CLI's errors name its flags, not the module's options
+    again = cli("restore", str(job_path), "--set", "crm_db", "--database", unique_db_name)
+    assert again.returncode != 0 and "--mode replace" in again.stderr and "mode: replace" not in again.stderr, \
+        again.stderr
 
 
 def test_failure_sends_fail_ping_and_slack_and_keeps_last_success(moto, bucket, sample_db, workdir, receiver,

@@ -21,6 +21,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import socket
 import sys
 import threading
@@ -213,6 +214,20 @@ def cmd_run(args):
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def verified(row):
+    """The VERIFIED column of ``list`` (docs/verify.md): the strongest proof a copy has.
+    ``restored``: a restore proved it (its proven marker, written by drills and restores that
+    mark it); ``checksum``: the upload proved that what landed has the backup's size and sha256
+    (a repository writes the manifest only after that proof); ``size``: the same with the
+    repository's ``verify: size``; ``no``: nothing re-read it (the local copy as the dump wrote
+    it, an incomplete upload, a legacy backup without a manifest)."""
+    if row.get('proven'):
+        return 'restored'
+    if row['repository'] == 'local' or not row.get('complete') or row.get('legacy'):
+        return 'no'
+    return 'size' if row.get('verify') == 'size' else 'checksum'
+
+
 def cmd_list(args):
     job, secrets = load_job(args)
     rows = jobs.listing(job)
@@ -231,7 +246,7 @@ def cmd_list(args):
         if row.get('suspect'):
             state = 'SUSPECT: dated %s in the future (wrong clock?)' % human_age(-age)
         table.append((row['set'], row['repository'], row['id'], human_age(age), human_bytes(row.get('size')),
-                      'yes' if row.get('proven') else 'no', state))
+                      verified(row), state))
     widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         cells = [str(c).ljust(w) for c, w in zip(line, widths)] + [str(line[-1])]
@@ -337,16 +352,25 @@ def parser():
     return top
 
 
+def in_flags(args, exc):
+    """The engine's hints name the restore module's options ("use mode: replace"); on the
+    command line the same choice is a flag ("use --mode replace")."""
+    text = str(exc)
+    if args.command == 'restore':
+        text = re.sub(r'\bmode: (create|replace)\b', r'--mode \1', text)
+    return text
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
-        sys.stderr.write('offsite-backup: %s\n' % exc)
+        sys.stderr.write('offsite-backup: %s\n' % in_flags(args, exc))
         return EXIT_CONFIG
     except BackupError as exc:
-        sys.stderr.write('offsite-backup: %s failed (%s): %s\n' % (args.command, exc.kind, exc))
+        sys.stderr.write('offsite-backup: %s failed (%s): %s\n' % (args.command, exc.kind, in_flags(args, exc)))
         return EXIT_FAILED
     except KeyboardInterrupt:
         sys.stderr.write('offsite-backup: interrupted\n')

@@ -359,5 +359,6 @@ def listing(job, log=None):
                 rows.append({'set': entry['name'], 'repository': label, 'error': str(exc)})
                 continue
             for backup in found['backups']:
-                rows.append(dict(backup, set=entry['name'], repository=label, location=found['location']))
+                rows.append(dict(backup, set=entry['name'], repository=label, location=found['location'],
+                                 verify=repo.get('verify', 'full')))
     return rows
