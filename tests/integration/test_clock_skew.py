@@ -7,6 +7,7 @@ next dump warns that this machine's clock is behind the newest backup (issue 12,
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from tests.harness.ansible import run_playbook
 
 pytestmark = pytest.mark.integration
 
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # Debian package faketime (bootstrap.sh)
+# Debian package faketime (scripts/bootstrap.sh installs it), in the multiarch directory of this machine
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "libfaketime.so.1 (not installed)")
 
 
 def play(tasks: list, **kwargs):
