@@ -108,6 +108,7 @@ ANSIBLE_CALLBACK_RESULT_FORMAT=yaml \
 ANSIBLE_PIPELINING=true \
 ANSIBLE_RETRY_FILES_ENABLED=false \
 ANSIBLE_LOCALHOST_WARNING=false \
+PYTHONWARNINGS="ignore:DSA is deprecated:UserWarning" \
     "$REPO/.venv/bin/ansible-playbook" -i localhost, -c local -e "@$VARS" "$REPO/demo/playbook.yml"
 t3=$(date +%s.%N)
 

@@ -41,6 +41,10 @@ export ANSIBLE_HOME="$REPO/.cache/ansible-lint"
 export ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS"
 unset ANSIBLE_COLLECTIONS_PATHS ANSIBLE_CONFIG || true
 export PATH="$VENV/bin:$PATH"
+# ansible-core 2.19 imports cryptography's DSA support (ansible/_internal/_ssh/_ssh_agent.py) and
+# cryptography deprecates DSA: every ansible command printed a CryptographyDeprecationWarning.
+# Only that message is silenced (a UserWarning subclass); the venv's cryptography stays current.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:DSA is deprecated:UserWarning"
 # (ansible-lint warns "PATH altered" when its venv's bin is not first on PATH: it is now.)
 
 cd "$REPO"

@@ -8,6 +8,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 stage() { printf '\n=== %s ===\n' "$*"; }
+# ansible-core 2.19 imports cryptography's DSA support (ansible/_internal/_ssh/_ssh_agent.py) and
+# cryptography deprecates DSA: every ansible command printed a CryptographyDeprecationWarning.
+# Only that message is silenced (a UserWarning subclass); the venv's cryptography stays current.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:DSA is deprecated:UserWarning"
 
 stage "bootstrap"
 scripts/bootstrap.sh

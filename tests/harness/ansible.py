@@ -227,6 +227,8 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
             "ANSIBLE_CONFIG": str(tdp / "ansible.cfg"),
             "OFFSITE_HARNESS_RESULTS": str(results_path),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # ansible-core 2.19 imports cryptography's deprecated DSA: silence only that warning
+            "PYTHONWARNINGS": "ignore:DSA is deprecated:UserWarning",
         })
         if env:
             run_env.update({k: str(v) for k, v in env.items()})

@@ -20,6 +20,8 @@ SSHD = "/usr/sbin/sshd"
 
 class RootSshd(Service):
     kind = "root-sshd"
+    state_fields = ("port", "private_key", "known_hosts", "host_key", "dropin_dir", "root_keys", "config", "log",
+                    "pidfile")
 
     def _start(self) -> None:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)

@@ -5,7 +5,7 @@ and has ``start()`` / ``stop()`` (also usable as a context manager). ``to_state(
 JSON-able dict (ports, paths, pids, credentials) and ``from_state()`` rebuilds an object whose
 ``stop()`` works from another process: this is what the command line uses.
 
-    python -m tests.harness.services up --state FILE [--services moto,sshd,scram_pg]
+    python -m tests.harness.services up --state FILE [--services moto,sshd,scram_pg,root_sshd]
                                         [--ssh-user offsite-demo]
     python -m tests.harness.services down --state FILE
 
@@ -628,20 +628,30 @@ class ScramPostgres(Service):
 SERVICE_CLASSES = {"moto": MotoS3, "sshd": Sshd, "scram_pg": ScramPostgres}
 
 
+def service_classes() -> dict:
+    """Every service the command line starts, the root sshd of the role tests included (its
+    module imports this one, so it is loaded late)."""
+    from tests.harness.rolehost import RootSshd
+    return dict(SERVICE_CLASSES, root_sshd=RootSshd)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
+    classes = service_classes()
     names = [n.strip() for n in args.services.split(",") if n.strip()]
     for n in names:
-        if n not in SERVICE_CLASSES:
-            raise SystemExit(f"unknown service {n!r} (choose from {', '.join(SERVICE_CLASSES)})")
+        if n not in classes:
+            raise SystemExit(f"unknown service {n!r} (choose from {', '.join(classes)})")
     started: list[Service] = []
     state: dict = {}
     try:
         for n in names:
-            svc = Sshd(user=args.ssh_user) if n == "sshd" else SERVICE_CLASSES[n]()
+            svc = Sshd(user=args.ssh_user) if n == "sshd" else classes[n]()
             svc.detached = True
             svc.start()
             started.append(svc)
             state[n] = svc.to_state()
+            if hasattr(svc, "inventory"):   # root sshd: an inventory to apply the roles through it
+                state[n]["inventory"] = svc.inventory(Path(svc.tmpdir) / "inventory")
             print(f"[harness] {n} up" + (f" on {LOOPBACK}:{svc.port}" if getattr(svc, "port", None) else ""),
                   file=sys.stderr)
     except BaseException:
@@ -667,7 +677,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
     state = json.loads(path.read_text())
     rc = 0
     for n, st in reversed(list(state.items())):
-        cls = SERVICE_CLASSES.get(st.get("kind", n))
+        cls = {c.kind: c for c in service_classes().values()}.get(st.get("kind", n))
         if cls is None:
             continue
         try:
@@ -686,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start services and write the state file (JSON, mode 0600)")
     up.add_argument("--state", required=True)
-    up.add_argument("--services", default="moto,sshd", help="comma list of: moto, sshd, scram_pg")
+    up.add_argument("--services", default="moto,sshd",
+                    help="comma list of: moto, sshd, scram_pg, root_sshd (root logs in with a key: the role tests' host)")
     up.add_argument("--ssh-user", default="offsite-demo", help="throwaway login user for sshd")
     down = sub.add_parser("down", help="stop the services listed in the state file and delete it")
     down.add_argument("--state", required=True)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
+import sys
 
 import botocore.exceptions
 import paramiko
 import pytest
 
 from tests.harness import pg
-from tests.harness.ansible import run_playbook
+from tests.harness.ansible import REPO_ROOT, run_playbook
 
 AUTH_ERRORS = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId"}
 
@@ -125,7 +129,42 @@ def test_run_playbook_debug():
     r = run_playbook([{"name": "say hello", "ansible.builtin.debug": {"msg": "hello {{ who }}"}}],
                      extravars={"who": "wörld"})
     assert r.rc == 0, r.output
+    assert "Warning" not in r.stderr, r.stderr      # no CryptographyDeprecationWarning (DSA) noise
     assert r.tasks["say hello"]["status"] == "ok"
     assert r.result("say hello")["msg"] == "hello wörld"
     assert r.stats["localhost"]["ok"] == 1
     assert r.stats["localhost"]["failed"] == 0
+
+
+def test_lint_prints_no_deprecation_noise():
+    r = subprocess.run([str(REPO_ROOT / "scripts" / "lint.sh"), "--version"], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def test_command_line_starts_the_root_sshd_of_the_role_tests(tmp_path):
+    state = tmp_path / "state.json"
+    harness = [sys.executable, "-m", "tests.harness.services"]
+    up = subprocess.run([*harness, "up", "--state", str(state), "--services", "root_sshd"], cwd=REPO_ROOT,
+                        capture_output=True, text=True, check=False)
+    assert up.returncode == 0, up.stderr
+    try:
+        sshd = json.loads(state.read_text())["root_sshd"]
+        assert oct(state.stat().st_mode & 0o777) == "0o600"
+        # root logs in with the key, through the inventory the role tests use
+        r = run_playbook([{"hosts": "target", "gather_facts": False, "tasks": [
+            {"name": "who", "ansible.builtin.command": "id -un", "changed_when": False}]}],
+            inventory=sshd["inventory"], connection=None)
+        assert r.rc == 0, r.output
+        assert r.result("who")["stdout"] == "root" and r.tasks["who"]["host"] == "target"
+    finally:
+        down = subprocess.run([*harness, "down", "--state", str(state)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=False)
+    assert down.returncode == 0, down.stderr
+    assert not os.path.exists(sshd["root_keys"])        # root's extra authorized_keys file is gone
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", sshd["port"]), timeout=2).close()
