@@ -2,8 +2,10 @@
 
     OFFSITE_FAULT='{"label": "put s3 manifest", "nth": 1}' \\
     OFFSITE_FAULT_TRACE=/tmp/trace python -m tests.harness.faults run JOB.yml [--json]
+    python -m tests.harness.faults snapshot '{"name": ..., "source": ..., "repository": ...}'
 
-Runs the ``offsite-backup`` command (``cli.main``, the code cron runs) after wrapping the
+Runs the ``offsite-backup`` command (``cli.main``, the code cron runs; or, with ``snapshot``,
+``operations.snapshot`` as the module calls it) after wrapping the
 engine's phase boundaries *in this process only*: nothing in the product knows about faults.
 Each boundary reached is a label; with ``OFFSITE_FAULT_TRACE`` set, every label is appended to
 that file as it is reached (one a line), so a clean run lists the boundaries a run has:
@@ -15,6 +17,8 @@ that file as it is reached (one a line), so a clean run lists the boundaries a r
     before|after delete <type> artifact|manifest|proven|partial    retention deleting
     before get <type>             a download starts
     before|after prune restic     restic prune after a retention run's forgets
+    before|after rsync <doing>    each rsync an rsync repository runs (uploading, writing a
+                                  snapshot, linking it, deleting, listing...)
     before|after sql <what>       PostgreSQL statements of a restore (scratch, swap, drop)
     before|after load             pg_restore / psql loading the scratch database
 
@@ -163,6 +167,8 @@ def install(injector: Injector) -> None:
                                    repo_class.delete)
         if hasattr(repo_class, "prune"):
             repo_class.prune = around(lambda self, _kind=kind: "prune " + _kind, repo_class.prune)
+        if hasattr(repo_class, "rsync"):
+            repo_class.rsync = around(lambda self, args, doing, *a, **k: "rsync " + doing, repo_class.rsync)
 
     pg = postgresql.PostgresqlSource
     pg._psql = around(lambda self, sql, database, what: "sql " + SCRATCH_NAME.sub("<scratch>", what), pg._psql)
@@ -185,6 +191,11 @@ class _counting_get:
 def main(argv=None) -> int:
     fault = json.loads(os.environ.get("OFFSITE_FAULT") or "null")
     install(Injector(fault, os.environ.get("OFFSITE_FAULT_TRACE")))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["snapshot"]:
+        from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+        print(json.dumps(operations.snapshot(**json.loads(argv[1])), default=str))
+        return 0
     from ansible_collections.offsite.backup.plugins.module_utils._engine import cli
     return cli.main(argv)
 

@@ -6,7 +6,8 @@ a dump starting, each local rename, each repository's put and delete, a restore'
 load, swap) and random byte offsets in the streams (the dump being written, each put, each
 download), plus a few kills from outside (when pg_dump appears, when the growing file holds k
 bytes; an ``ansible-playbook`` killed mid-upload). Which points, and in which order, comes
-from a seed printed in pytest's header; ``OFFSITE_FAULT_SEED=N`` runs the same points again.
+from a seed printed in pytest's header; ``OFFSITE_FAULT_SEED=N`` runs the same points again,
+``OFFSITE_FAULT_POINTS=all`` kills a scheduled run at every boundary instead of a random 30.
 
 After every kill (and after the orphaned children of the killed process are gone):
 
@@ -33,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +50,7 @@ from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, r
 
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 from ansible_collections.offsite.backup.plugins.module_utils._engine.catalog import Catalog
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
 
@@ -140,31 +143,40 @@ def boundaries(trace: Path) -> list[dict]:
 class Ledger:
     """What each place (the local copy and each repository) holds, and the invariants."""
 
-    def __init__(self, places: dict, moto=None, bucket=None, keep: int = KEEP):
+    def __init__(self, places: dict, moto=None, bucket=None, keep: int = KEEP, name: str = SET):
         self.places = places
         self.keep = keep
+        self.name = name
         self.moto, self.bucket = moto, bucket
         self.proven: dict[tuple, str] = {}  # (place, id) -> sha256 read back and proven
 
     def catalog(self, place):
         with open_repository(self.places[place]) as repo:
-            catalog = Catalog(repo, SET)
+            catalog = Catalog(repo, self.name)
             complete = {b.id: b for b in catalog.complete}
             for backup in complete.values():
                 if self.proven.get((place, backup.id)) != backup.sha256:
-                    digest = hashlib.sha256()
-                    with repo.get(backup.artifact_key) as reader:
-                        for chunk in iter(lambda: reader.read(1 << 20), b""):
-                            digest.update(chunk)
-                    assert digest.hexdigest() == backup.sha256, (
+                    assert self._reads_back(repo, backup), (
                         f"{place}: {backup.id} is listed as complete but does not read back with its sha256")
                     self.proven[(place, backup.id)] = backup.sha256
             known = set()
             for backup in catalog.backups:
                 known.update(k for k in (backup.artifact_key, backup.manifest_key, backup.proven_key) if k)
             known.update(o.key for o in catalog.leftovers)
-            stray = sorted(o.key for o in repo.list(SET + "/") if o.key not in known and not _lock(o.key))
+            stray = sorted(o.key for o in repo.list(self.name + "/") if not _lock(o.key) and not _within(o.key, known))
         return complete, stray
+
+    @staticmethod
+    def _reads_back(repo, backup) -> bool:
+        if backup.manifest.get("format") == "tree":  # a snapshot directory: its listing's sha256
+            with tempfile.TemporaryDirectory() as scratch:
+                repo.fetch_tree(backup.artifact_key, scratch, backup.manifest)  # raises on a mismatch
+            return True
+        digest = hashlib.sha256()
+        with repo.get(backup.artifact_key) as reader:
+            for chunk in iter(lambda: reader.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest() == backup.sha256
 
     def state(self) -> dict:
         return {place: self.catalog(place) for place in self.places}
@@ -186,14 +198,20 @@ class Ledger:
         runs is gone, each place holds its complete backups and nothing else."""
         for place, options in self.places.items():
             with open_repository(options) as repo:
-                catalog = Catalog(repo, SET)
-                listed = sorted(o.key for o in repo.list(SET + "/") if not _lock(o.key))
+                catalog = Catalog(repo, self.name)
                 complete_keys = sorted(k for b in catalog.complete
                                        for k in (b.artifact_key, b.manifest_key, b.proven_key) if k)
-            assert listed == complete_keys, f"{what}: {place} still holds {sorted(set(listed) - set(complete_keys))}"
+                left = sorted(o.key for o in repo.list(self.name + "/")
+                              if not _lock(o.key) and not _within(o.key, complete_keys))
+            assert left == [], f"{what}: {place} still holds {left}"
         if self.moto:
             uploads = self.moto.client().list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
             assert uploads == [], f"{what}: multipart uploads left: {uploads}"
+
+
+def _within(key: str, known) -> bool:
+    """``key`` is one of ``known`` or inside one of them (a file of a snapshot directory)."""
+    return key in known or any(key.startswith(k + "/") for k in known)
 
 
 def _lock(key: str) -> bool:
@@ -266,10 +284,12 @@ def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsyn
     points = boundaries(trace)
     size = json.loads(engine.run("run", str(job), "--json").stdout)["sets"][0]["backup"]["size"]
 
-    # boundaries of a steady-state run (a random 30 of about 50: each CI run kills at others),
-    # random byte offsets in each stream, two kills from outside
+    # boundaries of a steady-state run (a random 30 of about 50: each CI run kills at others;
+    # OFFSITE_FAULT_POINTS=all takes every one), random byte offsets in each stream, two kills
+    # from outside
     points = [p for p in points if not p["label"].startswith(("before sql", "after sql"))]
-    faults = rng.sample(points, min(30, len(points)))
+    wanted = os.environ.get("OFFSITE_FAULT_POINTS", "30")
+    faults = rng.sample(points, len(points) if wanted == "all" else min(int(wanted), len(points)))
     faults += [{"stream": s, "bytes": rng.randrange(1, size)} for s in ("dump", "put local", "put s3", "put sftp", "put rsync")]
     faults += [{"outside": "pg_dump"}, {"outside": "bytes", "bytes": rng.randrange(1, size)}]
     rng.shuffle(faults)
@@ -435,3 +455,36 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
     state = ledger.check_after(state, "the playbook run again")
     assert rerun.result("upload")["backup"]["id"] in state["s3"][0]
     assert set(state["s3"][0]) <= set(state["dest"][0]) == {killed, rerun.result("dump")["backup"]["id"]}
+
+
+# -- rsync tree snapshots: killed between the writing pass, the linking pass and the manifest -------
+def test_killed_snapshots_leave_complete_trees_or_removable_leftovers(sshd, rsync_dir, workdir):
+    rng = random.Random(SEED + 3)
+    tree = workdir / "www"
+    (tree / "static").mkdir(parents=True)
+    repo = _rsync_repo(sshd, rsync_dir)
+    args = {"name": "www", "source": {"type": "files", "paths": [str(tree)]}, "repository": repo}
+    ledger = Ledger({"rsync": repo}, keep=1, name="www")
+    engine = Engine(workdir)
+
+    def change():
+        (tree / "static" / f"{_uid()}.bin").write_bytes(os.urandom(rng.randrange(1, 256 << 10)))
+
+    change()
+    assert engine.run("snapshot", json.dumps(args)).returncode == 0
+    trace = workdir / "snapshot-trace"
+    change()
+    assert engine.run("snapshot", json.dumps(args), trace=trace).returncode == 0
+    points = [p for p in boundaries(trace) if p["label"] != "KILLED"]
+    state = ledger.state()
+    for fault in rng.sample(points, min(6, len(points))):
+        change()
+        result = engine.run("snapshot", json.dumps(args), fault=fault)
+        assert result.returncode in (-signal.SIGKILL, 0), f"seed {SEED}, snapshot fault {fault}: {result.stderr}"
+        state = ledger.check_after(state, f"seed {SEED}, snapshot fault {fault}")
+    change()
+    assert engine.run("snapshot", json.dumps(args)).returncode == 0  # a killed snapshot never blocks the next
+    operations.retention("www", repo, {"keep_last": 2}, grace_hours=0)
+    ledger.only_complete("retention after the killed snapshots")
+    print(f"fault injection (seed {SEED}): {engine.kills} snapshots killed")
+    assert engine.kills >= 4
