@@ -158,10 +158,18 @@ options:
             relative to the login directory (what a Storage Box expects).
         type: str
       timeout:
-        description: Seconds to wait when connecting (C(s3), C(sftp), C(rsync)).
+        description:
+          - Seconds one try waits for a server to connect or answer (default 15; C(s3), C(sftp), C(rsync),
+            C(restic)). With the defaults a server that accepts connections and never answers fails the
+            repository with C(error=unreachable) within 2 minutes.
+          - C(s3) connect and read timeout of each try; C(sftp) connecting, the SSH banner, authentication,
+            opening the SFTP channel and every SFTP request; C(rsync) ssh's C(ConnectTimeout) and
+            C(ServerAliveInterval) (3 keepalives); C(restic) each try of the first look into the repository.
         type: int
       retries:
-        description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
+        description:
+          - Tries after the first (default 2; C(s3) requests with botocore's standard backoff, C(restic)'s
+            first look). SSH connections are not retried.
         type: int
       verify:
         description:
@@ -357,10 +365,18 @@ options:
             relative to the login directory (what a Storage Box expects).
         type: str
       timeout:
-        description: Seconds to wait when connecting (C(s3), C(sftp), C(rsync)).
+        description:
+          - Seconds one try waits for a server to connect or answer (default 15; C(s3), C(sftp), C(rsync),
+            C(restic)). With the defaults a server that accepts connections and never answers fails the
+            repository with C(error=unreachable) within 2 minutes.
+          - C(s3) connect and read timeout of each try; C(sftp) connecting, the SSH banner, authentication,
+            opening the SFTP channel and every SFTP request; C(rsync) ssh's C(ConnectTimeout) and
+            C(ServerAliveInterval) (3 keepalives); C(restic) each try of the first look into the repository.
         type: int
       retries:
-        description: Attempts per S3 request, with botocore's jittered exponential backoff (C(s3)).
+        description:
+          - Tries after the first (default 2; C(s3) requests with botocore's standard backoff, C(restic)'s
+            first look). SSH connections are not retried.
         type: int
       verify:
         description:

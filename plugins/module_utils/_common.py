@@ -13,6 +13,7 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import url_secret
 
 
 def repository_spec():
@@ -101,8 +102,22 @@ def encryption_spec():
     )
 
 
+def _hide_url_credentials(module, value):
+    """Credentials written into an ``endpoint_url`` (https://user:pass@host) are masked like a
+    ``no_log`` option wherever Ansible shows them (the invocation's module_args, any output)."""
+    if isinstance(value, dict):
+        secret = url_secret(value.get('endpoint_url')) if isinstance(value.get('endpoint_url'), str) else None
+        if secret:
+            module.no_log_values.add(secret)
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            _hide_url_credentials(module, item)
+
+
 def run(module, operation, **kwargs):
     """Call an engine operation and exit the module with its result or a clear failure."""
+    _hide_url_credentials(module, module.params)
     log = CommandLog()
     try:
         result = operation(log=log, **kwargs)

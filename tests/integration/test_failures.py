@@ -221,7 +221,7 @@ def test_unreachable_host(sshd, dumped, kind):
     started = time.monotonic()
     r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
     elapsed = time.monotonic() - started
-    assert_failed(r, "upload", "repository", *words)
+    assert_failed(r, "upload", "unreachable", *words)
     assert elapsed < 30, f"timeout: 3 / retries: 1 should fail fast, took {elapsed:.1f}s"
     assert_no_secret(r, "nowhere-secret")
 

@@ -140,7 +140,7 @@ def test_one_unreachable_repository_with_min_success_2_is_reported_not_fatal(
     assert _statuses(res) == ["uploaded", "failed", "uploaded"], res
     failed = res["repositories"][1]
     assert "cannot reach" in failed["error"] and where in failed["error"], failed
-    assert failed["error_kind"] == "repository" and failed["bytes"] == 0
+    assert failed["error_kind"] == "unreachable" and failed["bytes"] == 0
     assert len(res["failed_repositories"]) == 1 and where in res["failed_repositories"][0]
     assert any(where in w for w in res.get("warnings", [])), res
     _assert_complete(moto, bucket, disk, dumped)
@@ -158,7 +158,7 @@ def test_one_unreachable_repository_fails_the_task_by_default_but_the_others_com
     res = r.result("upload")
     msg = res["msg"]
     assert "failed on 1 of 3 repositories" in msg and where in msg and "cannot reach" in msg, msg
-    assert res["error"] == "repository"
+    assert res["error"] == "unreachable"
     assert _statuses(res) == ["uploaded", "failed", "uploaded"], res
     _assert_complete(moto, bucket, disk, dumped)
 

@@ -69,7 +69,7 @@ def immutable_dir(tmp_path):
 
 
 def test_upload_read_only_local_first_s3_and_sftp_complete(moto, bucket, sshd, server_dir, immutable_dir,
-                                                          source, tmp_path):
+                                                           source, tmp_path):
     repos = [local_repo(immutable_dir), s3_repo(moto, bucket, prefix="p"), sftp_repo(sshd, server_dir)]
     restored = {kind: tmp_path / f"restored-{kind}" for kind in ("s3", "sftp")}
     tasks = [

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.offsite.backup.plugins.module_utils._engine import manifest as mf
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import (
-    ConfigError, DiskFullError, NotFoundError, RepositoryError)
+    ConfigError, DiskFullError, NotFoundError, RepositoryError, UnreachableError)
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.rsync import (
     listing_digest, local_listing, parse_listing, parse_stats)
@@ -88,7 +88,9 @@ Total bytes received: 3,016
      "does NOT match"),
     (255, "No ED25519 host key is known for [h]:23.\nHost key verification failed.", RepositoryError, "is unknown"),
     (255, "host1@h: Permission denied (publickey).", RepositoryError, "refused the SSH key"),
-    (255, "ssh: connect to host h port 23: Connection refused", RepositoryError, "cannot reach"),
+    (255, "ssh: connect to host h port 23: Connection refused", UnreachableError, "cannot reach"),
+    (255, "Connection timed out during banner exchange\nConnection to h port 23 timed out", UnreachableError,
+     "timeout (15 s per try)"),
     (23, "rsync: [sender] change_dir \"/x\" failed: No such file or directory (2)", NotFoundError, "does not exist"),
     (12, "/usr/bin/rrsync error: post-realpath open failed: www/ No such file or directory", NotFoundError,
      "does not exist"),

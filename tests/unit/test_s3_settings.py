@@ -64,7 +64,7 @@ def test_client_config_explicit_checksums_and_tuning():
                 timeout=7).client_config()
     assert config.request_checksum_calculation == 'when_supported'
     assert config.max_pool_connections == 12        # every upload thread gets a connection
-    assert config.retries == {'max_attempts': 2, 'mode': 'standard'}
+    assert config.retries == {'total_max_attempts': 3, 'mode': 'standard'}  # the first try and 2 retries
     assert (config.connect_timeout, config.read_timeout) == (7, 7)
 
 

@@ -33,6 +33,7 @@ from . import operations
 from .commands import CommandLog
 from .errors import BackupError, ConfigError, LockedError
 from .monitoring import Monitor
+from .repositories import open_repository
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 TAIL_LINES = 200
@@ -169,7 +170,14 @@ def load_job(args):
         environ.update(values)
         # tools started by the engine (pg_dump, restic...) see them too, like `source .env`
         os.environ.update(values)
-    return jobs.load(args.job, environ), secrets
+    job = jobs.load(args.job, environ)
+    # secrets written into the job itself (https://user:pass@host in endpoint_url) stay out of the log too
+    for options in job['repositories']:
+        try:
+            secrets += open_repository(options).secrets()
+        except BackupError:
+            pass  # a repository that cannot be built fails, with its own message, when it is used
+    return job, secrets
 
 
 def cmd_run(args):

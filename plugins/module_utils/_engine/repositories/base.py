@@ -11,6 +11,7 @@ __metaclass__ = type
 import collections
 import hashlib
 import io
+import re
 
 from ..errors import ConfigError, IntegrityError
 from ..pipeline import HashingReader, copy, read_full
@@ -21,6 +22,12 @@ ObjectInfo.__new__.__defaults__ = (None,)
 PutResult = collections.namedtuple('PutResult', 'key size sha256 verification')
 
 VERIFY_MODES = ('full', 'size')
+# a server that accepts connections and never answers: each try waits `timeout` seconds for an
+# answer, and `retries` more tries follow (where the type retries); with these defaults every
+# network type gives up within LONGEST_DEFAULT_WAIT seconds (see longest_wait)
+DEFAULT_TIMEOUT = 15
+DEFAULT_RETRIES = 2
+LONGEST_DEFAULT_WAIT = 120
 
 
 def checked_key(key):
@@ -62,6 +69,17 @@ class Repository(object):
         if self.verify not in VERIFY_MODES:
             raise ConfigError('verify: %r is not known' % (self.verify,),
                               'use one of: %s' % ', '.join(VERIFY_MODES))
+        self.timeout = _whole(self.options.get('timeout', DEFAULT_TIMEOUT), 'timeout', 1)
+        self.retries = _whole(self.options.get('retries', DEFAULT_RETRIES), 'retries', 0)
+
+    def longest_wait(self):
+        """Seconds one call waits at most for a server that accepts connections and never
+        answers, from ``timeout`` and ``retries``; None where nothing is waited for (local)."""
+        return None
+
+    def unreachable_hint(self):
+        return ('waiting is bounded by the repository options timeout (%d s per try) and retries (%d)'
+                % (self.timeout, self.retries))
 
     # -- the five verbs --------------------------------------------------------------
     def put(self, key, reader, size, sha256):
@@ -121,7 +139,17 @@ class Repository(object):
         return self.options.get('name') or self.location()
 
     def secrets(self):
-        return [self.options.get(name) for name in self.secret_options if self.options.get(name)]
+        found = [self.options.get(name) for name in self.secret_options if self.options.get(name)]
+        # credentials written into endpoint_url (https://user:pass@host) are secrets too
+        return found + [s for s in [url_secret(self.options.get('endpoint_url'))] if s]
+
+    def scrub(self, text):
+        """``text`` written by a library (an exception's message) without our secrets."""
+        text = str(text)
+        for secret in self.secrets():
+            if secret and len(str(secret)) > 3:
+                text = text.replace(str(secret), '***')
+        return text
 
     def put_bytes(self, key, data):
         return self.put(key, io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
@@ -157,6 +185,31 @@ class Repository(object):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def redact_url(url):
+    """``url`` without the password (or token) it may carry: https://user:***@host/."""
+    if not url:
+        return url
+    # up to the first @, even across a /: a pasted secret key may hold an unencoded slash
+    return re.sub(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^@]*)@', lambda m: m.group(1) + (
+        m.group(2).split(':', 1)[0] + ':***' if ':' in m.group(2) else '***') + '@', url)
+
+
+def url_secret(url):
+    """The userinfo part of ``url`` (to scrub from texts others wrote), or None."""
+    match = re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@', url or '')
+    return match.group(1) if match else None
+
+
+def _whole(value, option, least):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < least or isinstance(value, bool):
+        raise ConfigError('%s: %r is not a whole number of at least %d' % (option, value, least))
+    return number
 
 
 class _Limited(object):

@@ -28,7 +28,7 @@ import tempfile
 
 from .. import manifest as mf
 from ..commands import CommandLog, killed_by, run, stderr_tail, streaming, which
-from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError
+from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, hash_stream, read_full
 from .base import ObjectInfo, PutResult, Repository, checked_key
 
@@ -78,6 +78,10 @@ class ResticRepository(Repository):
         # rest:https://user:secret@host/ must not show its secret
         url = re.sub(r'(://[^/:@]+):[^/@]*@', r'\1:***@', self.url)
         return '%s:/%s' % (url, key) if key else url
+
+    def longest_wait(self):
+        """The first look into the repository (restic cat config) may take ``timeout`` per try."""
+        return self.timeout * (self.retries + 1)
 
     def secrets(self):
         found = super(ResticRepository, self).secrets()
@@ -139,7 +143,15 @@ class ResticRepository(Repository):
     def _ensure(self, create):
         """Does the repository exist? With ``create`` (a write) and ``restic_init``, make it."""
         if self._exists is None:
-            rc, out, err = run(self._argv('cat', 'config', '--no-lock'), self._commands(), env=self._env)
+            # the first call of every operation: a backend that never answers fails here, in
+            # bounded time (restic itself retries a silent backend for many minutes)
+            try:
+                rc, out, err = run(self._argv('cat', 'config', '--no-lock'), self._commands(), env=self._env,
+                                   timeout=self.longest_wait())
+            except subprocess.TimeoutExpired:
+                raise UnreachableError('restic repository %s did not answer within %d s'
+                                       % (self.location(), self.longest_wait()),
+                                       'check restic_repository and the network; ' + self.unreachable_hint())
             if rc == 0:
                 self._exists = True
             elif any(marker in err for marker in _NO_REPOSITORY):

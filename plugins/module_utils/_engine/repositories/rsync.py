@@ -41,7 +41,7 @@ import uuid
 
 from .. import commands
 from .. import manifest as mf
-from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, RepositoryError
+from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, HashingWriter, copy
 from .base import ObjectInfo, PutResult, Repository, checked_key
 
@@ -53,6 +53,8 @@ _ITEMIZED = re.compile(r'^(\*deleting|[<>ch.][fdLDS]\S{9}) ')
 _ESCAPE = re.compile(br'\\#([0-7]{3})')
 # stderr of ssh and rsync -> what it means for the operator
 _FULL = ('No space left on device', 'Disk quota exceeded')
+# a connected server that stops answering: ssh gives up after this many keepalives of `timeout`
+ALIVE_COUNT = 3
 _ASKPASS = '#!/bin/sh\nprintf \'%s\\n\' "$OFFSITE_SSH_PASSPHRASE"\n'
 
 
@@ -75,6 +77,11 @@ class RsyncRepository(Repository):
         self.log = commands.CommandLog()
         self._scratch = None
         self._anchored = False  # --link-dest anchored at the rrsync directory (see _linked)
+
+    def longest_wait(self):
+        """ssh's ConnectTimeout bounds connecting and the SSH handshake; a connected server
+        that stops answering is given up after ALIVE_COUNT keepalives, ``timeout`` apart."""
+        return self.timeout * (1 + ALIVE_COUNT)
 
     def location(self, key=''):
         path = self._path(key)
@@ -115,8 +122,9 @@ class RsyncRepository(Repository):
             known.append(pinned)
         argv = [commands.which('ssh', 'for rsync repositories'), '-p', str(self.port),
                 '-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % ' '.join(known),
-                '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=%d' % int(self.options.get('timeout', 30)),
-                '-o', 'ServerAliveInterval=15', '-o', 'PasswordAuthentication=no',
+                '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=%d' % self.timeout,
+                '-o', 'ServerAliveInterval=%d' % self.timeout, '-o', 'ServerAliveCountMax=%d' % ALIVE_COUNT,
+                '-o', 'PasswordAuthentication=no',
                 '-o', 'KbdInteractiveAuthentication=no']
         # with a passphrase ssh must be allowed to ask (SSH_ASKPASS answers from the environment)
         argv += ['-o', 'BatchMode=%s' % ('no' if self.options.get('private_key_passphrase') else 'yes')]
@@ -181,8 +189,8 @@ class RsyncRepository(Repository):
             return ConfigError('cannot load the private key %s' % self.options.get('private_key'),
                                'check the file and private_key_passphrase')
         if rc == 255 or 'Connection refused' in text or 'Could not resolve' in text or 'timed out' in text:
-            return RepositoryError('cannot reach %s over SSH: %s' % (where, tail),
-                                   'check host, port and the firewall')
+            return UnreachableError('cannot reach %s over SSH: %s' % (where, tail),
+                                    'check host, port and the firewall; ' + self.unreachable_hint())
         # 23: rsync's "some files were not transferred"; 12: rrsync refusing a missing path
         if 'No such file or directory' in text and rc in (23, 12):
             return NotFoundError('%s does not exist' % self.location(key))

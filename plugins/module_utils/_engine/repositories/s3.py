@@ -24,12 +24,13 @@ import datetime
 import hashlib
 import threading
 
-from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError
-from .base import ObjectInfo, PutResult, Repository, checked_key
+from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError, UnreachableError
+from .base import ObjectInfo, PutResult, Repository, checked_key, redact_url
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
 MAX_PARTS = 10000
+MAX_BACKOFF = 20              # botocore's standard retry mode: longest sleep between tries
 LOCK_MODES = ('governance', 'compliance')
 _AUTH_CODES = ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken',
                'ExpiredToken', 'AuthorizationHeaderMalformed', '403')
@@ -71,6 +72,7 @@ class S3Repository(Repository):
         self.bucket = self.options['bucket']
         self.prefix = self.options.get('prefix', '').strip('/')
         self.endpoint_url = self.options.get('endpoint_url')
+        self.endpoint_shown = redact_url(self.endpoint_url)  # what messages and results show
         self.part_size = int(self.options.get('part_size', 8)) * MIB
         self.concurrency = int(self.options.get('concurrency', 4))
         if self.part_size < MIN_PART:
@@ -97,9 +99,9 @@ class S3Repository(Repository):
         botocore = _boto()[1]
         params = dict(
             region_name=self.options.get('region'),
-            retries={'max_attempts': int(self.options.get('retries', 5)), 'mode': 'standard'},
-            connect_timeout=int(self.options.get('timeout', 30)),
-            read_timeout=int(self.options.get('timeout', 60)),
+            retries={'total_max_attempts': self.retries + 1, 'mode': 'standard'},
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
             max_pool_connections=self.concurrency + 4,
             s3={'addressing_style': 'path' if self.endpoint_url else 'auto'},
             request_checksum_calculation=self.checksums,
@@ -110,6 +112,11 @@ class S3Repository(Repository):
         except TypeError:  # botocore older than 1.36 has neither setting nor the default
             del params['request_checksum_calculation'], params['response_checksum_validation']
             return botocore.config.Config(**params)
+
+    def longest_wait(self):
+        """Each try may wait ``timeout`` to connect and ``timeout`` for an answer; botocore's
+        standard mode sleeps at most min(2 ** i, 20) s before retry i."""
+        return (self.retries + 1) * 2 * self.timeout + sum(min(2 ** i, MAX_BACKOFF) for i in range(self.retries))
 
     @property
     def client(self):
@@ -126,7 +133,7 @@ class S3Repository(Repository):
     def location(self, key=''):
         path = '/'.join(p for p in (self.prefix, key) if p)
         where = 's3://%s/%s' % (self.bucket, path)
-        return '%s at %s' % (where, self.endpoint_url) if self.endpoint_url else where
+        return '%s at %s' % (where, self.endpoint_shown) if self.endpoint_url else where
 
     def _key(self, key):
         checked_key(key)
@@ -141,16 +148,17 @@ class S3Repository(Repository):
         except botocore.exceptions.NoCredentialsError:
             raise ConfigError('no S3 credentials for %s' % self.location(),
                               'set access_key/secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
-        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError) as exc:
-            raise RepositoryError('cannot reach the S3 endpoint %s while %s (%s)'
-                                  % (self.endpoint_url or 'of AWS', doing, exc),
-                                  'check endpoint_url, DNS and the network')
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
+            raise UnreachableError('cannot reach the S3 endpoint %s while %s %s (%s)'
+                                   % (self.endpoint_shown or 'of AWS', doing, self.location(key), type(exc).__name__),
+                                   'check endpoint_url, DNS and the network; ' + self.unreachable_hint())
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get('Error', {}).get('Code', ''))
             status = exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
             if code == 'NoSuchBucket':
                 raise NotFoundError('bucket %s does not exist%s' % (
-                    self.bucket, ' at %s' % self.endpoint_url if self.endpoint_url else ''),
+                    self.bucket, ' at %s' % self.endpoint_shown if self.endpoint_url else ''),
                     'create it or fix `bucket`')
             if code in _AUTH_CODES or status == 403:
                 raise RepositoryError('the S3 endpoint refused the credentials while %s %s (%s)'
@@ -164,9 +172,9 @@ class S3Repository(Repository):
                                       'restore it first (aws s3api restore-object), wait until it is readable, retry')
             if code == 'InvalidRequest' and 'lock' in str(exc).lower():
                 raise self._no_lock_error()
-            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
+            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), self.scrub(exc)))
         except botocore.exceptions.BotoCoreError as exc:
-            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), exc))
+            raise RepositoryError('S3 error while %s %s: %s' % (doing, self.location(key), self.scrub(exc)))
 
     # -- the five verbs -----------------------------------------------------------------
     def put(self, key, reader, size, sha256):
@@ -538,7 +546,7 @@ class _ErrorMappingReader(object):
             try:
                 return self.body.read(size if size and size > 0 else None)
             except (IOError, OSError) as exc:
-                raise RepositoryError('download of %s broke off: %s' % (self.repo.location(self.key), exc))
+                raise RepositoryError('download of %s broke off: %s' % (self.repo.location(self.key), self.repo.scrub(exc)))
 
     def readable(self):
         return True

@@ -15,13 +15,15 @@ import base64
 import contextlib
 import datetime
 import errno
+import inspect
+import logging
 import os
 import posixpath
 import socket
 import stat as stat_module
 import uuid
 
-from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError
+from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError, UnreachableError
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import CHUNK, chunks, hash_stream
 from .base import ObjectInfo, PutResult, Repository, checked_key
@@ -35,6 +37,12 @@ def _paramiko():
         raise DependencyError(
             'the Python library paramiko is missing on this node (needed for sftp repositories)',
             'pip install paramiko into the interpreter that runs the modules')
+    # paramiko's transport thread logs its own failures with a traceback; with no handler
+    # Python's last resort prints them on stderr. Our errors say what failed: keep them quiet.
+    quiet = logging.getLogger('paramiko')
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
     return paramiko
 
 
@@ -62,6 +70,11 @@ class SftpRepository(Repository):
                               % (self.port, self.host))
         self._ssh = None
         self._sftp = None
+
+    def longest_wait(self):
+        """Connecting, the SSH banner and authentication wait ``timeout`` each; then every SFTP
+        request waits ``timeout`` for its answer (no retries: a failed connection fails)."""
+        return 4 * self.timeout  # connect, banner, authentication, opening the SFTP channel
 
     def location(self, key=''):
         path = posixpath.join(self.root, key) if key else self.root
@@ -103,15 +116,19 @@ class SftpRepository(Repository):
         key_file = self.options.get('private_key')
         if key_file and not os.path.isfile(os.path.expanduser(key_file)):
             raise ConfigError('private key %s does not exist' % key_file)
-        timeout = int(self.options.get('timeout', 30))
+        timeout = self.timeout
         where = '%s:%d' % (self.host, self.port)
+        waits = dict(timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+        if 'channel_timeout' in inspect.signature(client.connect).parameters:  # paramiko 3.2+
+            waits['channel_timeout'] = timeout  # opening the SFTP channel (else up to an hour)
         try:
             client.connect(self.host, port=self.port, username=self.user,
                            key_filename=os.path.expanduser(key_file) if key_file else None,
                            passphrase=self.options.get('private_key_passphrase'),
-                           look_for_keys=not key_file, allow_agent=not key_file,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+                           look_for_keys=not key_file, allow_agent=not key_file, **waits)
             self._sftp = client.open_sftp()
+            # every SFTP request waits `timeout` for its answer, not forever
+            self._sftp.get_channel().settimeout(timeout)
         except paramiko.BadHostKeyException:
             client.close()
             raise RepositoryError('the host key of %s does NOT match the pinned one' % where,
@@ -123,8 +140,14 @@ class SftpRepository(Repository):
                                   'install the public key on the server (ssh-copy-id, or install-ssh-key on a '
                                   'Storage Box) or fix `user`/`private_key`')
         except paramiko.SSHException as exc:
+            transport = client.get_transport()
+            answered = transport is not None and bool(getattr(transport, 'remote_version', None))
             client.close()
             text = str(exc)
+            if not answered:  # no SSH banner came back: paramiko words this many ways
+                raise UnreachableError('%s accepted the connection but did not answer as an SSH server (%s)'
+                                       % (where, text or type(exc).__name__),
+                                       'check host and port; ' + self.unreachable_hint())
             if 'not found in known_hosts' in text:
                 raise RepositoryError('the host key of %s is unknown' % where,
                                       'add it to known_hosts (ssh-keyscan -p %d %s, checked out of band) or '
@@ -132,11 +155,15 @@ class SftpRepository(Repository):
             if 'private key' in text.lower() or 'passphrase' in text.lower():
                 raise ConfigError('cannot load the private key %s: %s' % (key_file, text),
                                   'check the file and private_key_passphrase')
+            if 'timeout' in text.lower() or 'timed out' in text.lower():
+                raise UnreachableError('%s stopped answering while connecting (%s)' % (where, text),
+                                       'check the server; ' + self.unreachable_hint())
             raise RepositoryError('SSH to %s failed: %s' % (where, text))
         except (socket.error, EOFError) as exc:
             client.close()
-            raise RepositoryError('cannot reach %s over SSH (%s)' % (where, exc),
-                                  'check host, port (23 for a Hetzner Storage Box) and the firewall')
+            raise UnreachableError('cannot reach %s over SSH (%s)' % (where, exc or type(exc).__name__),
+                                   'check host, port (23 for a Hetzner Storage Box) and the firewall; '
+                                   + self.unreachable_hint())
         self._ssh = client
 
     @contextlib.contextmanager
@@ -144,8 +171,11 @@ class SftpRepository(Repository):
         transport_errors = _transport_errors()
         try:
             yield
+        except socket.timeout:
+            raise UnreachableError('the SFTP server stopped answering while %s %s' % (doing, self.location(key)),
+                                   self.unreachable_hint())
         except transport_errors as exc:
-            # the transport itself failed (reset, timeout, closed): not an SFTP status
+            # the transport itself failed (reset, closed): not an SFTP status
             raise RepositoryError('SSH connection lost while %s %s: %s' % (doing, self.location(key), exc))
         except (IOError, OSError) as exc:
             code = getattr(exc, 'errno', None)
