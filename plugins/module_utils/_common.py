@@ -8,11 +8,9 @@ operation, and the result (with ``executed_commands``) or a clear failure comes 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import traceback
-
 from ansible.module_utils.basic import env_fallback
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
-from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import as_backup_error
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import url_secret
 
 
@@ -121,12 +119,13 @@ def run(module, operation, **kwargs):
     log = CommandLog()
     try:
         result = operation(log=log, **kwargs)
-    except BackupError as exc:
-        extra = dict(exc.details or {})
-        module.fail_json(msg=str(exc), error=exc.kind, executed_commands=log.commands, **extra)
-    except Exception as exc:  # a bug or an unforeseen failure: still no traceback soup in msg
-        module.fail_json(msg='unexpected error: %s: %s' % (type(exc).__name__, exc),
-                         error='internal', exception=traceback.format_exc(),
-                         executed_commands=log.commands)
+    except Exception as exc:
+        # an OSError is an ordinary condition (config, io, disk_full); anything else not a
+        # BackupError is a bug: error=internal with the traceback in `exception`, never in msg
+        error = as_backup_error(exc, getattr(operation, '__name__', 'the operation'))
+        # exception='': no traceback of a failure the message explains (ansible-core 2.19 would
+        # capture the pending one); an internal error brings its own in details['exception']
+        extra = dict({'exception': ''}, **(error.details or {}))
+        module.fail_json(msg=str(error), error=error.kind, executed_commands=log.commands, **extra)
     result['executed_commands'] = log.commands
     module.exit_json(**result)

@@ -31,7 +31,7 @@ from . import jobs
 from . import manifest as mf
 from . import operations
 from .commands import CommandLog
-from .errors import BackupError, ConfigError, LockedError
+from .errors import BackupError, ConfigError, LockedError, as_backup_error
 from .monitoring import Monitor
 from .repositories import open_repository
 
@@ -373,7 +373,10 @@ def main(argv=None):
     args = parser().parse_args(argv)
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor}[args.command]
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except OSError as exc:  # an ordinary condition of a disk or a path: config, io, disk_full
+            raise as_backup_error(exc, args.command)
     except ConfigError as exc:
         sys.stderr.write('offsite-backup: %s\n' % in_flags(args, exc))
         return EXIT_CONFIG

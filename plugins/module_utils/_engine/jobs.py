@@ -35,7 +35,7 @@ from . import manifest as mf
 from . import operations
 from .commands import CommandLog
 from .encryption import DUMP_OPTIONS, Encryption, scheme_of
-from .errors import BackupError, ConfigError, DependencyError
+from .errors import BackupError, ConfigError, DependencyError, as_backup_error
 from .pipeline import COMPRESSIONS
 from .retention import POLICY_KEYS
 
@@ -266,9 +266,10 @@ def run(job, dry_run=False, log=None, logger=None):
             _run_set(job, entry, result, dry_run, log, logger)
         except BackupError as exc:
             result.finish('failed', exc)
-        except Exception as exc:  # a bug: still reported per set, and the run fails
-            result.finish('failed', BackupError('unexpected error: %s: %s' % (type(exc).__name__, exc)))
-            if logger:
+        except Exception as exc:  # an OSError (config, io, disk_full) or a bug: reported per set
+            error = as_backup_error(exc, 'backing up %s' % entry['name'])
+            result.finish('failed', error)
+            if logger and error.kind == 'internal':
                 logger.exception('backup set %s: unexpected error', entry['name'])
         if logger:
             if result.succeeded:

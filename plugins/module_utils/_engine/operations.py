@@ -26,7 +26,7 @@ from .catalog import Catalog
 from .commands import CommandLog
 from .encryption import ENCRYPTION_EXT_FOR, Encryption
 from .errors import (BackupError, ConfigError, DependencyError, DiskFullError, IntegrityError, LockedError,
-                     NotFoundError, as_backup_error)
+                     NotFoundError, as_backup_error, from_os_error)
 from .pipeline import (COMPRESSION_EXT_FOR, GrowingFile, HashingWriter, VerifiedStream, compress, fan_out,
                        fetch_verified, follow, free_bytes, remove_quietly, validate_compression)
 from .locks import lock_horizon
@@ -54,7 +54,10 @@ DEFAULT_GRACE_HOURS = 24
 def set_lock(directory, name):
     """One run per backup set and directory at a time; the lock dies with the process."""
     path = os.path.join(directory, '.%s.lock' % name)
-    handle = open(path, 'a+')
+    try:
+        handle = open(path, 'a+')
+    except OSError as exc:
+        raise from_os_error(exc, 'cannot open the lock file of backup set %s' % name)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -101,7 +104,10 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
     if check_mode:
         predicted['estimated_raw_size'] = facts.get('database_size')
         return {'changed': True, 'backup': predicted}
-    os.makedirs(set_dir, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(set_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:  # dest is a file, on a read-only disk, not ours...
+        raise from_os_error(exc, 'cannot create the backup directory %s (dest)' % set_dir)
     with set_lock(set_dir, name):
         warnings = _clock_behind(set_dir, name, created)
         seq = 0
@@ -131,7 +137,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError('no space left in %s while dumping %s' % (set_dir, src.describe()),
                                     'free space or apply retention; the partial dump was removed')
-            raise
+            raise from_os_error(exc, 'dumping %s into %s (the partial dump was removed)' % (src.describe(), set_dir))
         except BaseException:
             remove_quietly(partial)
             raise
@@ -750,6 +756,10 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
             downloaded = started  # download and load overlapped: all of it counts as restore
         else:
             work_dir = os.path.abspath(work_dir or tempfile.gettempdir())
+            if not os.path.isdir(work_dir):
+                raise ConfigError('work_dir %s does not exist or is not a directory' % work_dir,
+                                  'create it or set work_dir to a directory with room for the download; '
+                                  'nothing was changed')
             needed = data.get('raw_size') or 0
             if needed and free_bytes(work_dir) < needed * 1.05:
                 raise DiskFullError('%s has %d MiB free; restoring %s needs about %d MiB there'
