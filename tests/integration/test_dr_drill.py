@@ -133,9 +133,9 @@ def test_failed_drill_alerts_reports_and_still_cleans_up(moto, sshd, bucket, sam
                          {"name": "broken query", "sql": "SELECT * FROM no_such_table"}]},
             {"name": "erp", "repositories": [repo, unreachable_repo(sshd)], "target": target}]
     reports = workdir / "reports"
-    with HttpReceiver() as rx:
-        r = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx))
-    assert r.rc != 0
+    with HttpReceiver() as rx:      # localhost named in the inventory, no -c local: still a local connection
+        r = run_playbook(str(DRILL), extravars=drill_vars(sets, reports, rx), inventory="localhost,", connection=None)
+    assert r.rc != 0 and "UNREACHABLE" not in r.stdout, r.output
     assert "DR drill failed" in r.output and "erp: no reachable repository holds a complete backup of erp" in r.output
 
     report = json.loads(next(reports.glob("drill-*.json")).read_text())
@@ -186,3 +186,19 @@ def test_slow_recovery_fails_the_rto_objective(moto, bucket, sample_db, workdir)
     push = [q for q in rx.requests if q["method"] == "PUT"][0]["body"]
     assert 'dr_drill_rto_seconds{set="crm"} 0.0' in push and 'dr_drill_recovery_seconds{set="crm"}' in push
     assert drill_databases() == []
+
+
+@pytest.mark.parametrize("doc", ["dr-drill.md", "dr-rebuild.md"])
+def test_the_docs_example_runs_on_the_host_it_names(doc):
+    """`ansible-playbook -i <host>, offsite.backup.<playbook> ...` as the page shows it plays on <host>."""
+    (line,) = [line for line in (REPO_ROOT / "docs" / doc).read_text().splitlines()
+               if line.startswith("ansible-playbook -i ")]
+    words = line.split("#")[0].split()       # ansible-playbook -i <host>, <playbook> [-e ...] [--ask-vault-pass]
+    host, playbook, rest = words[2], words[3], words[4:]
+    options = [arg for i in range(0, len(rest) - 1, 2) if rest[i] == "-e" and not rest[i + 1].startswith("@")
+               for arg in rest[i:i + 2]]           # the variable files of the example are the user's
+    r = run_playbook(str(REPO_ROOT / "playbooks" / (playbook.split(".")[-1] + ".yml")), inventory=host,
+                     connection=None, extra_args=options + ["--list-hosts"])
+    assert r.rc == 0, r.output
+    listed = r.stdout.split("hosts (1):")[1].split()[0]
+    assert listed == host.rstrip(","), r.stdout
