@@ -5,7 +5,7 @@
 With default options every network repository gives up on a server that accepts connections
 and never answers within two minutes: computed from the settings each type hands to its library
 or tool (botocore's Config, ssh's options, the restic probe), not waited for. The waiting itself
-is proven against a silent server in tests/integration/test_bounded_waiting.py."""
+is proven against a silent server in tests/integration/test_bounded_waiting_servers.py."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
