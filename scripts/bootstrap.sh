@@ -2,14 +2,22 @@
 # Set up everything the tests and the demo need on a fresh machine.
 # Idempotent and quick when everything is already in place. Works from any cwd.
 #
-#   scripts/bootstrap.sh
+#   scripts/bootstrap.sh [step...]       (default: every step, in this order)
 #
 # Steps:
-#   1. apt packages (only missing ones; apt-get update only when something is missing)
-#   2. PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres)
-#   3. .venv at the repo root with requirements-dev.txt (re-installed only when the
-#      requirements files change; stamp: .venv/.requirements.sha256)
-#   4. .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
+#   apt         apt packages (only missing ones; apt-get update only when something is missing)
+#   postgresql  PostgreSQL running on 127.0.0.1:5432 (trust auth for postgres)
+#   mariadb     MariaDB running on 127.0.0.1:3306, root without a password over TCP
+#   redis       Redis running on 127.0.0.1:6379
+#   venv        .venv at the repo root with requirements-dev.txt (re-installed only when the
+#               requirements files change; stamp: .venv/.requirements.sha256)
+#   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
+#   awx         awx.awx, for linting and checking the AWX definitions
+#
+# A server that already answers is left alone. Where bootstrap starts MariaDB and Redis itself
+# (no systemd needed) can be moved, e.g. to prove the start on free ports (tests/integration/
+# test_bootstrap.py): OFFSITE_MARIADB_PORT, OFFSITE_MARIADB_DATADIR (default: the package's
+# /var/lib/mysql), OFFSITE_MARIADB_SOCKET, OFFSITE_REDIS_PORT, OFFSITE_REDIS_DIR.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +26,10 @@ APT_PACKAGES=(openssh-server rsync restic age zstd postgresql-client shellcheck 
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '[bootstrap] %s\n' "$*"; }
+
+VENV="$REPO/.venv"
+STEPS=" ${*:-apt postgresql mariadb redis venv collection awx} "
+step() { [[ "$STEPS" == *" $1 "* ]]; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -41,129 +53,212 @@ apt_install() {
 }
 
 # --- 1. apt packages -------------------------------------------------------------------
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    pkg_installed "$p" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt_install "${missing[@]}"
-else
-    say "apt packages: all present"
+if step apt; then
+    missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+    else
+        say "apt packages: all present"
+    fi
 fi
 
 # --- 2. PostgreSQL on 127.0.0.1:5432 ---------------------------------------------------
-pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
+if step postgresql; then
+    pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
 
-pg_wait() {
-    for _ in $(seq 1 60); do
-        pg_ready && return 0
-        sleep 0.5
-    done
-    return 1
+    pg_wait() {
+        for _ in $(seq 1 60); do
+            pg_ready && return 0
+            sleep 0.5
+        done
+        return 1
+    }
+
+    if pg_ready; then
+        say "postgresql: running on 127.0.0.1:5432"
+    else
+        installed_pg=0
+        if [ -z "$(ls /etc/postgresql 2>/dev/null || true)" ]; then
+            apt_install postgresql
+            installed_pg=1
+        fi
+        PGVER="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)"
+        if [ ! -d "/etc/postgresql/$PGVER/main" ]; then
+            say "creating cluster $PGVER/main"
+            $SUDO pg_createcluster "$PGVER" main >/dev/null
+            installed_pg=1
+        fi
+        if [ "$installed_pg" -eq 1 ]; then
+            # We created the cluster: make the postgres user reachable without a password on
+            # loopback TCP and the local socket, as the tests expect.
+            HBA="/etc/postgresql/$PGVER/main/pg_hba.conf"
+            if ! grep -q '^# offsite.backup bootstrap' "$HBA"; then
+                say "configuring trust auth for 127.0.0.1 in $HBA"
+                tmp="$(mktemp)"
+                {
+                    echo '# offsite.backup bootstrap: trust on loopback for tests'
+                    echo 'local   all   all                 trust'
+                    echo 'host    all   all   127.0.0.1/32  trust'
+                    echo 'host    all   all   ::1/128       trust'
+                    cat "$HBA"
+                } >"$tmp"
+                $SUDO install -o postgres -g postgres -m 0640 "$tmp" "$HBA"
+                rm -f "$tmp"
+            fi
+            CONF="/etc/postgresql/$PGVER/main/postgresql.conf"
+            if ! grep -qE "^port *= *5432" "$CONF"; then
+                say "setting port 5432 in $CONF"
+                $SUDO sed -i -E 's/^#?port *=.*/port = 5432/' "$CONF"
+            fi
+        fi
+        say "starting postgresql $PGVER/main"
+        # (fails harmlessly with "already running" when the server was only starting up)
+        $SUDO pg_ctlcluster --skip-systemctl-redirect "$PGVER" main start || true
+        if ! pg_wait; then
+            say "ERROR: postgresql did not become ready on 127.0.0.1:5432" >&2
+            pg_lsclusters >&2 || true
+            tail -n 20 "/var/log/postgresql/postgresql-$PGVER-main.log" >&2 || true
+            exit 1
+        fi
+        say "postgresql: running on 127.0.0.1:5432"
+    fi
+fi
+
+# --- 3. MariaDB on 127.0.0.1:3306, root without a password over TCP ------------------------
+MARIADB_PORT="${OFFSITE_MARIADB_PORT:-3306}"
+MARIADB_DATADIR="${OFFSITE_MARIADB_DATADIR:-/var/lib/mysql}"
+MARIADB_SOCKET="${OFFSITE_MARIADB_SOCKET:-/run/mysqld/mysqld.sock}"
+mariadb_ready() {   # what the tests do: root, no password, TCP
+    mariadb-admin --no-defaults --protocol=tcp -h 127.0.0.1 -P "$MARIADB_PORT" -u root ping >/dev/null 2>&1
+}
+mariadb_local() {   # root over the socket: Debian's root logs in there by unix_socket authentication
+    $SUDO mariadb-admin --no-defaults --socket="$MARIADB_SOCKET" -u root ping >/dev/null 2>&1
 }
 
-if pg_ready; then
-    say "postgresql: running on 127.0.0.1:5432"
-else
-    installed_pg=0
-    if [ -z "$(ls /etc/postgresql 2>/dev/null || true)" ]; then
-        apt_install postgresql
-        installed_pg=1
-    fi
-    PGVER="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)"
-    if [ ! -d "/etc/postgresql/$PGVER/main" ]; then
-        say "creating cluster $PGVER/main"
-        $SUDO pg_createcluster "$PGVER" main >/dev/null
-        installed_pg=1
-    fi
-    if [ "$installed_pg" -eq 1 ]; then
-        # We created the cluster: make the postgres user reachable without a password on
-        # loopback TCP and the local socket, as the tests expect.
-        HBA="/etc/postgresql/$PGVER/main/pg_hba.conf"
-        if ! grep -q '^# offsite.backup bootstrap' "$HBA"; then
-            say "configuring trust auth for 127.0.0.1 in $HBA"
-            tmp="$(mktemp)"
-            {
-                echo '# offsite.backup bootstrap: trust on loopback for tests'
-                echo 'local   all   all                 trust'
-                echo 'host    all   all   127.0.0.1/32  trust'
-                echo 'host    all   all   ::1/128       trust'
-                cat "$HBA"
-            } >"$tmp"
-            $SUDO install -o postgres -g postgres -m 0640 "$tmp" "$HBA"
-            rm -f "$tmp"
+if step mariadb; then
+    if mariadb_ready; then
+        say "mariadb: running on 127.0.0.1:$MARIADB_PORT"
+    else
+        pkg_installed mariadb-server || apt_install mariadb-server
+        if ! mariadb_local; then   # (the package may have started its own server)
+            $SUDO install -d -o mysql -g mysql "$MARIADB_DATADIR" "$(dirname "$MARIADB_SOCKET")"
+            if [ ! -d "$MARIADB_DATADIR/mysql" ]; then
+                say "mariadb: creating the data directory $MARIADB_DATADIR"
+                $SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$MARIADB_DATADIR" \
+                    --auth-root-authentication-method=normal --skip-test-db >/dev/null
+            fi
+            say "starting mariadb on 127.0.0.1:$MARIADB_PORT"
+            $SUDO setsid mariadbd --no-defaults --user=mysql --datadir="$MARIADB_DATADIR" \
+                --port="$MARIADB_PORT" --bind-address=127.0.0.1 --skip-name-resolve --socket="$MARIADB_SOCKET" \
+                --pid-file="$MARIADB_DATADIR/mariadbd.pid" --log-error="$MARIADB_DATADIR/mariadbd.err" \
+                --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+                </dev/null >/dev/null 2>&1 &
+            for _ in $(seq 1 60); do mariadb_local && break; sleep 0.5; done
         fi
-        CONF="/etc/postgresql/$PGVER/main/postgresql.conf"
-        if ! grep -qE "^port *= *5432" "$CONF"; then
-            say "setting port 5432 in $CONF"
-            $SUDO sed -i -E 's/^#?port *=.*/port = 5432/' "$CONF"
+        # root without a password over loopback TCP, as the tests connect (the server listens on
+        # 127.0.0.1 only); root@localhost keeps the socket login of Debian's package
+        $SUDO mariadb --no-defaults --socket="$MARIADB_SOCKET" -u root -e "
+            CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+            ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '';
+            GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+            ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');" \
+            || true
+        if ! mariadb_ready; then
+            say "ERROR: mariadb did not become ready on 127.0.0.1:$MARIADB_PORT" >&2
+            tail -n 20 "$MARIADB_DATADIR/mariadbd.err" >&2 || true
+            exit 1
         fi
+        say "mariadb: running on 127.0.0.1:$MARIADB_PORT"
     fi
-    say "starting postgresql $PGVER/main"
-    # (fails harmlessly with "already running" when the server was only starting up)
-    $SUDO pg_ctlcluster --skip-systemctl-redirect "$PGVER" main start || true
-    if ! pg_wait; then
-        say "ERROR: postgresql did not become ready on 127.0.0.1:5432" >&2
-        pg_lsclusters >&2 || true
-        tail -n 20 "/var/log/postgresql/postgresql-$PGVER-main.log" >&2 || true
-        exit 1
+fi
+
+# --- 4. Redis on 127.0.0.1:6379 ----------------------------------------------------------------
+REDIS_PORT="${OFFSITE_REDIS_PORT:-6379}"
+REDIS_DIR="${OFFSITE_REDIS_DIR:-/var/lib/redis}"
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
+
+if step redis; then
+    if redis_ready; then
+        say "redis: running on 127.0.0.1:$REDIS_PORT"
+    else
+        pkg_installed redis-server || apt_install redis-server
+        if ! redis_ready; then     # (the package may have started its own server)
+            say "starting redis on 127.0.0.1:$REDIS_PORT"
+            $SUDO mkdir -p "$REDIS_DIR"
+            $SUDO redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$REDIS_DIR" \
+                --pidfile "$REDIS_DIR/redis-server.pid" --logfile "$REDIS_DIR/redis-server.log"
+            for _ in $(seq 1 40); do redis_ready && break; sleep 0.25; done
+        fi
+        if ! redis_ready; then
+            say "ERROR: redis did not become ready on 127.0.0.1:$REDIS_PORT" >&2
+            tail -n 20 "$REDIS_DIR/redis-server.log" >&2 || true
+            exit 1
+        fi
+        say "redis: running on 127.0.0.1:$REDIS_PORT"
     fi
-    say "postgresql: running on 127.0.0.1:5432"
 fi
 
-# --- 3. virtualenv -----------------------------------------------------------------------
-VENV="$REPO/.venv"
-STAMP="$VENV/.requirements.sha256"
-if [ ! -x "$VENV/bin/python" ]; then
-    say "creating venv $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
-want="$(cd "$REPO" && cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1)"
-have="$(cat "$STAMP" 2>/dev/null || true)"
-if [ "$want" != "$have" ]; then
-    say "pip install -r requirements-dev.txt (this takes a while the first time)"
-    # (the machine's pip config lists local indexes that may not exist: drop those warnings)
-    (cd "$REPO" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        -r requirements-dev.txt) \
-        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-    echo "$want" >"$STAMP"
-else
-    say "venv: requirements up to date"
-fi
-
-# --- 4. collection tree for ansible --------------------------------------------------------
-COLL_PARENT="$REPO/.cache/collections/ansible_collections/offsite"
-LINK="$COLL_PARENT/backup"
-mkdir -p "$COLL_PARENT"
-if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$REPO" ]; then
-    say "collection link: present"
-else
-    rm -rf "$LINK"
-    ln -s "$REPO" "$LINK"
-    say "collection link: $LINK -> $REPO"
+# --- 5. virtualenv -----------------------------------------------------------------------
+if step venv; then
+    STAMP="$VENV/.requirements.sha256"
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating venv $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    want="$(cd "$REPO" && cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1)"
+    have="$(cat "$STAMP" 2>/dev/null || true)"
+    if [ "$want" != "$have" ]; then
+        say "pip install -r requirements-dev.txt (this takes a while the first time)"
+        # (the machine's pip config lists local indexes that may not exist: drop those warnings)
+        (cd "$REPO" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            -r requirements-dev.txt) \
+            2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+        echo "$want" >"$STAMP"
+    else
+        say "venv: requirements up to date"
+    fi
 fi
 
-# --- 5. awx.awx, for linting and checking the AWX definitions (extensions/awx) -------------
-# Galaxy is out of reach; the `ansible` package on PyPI carries awx.awx. Only that collection is
-# unpacked from its wheel (pinned, so lint results do not drift).
-AWX_ANSIBLE_VERSION="11.13.0"
-AWX_DIR="$REPO/.cache/collections/ansible_collections/awx/awx"
-AWX_STAMP="$AWX_DIR/.from-ansible-$AWX_ANSIBLE_VERSION"
-if [ -f "$AWX_STAMP" ]; then
-    say "awx.awx: present"
-else
-    say "awx.awx: unpacking it from the ansible $AWX_ANSIBLE_VERSION wheel"
-    wheels="$REPO/.cache/wheels"
-    mkdir -p "$wheels"
-    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" \
-        "ansible==$AWX_ANSIBLE_VERSION" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-    rm -rf "$AWX_DIR"
-    "$VENV/bin/python" - "$wheels/ansible-$AWX_ANSIBLE_VERSION-py3-none-any.whl" "$REPO/.cache/collections" <<'PY'
+# --- 6. collection tree for ansible --------------------------------------------------------
+if step collection; then
+    COLL_PARENT="$REPO/.cache/collections/ansible_collections/offsite"
+    LINK="$COLL_PARENT/backup"
+    mkdir -p "$COLL_PARENT"
+    if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$REPO" ]; then
+        say "collection link: present"
+    else
+        rm -rf "$LINK"
+        ln -s "$REPO" "$LINK"
+        say "collection link: $LINK -> $REPO"
+    fi
+fi
+
+# --- 7. awx.awx, for linting and checking the AWX definitions (extensions/awx) -------------
+if step awx; then
+    # Galaxy is out of reach; the `ansible` package on PyPI carries awx.awx. Only that collection is
+    # unpacked from its wheel (pinned, so lint results do not drift).
+    AWX_ANSIBLE_VERSION="11.13.0"
+    AWX_DIR="$REPO/.cache/collections/ansible_collections/awx/awx"
+    AWX_STAMP="$AWX_DIR/.from-ansible-$AWX_ANSIBLE_VERSION"
+    if [ -f "$AWX_STAMP" ]; then
+        say "awx.awx: present"
+    else
+        say "awx.awx: unpacking it from the ansible $AWX_ANSIBLE_VERSION wheel"
+        wheels="$REPO/.cache/wheels"
+        mkdir -p "$wheels"
+        "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" \
+            "ansible==$AWX_ANSIBLE_VERSION" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+        rm -rf "$AWX_DIR"
+        "$VENV/bin/python" - "$wheels/ansible-$AWX_ANSIBLE_VERSION-py3-none-any.whl" "$REPO/.cache/collections" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith('ansible_collections/awx/awx/')])
 PY
-    touch "$AWX_STAMP"
+        touch "$AWX_STAMP"
+    fi
 fi
 
 say "done"
