@@ -6,6 +6,7 @@
     offsite-backup list /etc/offsite-backup/crm.yml
     offsite-backup restore /etc/offsite-backup/crm.yml --set crm_db --database crm_check
     offsite-backup monitor /etc/offsite-backup/crm.yml --textfile /var/lib/node-exporter/crm.prom
+    offsite-backup drill /etc/offsite-backup/crm.yml
 
 The client role installs it as a small wrapper around
 ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli`` in its
@@ -32,7 +33,7 @@ from . import manifest as mf
 from . import operations
 from .commands import CommandLog
 from .errors import BackupError, ConfigError, LockedError, as_backup_error
-from .monitoring import Monitor
+from .monitoring import Monitor, quote
 from .repositories import open_repository
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
@@ -326,6 +327,29 @@ def cmd_monitor(args):
     return EXIT_OK
 
 
+def cmd_drill(args):
+    """The DR drill of the job's sets (drill.py), reported and pushed like the playbook's."""
+    from . import drill
+    job, secrets = load_job(args)
+    verbose = args.verbose or sys.stdout.isatty()
+    drill_log = dict(job['log'], path='%s-drill.log' % os.path.splitext(job['log']['path'])[0])
+    logger, tail = setup_logging(dict(job, log=drill_log), verbose, secrets)
+    host = job['monitoring'].get('instance') or socket.getfqdn()
+    with operations.set_lock(job['local']['path'], 'drill-%s' % job['name']):
+        report, paths, metrics = drill.run(job, host, log=CommandLog(), logger=logger)
+    gateway = (job.get('drill') or {}).get('pushgateway') or job['monitoring'].get('pushgateway')
+    if gateway:
+        url = '%s/metrics/job/offsite_dr_drill/instance/%s' % (gateway['url'].rstrip('/'), quote(host, safe=''))
+        Monitor({}, job['name'], host, logger)._send('drill metrics push', url, metrics, 'text/plain; version=0.0.4')
+    failed = [s for s in report['sets'] if not s['success']]
+    for s in failed:
+        logger.error('drill of %s FAILED: %s', s['name'], s.get('error'))
+    logger.info('drill report: %s', paths['html'])
+    if args.json:
+        sys.stdout.write(json.dumps(dict(report, paths=paths), sort_keys=True, default=str) + '\n')
+    return EXIT_OK if report['success'] else EXIT_FAILED
+
+
 def parser():
     top = argparse.ArgumentParser(prog='offsite-backup', description='Run offsite.backup job files.')
     commands = top.add_subparsers(dest='command')
@@ -357,6 +381,9 @@ def parser():
     watch.add_argument('--interval', type=int, default=3600, help='seconds between readings with --listen')
     watch.add_argument('--read-data', default='1',
                        help='backups to download and check per set and repository: N, N%% or all (default 1: the newest)')
+    drill_cmd = common(commands.add_parser('drill', help='restore the newest backup of each set into a scratch '
+                                                         'target, check it, drop it and report'))
+    drill_cmd.add_argument('--verbose', '-v', action='store_true', help='log to stdout even when not on a terminal')
     return top
 
 
@@ -371,7 +398,8 @@ def in_flags(args, exc):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor}[args.command]
+    handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
+               'drill': cmd_drill}[args.command]
     try:
         try:
             return handler(args)

@@ -52,7 +52,7 @@ TOP_KEYS = {
     'name': (str, True), 'sources': (list, True), 'local': (dict, True), 'repositories': (list, False),
     'retention': (dict, False), 'min_success': (int, False), 'compression': (str, False),
     'level': (int, False), 'threads': (int, False), 'tags': (list, False), 'encryption': (dict, False),
-    'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False),
+    'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False), 'drill': (dict, False),
     'clock_skew': ((str, int), False), 'incomplete_grace': (int, False),
 }
 LOCAL_KEYS = {'path': (str, True), 'retention': (dict, False)}

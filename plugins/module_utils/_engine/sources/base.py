@@ -115,6 +115,20 @@ class Source(object):
         """Restore the decompressed, checksum-verified artifact at ``path``."""
         raise NotImplementedError
 
+    # -- drill side (offsite-backup drill) ----------------------------------------------
+    def answer(self, sql):
+        """The one value a verification query returns on the restored target, as text."""
+        raise ConfigError('verification queries need a database that answers SQL; %s targets do not' % self.type,
+                          'remove the set\'s drill queries, or drill it with playbooks/dr_drill.yml')
+
+    def scratch_target(self, token, scratch_root):
+        """The options of a scratch target for a drill of this source (never the source)."""
+        raise ConfigError('offsite-backup drill cannot restore %s sets into a scratch target yet' % self.type,
+                          'drill them with playbooks/dr_drill.yml')
+
+    def drop(self):
+        """Remove this (scratch) target entirely; best effort, never raises."""
+
 
 def scratch_name(database, role, token=None):
     """``<database>_<role>_<8 hex>`` (role ``restore`` or ``previous``), the database name cut to

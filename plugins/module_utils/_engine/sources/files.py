@@ -86,6 +86,14 @@ class FilesSource(Source):
             return {}
         return {'counts': {'files': self._counter.files, 'bytes': self._counter.bytes}}
 
+    # -- drill side ----------------------------------------------------------------------
+    def scratch_target(self, token, scratch_root):
+        return {'type': self.type, 'path': os.path.join(scratch_root, 'drill_%s' % token)}
+
+    def drop(self):
+        if self.target:
+            shutil.rmtree(self.target, ignore_errors=True)
+
     # -- restore side --------------------------------------------------------------------
     def check_target(self, mode):
         check_mode(mode)

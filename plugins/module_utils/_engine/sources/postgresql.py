@@ -663,6 +663,23 @@ class PostgresqlSource(Source):
         self._drop(previous)
         return {'database': self.database, 'replaced': True}
 
+    # -- drill side ----------------------------------------------------------------------
+    def scratch_target(self, token, scratch_root):
+        if self.databases:
+            raise ConfigError('offsite-backup drill restores one database per set, not a whole cluster',
+                              'drill clusters with playbooks/dr_drill.yml')
+        keep = ('host', 'port', 'user', 'password', 'ssl_mode', 'connect_timeout', 'maintenance_db', 'container',
+                'compose_project', 'compose_file')
+        options = dict((k, v) for k, v in self.options.items() if k in keep)
+        return dict(options, type=self.type, database=scratch_name(self.database, 'drill', token))
+
+    def answer(self, sql):
+        rows = self._psql(sql, self.database, 'running a verification query')
+        return rows[0][0] if rows and rows[0] else ''
+
+    def drop(self):
+        self._drop(self.database)
+
     def _drop(self, name):
         try:
             self._psql('DROP DATABASE IF EXISTS %s WITH (FORCE)' % quote_ident(name), self._maintenance_db(),
