@@ -8,6 +8,7 @@ download), plus a few kills from outside (when pg_dump appears, when the growing
 bytes; an ``ansible-playbook`` killed mid-upload). Which points, and in which order, comes
 from a seed printed in pytest's header; ``OFFSITE_FAULT_SEED=N`` runs the same points again,
 ``OFFSITE_FAULT_POINTS=all`` kills a scheduled run at every boundary instead of a random 30.
+Three kills from outside come at random instants of a run, wherever the engine happens to be.
 
 After every kill (and after the orphaned children of the killed process are gone):
 
@@ -74,7 +75,8 @@ class Engine:
         self.workdir = workdir
         self.kills = 0
         self.runs = 0
-        self.lingering = 0  # children of a killed engine still alive 100 ms after it
+        self.lingering = 0  # killed runs whose children were still alive 30 s later
+        self.seconds = 0.0  # spent in the engine's runs (the rest is checking)
 
     def run(self, *args, fault=None, trace=None, watch=None, timeout=180) -> subprocess.CompletedProcess:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C", "TZ": "UTC",
@@ -85,6 +87,7 @@ class Engine:
             env["OFFSITE_FAULT_TRACE"] = str(trace)
         # files, not pipes: an orphaned child holding a pipe would keep us waiting for EOF
         out, err = self.workdir / "engine.out", self.workdir / "engine.err"
+        started = time.monotonic()
         with open(out, "w") as stdout, open(err, "w") as stderr:
             proc = subprocess.Popen([str(VENV_BIN / "python"), "-m", "tests.harness.faults", *args], cwd=REPO_ROOT,
                                     env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
@@ -95,6 +98,7 @@ class Engine:
         if proc.returncode == -signal.SIGKILL:
             self.kills += 1
             self._wait_for_orphans(proc.pid)
+        self.seconds += time.monotonic() - started
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
 
     def _wait_for_orphans(self, pgid: int, timeout: float = 30) -> None:
@@ -149,9 +153,25 @@ class Ledger:
         self.name = name
         self.moto, self.bucket = moto, bucket
         self.proven: dict[tuple, str] = {}  # (place, id) -> sha256 read back and proven
+        self.open: dict[str, object] = {}  # connections kept across checks (restic caches: not it)
+
+    def close(self):
+        for repo in self.open.values():
+            repo.close()
+
+    @contextlib.contextmanager
+    def repository(self, place):
+        options = self.places[place]
+        if options["type"] == "restic":
+            with open_repository(options) as repo:
+                yield repo
+            return
+        if place not in self.open:
+            self.open[place] = open_repository(options)
+        yield self.open[place]
 
     def catalog(self, place):
-        with open_repository(self.places[place]) as repo:
+        with self.repository(place) as repo:
             catalog = Catalog(repo, self.name)
             complete = {b.id: b for b in catalog.complete}
             for backup in complete.values():
@@ -196,8 +216,8 @@ class Ledger:
     def only_complete(self, what: str) -> None:
         """After a clean run (the job's ``incomplete_grace`` is 0): every leftover of the killed
         runs is gone, each place holds its complete backups and nothing else."""
-        for place, options in self.places.items():
-            with open_repository(options) as repo:
+        for place in self.places:
+            with self.repository(place) as repo:
                 catalog = Catalog(repo, self.name)
                 complete_keys = sorted(k for b in catalog.complete
                                        for k in (b.artifact_key, b.manifest_key, b.proven_key) if k)
@@ -230,6 +250,19 @@ def write_job(workdir: Path, database: str, repositories: list, name: str = "fau
 
 
 # -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture
+def new_ledger():
+    """Ledger(...) whose connections are closed after the test."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(Ledger(*args, **kwargs))
+        return made[-1]
+    yield make
+    for ledger in made:
+        ledger.close()
+
+
 @pytest.fixture(scope="module")
 def source_db():
     name = f"offsite_fault_{_uid()}"
@@ -264,7 +297,7 @@ def _rsync_repo(sshd, path: str) -> dict:
 
 
 # -- the scheduled run: dump, upload to four kinds of repository, retention ------------------------
-def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsync_dir, source_db, workdir):
+def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsync_dir, source_db, workdir, new_ledger):
     rng = random.Random(SEED)
     usb = workdir / "usb"
     usb.mkdir()
@@ -273,25 +306,29 @@ def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsyn
     job = write_job(workdir, source_db, repositories)
     places = {"local copy": {"type": "local", "path": str(workdir / "local")}}
     places.update((r["type"], r) for r in repositories)
-    ledger = Ledger(places, moto, bucket)
+    ledger = new_ledger(places, moto, bucket)
     engine = Engine(workdir)
 
     trace = workdir / "trace"
     for dummy in range(KEEP + 1):  # the last clean run is a steady-state one: it also deletes
         trace.write_text("")
+        started = time.monotonic()
         clean = engine.run("run", str(job), trace=trace)
+        took = time.monotonic() - started
         assert clean.returncode == 0, clean.stderr
     points = boundaries(trace)
-    size = json.loads(engine.run("run", str(job), "--json").stdout)["sets"][0]["backup"]["size"]
+    newest = max((workdir / "local" / SET).glob("*.manifest.json"))
+    size = json.loads(newest.read_text())["size"]
 
     # boundaries of a steady-state run (a random 30 of about 50: each CI run kills at others;
-    # OFFSITE_FAULT_POINTS=all takes every one), random byte offsets in each stream, two kills
-    # from outside
+    # OFFSITE_FAULT_POINTS=all takes every one), random byte offsets in each stream, kills from
+    # outside (once pg_dump runs, at k bytes of the growing dump, at random instants)
     points = [p for p in points if not p["label"].startswith(("before sql", "after sql"))]
     wanted = os.environ.get("OFFSITE_FAULT_POINTS", "30")
     faults = rng.sample(points, len(points) if wanted == "all" else min(int(wanted), len(points)))
     faults += [{"stream": s, "bytes": rng.randrange(1, size)} for s in ("dump", "put local", "put s3", "put sftp", "put rsync")]
     faults += [{"outside": "pg_dump"}, {"outside": "bytes", "bytes": rng.randrange(1, size)}]
+    faults += [{"outside": "after", "seconds": round(rng.uniform(0.1, took), 3)} for dummy in range(3)]
     rng.shuffle(faults)
 
     state = ledger.state()
@@ -307,17 +344,21 @@ def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsyn
             assert clean.returncode == 0, f"{what}: the next run failed: {clean.stderr}"
             state = ledger.check_after(state, what + ", then a clean run")
             ledger.only_complete(what + ", then a clean run")
-    print(f"fault injection (seed {SEED}): {engine.kills} kills of {len(faults)} faults, "
-          f"{engine.lingering} killed runs left children running")
-    assert engine.kills >= 33, f"only {engine.kills} of {len(faults)} faults were injected"
+    print(f"fault injection (seed {SEED}): {engine.kills} kills of {len(faults)} faults in {engine.runs} runs "
+          f"({engine.seconds:.0f} s in the engine), {engine.lingering} killed runs left children running")
+    assert engine.kills >= 36, f"only {engine.kills} of {len(faults)} faults were injected"
 
 
 def _outside(fault, database, set_dir):
-    """A watcher that SIGKILLs the engine from outside: once pg_dump runs, or once the growing
-    dump holds ``bytes``."""
+    """A watcher that SIGKILLs the engine from outside: once pg_dump runs, once the growing
+    dump holds ``bytes``, or ``seconds`` after it started."""
+    started = time.monotonic()
+
     def watch(proc):
         if proc.poll() is not None:
             return True
+        if fault["outside"] == "after" and time.monotonic() - started < fault["seconds"]:
+            return False
         if fault["outside"] == "pg_dump" and not pg_dump_pids(database):
             return False
         if fault["outside"] == "bytes" and partial_bytes(set_dir) < fault["bytes"]:
@@ -385,12 +426,12 @@ def _drop_scratch(target: str) -> list[str]:
 
 
 # -- restic: a killed backup, upload, forget or prune ------------------------------------------------
-def test_killed_runs_to_restic_lose_no_backup(source_db, workdir):
+def test_killed_runs_to_restic_lose_no_backup(source_db, workdir, new_ledger):
     rng = random.Random(SEED + 2)
     restic = {"type": "restic", "restic_repository": str(workdir / "restic"), "restic_password": "pw-" + _uid(),
               "restic_init": True}
     job = write_job(workdir, source_db, [restic], name="restic", keep=1)
-    ledger = Ledger({"local copy": {"type": "local", "path": str(workdir / "local")}, "restic": restic}, keep=1)
+    ledger = new_ledger({"local copy": {"type": "local", "path": str(workdir / "local")}, "restic": restic}, keep=1)
     engine = Engine(workdir)
     first = engine.run("run", str(job), "--json")
     assert first.returncode == 0, first.stderr
@@ -410,7 +451,7 @@ def test_killed_runs_to_restic_lose_no_backup(source_db, workdir):
 
 
 # -- ansible-playbook killed while its upload runs -------------------------------------------------
-def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, workdir):
+def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, workdir, new_ledger):
     dest = workdir / "dumps"
     repo = s3_repo(moto, bucket, prefix="play")
     tasks = [{"name": "dump", "offsite.backup.dump": {"name": SET, "source": pg_source(source_db), "dest": str(dest)},
@@ -421,7 +462,7 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
                ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_CONFIG=str(workdir / "ansible.cfg"))
     (workdir / "ansible.cfg").write_text("[defaults]\n")
-    ledger = Ledger({"dest": {"type": "local", "path": str(dest)}, "s3": repo}, moto, bucket)
+    ledger = new_ledger({"dest": {"type": "local", "path": str(dest)}, "s3": repo}, moto, bucket)
     state = {"dest": ({}, []), "s3": ({}, [])}
     modules = []
 
@@ -458,13 +499,13 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
 
 
 # -- rsync tree snapshots: killed between the writing pass, the linking pass and the manifest -------
-def test_killed_snapshots_leave_complete_trees_or_removable_leftovers(sshd, rsync_dir, workdir):
+def test_killed_snapshots_leave_complete_trees_or_removable_leftovers(sshd, rsync_dir, workdir, new_ledger):
     rng = random.Random(SEED + 3)
     tree = workdir / "www"
     (tree / "static").mkdir(parents=True)
     repo = _rsync_repo(sshd, rsync_dir)
     args = {"name": "www", "source": {"type": "files", "paths": [str(tree)]}, "repository": repo}
-    ledger = Ledger({"rsync": repo}, keep=1, name="www")
+    ledger = new_ledger({"rsync": repo}, keep=1, name="www")
     engine = Engine(workdir)
 
     def change():
