@@ -16,6 +16,10 @@ description:
     succeeded is it renamed into place; with O(target.mode=replace) the old database is swapped
     out in the same transaction. A failed restore leaves the target exactly as it was.
   - Seed-script backups (C(<name>_YYYYMMDD_HHMMSS.sql.gz)) are restorable too.
+  - A restore stops, removes its scratch work and never swaps the target when it receives SIGTERM, SIGINT or SIGHUP,
+    or when the process that started it (C(ansible-playbook), the SSH connection) ended; it fails with
+    C(error=interrupted). Work left by a killed restore (SIGKILL) is removed by the next restore of the same target
+    and by M(offsite.backup.cleanup).
   - Encrypted backups are decrypted while streaming with the key in O(encryption). A wrong key, a
     tampered or truncated ciphertext, a missing key, or an unencrypted backup where encryption is
     required fail with a clear error before the target is touched.
@@ -249,6 +253,13 @@ proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored
   type: str
+cleaned:
+  description:
+    - What killed restores of this target left (scratch databases, work directories) and this run removed before
+      it started, one line each; see M(offsite.backup.cleanup).
+  returned: when restored
+  type: list
+  elements: str
 restore_seconds:
   description: Seconds spent loading the target.
   returned: when restored

@@ -10,9 +10,11 @@ left behind is removed by the ``cleanup`` action.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,10 +24,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.harness import pg
+from tests.harness import COLLECTIONS_PATH, VENV_BIN, pg
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import _descendants, local_repo, pg_source, pg_target
+from tests.integration.helpers import CLI_MODULE, _descendants, cli, local_repo, pg_source, pg_target
 
 pytestmark = pytest.mark.integration
 
@@ -194,19 +197,131 @@ def test_sigterm_stops_and_cleans_up(dumped, victim, tmp_path, slow_tools):
     assert not list(tmp_path.glob("offsite-restore-*"))
 
 
-def test_engine_killed_takes_its_children(dumped, victim, tmp_path, slow_tools):
-    """SIGKILL of the module itself: no handler runs, but pg_restore dies with it (parent-death
-    signal), and the target is untouched."""
-    db, before = victim
-    play = start_replace(dumped, db, tmp_path, slow_tools)
+def kill_engine(dumped, db, workdir, slow_tools):
+    """SIGKILL the restore module while it loads: no handler runs. Returns (the scratch
+    databases, the work directories) it left."""
+    play = start_replace(dumped, db, workdir, slow_tools)
     module = play.module_pid()
     assert module, "the restore module process not found"
     os.kill(module, signal.SIGKILL)
     play.join(120)
+    return scratch_databases(db), sorted(str(p) for p in workdir.glob("offsite-restore-*"))
+
+
+def test_engine_killed_takes_its_children(dumped, victim, tmp_path, slow_tools):
+    """SIGKILL of the module itself: pg_restore dies with it (parent-death signal), the target is
+    untouched; the leftovers are removed by the cleanup module (check mode first), which
+    reports them, and a second run finds nothing (changed=false)."""
+    db, before = victim
+    left_dbs, left_dirs = kill_engine(dumped, db, tmp_path, slow_tools)
     assert wait_until(lambda: not processes_naming(f"pg_restore .*{db}"), timeout=10), processes_naming(db)
     time.sleep(10)  # longer than the shim's delay: an orphaned pg_restore would be loading now
     assert processes_naming(db) == []
     assert_untouched(db, before)
+    assert len(left_dbs) == 1 and len(left_dirs) == 1, (left_dbs, left_dirs)
+    assert oct(os.stat(left_dirs[0]).st_mode & 0o777) == "0o700"
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in Path(left_dirs[0]).iterdir())
+
+    cleanup = task("cleanup", "cleanup", target={"type": "postgresql", "database": db, "host": "127.0.0.1",
+                                                 "user": "postgres"}, work_dir=str(tmp_path))
+    r = run_playbook([cleanup], check=True)
+    assert r.rc == 0, r.output
+    expected = [f"scratch database {left_dbs[0]} on 127.0.0.1:5432", f"work directory {left_dirs[0]}"]
+    assert r.result("cleanup")["removed"] == expected and r.result("cleanup")["changed"], r.output
+    assert scratch_databases(db) == left_dbs  # check mode removed nothing
+    r = run_playbook([cleanup, dict(cleanup, name="again")])
+    assert r.rc == 0, r.output
+    assert r.result("cleanup")["removed"] == expected and r.status("cleanup") == "changed"
+    assert r.result("again")["removed"] == [] and r.status("again") == "ok"
+    assert scratch_databases(db) == []
+    assert not list(tmp_path.glob("offsite-restore-*"))
+    assert_untouched(db, before)
+
+
+def test_the_next_restore_removes_what_a_killed_one_left(dumped, victim, tmp_path, slow_tools, source_db):
+    db, before = victim
+    left_dbs, left_dirs = kill_engine(dumped, db, tmp_path, slow_tools)
+    assert left_dbs and left_dirs
+    r = play_restore(dumped, db, tmp_path, mode="replace")
+    assert r.rc == 0, r.output
+    assert r.result("restore")["cleaned"] == [f"scratch database {left_dbs[0]} on 127.0.0.1:5432",
+                                              f"work directory {left_dirs[0]}"]
+    assert scratch_databases(db) == []
+    assert not list(tmp_path.glob("offsite-restore-*"))
+    assert pg.fingerprint(db) == pg.fingerprint(source_db)
+
+
+def test_cleanup_never_touches_a_live_restore(dumped, victim, tmp_path, slow_tools, source_db):
+    """While a restore loads, cleanup (module and CLI) leaves its scratch database and work
+    directory alone; the restore then completes."""
+    db, before = victim
+    play = start_replace(dumped, db, tmp_path, slow_tools, delay=12)
+    live_dbs, live_dirs = scratch_databases(db), list(tmp_path.glob("offsite-restore-*"))
+    r = run_playbook([task("cleanup", "cleanup", target={"type": "postgresql", "database": db},
+                           work_dir=str(tmp_path))])
+    assert r.rc == 0, r.output
+    assert not [item for item in r.result("cleanup")["removed"] if db in item or str(tmp_path) in item]
+    job = write_job(tmp_path, dumped, db)
+    out = cli("cleanup", str(job), "--work-dir", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert not [item for item in json.loads(out.stdout)["removed"] if db in item or str(tmp_path) in item]
+    assert scratch_databases(db) == live_dbs and list(tmp_path.glob("offsite-restore-*")) == live_dirs
+    play.join(180)
+    assert play.result.rc == 0, play.result.output
+    assert pg.fingerprint(db) == pg.fingerprint(source_db)
+
+
+def test_cli_cleanup_reports_and_removes(dumped, victim, tmp_path, slow_tools):
+    db, before = victim
+    left_dbs, left_dirs = kill_engine(dumped, db, tmp_path, slow_tools)
+    job = write_job(tmp_path, dumped, db)
+    out = cli("cleanup", str(job), "--work-dir", str(tmp_path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert f"would remove scratch database {left_dbs[0]}" in out.stdout
+    assert f"would remove work directory {left_dirs[0]}" in out.stdout
+    assert scratch_databases(db) == left_dbs
+    out = cli("cleanup", str(job), "--work-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f"removed scratch database {left_dbs[0]}" in out.stdout, out.stdout
+    assert scratch_databases(db) == [] and not list(tmp_path.glob("offsite-restore-*"))
+    assert_untouched(db, before)
+
+
+def write_job(workdir, dumped, db):
+    path = workdir / "job.yml"
+    path.write_text(yaml.safe_dump({
+        "name": "cleanupjob", "local": {"path": str(workdir / "local")},
+        "sources": [{"name": SET, "source": pg_source(db)}], "repositories": [local_repo(dumped)],
+        "log": {"path": str(workdir / "log" / "cleanupjob.log")}}))
+    return path
+
+
+def test_cli_parent_killed_never_swaps(dumped, victim, tmp_path, slow_tools):
+    """SIGKILL of the shell that runs ``offsite-backup restore`` (as cron would): the restore
+    notices its parent is gone, stops and removes its scratch work; the target is untouched."""
+    db, before = victim
+    job = write_job(tmp_path, dumped, db)
+    env = {"PATH": f"{slow_tools}:/usr/bin:/bin", "HOME": "/root", "LANG": "C", "OFFSITE_TEST_DELAY": "8",
+           "PYTHONPATH": str(COLLECTIONS_PATH)}
+    shell = subprocess.Popen(["/bin/sh", "-c", f"{VENV_BIN / 'python'} -m {CLI_MODULE} restore {job} --set {SET} "
+                              f"--mode replace --work-dir {tmp_path}; echo finished"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: scratch_databases(db) and processes_naming(f"pg_restore .*{db}")), \
+            "the restore never started loading"
+        family = _descendants(shell.pid)
+        shell.kill()
+        shell.wait()
+        assert wait_until(lambda: not [p for p in family if Path(f"/proc/{p}").exists()], timeout=120), \
+            [cmdline(p) for p in family]
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    time.sleep(10)  # longer than the shim's delay: a restore still running would have swapped by now
+    assert_untouched(db, before)
+    assert processes_naming(db) == []
+    assert scratch_databases(db) == []
+    assert not list(tmp_path.glob("offsite-restore-*"))
 
 
 def play_restore(dumped, db, workdir, **target):
@@ -255,3 +370,48 @@ def test_busy_target_is_refused_before_anything_is_downloaded(dumped, victim, tm
     finally:
         session.kill()
         session.wait()
+
+
+# --- MySQL/MariaDB: the same leases, in the scratch database's comment -------------------------
+
+MYSQL = ["mysql", "--host=127.0.0.1", "--port=3306", "--user=root", "--batch", "--skip-column-names"]
+
+
+def mysql(statement: str) -> str:
+    return subprocess.run(MYSQL + ["--execute", statement], capture_output=True, text=True, check=True).stdout
+
+
+def lease_of(pid: int) -> str:
+    """The comment a restore running as ``pid`` on this host writes on its scratch database."""
+    start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return "offsite.backup scratch " + json.dumps({"host": socket.gethostname(), "boot": boot, "pid": pid,
+                                                   "start": start}, sort_keys=True)
+
+
+def test_mysql_scratch_databases_of_dead_owners_are_removed(tmp_path):
+    """A MariaDB scratch database carries its owner in its comment; cleanup drops the dead
+    owner's, leaves the live one's alone and lists the one without an owner."""
+    db = f"offsite_mykill_{_uid()}"
+    dead, live, unowned = (f"{db}_restore_{_uid()}" for dummy in range(3))
+    gone = subprocess.Popen(["sleep", "30"])
+    try:
+        for name in (dead, live, unowned):
+            mysql(f"CREATE DATABASE `{name}`")
+        mysql(f"ALTER DATABASE `{live}` COMMENT '{lease_of(os.getpid())}'")
+        dead_lease = lease_of(gone.pid)
+        gone.kill()
+        gone.wait()
+        mysql(f"ALTER DATABASE `{dead}` COMMENT '{dead_lease}'")
+        r = run_playbook([task("cleanup", "cleanup", target={"type": "mysql", "database": db, "host": "127.0.0.1"},
+                               work_dir=str(tmp_path))])
+        assert r.rc == 0, r.output
+        res = r.result("cleanup")
+        assert res["removed"] == [f"scratch database {dead} on 127.0.0.1:3306"], res
+        assert [k["what"] for k in res["kept"] if "database" in k["what"]] == \
+            [f"scratch database {unowned} on 127.0.0.1:3306"], res
+        left = set(mysql(f"SHOW DATABASES LIKE '{db}%'").split())
+        assert left == {live, unowned}
+    finally:
+        for name in (dead, live, unowned):
+            mysql(f"DROP DATABASE IF EXISTS `{name}`")

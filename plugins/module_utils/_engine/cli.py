@@ -7,6 +7,7 @@
     offsite-backup restore /etc/offsite-backup/crm.yml --set crm_db --database crm_check
     offsite-backup monitor /etc/offsite-backup/crm.yml --textfile /var/lib/node-exporter/crm.prom
     offsite-backup drill /etc/offsite-backup/crm.yml
+    offsite-backup cleanup /etc/offsite-backup/crm.yml [--set crm_db] [--dry-run]
 
 The client role installs it as a small wrapper around
 ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli`` in its
@@ -286,6 +287,8 @@ def cmd_restore(args):
                                 work_dir=args.work_dir, clock_skew=job.get('clock_skew'), log=CommandLog())
     for warning in result.get('warnings', []):
         sys.stderr.write('offsite-backup: warning: %s\n' % warning)
+    for item in result.get('cleaned') or []:
+        sys.stdout.write('removed %s (left by a killed restore)\n' % item)
     sys.stdout.write('restored %s into %s (%s, %ss)\n' % (result['backup']['id'], result['target'],
                                                           result['mode'], result['duration']))
     return EXIT_OK
@@ -350,6 +353,39 @@ def cmd_drill(args):
     return EXIT_OK if report['success'] else EXIT_FAILED
 
 
+def cmd_cleanup(args):
+    """What killed restores of the job's sets left (scratch databases, work directories): removed
+    where the owner provably died, listed otherwise."""
+    job, secrets = load_job(args)
+    entries = dict((e['name'], e) for e in job['sources'])
+    if args.set and args.set not in entries:
+        raise ConfigError('job %s has no backup set %s' % (job['name'], args.set),
+                          'use one of: %s' % ', '.join(sorted(entries)))
+    removed, kept = [], []
+    for name in [args.set] if args.set else sorted(entries):
+        target = dict(entries[name]['source'])
+        if args.database:
+            target['database'] = args.database
+        if args.path:
+            target['path'] = args.path
+        if target.get('type') == 'files' and not target.get('path'):
+            target = None  # a files restore's scratch lies next to its --path: only work directories then
+        result = operations.cleanup(target, work_dir=args.work_dir, check_mode=args.dry_run, log=CommandLog())
+        removed += [item for item in result['removed'] if item not in removed]
+        kept += [item for item in result['kept'] if item not in kept]
+    if args.json:
+        sys.stdout.write(json.dumps({'removed': removed, 'kept': kept, 'dry_run': args.dry_run}, sort_keys=True) + '\n')
+        return EXIT_OK
+    verb = 'would remove' if args.dry_run else 'removed'
+    for item in removed:
+        sys.stdout.write('%s %s\n' % (verb, item))
+    for item in kept:
+        sys.stdout.write('kept %s (%s)\n' % (item['what'], item['why']))
+    if not removed and not kept:
+        sys.stdout.write('nothing left by killed restores\n')
+    return EXIT_OK
+
+
 def parser():
     top = argparse.ArgumentParser(prog='offsite-backup', description='Run offsite.backup job files.')
     commands = top.add_subparsers(dest='command')
@@ -384,6 +420,12 @@ def parser():
     drill_cmd = common(commands.add_parser('drill', help='restore the newest backup of each set into a scratch '
                                                          'target, check it, drop it and report'))
     drill_cmd.add_argument('--verbose', '-v', action='store_true', help='log to stdout even when not on a terminal')
+    cleanup = common(commands.add_parser('cleanup', help='remove what killed restores left behind'))
+    cleanup.add_argument('--set', help='only this backup set (default: every set of the job)')
+    cleanup.add_argument('--database', help='the database restored into, if not the source\'s')
+    cleanup.add_argument('--path', help='the directory files were restored into')
+    cleanup.add_argument('--work-dir', help='the restores\' work directory (TMPDIR is always swept too)')
+    cleanup.add_argument('--dry-run', action='store_true', help='report, remove nothing')
     return top
 
 
@@ -399,7 +441,7 @@ def in_flags(args, exc):
 def main(argv=None):
     args = parser().parse_args(argv)
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
-               'drill': cmd_drill}[args.command]
+               'drill': cmd_drill, 'cleanup': cmd_cleanup}[args.command]
     try:
         try:
             return handler(args)

@@ -22,6 +22,7 @@ import uuid
 from . import costs
 from . import lifeline
 from . import manifest as mf
+from . import scratch as leases
 from .catalog import Catalog
 from .commands import CommandLog
 from .encryption import ENCRYPTION_EXT_FOR, Encryption
@@ -743,6 +744,8 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
             summary['warnings'] = warnings
         if check_mode:
             return dict(summary, changed=True, status='would restore')
+        # what killed restores of this target left goes first (reported); a live one's stays
+        summary['cleaned'] = _sweep(tgt, work_dir, leases.Sweep()).removed
         if data.get('format') == mf.TREE_FORMAT:
             # a snapshot directory (rsync repository) is copied straight into the target's
             # scratch directory and proven there against the manifest's listing
@@ -765,7 +768,7 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                 raise DiskFullError('%s has %d MiB free; restoring %s needs about %d MiB there'
                                     % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
                                     'free space or set work_dir to a larger disk; nothing was changed')
-            scratch = tempfile.mkdtemp(prefix='offsite-restore-', dir=work_dir)
+            scratch = leases.make_work_dir(work_dir)
             try:
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
                 with repo.get(chosen.artifact_key) as reader:
@@ -786,6 +789,23 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                 duration=round(finished - started, 3),
                 download_seconds=round(downloaded - started, 3),
                 restore_seconds=round(finished - downloaded, 3))
+
+
+def cleanup(target=None, work_dir=None, check_mode=False, log=None):
+    """Remove what killed restores left: scratch databases (or directories) of ``target`` and
+    work directories in ``work_dir`` (and the system temp dir), where their owner provably died.
+    Returns ``removed`` (what, as text) and ``kept`` (found, owner unknown: why)."""
+    log = log or CommandLog()
+    sweep = _sweep(open_source(target, log) if target else None, work_dir, leases.Sweep(check_mode))
+    return dict(sweep.result(), changed=bool(sweep.removed))
+
+
+def _sweep(tgt, work_dir, sweep):
+    if tgt is not None:
+        tgt.sweep_scratch(sweep)
+    for directory in sorted(set([os.path.abspath(work_dir or tempfile.gettempdir()), tempfile.gettempdir()])):
+        leases.sweep_work_dirs(directory, sweep)
+    return sweep
 
 
 def decrypter(enc, data, where):

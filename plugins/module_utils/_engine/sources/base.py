@@ -8,9 +8,11 @@ decompressed local file, always into a scratch place first, swapped in only on s
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import re
 import uuid
 
 from .. import commands
+from .. import scratch as leases
 from ..errors import ConfigError
 
 RESTORE_MODES = ('create', 'replace')
@@ -129,12 +131,34 @@ class Source(object):
     def drop(self):
         """Remove this (scratch) target entirely; best effort, never raises."""
 
+    def sweep_scratch(self, sweep):
+        """Remove the scratch work of killed restores of this target (``scratch.Sweep.judge``
+        decides what is provably stale); returns ``sweep``. Types without such work keep this."""
+        return sweep
+
+    def scratch_pattern(self):
+        """A regular expression (PostgreSQL's and MariaDB's alike) for the scratch database names
+        of ``database``, or of any database with ``databases``."""
+        suffix = '_restore_[0-9a-f]{8}$'
+        return suffix if self.databases else '^%s%s' % (re.escape(scratch_prefix(self.database)), suffix)
+
+    def judge_databases(self, sweep, rows, where, drop):
+        """``rows``: (scratch database name, its comment); ``drop(name)`` removes one."""
+        for row in rows:
+            name = row[0]
+            sweep.judge('scratch database %s on %s' % (name, where), leases.parse_comment(row[-1]),
+                        lambda name=name: drop(name))
+        return sweep
+
 
 def scratch_name(database, role, token=None):
     """``<database>_<role>_<8 hex>`` (role ``restore`` or ``previous``), the database name cut to
     SCRATCH_PREFIX_BYTES on a character boundary: distinct and whole for any name."""
-    prefix = database.encode('utf-8')[:SCRATCH_PREFIX_BYTES].decode('utf-8', 'ignore')
-    return '%s_%s_%s' % (prefix, role, token or uuid.uuid4().hex[:8])
+    return '%s_%s_%s' % (scratch_prefix(database), role, token or uuid.uuid4().hex[:8])
+
+
+def scratch_prefix(database):
+    return database.encode('utf-8')[:SCRATCH_PREFIX_BYTES].decode('utf-8', 'ignore')
 
 
 def check_mode(mode):

@@ -22,6 +22,7 @@ import uuid
 from .. import commands, lifeline
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import free_bytes
+from ..scratch import remove_file, sweep_beside, write_owner
 from .base import Source, check_mode
 
 
@@ -106,6 +107,10 @@ class FilesSource(Source):
                               'use mode: replace, or restore into an empty or new directory')
         return {'exists': exists}
 
+    def sweep_scratch(self, sweep):
+        """Scratch directories of killed restores next to ``path``."""
+        return sweep_beside(self.target, sweep) if self.target else sweep
+
     def restore(self, path, manifest, mode):
         target = os.path.abspath(self.target)
         parent = os.path.dirname(target)
@@ -124,7 +129,7 @@ class FilesSource(Source):
                     raise IntegrityError('the archive holds %(files)d files, %(bytes)d bytes' % expected
                                          + ' but its manifest records %(files)d files, %(bytes)d bytes' % recorded,
                                          '%s was not touched' % target)
-                os.mkdir(scratch, 0o700)
+                _make_scratch(scratch)
                 kwargs = {'filter': _keep_mode} if hasattr(tarfile, 'tar_filter') else {}
                 archive.extractall(scratch, members=members, numeric_owner=True, **kwargs)
             restored = _tree_counts(scratch)
@@ -133,10 +138,10 @@ class FilesSource(Source):
                                      + ' but the backup holds %(files)d files, %(bytes)d bytes' % expected,
                                      '%s was not touched' % target)
         except tarfile.TarError as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _drop_scratch(scratch)
             raise IntegrityError('the archive cannot be read: %s' % exc, '%s was not touched' % target)
         except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _drop_scratch(scratch)
             raise
         return dict(self._swap_in(scratch, target, len(members)), verified=expected)
 
@@ -155,11 +160,11 @@ class FilesSource(Source):
                                 % (parent, free_bytes(parent) // 2 ** 20, needed // 2 ** 20),
                                 'free space there; %s was not touched' % target)
         scratch = os.path.join(parent, '.%s.restore-%s' % (os.path.basename(target), uuid.uuid4().hex[:8]))
-        os.mkdir(scratch, 0o700)
+        _make_scratch(scratch)
         try:
             fetch(scratch)
         except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _drop_scratch(scratch)
             raise
         return self._swap_in(scratch, target, manifest.get('files'))
 
@@ -173,6 +178,7 @@ class FilesSource(Source):
             previous = '%s.previous-%s' % (target, uuid.uuid4().hex[:8])
             os.rename(target, previous)
         os.rename(scratch, target)
+        remove_file(scratch + '.owner')
         if previous and not self.options.get('keep_previous'):
             shutil.rmtree(previous, ignore_errors=True)
             previous = None
@@ -180,6 +186,18 @@ class FilesSource(Source):
         if previous:
             result['previous'] = previous
         return result
+
+
+def _make_scratch(path):
+    """The scratch directory (0700) and, beside it, the lease that lets a later run tell a
+    killed restore's directory from a live one's."""
+    os.mkdir(path, 0o700)
+    write_owner(path + '.owner')
+
+
+def _drop_scratch(path):
+    shutil.rmtree(path, ignore_errors=True)
+    remove_file(path + '.owner')
 
 
 def _wanted(name, include):

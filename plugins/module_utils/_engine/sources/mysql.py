@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 
 from .. import commands, lifeline
+from .. import scratch as leases
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks
 from .base import Source, check_mode, scratch_name
@@ -374,6 +375,7 @@ class MysqlSource(Source):
                     extra = ' CHARACTER SET %s COLLATE %s' % (charset['charset'], charset['collation'])
                 self._sql('CREATE DATABASE %s%s' % (quote_ident(scratch[name]), extra),
                           'creating the scratch database %s' % scratch[name])
+                self._mark_scratch(scratch[name])
             if facts.get('databases'):
                 self._load(None, stream, DatabaseRenamer(scratch))
             else:
@@ -507,6 +509,27 @@ class MysqlSource(Source):
         script.append('DELIMITER ;')
         self._sql(None, 'creating views, triggers, routines and events', database=database,
                   script='\n'.join(script) + '\n')
+
+    def _mark_scratch(self, name):
+        """Name the owner in the scratch database's comment (MariaDB 10.5+), so that a later run
+        can tell a killed restore's database from a live one's. MySQL has no database comments:
+        there a killed run's scratch database is reported by cleanup, not removed."""
+        try:
+            self._sql('ALTER DATABASE %s COMMENT %s' % (quote_ident(name), quote_literal(leases.comment())),
+                      'marking the scratch database %s' % name)
+        except BackupError:
+            pass
+
+    def sweep_scratch(self, sweep):
+        """Scratch databases of killed restores of this database (of any, with databases)."""
+        query = ('SELECT SCHEMA_NAME, %s FROM information_schema.SCHEMATA WHERE SCHEMA_NAME REGEXP '
+                 + quote_literal(self.scratch_pattern()))
+        try:
+            rows = self._sql(query % 'SCHEMA_COMMENT', 'looking for scratch databases of killed restores')
+        except SourceError:  # MySQL: no SCHEMA_COMMENT, so no owner to tell
+            rows = self._sql(query % "''", 'looking for scratch databases of killed restores')
+        return self.judge_databases(sweep, rows, '%s:%s' % (self.host, self.port), lambda name: self._sql(
+            'DROP DATABASE IF EXISTS %s' % quote_ident(name), 'dropping %s' % name))
 
     def _drop(self, name):
         try:

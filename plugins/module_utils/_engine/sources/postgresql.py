@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import commands, lifeline
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
+from .. import scratch as leases
 from ..pipeline import chunks, copy
 from .base import Source, check_mode, scratch_name
 
@@ -575,6 +576,9 @@ class PostgresqlSource(Source):
             create += ' OWNER %s' % quote_ident(self.options['owner'])
         self._psql(create, self._maintenance_db(), 'creating the scratch database %s' % scratch)
         try:
+            # its owner, so that a later run can tell a killed restore's database from a live one's
+            self._psql('COMMENT ON DATABASE %s IS %s' % (quote_ident(scratch), quote_literal(leases.comment())),
+                       self._maintenance_db(), 'marking the scratch database %s' % scratch)
             load(scratch)
             return scratch, self._finish_scratch(scratch, source_facts)
         except BaseException:
@@ -679,6 +683,15 @@ class PostgresqlSource(Source):
 
     def drop(self):
         self._drop(self.database)
+
+    def sweep_scratch(self, sweep):
+        """Scratch databases of killed restores: of this database, or any on the server for a
+        cluster target. Their comment names the owner; only provably dead owners' are dropped."""
+        rows = self._psql("SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                          'WHERE datname ~ %s' % quote_literal(self.scratch_pattern()), self._maintenance_db(),
+                          'looking for scratch databases of killed restores')
+        return self.judge_databases(sweep, rows, self._where(), lambda name: self._psql(
+            'DROP DATABASE IF EXISTS %s WITH (FORCE)' % quote_ident(name), self._maintenance_db(), 'dropping %s' % name))
 
     def _drop(self, name):
         try:

@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from .. import commands, lifeline
+from .. import scratch as leases
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import CHUNK
 from .base import Source, check_mode
@@ -302,7 +303,7 @@ class RedisSource(Source):
     def _scratch_server(self, path):
         """A private redis-server that loads ``path``: proves the snapshot loads and counts it."""
         server = commands.which('redis-server', 'to check and load Redis snapshots')
-        work = tempfile.mkdtemp(prefix='offsite-redis-')
+        work = leases.make_work_dir(tempfile.gettempdir(), 'offsite-redis-')
         try:
             os.link(path, os.path.join(work, 'dump.rdb'))
         except OSError:
@@ -420,6 +421,20 @@ class RedisSource(Source):
                           'see the Redis log (memory limit, ACL); mode replace overwrote keys of the backup\'s names'
                           if mode == 'replace' else 'the target holds no key of the backup')
 
+    def sweep_scratch(self, sweep):
+        """Partial snapshot copies of killed restores in ``data_dir`` (the scratch redis-server's
+        directory is a work directory: swept with the others)."""
+        if not self.data_dir or not os.path.isdir(self.data_dir):
+            return sweep
+        for name in sorted(os.listdir(self.data_dir)):
+            path = os.path.join(self.data_dir, name)
+            if re.match(r'^dump\.rdb\.offsite-\d+\.partial$', name):
+                def remove(path=path):
+                    leases.remove_file(path)
+                    leases.remove_file(path + '.owner')
+                sweep.judge('partial snapshot %s' % path, leases.read_owner(path + '.owner'), remove)
+        return sweep
+
     def _place(self, path, mode):
         """Put the proven snapshot in place of ``dump.rdb`` with one rename; same owner as the
         directory (the redis user), 0600."""
@@ -428,6 +443,7 @@ class RedisSource(Source):
             raise TargetError('a redis-server started in %s while restoring' % self.data_dir,
                               'stop it; nothing was changed')
         partial = '%s.offsite-%d.partial' % (final, os.getpid())
+        leases.write_owner(partial + '.owner')  # a killed run's copy is found by cleanup
         try:
             shutil.copyfile(path, partial)
             os.chmod(partial, 0o600)
@@ -446,6 +462,8 @@ class RedisSource(Source):
             if os.path.exists(partial):
                 os.unlink(partial)
             raise
+        finally:
+            leases.remove_file(partial + '.owner')
         result = {'target': final, 'replaced': previous is not None or mode == 'replace'}
         if previous:
             result['previous'] = previous

@@ -1,0 +1,182 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: cleanup
+short_description: Remove what killed restores left behind
+version_added: 0.2.0
+description:
+  - A restore that was killed (SIGKILL, a crashed node) cannot clean up after itself. Its scratch work names its
+    owner (host, boot, process id and start time) - a scratch database (C(<database>_restore_<hex>)) in its
+    comment, a work directory (C(offsite-restore-*), C(offsite-redis-*)) in its C(owner.json), a files scratch
+    directory (C(.<name>.restore-<hex>)) in a C(.owner) file beside it.
+  - This module removes that work when its owner provably ended (same host, and that process no longer runs or
+    the host rebooted since), and reports what it removed. Work of a restore that still runs is never touched;
+    work whose owner cannot be told (another host, written by an older version) is listed in RV(kept), not removed.
+  - Every restore does the same for its own target and work directory before it starts (its C(cleaned) result).
+extends_documentation_fragment:
+  - offsite.backup.attributes
+attributes:
+  check_mode:
+    description: Reports what it would remove; removes nothing.
+    support: full
+  idempotent:
+    description: A second run finds nothing left and reports C(changed=false).
+    support: full
+options:
+  target:
+    description:
+      - The restore target whose scratch work to look for, as given to M(offsite.backup.restore) (its C(mode)
+        and restore options are not needed). Without it only work directories are swept.
+      - C(postgresql) - scratch databases of O(target.database) (or of any database, with O(target.databases)).
+      - C(mysql) - scratch databases of O(target.database) (or of any, with O(target.databases)); MariaDB 10.5+
+        records their owner, on MySQL they are listed in RV(kept).
+      - C(files) - scratch directories next to O(target.path).
+      - C(redis) - partial snapshot copies in O(target.data_dir); the scratch server's work directory is swept
+        like every work directory.
+    type: dict
+    suboptions:
+      type:
+        description: The target type.
+        type: str
+        required: true
+        choices: [files, mysql, postgresql, redis]
+      database:
+        description: The database whose scratch databases to look for (C(postgresql), C(mysql)).
+        type: str
+      databases:
+        description: Look for scratch databases of every database on the server (C(postgresql), C(mysql)), e.g. C([all]).
+        type: list
+        elements: str
+      host:
+        description: Server host. Defaults to C(127.0.0.1).
+        type: str
+      port:
+        description: Server port.
+        type: int
+      user:
+        description: User allowed to drop the scratch databases.
+        type: str
+      password:
+        description: Password; passed in E(PGPASSWORD) (C(postgresql)) or E(MYSQL_PWD) (C(mysql)). Falls back to E(PGPASSWORD).
+        type: str
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+      maintenance_db:
+        description: Database to connect to for DROP DATABASE. Defaults to C(postgres).
+        type: str
+      container:
+        description: Run the database tools inside this container (see M(offsite.backup.restore)).
+        type: str
+      compose_project:
+        description: Compose project of O(target.container).
+        type: str
+      compose_file:
+        description: Compose file of O(target.container).
+        type: path
+      path:
+        description: The directory restored into (C(files)).
+        type: path
+      data_dir:
+        description: The Redis data directory restored into (C(redis)); partial snapshot copies there are swept.
+        type: path
+  work_dir:
+    description: The O(offsite.backup.restore#module:work_dir) of the restores; the system temp directory is always swept too.
+    type: path
+  name:
+    description: Not used; accepted so that C(module_defaults) for C(group/offsite.backup.all) apply.
+    type: str
+  repository:
+    description: Not used; accepted so that C(module_defaults) for C(group/offsite.backup.all) apply.
+    type: dict
+author:
+  - offsite.backup maintainers (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Remove what a killed restore of crm_db left
+  offsite.backup.cleanup:
+    target:
+      type: postgresql
+      database: crm_db
+    work_dir: /var/tmp/offsite
+  register: cleaned
+
+- name: Say what was removed
+  ansible.builtin.debug:
+    var: cleaned.removed
+
+- name: Only work directories, dry run
+  offsite.backup.cleanup:
+  check_mode: true
+'''
+
+RETURN = r'''
+removed:
+  description: What was removed (or would be, in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - scratch database crm_db_restore_1a2b3c4d on 127.0.0.1:5432
+    - work directory /var/tmp/offsite/offsite-restore-k2j4h1
+kept:
+  description: Scratch work found but not removed because its owner cannot be told from here, with why.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - what: work directory /tmp/offsite-restore-abc123
+      why: 'owner unknown: no owner recorded (an older version, or killed while creating it)'
+executed_commands:
+  description: Commands the module ran, without secrets.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.offsite.backup.plugins.module_utils._common import run
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+
+
+def main():
+    target = dict(
+        type=dict(type='str', required=True, choices=['files', 'mysql', 'postgresql', 'redis']),
+        database=dict(type='str'),
+        databases=dict(type='list', elements='str'),
+        host=dict(type='str'),
+        port=dict(type='int'),
+        user=dict(type='str'),
+        password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
+        ssl_mode=dict(type='str'),
+        connect_timeout=dict(type='int'),
+        maintenance_db=dict(type='str'),
+        container=dict(type='str'),
+        compose_project=dict(type='str'),
+        compose_file=dict(type='path'),
+        path=dict(type='path'),
+        data_dir=dict(type='path'),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            target=dict(type='dict', options=target),
+            work_dir=dict(type='path'),
+            name=dict(type='str'),
+            repository=dict(type='dict'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    run(module, operations.cleanup, target=p['target'], work_dir=p['work_dir'], check_mode=module.check_mode)
+
+
+if __name__ == '__main__':
+    main()
