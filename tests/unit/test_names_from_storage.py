@@ -23,8 +23,10 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine import mani
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 from ansible_collections.offsite.backup.plugins.module_utils._engine.catalog import Catalog
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import ConfigError
+from ansible_collections.offsite.backup.plugins.module_utils._engine import repositories
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
-from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import checked_key
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import ObjectInfo, checked_key
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.local import LocalRepository
 
 CREATED = datetime.datetime(2026, 12, 6, 6, 0, 0, tzinfo=datetime.timezone.utc)
 HOSTILE = ['../../../../../tmp/x', '..', '.', 'a/b', '/abs', 'crm/../x', 'x\n', 'a\\b', '', 'crm\x00']
@@ -145,3 +147,35 @@ def test_a_crafted_manifest_in_a_repository_is_a_damaged_backup_not_a_path(tmp_p
     assert catalog.complete == []
     assert 'extension' in problems['crm_20261206T060000Z']
     assert 'not crm_20261206T070000Z' in problems['crm_20261206T070000Z']
+
+
+class HostileListing(LocalRepository):
+    """A store whose listing also returns names no writer of ours makes (an SFTP server or an
+    S3-compatible store answering what it likes)."""
+    type = 'hostile'
+    extra = ('crm/../../outside.partial', 'crm/./crm_20261206T050000Z.sql.zst', '/crm/x.partial',
+             'crm/crm_20261206T040000Z.sql.zst\n.partial')
+
+    def list(self, prefix):
+        found = super(HostileListing, self).list(prefix)
+        old = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        return found + [ObjectInfo(key, 1, old) for key in self.extra]
+
+
+def test_names_in_a_listing_never_reach_a_path_and_never_block_retention(tmp_path, monkeypatch):
+    monkeypatch.setitem(repositories.TYPES, 'hostile', HostileListing)
+    root = tmp_path / 'repo'
+    root.mkdir()
+    options = {'type': 'hostile', 'path': str(root)}
+    with open_repository(options) as repo:
+        repo.put_bytes('crm/crm_20261206T060000Z.sql.zst', b'abc')
+        repo.put_bytes('crm/crm_20261206T060000Z.manifest.json', mf.dumps(good_manifest()))
+        repo.put_bytes('crm/crm_20261101T060000Z.sql.zst.1234abcd.partial', b'half')  # a real leftover
+        os.utime(str(root / 'crm' / 'crm_20261101T060000Z.sql.zst.1234abcd.partial'), (0, 0))
+        catalog = Catalog(repo, 'crm')
+    assert [b.id for b in catalog.complete] == ['crm_20261206T060000Z']
+    assert [o.key for o in catalog.leftovers] == ['crm/crm_20261101T060000Z.sql.zst.1234abcd.partial']
+    done = operations.retention('crm', options, {'keep_last': 1})
+    assert done['incomplete_removed'] == ['crm/crm_20261101T060000Z.sql.zst.1234abcd.partial']
+    assert sorted(os.listdir(str(root / 'crm'))) == ['crm_20261206T060000Z.manifest.json',
+                                                     'crm_20261206T060000Z.sql.zst']

@@ -17,6 +17,14 @@ import datetime
 
 from . import manifest as mf
 from .errors import ConfigError, IntegrityError, NotFoundError
+from .repositories.base import checked_key
+
+
+def safe_key(key):
+    try:
+        return checked_key(key)
+    except ConfigError:
+        return None
 
 
 class Backup(object):
@@ -92,6 +100,8 @@ class Catalog(object):
         # lives in this repository, such files are its own (exact names), never ours to delete
         seed_form = not any(key.startswith(self.name + '_backup/') for key in objects)
         for key, info in objects.items():
+            if not safe_key(key):
+                continue  # a listing is input too: such a name was never ours, and must not reach delete
             if key.endswith(mf.PARTIAL_SUFFIX):
                 if key.startswith(self.name + '/'):
                     self.leftovers.append(info)
