@@ -25,7 +25,7 @@ def stop(pidfile: Path) -> None:
     pid = int(pidfile.read_text().strip())
     try:
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
+        for _attempt in range(100):
             os.kill(pid, 0)
             time.sleep(0.1)
     except ProcessLookupError:
