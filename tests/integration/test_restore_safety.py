@@ -249,6 +249,9 @@ def test_the_next_restore_removes_what_a_killed_one_left(dumped, victim, tmp_pat
     assert scratch_databases(db) == []
     assert not list(tmp_path.glob("offsite-restore-*"))
     assert pg.fingerprint(db) == pg.fingerprint(source_db)
+    # the scratch database's owner mark went away with the rename: the restored one has none
+    assert pg.run_sql("postgres", "SELECT coalesce(shobj_description(oid, 'pg_database'), 'none') FROM pg_database "
+                                  f"WHERE datname = {pg.quote_literal(db)};").strip() == "none"
 
 
 def test_cleanup_never_touches_a_live_restore(dumped, victim, tmp_path, slow_tools, source_db):

@@ -640,8 +640,11 @@ class PostgresqlSource(Source):
         lifeline.check()
         maintenance = self._maintenance_db()
         target = quote_ident(self.database)
+        # the scratch database's owner mark goes in the same transaction as the rename: the
+        # restored database never carries it
+        unmark = 'COMMENT ON DATABASE %s IS NULL' % target
         if not self._exists(self.database):
-            self._psql('ALTER DATABASE %s RENAME TO %s' % (quote_ident(scratch), target), maintenance,
+            self._psql('ALTER DATABASE %s RENAME TO %s; %s' % (quote_ident(scratch), target, unmark), maintenance,
                        'renaming the restored database into place')
             return {'database': self.database, 'replaced': False}
         if mode == 'create':
@@ -659,8 +662,8 @@ class PostgresqlSource(Source):
                        'AND pid <> pg_backend_pid()' % quote_literal(self.database), maintenance,
                        'terminating sessions')
         # both renames in one transaction: the target is either the old or the new database
-        self._psql('ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s'
-                   % (target, quote_ident(previous), quote_ident(scratch), target),
+        self._psql('ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; %s'
+                   % (target, quote_ident(previous), quote_ident(scratch), target, unmark),
                    maintenance, 'swapping the restored database into place')
         if self.options.get('keep_previous'):
             return {'database': self.database, 'replaced': True, 'previous': previous}
