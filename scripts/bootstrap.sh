@@ -13,6 +13,8 @@
 #               requirements files change; stamp: .venv/.requirements.sha256)
 #   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
 #   awx         awx.awx, for linting and checking the AWX definitions
+#   s3rver      s3rver (npm) in .cache/npm: the second S3 implementation of the repository
+#               contract suite (tests/integration/test_repository_contract.py)
 #
 # A server that already answers is left alone. Where bootstrap starts MariaDB and Redis itself
 # (no systemd needed) can be moved, e.g. to prove the start on free ports (tests/integration/
@@ -28,7 +30,7 @@ export DEBIAN_FRONTEND=noninteractive
 say() { printf '[bootstrap] %s\n' "$*"; }
 
 VENV="$REPO/.venv"
-STEPS=" ${*:-apt postgresql mariadb redis venv collection awx} "
+STEPS=" ${*:-apt postgresql mariadb redis venv collection awx s3rver} "
 step() { [[ "$STEPS" == *" $1 "* ]]; }
 
 SUDO=""
@@ -258,6 +260,22 @@ with zipfile.ZipFile(sys.argv[1]) as wheel:
     wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith('ansible_collections/awx/awx/')])
 PY
         touch "$AWX_STAMP"
+    fi
+fi
+
+# --- 8. s3rver, a second S3 implementation (tests/harness/services.S3rver) ------------------
+if step s3rver; then
+    # Pinned; installed into .cache/npm with npm's own client (no global install, no root).
+    S3RVER_VERSION="3.7.1"
+    NPM_PREFIX="$REPO/.cache/npm"
+    if [ -x "$NPM_PREFIX/node_modules/.bin/s3rver" ] \
+            && grep -q "\"version\": \"$S3RVER_VERSION\"" "$NPM_PREFIX/node_modules/s3rver/package.json" 2>/dev/null; then
+        say "s3rver: present"
+    else
+        command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+        say "npm install s3rver@$S3RVER_VERSION into $NPM_PREFIX"
+        mkdir -p "$NPM_PREFIX"
+        npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" "s3rver@$S3RVER_VERSION" >/dev/null
     fi
 fi
 

@@ -11,6 +11,7 @@ JSON-able dict (ports, paths, pids, credentials) and ``from_state()`` rebuilds a
 
 Classes:
     MotoS3         moto_server with IAM authentication enabled; one IAM user whose key may s3:*
+    S3rver         s3rver (npm): a second S3 implementation, independent of moto
     Sshd           private OpenSSH sshd: a normal port and an SFTP-only port (Storage Box)
     ScramPostgres  throwaway PostgreSQL cluster with scram-sha-256 password authentication
 """
@@ -363,6 +364,61 @@ class MotoS3(Service):
 
 
 # --------------------------------------------------------------------------------------------
+# S3: s3rver, a second implementation independent of moto
+
+
+S3RVER = REPO_ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "s3rver"
+
+
+class S3rver(Service):
+    """s3rver (npm, installed by scripts/bootstrap.sh into .cache/npm) on 127.0.0.1:PORT.
+
+    It keeps objects on disk in its own directory and checks SigV4 signatures against its
+    one fixed key pair (S3RVER / S3RVER). An S3 implementation written independently of moto:
+    the repository contract suite runs against both, so one emulator's quirks do not define
+    what works (docs/repositories-s3.md lists where they disagree).
+    """
+
+    kind = "s3rver"
+    host = LOOPBACK
+    region = "us-east-1"
+    access_key = "S3RVER"
+    secret_key = "S3RVER"
+    state_fields = ("port", "endpoint_url", "log")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port: int | None = None
+        self.endpoint_url: str | None = None
+        self.log: str | None = None
+
+    def _start(self) -> None:
+        if not S3RVER.exists():
+            raise FileNotFoundError(f"{S3RVER} not found (run scripts/bootstrap.sh)")
+        self.tmpdir = tempfile.mkdtemp(prefix="offsite-s3rver-")
+        self.log = os.path.join(self.tmpdir, "s3rver.log")
+        self.port = free_port()
+        self.endpoint_url = f"http://{LOOPBACK}:{self.port}"
+        os.mkdir(os.path.join(self.tmpdir, "data"))
+        with open(self.log, "ab") as logf:
+            self._proc = subprocess.Popen(
+                [str(S3RVER), "-d", os.path.join(self.tmpdir, "data"), "-a", LOOPBACK, "-p", str(self.port),
+                 "--no-vhost-buckets", "--silent"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.tmpdir)
+        self.pid = self._proc.pid
+        _wait_tcp(self.port, self._proc, self.log, what="s3rver")
+
+    def _stop(self) -> None:
+        _kill(self.pid, self._proc, marker="s3rver")
+
+    # the same API as MotoS3, so a test takes either
+    client = MotoS3.client
+    create_bucket = MotoS3.create_bucket
+    env = MotoS3.env
+
+
+# --------------------------------------------------------------------------------------------
 # SSH / SFTP: OpenSSH sshd
 
 
@@ -625,7 +681,7 @@ class ScramPostgres(Service):
 # command line
 
 
-SERVICE_CLASSES = {"moto": MotoS3, "sshd": Sshd, "scram_pg": ScramPostgres}
+SERVICE_CLASSES = {"moto": MotoS3, "s3rver": S3rver, "sshd": Sshd, "scram_pg": ScramPostgres}
 
 
 def service_classes() -> dict:

@@ -12,32 +12,9 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.errors impo
     NotFoundError, RepositoryError)
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import (  # noqa: E402
     b2 as b2repo, open_repository)
+from tests.harness.b2sim import Simulated  # noqa: E402
 
 MIB = 1024 * 1024
-
-
-class Simulated(object):
-    """One simulated B2 account with a bucket, shared by every repository a test opens."""
-
-    def __init__(self):
-        self.api = b2sdk_v2.B2Api(b2sdk_v2.InMemoryAccountInfo(),
-                                  api_config=b2sdk_v2.B2HttpApiConfig(_raw_api_class=b2sdk_v2.RawSimulator))
-        self.key_id, self.key = self.api.session.raw_api.create_account()
-        self.api.authorize_account('production', self.key_id, self.key)
-        self.bucket = self.api.create_bucket('offsite-test', 'allPrivate')
-
-    def options(self, **extra):
-        return dict({'type': 'b2', 'bucket': 'offsite-test', 'key_id': self.key_id,
-                     'application_key': self.key, 'prefix': 'backups'}, **extra)
-
-    def restricted_key(self, capabilities, prefix='backups/'):
-        """A key limited to the bucket and a name prefix, as the docs recommend."""
-        self.api.authorize_account('production', self.key_id, self.key)
-        created = self.api.create_key(capabilities, 'restricted', bucket_id=self.bucket.id_, name_prefix=prefix)
-        return created.id_, created.application_key
-
-    def versions(self, name):
-        return [(v.file_name, v.action) for v in self.bucket.list_file_versions(name)]
 
 
 @pytest.fixture

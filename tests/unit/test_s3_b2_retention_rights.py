@@ -10,7 +10,7 @@ pytest.importorskip('b2sdk.v2')
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations  # noqa: E402
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import RepositoryError  # noqa: E402
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import b2 as b2repo  # noqa: E402
-from ansible_collections.offsite.backup.tests.unit.test_b2_repository import Simulated  # noqa: E402
+from tests.harness.b2sim import Simulated  # noqa: E402
 
 
 @pytest.fixture

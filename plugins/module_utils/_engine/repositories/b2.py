@@ -278,7 +278,9 @@ class B2Repository(Repository):
 
     def list(self, prefix):
         bucket = self.bucket
-        found, start = [], None
+        # start at the prefix, as b2sdk's Bucket.ls does (its simulator stops at the first
+        # name outside the prefix when it starts before it)
+        found, start = [], self._name(prefix) or None
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._errors('listing', prefix):
             while True:

@@ -453,8 +453,11 @@ class S3Repository(Repository):
                 Bucket=self.bucket, Prefix=self._key(prefix))
             stale = [item for page in pages for item in page.get('Uploads', []) if item['Initiated'] < before]
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') == 403:
-                return aborted  # the bucket's AbortIncompleteMultipartUpload lifecycle rule is the backstop
+            if (exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') == 403
+                    or exc.response.get('Error', {}).get('Code') == 'NotImplemented'):
+                # a key that may not list them, or a store that cannot (s3rver): the bucket's
+                # AbortIncompleteMultipartUpload lifecycle rule is the backstop
+                return aborted
             with self._errors('listing incomplete uploads of', prefix):
                 raise
         for item in stale:
