@@ -75,6 +75,14 @@ DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE);
 """, env)
 
 
+def leftover_databases(name: str, env: dict | None = None) -> list[str]:
+    """What a restore into ``name`` may leave behind: its scratch (``<name>_restore_*``) and
+    previous (``<name>_previous_*``) databases, or any other ``<name>_*`` database."""
+    out = run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
+                  + quote_literal(name[:40] + "\\_%") + " ORDER BY 1;", env)
+    return out.split()
+
+
 def create_database(name: str, env: dict | None = None) -> None:
     """An empty UTF8 database (template0, C collation so ordering is the same everywhere)."""
     run_sql("postgres", f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8' "

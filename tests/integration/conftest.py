@@ -4,6 +4,7 @@ Session-scoped: ``moto`` (MotoS3), ``sshd`` (Sshd), ``scram_pg`` (ScramPostgres,
 when a test asks for it). Function-scoped: ``bucket`` (fresh bucket name in moto),
 ``sample_db`` (fresh sample database on 127.0.0.1:5432, dropped afterwards),
 ``unique_db_name`` (a free database name, dropped afterwards if a test created it),
+``db_names`` (a factory of free database names, all dropped afterwards with their leftovers),
 ``big_db`` (module-scoped: ~170 MB of table data, so that pg_dump runs for about a second),
 ``workdir`` (a temporary directory).
 """
@@ -79,6 +80,26 @@ def unique_db_name():
         yield name
     finally:
         pg.drop_database(name)
+
+
+@pytest.fixture
+def db_names():
+    """A factory of database names that do not exist yet; all dropped after the test, with
+    whatever a failed restore into them left behind (pg.leftover_databases)."""
+    made = []
+
+    def make(label: str = "restore") -> str:
+        name = f"offsite_{label}_{_uid()}"
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            pg.drop_database(name)
+            for leftover in pg.leftover_databases(name):
+                pg.drop_database(leftover)
 
 
 @pytest.fixture

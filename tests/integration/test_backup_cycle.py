@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
+from tests.harness.pg import leftover_databases
 from tests.integration.helpers import (local_repo, pg_source, pg_target, s3_exists, s3_head, s3_keys, s3_repo,
                                        sftp_repo, storagebox_repo, tree)
 
@@ -52,25 +53,6 @@ def assert_ok(r, *tasks):
 
 
 @pytest.fixture
-def db_names():
-    """A factory of database names that do not exist yet; all dropped after the test."""
-    made = []
-
-    def make(label: str = "restore") -> str:
-        name = f"offsite_{label}_{_uid()}"
-        made.append(name)
-        return name
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            pg.drop_database(name)
-            for leftover in leftover_databases(name):  # what a failed restore might leave behind
-                pg.drop_database(leftover)
-
-
-@pytest.fixture
 def sftp_dirs(sshd):
     """A factory of fresh directories below the sshd user's home, owned by the login user;
     returns the path relative to the home (what a Storage Box expects); removed after the test."""
@@ -86,13 +68,6 @@ def sftp_dirs(sshd):
     finally:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def leftover_databases(name: str) -> list[str]:
-    """Scratch (``<name>_restore_*``) and previous (``<name>_previous_*``) databases of ``name``."""
-    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
-                     + pg.quote_literal(name[:40] + "\\_%") + " ORDER BY 1;")
-    return out.split()
 
 
 def dump_task(name, source, dest, register="dumped", task="dump", **extra) -> dict:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
+from tests.harness.pg import leftover_databases
 from tests.integration.helpers import local_repo, pg_source, pg_target, s3_repo, tree
 
 pytestmark = pytest.mark.integration
@@ -69,30 +70,6 @@ def gpg_keyrings(tmp_path):
         for home in (secret_home, public_home):  # the agents these keyrings started
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False,
                            capture_output=True)
-
-
-@pytest.fixture
-def db_names():
-    made = []
-
-    def make(label: str = "restore") -> str:
-        name = f"offsite_{label}_{_uid()}"
-        made.append(name)
-        return name
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            pg.drop_database(name)
-            for leftover in scratch_databases(name):
-                pg.drop_database(leftover)
-
-
-def scratch_databases(name: str) -> list[str]:
-    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
-                     + pg.quote_literal(name[:40] + "\\_%") + " ORDER BY 1;")
-    return out.split()
 
 
 def assert_ok(r, *tasks):
@@ -243,7 +220,7 @@ def test_bad_input_never_reaches_the_target(sample_db, workdir, db_names):
         assert text in result["msg"], (c, result["msg"])
         assert "Traceback" not in result["msg"] and "pg_restore" not in result["msg"].split(";")[0], (c, result["msg"])
         assert not pg.database_exists(targets[c]), c
-        assert scratch_databases(targets[c]) == [], c
+        assert leftover_databases(targets[c]) == [], c
 
 
 # --------------------------------------------------------------------------------------------
