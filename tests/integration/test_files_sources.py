@@ -102,9 +102,10 @@ def _replace_artifact(backup: dict, payload: bytes) -> None:
     that matches it: only the archive's content is hostile, its checksums are right."""
     path, manifest = Path(backup["path"]), Path(backup["manifest"])
     data = json.loads(manifest.read_text())
-    raw = path.with_suffix("")  # .tar.zst -> .tar: written uncompressed
+    raw = path if path.suffix == ".tar" else path.with_suffix("")  # .tar.zst -> .tar: written uncompressed
     raw.write_bytes(payload)
-    path.unlink()
+    if raw != path:
+        path.unlink()
     data.update(artifact=raw.name, extension="tar", compression="none", size=len(payload),
                 sha256=hashlib.sha256(payload).hexdigest(), raw_size=len(payload))
     manifest.write_text(json.dumps(data))
