@@ -193,13 +193,22 @@ def kill_pg_dump(db: str) -> int:
 # --- the offsite-backup command, and watching a run -------------------------------------------
 
 
-def cli(*args, env_extra=None):
-    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes)."""
+def cli(*args, env_extra=None, wrap=()):
+    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes);
+    ``wrap``: a command line it runs under (see cli_read_only)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LANG": "C",
            "PYTHONPATH": str(COLLECTIONS_PATH)}
     env.update(env_extra or {})
-    return subprocess.run([str(VENV_BIN / "python"), "-m", CLI_MODULE, *args], env=env, text=True,
+    return subprocess.run([*wrap, str(VENV_BIN / "python"), "-m", CLI_MODULE, *args], env=env, text=True,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False)
+
+
+def cli_read_only(directory, *args):
+    """``cli(*args)`` in its own mount namespace, where ``directory`` is an empty tmpfs mounted
+    read-only: what a disk the kernel remounted read-only after I/O errors looks like (EROFS).
+    Nobody outside that namespace sees the mount."""
+    script = 'mount -t tmpfs -o size=1m tmpfs "$0" && mount -o remount,ro "$0" && exec "$@"'
+    return cli(*args, wrap=["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(directory)])
 
 
 @contextlib.contextmanager

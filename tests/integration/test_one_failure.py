@@ -19,9 +19,8 @@ import uuid
 import pytest
 import yaml
 
-from tests.harness import COLLECTIONS_PATH, VENV_BIN
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import CLI_MODULE, local_repo, s3_keys, s3_repo, sftp_repo
+from tests.integration.helpers import cli, cli_read_only, local_repo, s3_keys, s3_repo, sftp_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.sftp]
 
@@ -107,12 +106,7 @@ def test_streamed_run_read_only_local_first_s3_and_sftp_complete(moto, bucket, s
            "repositories": repos, "log": {"path": str(tmp_path / f"{name}.log")}}
     path = tmp_path / f"{name}.yml"
     path.write_text(yaml.safe_dump(job))
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C", "PYTHONPATH": str(COLLECTIONS_PATH)}
-    # the run sees usb as a read-only file system; nobody else does (its own mount namespace)
-    script = (f"mount -t tmpfs -o size=1m tmpfs {usb} && mount -o remount,ro {usb} && "
-              f"exec {VENV_BIN / 'python'} -m {CLI_MODULE} run {path} --json")
-    run = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env, text=True,
-                         capture_output=True, timeout=300, check=False)
+    run = cli_read_only(usb, "run", str(path), "--json")  # only this run sees usb read-only
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     [done] = json.loads(run.stdout)["sets"]
@@ -124,8 +118,7 @@ def test_streamed_run_read_only_local_first_s3_and_sftp_complete(moto, bucket, s
     assert os.path.exists(os.path.join(server_dir, "site", f"{backup_id}.manifest.json"))
     for index, kind in ((1, "s3"), (2, "sftp")):
         target = tmp_path / f"restored-{kind}"
-        restored = subprocess.run([str(VENV_BIN / "python"), "-m", CLI_MODULE, "restore", str(path), "--set", "site",
-                                   "--path", str(target), "--from", str(index), "--work-dir", str(tmp_path)],
-                                  env=env, text=True, capture_output=True, timeout=300, check=False)
+        restored = cli("restore", str(path), "--set", "site", "--path", str(target), "--from", str(index),
+                       "--work-dir", str(tmp_path))
         assert restored.returncode == 0, restored.stderr
         assert _digests(target / str(source).lstrip("/")) == _digests(source), kind

@@ -13,9 +13,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.harness import COLLECTIONS_PATH, VENV_BIN
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import CLI_MODULE, local_repo
+from tests.integration.helpers import cli_read_only, local_repo
 
 pytestmark = [pytest.mark.integration]
 
@@ -78,11 +77,7 @@ def test_dest_on_a_read_only_file_system(source, tmp_path):
            "log": {"path": str(tmp_path / "rodest.log")}}
     path = tmp_path / "rodest.yml"
     path.write_text(yaml.safe_dump(job))
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C", "PYTHONPATH": str(COLLECTIONS_PATH)}
-    script = (f"mount -t tmpfs -o size=1m tmpfs {local} && mount -o remount,ro {local} && "
-              f"exec {VENV_BIN / 'python'} -m {CLI_MODULE} run {path} --json")
-    run = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env, text=True,
-                         capture_output=True, timeout=300, check=False)
+    run = cli_read_only(local, "run", str(path), "--json")
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
     report = json.loads(run.stdout)
     # the job's lock file is the first thing written there: the run stops with a clear error
