@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -91,7 +92,7 @@ class CallbackModule(CallbackBase):
         except AttributeError:
             name = task.get_name()
         self._write(dict(type="task", status=status, task=str(name), action=str(task.action),
-                         host=_host(result).get_name(), result=dict(res), **extra))
+                         host=_host(result).get_name(), result=dict(res), at=time.time(), **extra))
 
     def v2_runner_on_ok(self, result):
         self._event("changed" if _res(result).get("changed") else "ok", result)
@@ -283,4 +284,5 @@ def _task_entry(obj: dict) -> dict:
         "skipped": status == "skipped",
         "ignored": bool(obj.get("ignored", False)),
         "result": obj["result"],
+        "at": obj.get("at"),
     }

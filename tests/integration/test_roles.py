@@ -8,10 +8,12 @@ to both repositories, pings the receiver and pushes metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +25,11 @@ from tests.harness.rolehost import RootSshd
 from tests.harness.services import _ssh_keygen
 from tests.integration.helpers import pg_source, s3_keys
 
+REPO = Path(__file__).resolve().parents[2]
+ENGINE = REPO / "plugins" / "module_utils" / "_engine"
+# a fixed place per checkout: the virtualenv (pip from PyPI) is built once and reused by later
+# runs, and two checkouts on one machine never install their engines into the same one
+RUNNER_DIR = Path("/var/tmp") / f"offsite-role-test-runner-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 CRON_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LOGNAME": "root"}
 
 
@@ -54,8 +61,7 @@ def client_vars(workdir, job_name, moto, bucket, database, receiver, pushgateway
     config = workdir / "etc"
     return {
         "client_manage_packages": True,
-        # a fixed place: the virtualenv (pip from PyPI) is built once and reused by later runs
-        "client_install_dir": "/var/tmp/offsite-role-test-runner",
+        "client_install_dir": str(RUNNER_DIR),
         "client_config_dir": str(config),
         "client_log_dir": str(workdir / "log"),
         "client_command": str(workdir / "bin" / "offsite-backup"),
@@ -84,11 +90,16 @@ def client_vars(workdir, job_name, moto, bucket, database, receiver, pushgateway
     }
 
 
-def plays(client, storage_root, rootsshd, job_name, rsync_key_pub):
+def plays(client, storage_root, rootsshd, job_name, rsync_key_pub, prefix):
     storage = {
         "storage_server_root": str(storage_root),
+        # users and group of this test only: other test sessions on this machine run the roles too
+        "storage_server_user_prefix": prefix,
+        "storage_server_sftp_group": f"{prefix}sftp",
         "storage_server_sshd_config": f"{rootsshd.dropin_dir}/offsite-backup.conf",
-        "storage_server_sshd_reload_command": rootsshd.reload_command(),
+        # no systemd here: the role's fallback, kill -HUP of sshd's pid file, after sshd -t
+        "storage_server_sshd_main_config": rootsshd.config,
+        "storage_server_sshd_pidfile": rootsshd.pidfile,
         "storage_server_clients": [
             # the client role's key, handed over in the same run
             {"name": "target", "access": "sftp",
@@ -107,7 +118,8 @@ def plays(client, storage_root, rootsshd, job_name, rsync_key_pub):
 def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket, sample_db, workdir, rootsshd,
                                                                    storage_root):
     job_name = f"crm{uuid.uuid4().hex[:6]}"
-    storage_user = "obk-target"
+    prefix = f"o{uuid.uuid4().hex[:6]}-"
+    storage_user = f"{prefix}target"
     cron_file = Path(f"/etc/cron.d/offsite-backup-{job_name}")
     pushgateway = Pushgateway().start()
     receiver = HttpReceiver().start()
@@ -117,14 +129,22 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
     (workdir / "bin").mkdir()
     client = client_vars(workdir, job_name, moto, bucket, sample_db, receiver, pushgateway, rootsshd, storage_user)
     try:
-        first = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub), inventory=inventory,
+        first = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub, prefix), inventory=inventory,
                              connection=None)
         assert first.rc == 0, first.output
         assert moto.secret_key not in first.stdout + first.stderr
-        again = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub), inventory=inventory,
-                             connection=None)
-        assert again.rc == 0, again.output
-        assert again.stats["target"]["changed"] == 0, again.output
+        # re-applying changes nothing and is fast, with and without pipelining (docs/role-client.md)
+        for pipelining in ("False", "True"):
+            started = time.monotonic()
+            again = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub, prefix), inventory=inventory,
+                                 connection=None, env={"ANSIBLE_PIPELINING": pipelining})
+            took = time.monotonic() - started
+            print(f"no-change apply of both roles, pipelining={pipelining}: {took:.1f} s, load {os.getloadavg()}")
+            assert again.rc == 0, again.output
+            assert again.stats["target"]["changed"] == 0, again.output
+            # 30 s on an idle machine, scaled by how oversubscribed its cores are now (CI shares them)
+            budget = 30 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+            assert took < budget, (pipelining, took, budget, os.getloadavg())
 
         # files, modes, owners
         config = workdir / "etc"
@@ -135,6 +155,14 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         assert moto.secret_key in (config / f"{job_name}.env").read_text()
         assert moto.secret_key not in (config / f"{job_name}.yml").read_text()
         assert f"[127.0.0.1]:{rootsshd.port} {rootsshd.host_key}" in (config / "known_hosts").read_text()
+
+        # the engine: one wheel of the whole engine directory, every file of it installed (no list
+        # kept by hand: tests/unit/test_engine_wheel.py adds a subpackage), no file-by-file copy
+        site = next((RUNNER_DIR / "venv" / "lib").glob("python3*/site-packages/offsite_backup"))
+        assert ({p.relative_to(site).as_posix() for p in site.rglob("*.py")}
+                == {p.relative_to(ENGINE).as_posix() for p in ENGINE.rglob("*.py")})
+        assert [p.name for p in (RUNNER_DIR / "dist").iterdir()] == [first.result("Copy the engine wheel")["dest"].split("/")[-1]]
+        assert not (RUNNER_DIR / "lib").exists()
 
         # the crontab entry: the seeds' six-hourly schedule
         lines = [line for line in cron_file.read_text().splitlines() if line and not line.startswith("#")]
@@ -181,12 +209,12 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         # the rsync client: rrsync in its directory, no shell, no way out
         ssh_e = "ssh " + " ".join(rootsshd.client_args(rsync_key)) + f" -p {rootsshd.port}"
         (workdir / "payload").write_text("x")
-        put = subprocess.run(["rsync", "-e", ssh_e, str(workdir / "payload"), "obk-other@127.0.0.1:"],
+        put = subprocess.run(["rsync", "-e", ssh_e, str(workdir / "payload"), f"{prefix}other@127.0.0.1:"],
                              capture_output=True, text=True, timeout=60, check=False)
         assert put.returncode == 0, put.stderr
         assert (storage_root / "other" / "backups" / "payload").read_text() == "x"
-        assert rootsshd.ssh("obk-other", rsync_key, "cat", "/etc/passwd").returncode != 0
-        out = subprocess.run(["rsync", "-e", ssh_e, "obk-other@127.0.0.1:../target/backups/", str(workdir / "stolen")],
+        assert rootsshd.ssh(f"{prefix}other", rsync_key, "cat", "/etc/passwd").returncode != 0
+        out = subprocess.run(["rsync", "-e", ssh_e, f"{prefix}other@127.0.0.1:../target/backups/", str(workdir / "stolen")],
                              capture_output=True, text=True, timeout=60, check=False)
         assert not (workdir / "stolen" / "crm_db").exists()
 
@@ -195,7 +223,7 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         client["client_systemd_enable"] = False
         client["client_systemd_dir"] = str(workdir / "systemd")
         (workdir / "systemd").mkdir()
-        timer_run = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub)[:1],
+        timer_run = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub, prefix)[:1],
                                  inventory=inventory, connection=None)
         assert timer_run.rc == 0, timer_run.output
         timer = (workdir / "systemd" / f"offsite-backup-{job_name}.timer").read_text()
@@ -206,7 +234,7 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
 
         # state: absent removes schedule, files and key
         client["client_jobs"][0]["state"] = "absent"
-        removed = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub)[:1],
+        removed = run_playbook(plays(client, storage_root, rootsshd, job_name, rsync_pub, prefix)[:1],
                                inventory=inventory, connection=None)
         assert removed.rc == 0, removed.output
         for gone in (config / f"{job_name}.yml", config / f"{job_name}.env", config / "ssh" / f"{job_name}_ed25519",
@@ -215,6 +243,68 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         assert f"[127.0.0.1]:{rootsshd.port}" not in (config / "known_hosts").read_text()
     finally:
         cron_file.unlink(missing_ok=True)
-        _users_cleanup(["obk-target", "obk-other"])
+        _users_cleanup([storage_user, f"{prefix}other"])
+        subprocess.run(["groupdel", f"{prefix}sftp"], capture_output=True, check=False)
         pushgateway.stop()
         receiver.stop()
+
+
+def _sighups(rootsshd) -> int:
+    return Path(rootsshd.log).read_text().count("Received SIGHUP")
+
+
+def test_storage_server_validates_before_reload_and_retries_a_failed_reload(rootsshd, storage_root, workdir):
+    """No handler that a failed run forgets: until sshd re-read the drop-in, every apply validates
+    (sshd -t) and reloads; without systemd the reload is kill -HUP of sshd's pid file."""
+    uid = uuid.uuid4().hex[:6]
+    dropin = Path(rootsshd.dropin_dir) / f"offsite-{uid}.conf"
+    marker = storage_root / ".sshd-reloaded"
+    broken = workdir / "sshd_config.broken"
+    broken.write_text(Path(rootsshd.config).read_text() + "NoSuchOption yes\n")
+    inventory = rootsshd.inventory(workdir / "inventory")
+    storage = {"storage_server_root": str(storage_root), "storage_server_sshd_config": str(dropin),
+               "storage_server_sftp_group": f"obk-sftp-{uid}", "storage_server_manage_packages": False,
+               "storage_server_sshd_main_config": rootsshd.config, "storage_server_sshd_pidfile": rootsshd.pidfile}
+    task = "Validate the sshd configuration and reload sshd when the drop-in is not yet live"
+
+    def apply(**overrides):
+        return run_playbook([{"hosts": "target", "gather_facts": False, "vars": {**storage, **overrides},
+                              "roles": ["offsite.backup.storage_server"]}], inventory=inventory, connection=None)
+
+    try:
+        hups = _sighups(rootsshd)
+        failed = apply(storage_server_sshd_reload_command="echo 'no service manager here' >&2; exit 1")
+        assert failed.rc != 0 and failed.status(task) == "failed", failed.output
+        assert "no service manager here" in failed.result(task)["stderr"]
+        assert dropin.exists() and not marker.exists()
+
+        retried = apply()                                   # the default: kill -HUP "$(cat pidfile)"
+        assert retried.rc == 0, retried.output
+        assert retried.status(task) == "changed"
+        _wait_for(lambda: _sighups(rootsshd) == hups + 1)
+        assert marker.read_text().strip() == hashlib.sha1(dropin.read_bytes()).hexdigest()
+
+        settled = apply()
+        assert settled.rc == 0 and settled.stats["target"]["changed"] == 0, settled.output
+        assert _sighups(rootsshd) == hups + 1
+
+        # an invalid configuration is never reloaded, and the next valid apply still reloads
+        regrouped = apply(storage_server_sftp_group=f"obk-sftq-{uid}", storage_server_sshd_main_config=str(broken))
+        assert regrouped.rc != 0 and "NoSuchOption" in regrouped.result(task)["stderr"], regrouped.output
+        fixed = apply(storage_server_sftp_group=f"obk-sftq-{uid}")
+        assert fixed.rc == 0 and fixed.status(task) == "changed", fixed.output
+        _wait_for(lambda: _sighups(rootsshd) == hups + 2)
+        assert marker.read_text().strip() == hashlib.sha1(dropin.read_bytes()).hexdigest()
+        assert rootsshd.ssh("root", rootsshd.private_key, "true").returncode == 0   # still serving
+    finally:
+        dropin.unlink(missing_ok=True)
+        rootsshd.reload()
+        for group in (f"obk-sftp-{uid}", f"obk-sftq-{uid}"):
+            subprocess.run(["groupdel", group], capture_output=True, check=False)
+
+
+def _wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
