@@ -210,6 +210,8 @@ def test_dry_run_changes_nothing_and_checks_credentials(moto, bucket, sample_db,
     assert json.loads(result.stdout)["sets"][0]["status"] == "would succeed"
     assert not list((workdir / "local").rglob("*.dump*")) and s3_keys(moto, bucket) == []
     assert receiver.requests == []  # a dry run does not ping
+    # it opens nothing that writes: no local directory, no lock, no log file
+    assert not (workdir / "local").exists() and not (workdir / "log").exists()
 
     (workdir / f"{job['name']}.env").write_text(f"S3_ACCESS_KEY={moto.access_key}\nS3_SECRET_KEY=wrong\n")
     bad = cli("run", str(job_path), "--dry-run")

@@ -9,9 +9,9 @@
     offsite-backup drill /etc/offsite-backup/crm.yml
     offsite-backup cleanup /etc/offsite-backup/crm.yml [--set crm_db] [--dry-run]
 
-The client role installs it as a small wrapper around
-``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli`` in its
-virtualenv. Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the
+The client role installs the engine as the package ``offsite_backup`` (one wheel, see
+packaging/engine_wheel.py) in its virtualenv, with this as its ``offsite-backup`` console script;
+in a checkout, ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli``. Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the
 command line is wrong, 3 another run of the job holds the lock.
 """
 from __future__ import (absolute_import, division, print_function)
@@ -19,6 +19,7 @@ __metaclass__ = type
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -72,8 +73,8 @@ class Tail(logging.Handler):
         return '\n'.join(self.lines)
 
 
-def setup_logging(job, verbose, secrets):
-    """Rotated log file for every run; the terminal gets progress, cron only errors."""
+def setup_logging(job, verbose, secrets, to_file=True):
+    """Rotated log file for every run (not for a dry run); the terminal gets progress, cron only errors."""
     logger = logging.getLogger('offsite-backup.%s' % job['name'])
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -81,17 +82,18 @@ def setup_logging(job, verbose, secrets):
         logger.removeHandler(handler)
     logger.filters = [Redact(secrets)]
     formatter = logging.Formatter('%(asctime)s %(levelname)s [%(process)d] %(message)s')
-    path = job['log']['path']
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=job['log']['max_bytes'],
-                                                            backupCount=job['log']['backups'])
-        os.chmod(path, 0o640)
-        file_handler.setFormatter(formatter)
-        logger.addHandler(file_handler)
-    except (IOError, OSError) as exc:
-        sys.stderr.write('offsite-backup: cannot write the log file %s (%s); logging to stderr only\n'
-                         % (path, exc.strerror or exc))
+    if to_file:
+        path = job['log']['path']
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=job['log']['max_bytes'],
+                                                                backupCount=job['log']['backups'])
+            os.chmod(path, 0o640)
+            file_handler.setFormatter(formatter)
+            logger.addHandler(file_handler)
+        except (IOError, OSError) as exc:
+            sys.stderr.write('offsite-backup: cannot write the log file %s (%s); logging to stderr only\n'
+                             % (path, exc.strerror or exc))
     console = logging.StreamHandler(sys.stdout if verbose else sys.stderr)
     console.setLevel(logging.INFO if verbose else logging.ERROR)
     console.setFormatter(logging.Formatter('%(message)s'))
@@ -185,16 +187,18 @@ def load_job(args):
 def cmd_run(args):
     job, secrets = load_job(args)
     verbose = args.verbose or sys.stdout.isatty()
-    logger, tail = setup_logging(job, verbose, secrets)
+    # a dry run opens nothing that writes: no log file, no local directory, no lock (it only reads)
+    logger, tail = setup_logging(job, verbose, secrets, to_file=not args.dry_run)
     host = job['monitoring'].get('instance') or socket.getfqdn()
     monitor = Monitor(job['monitoring'], job['name'], host, logger)
     local = job['local']['path']
-    os.makedirs(local, mode=0o700, exist_ok=True)
+    if not args.dry_run:
+        os.makedirs(local, mode=0o700, exist_ok=True)
     started = time.time()
     logger.info('job %s: %s on %s', job['name'], 'dry run' if args.dry_run else 'run', host)
     results, error = [], None
     try:
-        with operations.set_lock(local, 'job-%s' % job['name']):
+        with (contextlib.nullcontext() if args.dry_run else operations.set_lock(local, 'job-%s' % job['name'])):
             if not args.dry_run:
                 monitor.start()
             show = Progress(local, sys.stderr) if (sys.stderr.isatty() and not args.dry_run) else None
@@ -398,7 +402,8 @@ def parser():
         return sub
 
     run = common(commands.add_parser('run', help='back up every source of the job'))
-    run.add_argument('--dry-run', action='store_true', help='probe sources and repositories, change nothing')
+    run.add_argument('--dry-run', action='store_true',
+                     help='check the job file, probe sources and repositories; write nothing (no log, no lock)')
     run.add_argument('--verbose', '-v', action='store_true', help='log to stdout even when not on a terminal')
     common(commands.add_parser('list', help='the backups in the local copy and each repository'))
     restore = common(commands.add_parser('restore', help='restore one backup set'))

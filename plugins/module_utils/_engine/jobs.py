@@ -315,8 +315,12 @@ def _run_set(job, entry, result, dry_run, log, logger):
             _note(logger, 'backup set %s: uploaded to %s', name,
                   ', '.join('%s (%s)' % (r.get('location') or r['type'], r['status']) for r in result.uploads))
     if local.get('retention'):
-        result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run,
-                                               log, logger)
+        if dry_run and not os.path.isdir(local['path']):
+            # a dry run creates nothing: a local copy not made yet holds nothing to remove
+            result.retention['local'] = {'location': local['path'], 'would_remove': []}
+        else:
+            result.retention['local'] = _retention(name, local_repository(job), local['retention'], job, dry_run,
+                                                   log, logger)
     if job['repositories']:
         if dry_run:
             # nothing to upload yet: prove every repository is reachable with these credentials

@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover - the engine runs on Python 3
 KEYS = ('heartbeats', 'webhooks', 'pushgateway', 'textfile', 'timeout', 'instance', 'seed_names')
 HEARTBEAT_KEYS = ('url', 'start', 'success', 'fail')
 WEBHOOK_KEYS = ('url', 'format', 'on')
+PUSHGATEWAY_KEYS = ('url',)
+TEXTFILE_KEYS = ('path',)
 WEBHOOK_FORMATS = ('slack', 'json')
 WEBHOOK_EVENTS = ('failure', 'success')
 LOG_TAIL = 10000  # bytes of log sent with a fail ping (healthchecks.io keeps 100 kB)
@@ -96,10 +98,10 @@ def validate(config, where='monitoring'):
         if not isinstance(events, list) or set(events) - set(WEBHOOK_EVENTS):
             raise ConfigError('%s.on must be a list of %s' % (here, ', '.join(WEBHOOK_EVENTS)))
     if config.get('pushgateway'):
-        _only('%s.pushgateway' % where, config['pushgateway'], ('url',))
+        _only('%s.pushgateway' % where, config['pushgateway'], PUSHGATEWAY_KEYS)
         _url('%s.pushgateway.url' % where, config['pushgateway'].get('url'))
     if config.get('textfile'):
-        _only('%s.textfile' % where, config['textfile'], ('path',))
+        _only('%s.textfile' % where, config['textfile'], TEXTFILE_KEYS)
         path = config['textfile'].get('path')
         if not isinstance(path, str) or not os.path.isabs(path) or not path.endswith('.prom'):
             raise ConfigError('%s.textfile.path must be an absolute path ending in .prom' % where,
