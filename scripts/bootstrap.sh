@@ -24,7 +24,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(openssh-server rsync restic age zstd postgresql-client shellcheck chromium prometheus-pushgateway cron prometheus faketime)
+APT_PACKAGES=(openssh-server rsync restic age zstd postgresql-client awscli jq shellcheck chromium prometheus-pushgateway cron prometheus faketime)
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '[bootstrap] %s\n' "$*"; }
