@@ -18,7 +18,7 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.pipeline im
 from ansible_collections.offsite.backup.plugins.module_utils._engine.retention import POLICY_KEYS
 
 SPEC = Path(__file__).resolve().parents[2] / "roles" / "client" / "meta" / "argument_specs.yml"
-PY_TYPES = {str: "str", list: "list", dict: "dict", int: "int"}
+PY_TYPES = {str: "str", list: "list", dict: "dict", int: "int", (str, int): "raw"}
 
 
 def job_spec():
@@ -80,7 +80,7 @@ def test_a_job_with_every_documented_key_is_accepted_by_the_validator():
            "repositories": [{"type": "local", "path": "/mnt/offsite"}],
            "retention": {"keep_daily": 7, "keep_within": "30d", "keep_tags": ["keep"]},
            "min_success": 1, "compression": "gzip", "level": 6, "threads": 2, "tags": ["nightly"],
-           "timezone": "Europe/Berlin",
+           "timezone": "Europe/Berlin", "clock_skew": "2h", "incomplete_grace": 12,
            "encryption": {"recipients": ["age1" + "q" * 58]},
            "log": {"path": "/var/log/offsite-backup/x.log", "max_bytes": 1024, "backups": 2},
            "monitoring": {"heartbeats": [{"url": "https://hc-ping.com/u"},
