@@ -11,8 +11,9 @@
 
 The client role installs the engine as the package ``offsite_backup`` (one wheel, see
 packaging/engine_wheel.py) in its virtualenv, with this as its ``offsite-backup`` console script;
-in a checkout, ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli``. Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the
-command line is wrong, 3 another run of the job holds the lock.
+in a checkout, ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli``.
+Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the command line is
+wrong, 3 another run of the job holds the lock.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
