@@ -13,10 +13,11 @@ import tarfile
 from tests.harness import VENV_BIN
 from tests.harness.ansible import REPO_ROOT
 
-# what a user of the collection needs; everything else tracked (tests, bench, scripts, demo, CI
-# and tool configuration) stays in the repository
+# what a user of the collection needs (packaging/: the client role builds the engine wheel with it
+# on the controller; pyproject.toml names it as build backend); everything else tracked (tests,
+# bench, scripts, demo, CI and tool configuration) stays in the repository
 SHIPPED = {"CHANGELOG.md", "README.md", "bindep.txt", "requirements.txt", "changelogs", "docs", "extensions", "meta",
-           "playbooks", "plugins", "roles"}
+           "playbooks", "plugins", "roles", "packaging", "pyproject.toml"}
 GENERATED = {"MANIFEST.json", "FILES.json"}
 
 
