@@ -94,3 +94,12 @@ def test_pip_installs_the_wheel_with_the_console_script(tmp_path):
                           env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: offsite-backup"), proc.stderr
+
+    # every module imports as part of offsite_backup: the engine uses relative imports only
+    names = sorted("offsite_backup." + ".".join(p.relative_to(target / "offsite_backup").with_suffix("").parts)
+                   for p in (target / "offsite_backup").rglob("*.py") if p.name != "__init__.py")
+    imported = subprocess.run([sys.executable, "-c", "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)",
+                               *names], env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert len(names) > 25
