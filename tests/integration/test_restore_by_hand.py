@@ -61,7 +61,7 @@ def backups(moto, sshd, tmp_path_factory):
     uid = uuid.uuid4().hex[:8]
     plain_db, other_db, secret_db = (f"offsite_byhand_{uid}_{n}" for n in ("plain", "other", "secret"))
     for name in (plain_db, other_db, secret_db):
-        pg.create_sample_database(name, scale=0.2)
+        pg.create_sample_database(name, scale=0.05)
     files = work / "srv" / "www"
     (files / "static").mkdir(parents=True)
     (files / "index.html").write_text("<h1>crm</h1>\n")

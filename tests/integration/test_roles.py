@@ -188,7 +188,7 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         landed = list((storage_root / "target" / "backups" / "crm_db").glob("*.manifest.json"))
         assert len(landed) == 1
         assert receiver.paths() == [f"/hc/{job_name}/start", f"/hc/{job_name}"]
-        labels = frozenset({"job": job_name, "source": "crm_db", "instance": "target"}.items())
+        labels = frozenset({"job": job_name, "source": "crm_db", "source_type": "postgresql", "instance": "target"}.items())
         assert pushgateway.samples("backup_success")[labels] == 1
 
         # the client's key: SFTP in its jail only, no shell, nothing of the other host
