@@ -123,7 +123,8 @@ class PlaybookResult:
     rc: int
     stdout: str
     stderr: str
-    #: task name -> {"status", "changed", "failed", "skipped", "ignored", "action", "host", "result"}
+    #: task name -> {"status", "changed", "failed", "skipped", "ignored", "action", "host", "result", "at"}
+    #: ("at": the controller's time.time() when the result came in)
     #: for host ``localhost`` (else the first host seen); a repeated name keeps the last one
     tasks: dict = field(default_factory=dict)
     #: host -> {"ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored"}
