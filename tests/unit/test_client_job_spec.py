@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine import jobs, monitoring
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill, jobs, monitoring
 from ansible_collections.offsite.backup.plugins.module_utils._engine.encryption import DUMP_OPTIONS
 from ansible_collections.offsite.backup.plugins.module_utils._engine.pipeline import COMPRESSIONS
 from ansible_collections.offsite.backup.plugins.module_utils._engine.retention import POLICY_KEYS
@@ -46,6 +46,8 @@ def options(path: str) -> dict:
     ("monitoring.webhooks", set(monitoring.WEBHOOK_KEYS)),
     ("monitoring.pushgateway", set(monitoring.PUSHGATEWAY_KEYS)),
     ("monitoring.textfile", set(monitoring.TEXTFILE_KEYS)),
+    ("drill", set(drill.KEYS)),
+    ("drill.pushgateway", set(monitoring.PUSHGATEWAY_KEYS)),
 ])
 def test_the_documented_keys_are_the_accepted_keys(path, keys):
     assert set(options(path)) == keys
@@ -62,6 +64,11 @@ def test_types_and_required_match_the_validator(path, table):
     for key, (kind, required) in table.items():
         assert documented[key]["type"] == PY_TYPES[kind], key
         assert bool(documented[key].get("required")) == required, key
+
+
+def test_drill_defaults_are_the_engine_defaults():
+    documented = options("drill")
+    assert {k: documented[k]["default"] for k in drill.DEFAULTS} == drill.DEFAULTS
 
 
 def test_encryption_types_and_choices_match():
@@ -88,7 +95,10 @@ def test_a_job_with_every_documented_key_is_accepted_by_the_validator():
                                           "fail": "https://m.example/f"}],
                           "webhooks": [{"url": "https://hooks.slack.com/x", "format": "json", "on": ["success"]}],
                           "pushgateway": {"url": "http://pg:9091"}, "textfile": {"path": "/var/lib/node/x.prom"},
-                          "timeout": 5, "instance": "crm1"}}
+                          "timeout": 5, "instance": "crm1"},
+           "drill": {"report_dir": "/var/lib/offsite-backup/drills", "scratch_root": "/var/tmp", "rpo_seconds": 90000,
+                     "rto_seconds": 3600, "mark_proven": False, "pushgateway": {"url": "http://pg:9091"},
+                     "queries": {"crm_db": [{"name": "users", "sql": "SELECT count(*) FROM users", "min": 1}]}}}
     assert set(job) - {"name"} == set(options(""))
     jobs.validate(job)
 
