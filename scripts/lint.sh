@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run ansible-lint (profile production, offline) over the collection, the way CI does.
+# Run ansible-lint (profile production, offline) over the collection, and ruff over the Python
+# code (plugins/, tests/, scripts/, bench/; rules in ruff.toml), the way CI does.
 #
 #   scripts/lint.sh [extra ansible-lint arguments or paths]
 #
@@ -23,10 +24,12 @@ VENV="${VENV:-$REPO/.venv}"
 
 say() { printf '[lint] %s\n' "$*"; }
 
-if [ ! -x "$VENV/bin/ansible-lint" ]; then
-    say "ERROR: $VENV/bin/ansible-lint not found; run scripts/bootstrap.sh first" >&2
-    exit 2
-fi
+for tool in ansible-lint ruff; do
+    if [ ! -x "$VENV/bin/$tool" ]; then
+        say "ERROR: $VENV/bin/$tool not found; run scripts/bootstrap.sh first" >&2
+        exit 2
+    fi
+done
 
 COLLECTIONS="$REPO/.cache/collections"
 LINK="$COLLECTIONS/ansible_collections/offsite/backup"
@@ -60,6 +63,8 @@ from ansiblelint.__main__ import _run_cli_entrypoint
 sys.argv[0] = "ansible-lint"
 sys.exit(_run_cli_entrypoint())
 ' --nocolor --config-file "$REPO/.ansible-lint" "$@" || status=$?
+say "ruff check (rules: ruff.toml)"
+"$VENV/bin/ruff" check --no-cache --config "$REPO/ruff.toml" plugins tests scripts bench || status=$?
 if [ "$status" -ne 0 ]; then
     say "FAILED (exit $status)"
 else

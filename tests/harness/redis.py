@@ -21,8 +21,8 @@ _COLLECTIONS = str(Path(__file__).resolve().parents[2] / ".cache" / "collections
 if _COLLECTIONS not in sys.path:
     sys.path.insert(0, _COLLECTIONS)
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.redis import (RespConnection, keyspace,
-                                                                                          parse_info)  # noqa: E402
+from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.redis import (  # noqa: E402
+    RespConnection, keyspace, parse_info)
 from tests.harness.services import free_port  # noqa: E402
 
 

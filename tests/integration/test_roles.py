@@ -217,8 +217,8 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
         assert put.returncode == 0, put.stderr
         assert (storage_root / "other" / "backups" / "payload").read_text() == "x"
         assert rootsshd.ssh(f"{prefix}other", rsync_key, "cat", "/etc/passwd").returncode != 0
-        out = subprocess.run(["rsync", "-e", ssh_e, f"{prefix}other@127.0.0.1:../target/backups/", str(workdir / "stolen")],
-                             capture_output=True, text=True, timeout=60, check=False)
+        subprocess.run(["rsync", "-e", ssh_e, f"{prefix}other@127.0.0.1:../target/backups/", str(workdir / "stolen")],
+                       capture_output=True, text=True, timeout=60, check=False)
         assert not (workdir / "stolen" / "crm_db").exists()
 
         # systemd backend: unit files with randomized delay and catch-up, no cron entry left
