@@ -45,6 +45,11 @@ options:
     type: str
 requirements:
   - jmespath (Python) for O(query)
+seealso:
+  - module: offsite.backup.upload
+  - module: offsite.backup.retention
+  - module: offsite.backup.restore
+  - module: offsite.backup.verify
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

@@ -96,6 +96,9 @@ options:
   repository:
     description: Not used; accepted so that C(module_defaults) for C(group/offsite.backup.all) apply.
     type: dict
+seealso:
+  - module: offsite.backup.restore
+  - module: offsite.backup.retention
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

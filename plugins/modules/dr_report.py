@@ -81,6 +81,10 @@ options:
     description: Directory that keeps the reports (the history of the chart).
     type: path
     required: true
+seealso:
+  - module: offsite.backup.restore
+  - module: offsite.backup.verify
+  - module: offsite.backup.backup_info
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

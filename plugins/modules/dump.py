@@ -175,6 +175,10 @@ requirements:
   - C(pg_dump) and C(psql) of the server's major version (postgresql source), GNU C(tar) (files source)
   - C(mariadb-dump) or C(mysqldump) and the C(mariadb) or C(mysql) client (mysql source), C(redis-cli) (redis source)
   - zstandard (Python) for zstd compression
+seealso:
+  - module: offsite.backup.upload
+  - module: offsite.backup.restore
+  - module: offsite.backup.retention
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

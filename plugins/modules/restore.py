@@ -176,6 +176,10 @@ options:
         It must hold the uncompressed size; this is checked before anything is downloaded.
         Defaults to the system temporary directory.
     type: path
+seealso:
+  - module: offsite.backup.backup_info
+  - module: offsite.backup.verify
+  - module: offsite.backup.cleanup
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

@@ -144,6 +144,10 @@ options:
     default: 24
   repository:
     description: The repository to apply the policy to. Ignored when O(backups) is given.
+seealso:
+  - module: offsite.backup.backup_info
+  - module: offsite.backup.upload
+  - module: offsite.backup.s3_bucket
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

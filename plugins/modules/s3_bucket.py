@@ -137,6 +137,9 @@ options:
 notes:
   - Supports AWS S3 and S3-compatible stores that implement these bucket APIs; a store that lacks
     one fails with the S3 error of that setting.
+seealso:
+  - module: offsite.backup.upload
+  - module: offsite.backup.retention
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

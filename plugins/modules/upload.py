@@ -61,6 +61,11 @@ options:
 requirements:
   - boto3 (Python) for C(s3) repositories
   - paramiko (Python) for C(sftp) repositories
+seealso:
+  - module: offsite.backup.dump
+  - module: offsite.backup.backup_info
+  - module: offsite.backup.retention
+  - module: offsite.backup.s3_bucket
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''

@@ -66,6 +66,10 @@ options:
     type: str
 requirements:
   - C(pg_restore) and GNU C(tar) to validate PostgreSQL and file backups; C(age) or C(gpg) to decrypt
+seealso:
+  - module: offsite.backup.backup_info
+  - module: offsite.backup.restore
+  - module: offsite.backup.dr_report
 author:
   - offsite.backup maintainers (!UNKNOWN)
 '''
