@@ -85,7 +85,9 @@ def restored_db():
 
 
 def test_job_templates_take_their_settings_from_the_inventory(moto, bucket, sample_db, workdir, restored_db):
-    backup_id = backup_to(s3_repo(moto, bucket), "crm", sample_db, workdir / "dumps")
+    # a set name of its own: the drill tests look for scratch databases of their sets ('crm_drill_...')
+    name = f"awx{uuid.uuid4().hex[:8]}"
+    backup_id = backup_to(s3_repo(moto, bucket), name, sample_db, workdir / "dumps")
     # keys come from the credential (env), never from the inventory
     repo = {k: v for k, v in s3_repo(moto, bucket).items() if k not in ("access_key", "secret_key")}
 
@@ -116,11 +118,11 @@ def test_job_templates_take_their_settings_from_the_inventory(moto, bucket, samp
         target = {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}
         # group_vars/ and host_vars/ files (an inventory or project from git)
         write_yaml(inventory / "group_vars" / "drill.yml", {
-            "offsite_dr_sets": [{"name": "crm", "repositories": [repo], "target": target}],
+            "offsite_dr_sets": [{"name": name, "repositories": [repo], "target": target}],
             "offsite_dr_heartbeat_url": rx.url + "/drill-heartbeat"})
         write_yaml(inventory / "host_vars" / "drill-host.yml", {"offsite_dr_report_dir": str(workdir / "drills")})
         write_yaml(inventory / "group_vars" / "rebuild.yml", {
-            "offsite_dr_sets": [{"name": "crm", "repositories": [repo], "target": dict(target, database=restored_db)}],
+            "offsite_dr_sets": [{"name": name, "repositories": [repo], "target": dict(target, database=restored_db)}],
             "offsite_dr_postgresql": {"manage": False},
             "offsite_dr_install_packages": False,
             "offsite_dr_report_dir": str(workdir / "rebuilds")})
@@ -146,7 +148,7 @@ def test_job_templates_take_their_settings_from_the_inventory(moto, bucket, samp
         # the survey says replace; the inventory says not to keep the previous database
         pg.run_sql(restored_db, "CREATE TABLE public.drift (x int)")
         restore, out = run_template(pdd, "restore.yml", survey_answers(
-            "restore.yml", offsite_restore_hosts="db", offsite_restore_set="crm", offsite_restore_mode="replace"))
+            "restore.yml", offsite_restore_hosts="db", offsite_restore_set=name, offsite_restore_mode="replace"))
         assert restore.rc == 0, out
         assert pg.fingerprint(restored_db) == pg.fingerprint(sample_db)
         assert pg.run_sql("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{restored_db}%'").split() \

@@ -31,8 +31,10 @@ def backup_to(repo: dict, name: str, database: str, dumps: Path) -> str:
     return r.result("dump")["backup"]["id"]
 
 
-def drill_databases() -> list[str]:
-    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE '%\\_drill\\_%'")
+def drill_databases(sets=("crm", "erp")) -> list[str]:
+    """Scratch databases of drills of these sets (other tests drill sets of their own names)."""
+    where = " OR ".join("datname LIKE '%s\\_drill\\_%%'" % name for name in sets)
+    out = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE " + where)
     return [line for line in out.splitlines() if line]
 
 
