@@ -400,29 +400,65 @@ def test_killed_restores_leave_the_old_or_the_new_database(moto, bucket, sshd, s
                for place, kind in (("local", "local"), ("0", "s3"), ("1", "sftp"), ("2", "rsync"))]
     rng.shuffle(faults)
 
-    current, scratch_left = backups[0], []
+    current, removed = backups[0], 0
     for index, (place, fault) in enumerate(faults):
         what = f"seed {SEED}, restore fault {index} from {place}: {fault}"
         wanted = backups[1] if current == backups[0] else backups[0]
         result = engine.run(*restore, "--backup", wanted, "--from", place, fault=fault)
         assert result.returncode in (-signal.SIGKILL, 0), f"{what}: {result.returncode} {result.stderr}"
+        removed += result.stdout.count("left by a killed restore")
         now = pg.fingerprint(target)
         assert now in (contents[current], contents[wanted]), f"{what}: the target is neither the old nor the new"
         current = current if now == contents[current] else wanted
-        scratch_left += _drop_scratch(target)
-    print(f"fault injection (seed {SEED}): {engine.kills} restores killed of {len(faults)}; "
-          f"scratch databases left: {len(scratch_left)}")
+    # the next restore of the target removes what the killed ones left (known gaps: see below)
+    final = engine.run(*restore, "--backup", backups[0], "--from", "local")
+    assert final.returncode == 0, final.stderr
+    removed += final.stdout.count("left by a killed restore")
+    left = _scratch_of(target)
+    print(f"fault injection (seed {SEED}): {engine.kills} restores killed of {len(faults)}; the next restores "
+          f"removed {removed} scratch databases; left: {sorted(left)}")
+    assert [name for name, owner in left.items() if name[len(target):].startswith("_restore_") and owner] == [], (
+        f"seed {SEED}: scratch databases of killed restores were not removed: {left}")
+    for name in left:
+        pg.drop_database(name)
     assert engine.kills >= 12, f"only {engine.kills} of {len(faults)} restore faults were injected"
 
 
-def _drop_scratch(target: str) -> list[str]:
-    """The scratch and previous databases a killed restore left for ``target``, dropped."""
-    names = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
-                                   f"{pg.quote_literal(target[:40] + '_restore_%')} OR datname LIKE "
-                                   f"{pg.quote_literal(target[:40] + '_previous_%')};").split()
-    for name in names:
+def _scratch_of(target: str) -> dict:
+    """{name: comment} of the scratch and previous databases of ``target``."""
+    rows = pg.run_sql("postgres", "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') "
+                                  "FROM pg_database WHERE datname LIKE "
+                                  f"{pg.quote_literal(target + '_restore_%')} OR datname LIKE "
+                                  f"{pg.quote_literal(target + '_previous_%')};")
+    return dict(line.split("|", 1) for line in rows.splitlines() if line)
+
+
+@pytest.mark.parametrize("label, left", [
+    pytest.param("after sql creating the scratch database <scratch>", "_restore_", marks=pytest.mark.xfail(
+        strict=True, reason="issue 12 item 6: a scratch database is marked with its owner only after CREATE "
+                            "DATABASE; killed in between, no later run may remove it")),
+    pytest.param("after sql swapping the restored database into place", "_previous_", marks=pytest.mark.xfail(
+        strict=True, reason="issue 12 item 6: the previous database of a replace killed after the swap is "
+                            "never swept (sweep_scratch looks at _restore_ names only; a kept previous must stay)")),
+    ("after load", "_restore_"),
+])
+def test_the_next_restore_removes_what_a_killed_one_left(label, left, moto, bucket, source_db, workdir,
+                                                          unique_db_name):
+    job = write_job(workdir, source_db, [s3_repo(moto, bucket, prefix="srv1")], name="sweep")
+    engine = Engine(workdir)
+    assert engine.run("run", str(job)).returncode == 0
+    restore = ("restore", str(job), "--set", SET, "--database", unique_db_name, "--mode", "replace", "--from", "0")
+    assert engine.run(*restore).returncode == 0
+    killed = engine.run(*restore, fault={"label": label, "nth": 1})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [n for n in _scratch_of(unique_db_name) if n[len(unique_db_name):].startswith(left)], (
+        f"killed at {label}, nothing was left behind")
+    after = engine.run(*restore)
+    assert after.returncode == 0, after.stderr
+    left_over = _scratch_of(unique_db_name)
+    for name in left_over:
         pg.drop_database(name)
-    return names
+    assert left_over == {}, f"killed at {label}; the next restore left {left_over}"
 
 
 # -- restic: a killed backup, upload, forget or prune ------------------------------------------------
