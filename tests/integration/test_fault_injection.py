@@ -443,7 +443,7 @@ def _scratch_of(target: str) -> dict:
     ("after load", "_restore_"),
 ])
 def test_the_next_restore_removes_what_a_killed_one_left(label, left, moto, bucket, source_db, workdir,
-                                                          unique_db_name):
+                                                         unique_db_name):
     job = write_job(workdir, source_db, [s3_repo(moto, bucket, prefix="srv1")], name="sweep")
     engine = Engine(workdir)
     assert engine.run("run", str(job)).returncode == 0
