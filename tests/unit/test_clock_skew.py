@@ -278,4 +278,3 @@ def test_offsite_backup_restore_prints_what_latest_skipped(tmp_path, store_backu
     out, err = capsys.readouterr()
     assert code == 0 and ('restored %s' % good) in out
     assert 'warning: skipped backup %s' % future in err and 'clock_skew 2h' in err
-
