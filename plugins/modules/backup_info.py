@@ -98,6 +98,7 @@ backups:
   description: Backups, newest first (or the result of O(query)).
   returned: always
   type: list
+  sample: [{"id": "crm_20261123T030000Z", "name": "crm", "created": "2026-11-23T03:00:00Z", "size": 48213377, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "complete": true, "legacy": false, "proven": true, "suspect": false, "tags": ["nightly"], "stored_bytes": 48214102}]
   elements: dict
   contains:
     id:
@@ -139,21 +140,25 @@ latest:
   description: The newest complete backup that is not suspect, or null.
   returned: always
   type: dict
+  sample: {"id": "crm_20261123T030000Z", "created": "2026-11-23T03:00:00Z", "size": 48213377, "complete": true, "legacy": false, "tags": ["nightly"]}
 suspect:
   description:
     - Ids of the complete backups dated more than O(clock_skew) in the future, newest first; each also
       gives a warning. Check the clock of the machine that made them; delete them by hand if they are bogus.
   returned: always
   type: list
+  sample: []
   elements: str
 count:
   description: Number of complete backups.
   returned: always
   type: int
+  sample: 30
 total_size:
   description: Bytes stored by all listed artifacts.
   returned: always
   type: int
+  sample: 1446401310
 stored_bytes:
   description:
     - Bytes the set occupies in the repository, what the provider bills - artifacts and manifests of
@@ -193,14 +198,17 @@ location:
   description: Where the set lives (no credentials).
   returned: always
   type: str
+  sample: "s3://crm-backups/prod/crm"
 repository:
   description: The repository's stable name (its O(repository.name), else its root location), as metrics label it.
   returned: always
   type: str
+  sample: "offsite-eu"
 executed_commands:
   description: Commands the module ran.
   returned: always
   type: list
+  sample: []
   elements: str
 '''
 

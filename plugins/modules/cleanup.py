@@ -142,6 +142,7 @@ executed_commands:
   description: Commands the module ran, without secrets.
   returned: always
   type: list
+  sample: ["psql -X -h 127.0.0.1 -U postgres -d postgres -c DROP DATABASE crm_restore_1a2b3c"]
   elements: str
 '''
 

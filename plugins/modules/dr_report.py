@@ -106,22 +106,27 @@ report:
   description: The report (as written to the JSON file).
   returned: always
   type: dict
+  sample: {"kind": "drill", "success": true, "sets": [{"name": "crm", "success": true, "age_seconds": 25200.0, "recovery_seconds": 312.4, "checks": []}]}
 success:
   description: Whether every set was restored, passed its checks and met its RPO and RTO objectives.
   returned: always
   type: bool
+  sample: true
 paths:
   description: Paths of the C(json), C(markdown) and C(html) files.
   returned: always
   type: dict
+  sample: {"markdown": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.md", "json": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.json", "html": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.html"}
 markdown:
   description: The Markdown report.
   returned: always
   type: str
+  sample: "# DR drill 2026-11-23T08:00:00Z: passed\n..."
 metrics:
   description: The report in Prometheus text format.
   returned: always
   type: str
+  sample: "dr_drill_success{set=\"crm\"} 1\n"
 '''
 
 from ansible.module_utils.basic import AnsibleModule

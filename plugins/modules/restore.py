@@ -224,6 +224,7 @@ backup:
   description: The backup that was restored (as in M(offsite.backup.backup_info)).
   returned: always
   type: dict
+  sample: {"id": "crm_20261123T030000Z", "name": "crm", "created": "2026-11-23T03:00:00Z", "size": 48213377}
 target:
   description: The target, described.
   returned: always
@@ -233,45 +234,55 @@ mode:
   description: The restore mode.
   returned: always
   type: str
+  sample: "create"
 age_seconds:
   description: Age of the backup when restored (the recovery point actually achieved).
   returned: always
   type: int
+  sample: 25200
 status:
   description: C(restored), or C(would restore) in check mode.
   returned: always
   type: str
+  sample: "restored"
 restored:
   description: What was restored (database or path, whether it replaced one).
   returned: when restored
   type: dict
+  sample: {"type": "postgresql", "database": "crm_db_test"}
 duration:
   description: Seconds from start to restored.
   returned: when restored
   type: float
+  sample: 312.4
 download_seconds:
   description: Seconds spent downloading, verifying and decompressing.
   returned: when restored
   type: float
+  sample: 18.2
 proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored
   type: str
+  sample: "s3://crm-backups/prod/crm/crm_20261123T030000Z.proven.json"
 cleaned:
   description:
     - What killed restores of this target left (scratch databases, work directories) and this run removed before
       it started, one line each; see M(offsite.backup.cleanup).
   returned: when restored
   type: list
+  sample: []
   elements: str
 restore_seconds:
   description: Seconds spent loading the target.
   returned: when restored
   type: float
+  sample: 290.1
 executed_commands:
   description: Commands the module ran, without secrets.
   returned: always
   type: list
+  sample: ["pg_restore --exit-on-error --jobs=2 --dbname=crm_db_test_restore_1a2b3c"]
   elements: str
 '''
 

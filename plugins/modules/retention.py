@@ -201,30 +201,36 @@ keep:
   description: Ids of the backups kept, newest first.
   returned: always
   type: list
+  sample: ["crm_20261123T030000Z", "crm_20261122T030000Z"]
   elements: str
 remove:
   description: Ids of the backups the policy removes (removed, or would be in check mode and planning).
   returned: always
   type: list
+  sample: ["crm_20261020T030000Z"]
   elements: str
 reasons:
   description: For each kept id, why (restic's wording, e.g. C(daily snapshot), C(within 7d)).
   returned: always
   type: dict
+  sample: {"crm_20261123T030000Z": ["last snapshot", "daily snapshot"], "crm_20261122T030000Z": ["daily snapshot"]}
 removed:
   description: Ids actually deleted.
   returned: with repository
   type: list
+  sample: ["crm_20261020T030000Z"]
   elements: str
 incomplete:
   description: Keys of incomplete leftovers past the grace period.
   returned: with repository
   type: list
+  sample: ["crm/crm_20261121T030000Z.dump.zst"]
   elements: str
 incomplete_removed:
   description: Keys of incomplete leftovers actually deleted.
   returned: with repository
   type: list
+  sample: ["crm/crm_20261121T030000Z.dump.zst"]
   elements: str
 suspect:
   description:
@@ -232,11 +238,13 @@ suspect:
       automatically), take no part in the rules, and each gives a warning.
   returned: always
   type: list
+  sample: []
   elements: str
 kept_as_proven:
   description: Id of the newest proven backup, kept although the policy would have removed it.
   returned: with repository
   type: str
+  sample: "crm_20261123T030000Z"
 locked:
   description:
     - Backups the policy removes but that are still under S3 Object Lock, each C({id, retain_until}).
@@ -244,6 +252,7 @@ locked:
       deletes them once the lock has expired.
   returned: with repository
   type: list
+  sample: [{"id": "crm_20261019T030000Z", "retain_until": "2026-12-19T03:00:00Z"}]
   elements: dict
 lock_extended:
   description:
@@ -251,6 +260,7 @@ lock_extended:
       extended to cover how long the policy keeps them, each C({id, retain_until}).
   returned: with repository
   type: list
+  sample: [{"id": "crm_20261101T030000Z", "retain_until": "2027-11-01T03:00:00Z"}]
   elements: dict
 incomplete_uploads_aborted:
   description:
@@ -258,16 +268,19 @@ incomplete_uploads_aborted:
       (in check mode, the ones that would be).
   returned: with repository
   type: list
+  sample: []
   elements: str
 damaged:
   description: Backups whose manifest and artifact disagree; never deleted automatically.
   returned: with repository
   type: list
+  sample: []
   elements: dict
 cost:
   description: The estimate asked for with O(estimate_cost); amounts in each provider's currency.
   returned: when O(estimate_cost) is given
   type: dict
+  sample: {"backups_made": 365, "backups_kept": 53, "stored_bytes_max": 2555322981, "months": 12}
   contains:
     backups_made:
       description: Backups simulated.
@@ -295,6 +308,7 @@ executed_commands:
   description: Commands the module ran.
   returned: always
   type: list
+  sample: []
   elements: str
 '''
 

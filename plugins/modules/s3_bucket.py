@@ -179,14 +179,17 @@ bucket:
   description: The bucket name.
   returned: always
   type: str
+  sample: "crm-backups"
 created:
   description: Whether the bucket was (or in check mode would be) created.
   returned: always
   type: bool
+  sample: true
 changes:
   description: Settings that were (or would be) changed, for example C(lifecycle), C(versioning).
   returned: always
   type: list
+  sample: ["versioning", "lifecycle", "block_public_access"]
   elements: str
 state:
   description:
@@ -195,22 +198,27 @@ state:
       and C(encryption).
   returned: always
   type: dict
+  sample: {"exists": true, "versioning": "Enabled", "object_lock": true, "object_lock_default": null, "lifecycle": [{"ID": "offsite-abort-incomplete-uploads", "Status": "Enabled"}], "block_public_access": true, "encryption": "AES256"}
 iam_policy:
   description: Least-privilege IAM policy for the backup key, scoped to the bucket and O(prefix).
   returned: always
   type: dict
+  sample: {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::crm-backups/*"}]}
 iam_policy_json:
   description: RV(iam_policy) as indented JSON, ready for C(aws iam put-user-policy).
   returned: always
   type: str
+  sample: "{\"Version\": \"2012-10-17\", \"Statement\": [...]}"
 diff:
   description: Settings before and after.
   returned: always
   type: dict
+  sample: {"before": {}, "after": {"versioning": "Enabled"}}
 executed_commands:
   description: Commands the module ran (none; it talks to S3 directly).
   returned: always
   type: list
+  sample: []
   elements: str
 '''
 

@@ -114,22 +114,27 @@ status:
   description: C(snapshot) (made), C(unchanged) (nothing changed since the newest snapshot) or C(would snapshot) (check mode).
   returned: always
   type: str
+  sample: "snapshot"
 previous:
   description: Id of the newest complete snapshot before this run (the C(--link-dest) one), if any.
   returned: always
   type: str
+  sample: "www/www_20261122T030000Z"
 location:
   description: Where the set's snapshots are (no credentials).
   returned: always
   type: str
+  sample: "rsync://backup@nas.example.com:22/srv/backups/www/www_20261123T030000Z"
 changes:
   description: Entries rsync would change (check mode or unchanged); unknown without a previous snapshot.
   returned: when no snapshot was made
   type: int
+  sample: 12
 backup:
   description: The snapshot that was made.
   returned: when status is snapshot
   type: dict
+  sample: {"id": "www_20261123T030000Z", "files": 4211, "size": 734003200, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
   contains:
     id:
       description: Backup id.
@@ -149,10 +154,12 @@ transfer:
       C(source_bytes)), and C(wire_bytes), the bytes of all passes of this snapshot.
   returned: when status is snapshot
   type: dict
+  sample: {"bytes_sent": 1052331, "bytes_received": 4211, "transferred_bytes": 1048576, "files_transferred": 12, "source_bytes": 734003200, "wire_bytes": 1056542}
 executed_commands:
   description: Commands the module ran (rsync with its ssh command line; no secrets).
   returned: always
   type: list
+  sample: ["rsync -a --link-dest=../www_20261122T030000Z ..."]
   elements: str
 '''
 

@@ -105,6 +105,7 @@ backup:
   description: The backup that was uploaded.
   returned: always
   type: dict
+  sample: {"id": "crm_20261123T030000Z", "name": "crm", "size": 48213377, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
   contains:
     id:
       description: Backup id.
@@ -122,6 +123,7 @@ repositories:
   description: One entry per repository, in the order given.
   returned: always
   type: list
+  sample: [{"type": "s3", "repository": "offsite-eu", "key": "crm/crm_20261123T030000Z.dump.zst", "location": "s3://crm-backups/prod/crm/crm_20261123T030000Z.dump.zst", "status": "uploaded", "bytes": 48213377, "duration": 6.2}]
   elements: dict
   contains:
     type:
@@ -166,6 +168,7 @@ executed_commands:
   description: Commands the module ran (none for the built-in repository types).
   returned: always
   type: list
+  sample: []
   elements: str
 '''
 

@@ -100,6 +100,7 @@ ok:
   description: Whether every check passed (the task fails otherwise).
   returned: always
   type: bool
+  sample: true
 failures:
   description: One line per failed check, naming the repository and the backup.
   returned: always
@@ -110,18 +111,22 @@ checked:
   description: Number of backups listed, over all repositories.
   returned: always
   type: int
+  sample: 30
 read:
   description: Number of backups downloaded and read, over all repositories.
   returned: always
   type: int
+  sample: 3
 consistent:
   description: With several repositories, whether they hold the same backups with the same checksums.
   returned: when several repositories are given
   type: bool
+  sample: true
 repositories:
   description: Per repository, in the order given.
   returned: always
   type: list
+  sample: [{"type": "s3", "location": "s3://crm-backups/prod/crm", "newest": "crm_20261123T030000Z", "backups": [{"id": "crm_20261123T030000Z", "status": "ok", "read": true}]}]
   elements: dict
   contains:
     type:
@@ -170,6 +175,7 @@ executed_commands:
   description: Commands the module ran, without secrets.
   returned: always
   type: list
+  sample: []
   elements: str
 '''
 
