@@ -75,6 +75,11 @@ class LockedError(BackupError):
     kind = 'locked'
 
 
+class AuthenticityError(BackupError):
+    """With trusted signing keys given: a backup is unsigned, or its signature does not verify."""
+    kind = 'authenticity'
+
+
 class LocalIOError(BackupError):
     """A local file or directory could not be read or written: read-only file system, I/O
     error, busy mount point."""
