@@ -113,6 +113,16 @@ def _hide_url_credentials(module, value):
             _hide_url_credentials(module, item)
 
 
+def signing_spec():
+    """Signing key (dump, snapshot) and trusted public keys (restore, verify, backup_info,
+    retention); one dict for both sides. Documented in doc_fragments/signing.py."""
+    return dict(
+        key_file=dict(type='path', no_log=False),
+        trusted_keys=dict(type='list', elements='str', no_log=False),
+        trusted_keys_file=dict(type='path'),
+    )
+
+
 def run(module, operation, **kwargs):
     """Call an engine operation and exit the module with its result or a clear failure."""
     _hide_url_credentials(module, module.params)

@@ -17,6 +17,7 @@ extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
   - offsite.backup.clock_skew
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: Read-only; runs the same in check mode.
@@ -122,6 +123,17 @@ backups:
     proven:
       description: Whether a restore with O(offsite.backup.restore#module:mark_proven=true) proved it restorable.
       type: bool
+    signed:
+      description: Whether the manifest carries a signature (checked only with trusted keys, see RV(backups[].authentic)).
+      type: bool
+    authentic:
+      description:
+        - With O(signing.trusted_keys) or O(signing.trusted_keys_file), for complete backups - whether
+          a trusted key signed this manifest. Restore refuses a backup that is not.
+      type: bool
+    authenticity_problem:
+      description: Why RV(backups[].authentic) is false (unsigned, bad signature, manifest of another backup).
+      type: str
     tags:
       description: Tags from the manifest.
       type: list
@@ -213,7 +225,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -225,12 +237,14 @@ def main():
             query=dict(type='str'),
             repository_check=dict(type='str'),
             clock_skew=clock_skew_spec(),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.info, name=p['name'], repository=p['repository'], query=p['query'],
-        repository_check=p['repository_check'], clock_skew=p['clock_skew'])
+        repository_check=p['repository_check'], clock_skew=p['clock_skew'],
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ description:
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.encryption
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: Connects to the source and predicts the backup; writes nothing.
@@ -288,6 +289,10 @@ backup:
       description: The manifest's C(encryption) field (scheme, tool, recipients); null when not encrypted.
       type: dict
       sample: {"scheme": "age", "tool": "age", "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
+    signed_by:
+      description: The public key the manifest was signed with (O(signing.key_file)); null when not signed.
+      type: str
+      sample: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFVtErYayOWAU4HUDQa9AY3fyUCD6AYuU+eCaxJ/a7YM
 executed_commands:
   description: Commands the module ran, without secrets.
   returned: always
@@ -297,7 +302,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -321,13 +326,15 @@ def main():
             tags=dict(type='list', elements='str', default=[]),
             repository=dict(type='dict'),
             encryption=dict(type='dict', options=encryption_spec()),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.dump, name=p['name'], source=p['source'], dest=p['dest'],
         compression=p['compression'], level=p['compression_level'], threads=p['compression_threads'],
-        tags=p['tags'], encryption=p['encryption'], check_mode=module.check_mode)
+        tags=p['tags'], encryption=p['encryption'], check_mode=module.check_mode,
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - offsite.backup.repository
   - offsite.backup.encryption
   - offsite.backup.clock_skew
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: Chooses the backup and checks the target (connection, existence for O(target.mode=create)); changes nothing.
@@ -287,7 +288,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, database_spec, encryption_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, database_spec, encryption_spec, repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -312,13 +313,15 @@ def main():
             mark_proven=dict(type='bool', default=False),
             encryption=dict(type='dict', options=encryption_spec()),
             clock_skew=clock_skew_spec(),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.restore, name=p['name'], repository=p['repository'], target=p['target'],
         backup=p['backup'], mode=p['target']['mode'], work_dir=p['work_dir'], mark_proven=p['mark_proven'],
-        encryption=p['encryption'], check_mode=module.check_mode, clock_skew=p['clock_skew'])
+        encryption=p['encryption'], check_mode=module.check_mode, clock_skew=p['clock_skew'],
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

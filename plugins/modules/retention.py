@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
   - offsite.backup.clock_skew
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: A dry run that returns what would be deleted.
@@ -245,6 +246,14 @@ kept_as_proven:
   returned: with repository
   type: str
   sample: "crm_20261123T030000Z"
+unauthentic:
+  description:
+    - With trusted signing keys, the complete backups no trusted key signed, each C({id, problem}). They
+      take no part in the policy (never the newest, never in a slot) and are never deleted automatically.
+  returned: with O(signing) and such backups
+  type: list
+  elements: dict
+  sample: [{"id": "crm_20261206T030000Z", "problem": "backup crm_20261206T030000Z is not signed"}]
 locked:
   description:
     - Backups the policy removes but that are still under S3 Object Lock, each C({id, retain_until}).
@@ -313,7 +322,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 COUNTS = ('keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly', 'keep_days')
@@ -343,6 +352,7 @@ def main():
                 start=dict(type='str'),
                 prices=dict(type='dict'),
             )),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         required_one_of=[('repository', 'backups')],
         supports_check_mode=True,
@@ -356,7 +366,8 @@ def main():
         module.fail_json(msg='name is required to apply a policy to a repository')
     run(module, operations.retention, name=p['name'], repository=p['repository'], policy=rules,
         timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode,
-        estimate=p['estimate_cost'], clock_skew=p['clock_skew'])
+        estimate=p['estimate_cost'], clock_skew=p['clock_skew'],
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ description:
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: Compares the tree with the newest snapshot (an rsync dry run) and writes nothing.
@@ -164,7 +165,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -179,12 +180,14 @@ def main():
             )),
             repository=dict(type='dict', required=True, options=repository_spec()),
             tags=dict(type='list', elements='str'),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         supports_check_mode=True,
     )
     p = module.params
     run(module, operations.snapshot, name=p['name'], source=p['source'], repository=p['repository'],
-        tags=p['tags'], check_mode=module.check_mode)
+        tags=p['tags'], check_mode=module.check_mode,
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - offsite.backup.repository.REPOSITORIES
   - offsite.backup.encryption
   - offsite.backup.clock_skew
+  - offsite.backup.signing
 attributes:
   check_mode:
     description: Verifying only reads; check mode runs the same checks.
@@ -180,7 +181,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, encryption_spec, repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, encryption_spec, repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import verify
 
 
@@ -194,6 +195,7 @@ def main():
             max_age=dict(type='str'),
             encryption=dict(type='dict', options=encryption_spec()),
             clock_skew=clock_skew_spec(),
+            signing=dict(type='dict', options=signing_spec()),
         ),
         required_one_of=[('repository', 'repositories')],
         supports_check_mode=True,
@@ -201,7 +203,8 @@ def main():
     p = module.params
     run(module, verify.verify, name=p['name'], repositories=p['repositories'] or [p['repository']],
         read_data=p['read_data'], max_age=p['max_age'], encryption=p['encryption'], check_mode=module.check_mode,
-        clock_skew=p['clock_skew'])
+        clock_skew=p['clock_skew'],
+        signing=p['signing'])
 
 
 if __name__ == '__main__':

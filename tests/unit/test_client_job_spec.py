@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine import drill, jobs, monitoring
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill, jobs, monitoring, signing
 from ansible_collections.offsite.backup.plugins.module_utils._engine.encryption import DUMP_OPTIONS
 from ansible_collections.offsite.backup.plugins.module_utils._engine.pipeline import COMPRESSIONS
 from ansible_collections.offsite.backup.plugins.module_utils._engine.retention import POLICY_KEYS
@@ -41,6 +41,7 @@ def options(path: str) -> dict:
     ("sources", set(jobs.SOURCE_KEYS)),
     ("log", set(jobs.LOG_KEYS)),
     ("encryption", set(DUMP_OPTIONS)),
+    ("signing", set(signing.OPTIONS)),
     ("monitoring", set(monitoring.KEYS)),
     ("monitoring.heartbeats", set(monitoring.HEARTBEAT_KEYS)),
     ("monitoring.webhooks", set(monitoring.WEBHOOK_KEYS)),
@@ -89,6 +90,7 @@ def test_a_job_with_every_documented_key_is_accepted_by_the_validator():
            "min_success": 1, "compression": "gzip", "level": 6, "threads": 2, "tags": ["nightly"],
            "timezone": "Europe/Berlin", "clock_skew": "2h", "incomplete_grace": 12,
            "encryption": {"recipients": ["age1" + "q" * 58]},
+           "signing": {"trusted_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFVtErYayOWAU4HUDQa9AY3fyUCD6AYuU+eCaxJ/a7YM"]},
            "log": {"path": "/var/log/offsite-backup/x.log", "max_bytes": 1024, "backups": 2},
            "monitoring": {"heartbeats": [{"url": "https://hc-ping.com/u"},
                                          {"start": "https://m.example/s", "success": "https://m.example/ok",

@@ -50,3 +50,19 @@ def test_clock_skew_fragment_matches_the_argument_spec():
     documented = yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)['options']['clock_skew']
     assert (documented['type'], documented['default']) == (clock_skew_spec()['type'], clock_skew_spec()['default'])
     assert clock_skew_spec()['default'] == mf.DEFAULT_CLOCK_SKEW
+
+
+def _options(fragment_file):
+    spec = importlib.util.spec_from_file_location(fragment_file[:-3] + '_fragment',
+                                                  os.path.join(os.path.dirname(FRAGMENT), fragment_file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)['options']
+
+
+def test_signing_fragment_matches_the_argument_spec():
+    from ansible_collections.offsite.backup.plugins.module_utils._common import signing_spec
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.signing import OPTIONS
+    documented = _options('signing.py')['signing']['suboptions']
+    assert sorted(documented) == sorted(signing_spec()) == sorted(OPTIONS)
+    assert dict((k, v['type']) for k, v in documented.items()) == dict((k, v['type']) for k, v in signing_spec().items())

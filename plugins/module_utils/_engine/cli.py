@@ -260,6 +260,8 @@ def cmd_list(args):
                                                         else 'incomplete')
         if row.get('suspect'):
             state = 'SUSPECT: dated %s in the future (wrong clock?)' % human_age(-age)
+        if row.get('authentic') is False:  # the job trusts signing keys and this backup has no good signature
+            state = 'UNAUTHENTIC: %s' % row['authenticity_problem']
         table.append((row['set'], row['repository'], row['id'], human_age(age), human_bytes(row.get('size')),
                       verified(row), state))
     widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]) - 1)]
@@ -289,7 +291,8 @@ def cmd_restore(args):
     if args.path:
         target['path'] = args.path
     result = operations.restore(args.set, repository, target, backup=args.backup, mode=args.mode,
-                                work_dir=args.work_dir, clock_skew=job.get('clock_skew'), log=CommandLog())
+                                work_dir=args.work_dir, clock_skew=job.get('clock_skew'),
+                                signing=jobs.trusted_keys(job), log=CommandLog())
     for warning in result.get('warnings', []):
         sys.stderr.write('offsite-backup: warning: %s\n' % warning)
     for item in result.get('cleaned') or []:

@@ -19,6 +19,7 @@ Job file (YAML)::
     retention: {keep_daily: 7, keep_weekly: 4, keep_monthly: 6}   # offsite
     clock_skew: 1h                    # backups dated further in the future are suspect
     incomplete_grace: 24              # hours before retention removes an unfinished upload
+    signing: {key_file: /etc/offsite-backup/signing_key}          # see signing.py
     monitoring: {...}                 # see monitoring.py
 
 ``${NAME}`` in any string is replaced by the environment variable NAME: secrets live in the
@@ -38,6 +39,7 @@ from .encryption import DUMP_OPTIONS, Encryption, scheme_of
 from .errors import BackupError, ConfigError, DependencyError, as_backup_error
 from .pipeline import COMPRESSIONS
 from .retention import POLICY_KEYS
+from .signing import Signer, Verifier, check_options as check_signing
 
 try:
     import yaml
@@ -54,6 +56,7 @@ TOP_KEYS = {
     'level': (int, False), 'threads': (int, False), 'tags': (list, False), 'encryption': (dict, False),
     'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False), 'drill': (dict, False),
     'clock_skew': ((str, int), False), 'incomplete_grace': (int, False),
+    'signing': (dict, False),
 }
 LOCAL_KEYS = {'path': (str, True), 'retention': (dict, False)}
 SOURCE_KEYS = {'name': (str, True), 'source': (dict, True), 'tags': (list, False)}
@@ -151,6 +154,11 @@ def validate(raw, where='job'):
             raise ConfigError('%s.encryption names no key to encrypt with' % where,
                               'give recipients / recipients_file (age), gpg_recipients or passphrase')
         Encryption(job['encryption'], CommandLog()).describe()
+    if job.get('signing'):
+        # the key is proven usable before the first dump, like the encryption keys above
+        check_signing(job['signing'], '%s.signing' % where)
+        Signer(job['signing'], CommandLog())
+        Verifier(job['signing'], CommandLog())
     _check_keys('%s.log' % where, job.get('log') or {}, LOG_KEYS)
     log = dict(job.get('log') or {})
     log.setdefault('path', os.path.join(DEFAULT_LOG_DIR, job['name'] + '.log'))
@@ -290,7 +298,8 @@ def _run_set(job, entry, result, dry_run, log, logger):
     local = job['local']
     _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
     options = dict(compression=job['compression'], level=job.get('level'), tags=tags,
-                   threads=job.get('threads') or 1, encryption=job.get('encryption'), log=log)
+                   threads=job.get('threads') or 1, encryption=job.get('encryption'), signing=job.get('signing'),
+                   log=log)
     if dry_run or not job['repositories']:
         backup = operations.dump(name, entry['source'], local['path'], check_mode=dry_run, **options)['backup']
     else:
@@ -343,12 +352,22 @@ def _summary(backup):
 def _retention(name, repository, policy, job, dry_run, log, logger):
     outcome = operations.retention(name, repository, policy, timezone=job['timezone'],
                                    grace_hours=job['incomplete_grace'], clock_skew=job.get('clock_skew'),
-                                   check_mode=dry_run, log=log)
+                                   check_mode=dry_run, signing=trusted_keys(job), log=log)
     for warning in outcome.get('warnings', []):
         if logger:
             logger.warning('backup set %s: %s', name, warning)
     key = 'would_remove' if dry_run else 'removed'
-    return {'location': outcome['location'], key: list(outcome['remove']), 'suspect': outcome['suspect']}
+    done = {'location': outcome['location'], key: list(outcome['remove']), 'suspect': outcome['suspect']}
+    if outcome.get('unauthentic'):
+        done['unauthentic'] = outcome['unauthentic']
+    return done
+
+
+def trusted_keys(job):
+    """The job's ``signing`` without the signing key: what retention and list check against
+    (None when it trusts no key; the job's own key is not trusted implicitly)."""
+    trusted = dict((k, v) for k, v in (job.get('signing') or {}).items() if k != 'key_file' and v)
+    return trusted or None
 
 
 def listing(job, log=None):
@@ -359,7 +378,8 @@ def listing(job, log=None):
     for entry in job['sources']:
         for label, repo in places:
             try:
-                found = operations.info(entry['name'], repo, clock_skew=job.get('clock_skew'), log=log)
+                found = operations.info(entry['name'], repo, clock_skew=job.get('clock_skew'),
+                                        signing=trusted_keys(job), log=log)
             except BackupError as exc:
                 rows.append({'set': entry['name'], 'repository': label, 'error': str(exc)})
                 continue

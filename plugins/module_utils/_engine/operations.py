@@ -33,6 +33,7 @@ from .pipeline import (COMPRESSION_EXT_FOR, GrowingFile, HashingWriter, Verified
 from .locks import lock_horizon
 from .repositories import open_repository
 from .retention import BackupRef, PolicyError, plan_retention
+from .signing import Signer, Verifier
 from .sources import open_source
 
 try:
@@ -79,7 +80,7 @@ def set_lock(directory, name):
 
 
 def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=1,
-         encryption=None, check_mode=False, log=None, tee=None):
+         encryption=None, signing=None, check_mode=False, log=None, tee=None):
     """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1).
 
     ``tee`` (see backup()) is told when the artifact's partial file is opened, and gets its
@@ -89,6 +90,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
     validate_compression(compression, level)
     enc = Encryption(encryption, log)
     encryption_info = enc.describe()  # bad recipients fail here, before the source is touched
+    signer = Signer(signing, log)  # so does a bad signing key
     src = open_source(source, log)
     started = time.time()
     facts = src.probe()
@@ -101,7 +103,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
                  'path': os.path.join(set_dir, '%s.%s' % (backup_id, extension)),
                  'manifest': os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX),
                  'compression': compression, 'format': fmt, 'source': facts, 'tags': list(tags or []),
-                 'encryption': encryption_info}
+                 'encryption': encryption_info, 'signed_by': signer.public_key}
     if check_mode:
         predicted['estimated_raw_size'] = facts.get('database_size')
         return {'changed': True, 'backup': predicted}
@@ -145,6 +147,7 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
         duration = time.time() - started
         data = mf.build(name, backup_id, created, extension, compression, fmt, writer.size,
                         writer.hexdigest(), raw_size, facts, tags, duration, encryption=encryption_info)
+        data = signer.sign(data)
         manifest_path = os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX)
         _write_atomic(manifest_path, mf.dumps(data))  # manifest last: now the backup exists
     result = dict(predicted, id=backup_id, path=final, manifest=manifest_path, size=writer.size,
@@ -496,7 +499,7 @@ class _Tee(object):
 
 
 # -- snapshot -----------------------------------------------------------------------------
-def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
+def snapshot(name, source, repository, tags=None, signing=None, check_mode=False, log=None):
     """A hard-linked tree snapshot of a files source in a repository that keeps trees
     (``type: rsync``). Its manifest is written last like any other, so catalog, retention,
     backup_info and restore need nothing else. Nothing changed since the newest snapshot:
@@ -508,6 +511,7 @@ def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
         raise ConfigError('snapshot copies file trees, not a %s source' % src.type,
                           'dump databases with offsite.backup.dump and copy them with offsite.backup.upload')
     facts = dict(src.probe(), tool='rsync', tool_version=None)
+    signer = Signer(signing, log)
     started = time.time()
     created = mf.utcnow()
     with open_repository(repository) as repo:
@@ -525,6 +529,7 @@ def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
             data = mf.build(name, done['id'], created, None, 'none', mf.TREE_FORMAT, done['size'], done['sha256'],
                             done['size'], facts, tags, time.time() - started)
             data.update(artifact=done['id'], files=done['files'])
+            data = signer.sign(data)
             repo.put_bytes(mf.manifest_key(name, done['id']), mf.dumps(data))  # last: now it exists
         finally:
             log.commands.extend(repo.log.commands)
@@ -532,7 +537,8 @@ def snapshot(name, source, repository, tags=None, check_mode=False, log=None):
                                            'bytes_sent', 'bytes_received', 'wire_bytes') if k in done)
     return dict(result, backup={'id': done['id'], 'name': name, 'created': data['created'], 'files': done['files'],
                                 'size': done['size'], 'sha256': done['sha256'], 'artifact': done['artifact_key'],
-                                'manifest': mf.manifest_key(name, done['id']), 'tags': data['tags']},
+                                'manifest': mf.manifest_key(name, done['id']), 'tags': data['tags'],
+                                'signed_by': signer.public_key},
                 transfer=transfer, duration=round(time.time() - started, 3))
 
 
@@ -579,19 +585,25 @@ def plan(backups, policy, timezone='UTC', now=None, estimate=None, clock_skew=No
 
 
 def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRACE_HOURS,
-              check_mode=False, now=None, estimate=None, clock_skew=None, log=None):
-    """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers."""
+              check_mode=False, now=None, estimate=None, clock_skew=None, signing=None, log=None):
+    """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers.
+
+    With trusted keys (``signing``), a backup not signed by one of them takes no part: it is
+    never the newest, fills no slot, and is never deleted (reported in ``unauthentic``)."""
     now = now or mf.utcnow()
     check_grace(grace_hours)
+    verifier = Verifier(signing, log or CommandLog(), required=True)
     with open_repository(repository) as repo:
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew, now=now)
-        complete = catalog.complete
+        problems = [(b, verifier.problem(b)) for b in catalog.complete]
+        unauthentic = [dict(id=b.id, problem=problem) for b, problem in problems if problem]
+        complete = [b for b, problem in problems if not problem]
         try:
             # the newest proven backup and every suspect one are kept by the planner
             decided = plan_retention(_refs(complete), policy, tz=timezone, now=now, clock_skew=catalog.clock_skew)
         except PolicyError as exc:
             raise ConfigError(str(exc))
-        newest = catalog.latest()
+        newest = next((b for b in complete if not b.suspect), None)  # not catalog.latest(): it may be unauthentic
         # before any deletion: a bad estimate_cost option must not leave a half-applied policy
         cost = estimate_cost(estimate, policy, timezone, newest) if estimate else None
         remove_ids = set(b.id for b in decided.remove)
@@ -637,11 +649,17 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
         })
+        if unauthentic:
+            result['unauthentic'] = unauthentic
+            result.setdefault('warnings', []).append(
+                '%d backup(s) of %s are not signed by a trusted key and were left alone: %s'
+                % (len(unauthentic), name, '; '.join(u['problem'] for u in unauthentic[:5])))
         if cost:
             result['cost'] = cost
         if catalog.suspect:
-            result['warnings'] = ['%s; it is kept and not counted as the newest backup: check it, and delete it '
-                                  'by hand if it is bogus' % catalog.describe_suspect(b) for b in catalog.suspect]
+            result.setdefault('warnings', []).extend(
+                '%s; it is kept and not counted as the newest backup: check it, and delete it '
+                'by hand if it is bogus' % catalog.describe_suspect(b) for b in catalog.suspect)
         return result
 
 
@@ -680,16 +698,18 @@ def _legacy_tz(options):
 
 
 # -- info ---------------------------------------------------------------------------------
-def info(name, repository, query=None, repository_check=None, clock_skew=None, log=None):
+def info(name, repository, query=None, repository_check=None, clock_skew=None, signing=None, log=None):
+    verifier = Verifier(signing, log or CommandLog(), required=True)
     with open_repository(repository) as repo:
         checker = getattr(repo, 'check', None)
         if repository_check and checker is None:
             raise ConfigError('repository_check needs a repository that checks itself (restic); %s does not'
                               % repo.type, 'remove repository_check; restore drills prove the other types')
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
-        backups = [b.as_dict() for b in catalog.backups]
+        backups = [_with_signature(b.as_dict(), b, verifier) for b in catalog.backups]
         latest = catalog.latest()
-        result = {'changed': False, 'backups': backups, 'latest': latest.as_dict() if latest else None,
+        result = {'changed': False, 'backups': backups,
+                  'latest': _with_signature(latest.as_dict(), latest, verifier) if latest else None,
                   'count': len(catalog.complete), 'location': repo.location(name),
                   'repository': repo.series_name(), 'total_size': sum(b.size or 0 for b in catalog.backups),
                   'stored_bytes': catalog.stored_bytes(),
@@ -709,6 +729,17 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, l
     return result
 
 
+def _with_signature(entry, backup, verifier):
+    """``signed``; with trusted keys also ``authentic`` (and ``authenticity_problem``)."""
+    entry['signed'] = bool(backup.manifest.get('signature'))
+    if verifier.enabled and backup.complete:
+        problem = verifier.problem(backup)
+        entry['authentic'] = problem is None
+        if problem:
+            entry['authenticity_problem'] = problem
+    return entry
+
+
 # -- restore ------------------------------------------------------------------------------
 def restore(*args, **kwargs):
     """Restore one backup into ``target`` (arguments: ``_restore``). Stops, removing its scratch
@@ -719,13 +750,17 @@ def restore(*args, **kwargs):
 
 
 def _restore(name, repository, target, backup='latest', mode='create', work_dir=None,
-             mark_proven=False, encryption=None, check_mode=False, clock_skew=None, log=None):
+             mark_proven=False, encryption=None, signing=None, check_mode=False, clock_skew=None,
+             log=None):
     log = log or CommandLog()
     started = time.time()
+    verifier = Verifier(signing, log, required=True)
     with open_repository(repository) as repo:
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
         chosen = catalog.select(backup)
         warnings = [] if chosen.id == backup else catalog.passed_over(chosen, backup)
+        # before the target is even looked at: a forged backup never reaches it
+        verifier.check(chosen, repo.location(chosen.manifest_key or chosen.artifact_key))
         data = chosen.manifest or _legacy_manifest(chosen)
         source_type = (data.get('source') or {}).get('type')
         if source_type and target.get('type') != source_type:

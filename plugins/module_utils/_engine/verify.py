@@ -28,10 +28,11 @@ from . import manifest as mf
 from .catalog import Catalog
 from .commands import CommandLog
 from .encryption import Encryption
-from .errors import BackupError, ConfigError, IntegrityError
+from .errors import AuthenticityError, BackupError, ConfigError, IntegrityError
 from .operations import _legacy_tz, decrypter
 from .pipeline import VerifiedStream, _NullWriter, chunks, copy, hash_stream, read_full
 from .repositories import open_repository
+from .signing import Verifier
 
 RDB_MAGIC = b'REDIS'
 parse_duration = mf.parse_duration  # max_age
@@ -67,7 +68,7 @@ def choose_sample(backups, wanted, rng=random):
 
 
 def verify(name, repositories, read_data=None, encryption=None, max_age=None, check_mode=False, now=None,
-           clock_skew=None, log=None):
+           clock_skew=None, signing=None, log=None):
     log = log or CommandLog()
     mf.validate_name(name)
     repositories = [r for r in repositories or [] if r]
@@ -76,9 +77,10 @@ def verify(name, repositories, read_data=None, encryption=None, max_age=None, ch
     wanted = parse_read_data(read_data)
     max_age_seconds = parse_duration(max_age)
     enc = Encryption(encryption, log)
+    verifier = Verifier(signing, log, required=True)
     now = now or mf.utcnow()
     skew = mf.clock_skew(clock_skew)
-    reports = [_verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log)
+    reports = [_verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log, verifier)
                for options in repositories]
     failures = [f for report in reports for f in report['failures']]
     consistency = _compare(reports) if len(reports) > 1 else []
@@ -88,13 +90,18 @@ def verify(name, repositories, read_data=None, encryption=None, max_age=None, ch
               'read': sum(1 for r in reports for b in r['backups'] if b.get('read'))}
     if len(reports) > 1:
         result['consistent'] = not consistency
+    forged = [e['id'] for r in reports for e in r['backups'] if e.get('status') == 'unauthentic']
+    if forged:  # more than damage: someone wrote backups that no trusted server made
+        raise AuthenticityError('verify of %s found %d backup(s) not signed by a trusted key: %s'
+                                % (name, len(forged), ', '.join(sorted(set(forged))[:5])),
+                                'do not restore them; see failures, and docs/signing.md', details=result)
     if failures:
         raise IntegrityError('verify of %s found %d problem(s): %s' % (name, len(failures), '; '.join(failures[:5])),
                              'see failures and repositories for every check', details=result)
     return result
 
 
-def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log):
+def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log, verifier):
     report = {'type': options.get('type'), 'location': None, 'backups': [], 'failures': [], 'newest': None}
     try:
         with open_repository(options) as repo:
@@ -105,7 +112,10 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
             for backup in catalog.backups:
                 entry = {'id': backup.id, 'created': mf.format_time(backup.created), 'size': backup.size,
                          'sha256': backup.sha256, 'legacy': backup.legacy, 'read': False}
-                if backup.suspect:
+                if backup.complete and verifier.problem(backup):
+                    entry.update(status='unauthentic', error=verifier.problem(backup))
+                    report['failures'].append('%s: %s' % (report['location'], entry['error']))
+                elif backup.suspect:
                     entry['status'] = 'suspect'
                     entry['error'] = catalog.describe_suspect(backup)
                     report['failures'].append('%s: %s' % (report['location'], entry['error']))
