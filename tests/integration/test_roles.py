@@ -9,6 +9,7 @@ to both repositories, pings the receiver and pushes metrics."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -69,6 +70,7 @@ def client_vars(workdir, job_name, moto, bucket, database, receiver, pushgateway
             "name": job_name,
             "schedule": "0 */6 * * *",
             "ssh_key": True,
+            "signing_key": True,
             "known_hosts": [{"host": "127.0.0.1", "port": rootsshd.port, "key": rootsshd.host_key}],
             "env": {"S3_ACCESS_KEY": moto.access_key, "S3_SECRET_KEY": moto.secret_key},
             "job": {
@@ -187,7 +189,13 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
                              capture_output=True, text=True, timeout=600, check=False)
         assert run.returncode == 0, run.stderr + (workdir / "log" / f"{job_name}.log").read_text()
         assert run.stdout == "" and run.stderr == ""
-        assert [k for k in s3_keys(moto, bucket, "hosts/target/crm_db/") if k.endswith(".manifest.json")]
+        manifests = [k for k in s3_keys(moto, bucket, "hosts/target/crm_db/") if k.endswith(".manifest.json")]
+        assert manifests
+        # signed with the key the role generated (signing_key: true), its public half published
+        signed = json.loads(moto.client().get_object(Bucket=bucket, Key=manifests[0])["Body"].read())
+        signing_pub = (config / "ssh" / f"{job_name}_signing_ed25519.pub").read_text().split()
+        assert signed["signature"]["public_key"] == " ".join(signing_pub[:2])
+        assert stat.S_IMODE(os.stat(config / "ssh" / f"{job_name}_signing_ed25519").st_mode) == 0o600
         landed = list((storage_root / "target" / "backups" / "crm_db").glob("*.manifest.json"))
         assert len(landed) == 1
         assert receiver.paths() == [f"/hc/{job_name}/start", f"/hc/{job_name}"]
@@ -241,6 +249,7 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
                                inventory=inventory, connection=None)
         assert removed.rc == 0, removed.output
         for gone in (config / f"{job_name}.yml", config / f"{job_name}.env", config / "ssh" / f"{job_name}_ed25519",
+                     config / "ssh" / f"{job_name}_signing_ed25519",
                      workdir / "systemd" / f"offsite-backup-{job_name}.timer"):
             assert not gone.exists(), gone
         assert f"[127.0.0.1]:{rootsshd.port}" not in (config / "known_hosts").read_text()
