@@ -288,3 +288,29 @@ def test_signature_travels_through_restic_and_rsync(sshd, workdir, sftp_dir):
         assert not (workdir / f"no_{label}").exists()
     assert (workdir / "tree" / str(src).lstrip("/") / "a.txt").read_text() == "alpha\n"
     assert r.result("snapshot")["backup"]["signed_by"] == " ".join(server_pub.split()[:2])
+
+
+def test_dr_drill_checks_signatures(sample_db, workdir):
+    """playbooks/dr_drill.yml with offsite_dr_signing: the signed backup is drilled; trusting
+    another key, the drill fails naming the signature (dr_rebuild.yml passes it the same way)."""
+    from tests.harness.ansible import REPO_ROOT
+    ssh_key(workdir / "signing_key")
+    server_pub = (workdir / "signing_key.pub").read_text().strip()
+    other_pub = ssh_key(workdir / "other_key")
+    disk = workdir / "offsite"
+    r = run_playbook([{"name": "dump", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(disk),
+                                              "signing": {"key_file": str(workdir / "signing_key")}}}])
+    assert r.rc == 0, r.output
+    sets = [{"name": "crm", "repositories": [local_repo(disk)],
+             "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}}]
+    drill = str(REPO_ROOT / "playbooks" / "dr_drill.yml")
+    base = {"offsite_dr_sets": sets, "offsite_dr_mark_proven": False}
+    ok = run_playbook(drill, extravars=dict(base, offsite_dr_report_dir=str(workdir / "r1"),
+                                            offsite_dr_signing={"trusted_keys": [server_pub]}))
+    assert ok.rc == 0, ok.output
+    assert json.loads(sorted((workdir / "r1").glob("drill-*.json"))[-1].read_text())["success"] is True
+    refused = run_playbook(drill, extravars=dict(base, offsite_dr_report_dir=str(workdir / "r2"),
+                                                 offsite_dr_signing={"trusted_keys": [other_pub]}))
+    assert refused.rc != 0
+    report = json.loads(sorted((workdir / "r2").glob("drill-*.json"))[-1].read_text())
+    assert report["success"] is False and "does not verify with any trusted key" in json.dumps(report), report
