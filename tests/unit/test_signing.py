@@ -155,3 +155,22 @@ def test_the_private_key_never_reaches_a_command_line_or_the_manifest(keys, sign
     assert keys['server'][0] in ' '.join(log.commands)  # the path, which is fine
     assert not any(line in text for line in secret_lines)
     assert os.stat(keys['server'][0]).st_mode & 0o077 == 0
+
+
+def test_job_file_signing_is_checked_before_the_first_dump(tmp_path, keys):
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import jobs
+
+    def job(signing):
+        return {'name': 'crm', 'local': {'path': '/var/backups/offsite'}, 'signing': signing,
+                'sources': [{'name': 'crm_db', 'source': {'type': 'postgresql', 'database': 'crm'}}]}
+    bad = [({'keyfile': keys['server'][0]}, 'job.signing has unknown option keyfile'),
+           ({'key_file': str(tmp_path / 'missing')}, 'does not exist'),
+           ({'trusted_keys': keys['server'][1]}, 'trusted_keys must be a list'),
+           ({'trusted_keys': ['ssh-ed25519']}, 'not an SSH public key')]
+    for signing_options, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            jobs.validate(job(signing_options))
+    signs_only = jobs.validate(job({'key_file': keys['server'][0]}))
+    assert jobs.trusted_keys(signs_only) is None  # its own key is not trusted implicitly
+    both = jobs.validate(job({'key_file': keys['server'][0], 'trusted_keys': [keys['other'][1]]}))
+    assert jobs.trusted_keys(both) == {'trusted_keys': [keys['other'][1]]}
