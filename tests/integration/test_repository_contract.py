@@ -61,6 +61,18 @@ def s3rver():
         svc.stop()
 
 
+@pytest.fixture(scope="session")
+def restic_url(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("contract-restic") / "repository")
+
+
+@pytest.fixture
+def name():
+    """The backup set of one test: peers that share a repository (restic, b2) across tests
+    keep them apart by set name."""
+    return f"contract{_uid()}"
+
+
 @pytest.fixture(scope="module")
 def b2_sim():
     with simulated() as sim:
@@ -120,8 +132,10 @@ def peer(request, tmp_path):
                     "path": sshd.make_dir(f"contract/{kind}-{_uid()}")}
         made = Peer(kind, make, cleanup=lambda options: shutil.rmtree(options["path"], ignore_errors=True))
     elif kind == "restic":
-        made = Peer(kind, lambda: {"type": "restic", "restic_repository": str(tmp_path / f"restic-{_uid()}"),
-                                   "restic_password": RESTIC_PASSWORD, "restic_init": True})
+        # one repository for the session (restic init costs seconds); the tests' set names differ
+        url = request.getfixturevalue("restic_url")
+        made = Peer(kind, lambda: {"type": "restic", "restic_repository": url, "restic_password": RESTIC_PASSWORD,
+                                   "restic_init": True})
     else:
         def make():
             root = tmp_path / f"local-{_uid()}"
@@ -135,7 +149,7 @@ def peer(request, tmp_path):
 
 
 @pytest.fixture
-def backups(tmp_path):
+def backups(tmp_path, name):
     """A factory of small local backups of one set (files source, zstd), each one newer."""
     data = tmp_path / "data"
     data.mkdir()
@@ -143,7 +157,7 @@ def backups(tmp_path):
 
     made = []
 
-    def make(name="contract", content=b"contract data\n"):
+    def make(content=b"contract data\n"):
         while made and mf.format_time(mf.utcnow()) == made[-1]["created"]:
             time.sleep(0.05)  # backup ids count seconds: the next one must be newer
         (data / "file.txt").write_bytes(content + os.urandom(64).hex().encode())
@@ -186,33 +200,33 @@ class Breaks(io.RawIOBase):
 # -- the five verbs --------------------------------------------------------------------------------
 
 
-def test_put_get_stat_list_delete(peer):
+def test_put_get_stat_list_delete(peer, name):
     data = b"x" * 3000 + os.urandom(1000)
     with open_repository(peer.fresh()) as repo:
-        assert repo.list("set/") == []
-        landed = put(repo, "set/a.bin", data)
-        assert (landed.key, landed.size, landed.sha256) == ("set/a.bin", len(data), hashlib.sha256(data).hexdigest())
-        put(repo, "set/b.bin", b"second")
-        put(repo, "settled/c.bin", b"another set: same first letters")
-        assert repo.get_bytes("set/a.bin") == data
-        info = repo.stat("set/a.bin")
-        assert info.key == "set/a.bin" and info.size == len(data) and info.modified is not None
-        assert repo.stat("set/missing.bin") is None
-        assert sorted((i.key, i.size) for i in repo.list("set/")) == [("set/a.bin", len(data)), ("set/b.bin", 6)]
-        put(repo, "set/b.bin", b"replaced")  # put over an existing key replaces it
-        assert repo.get_bytes("set/b.bin") == b"replaced"
-        repo.delete("set/a.bin")
-        assert repo.stat("set/a.bin") is None
-        assert [i.key for i in repo.list("set/")] == ["set/b.bin"]
-        repo.delete("set/never-existed.bin")  # not an error
+        assert repo.list(f"{name}/") == []
+        landed = put(repo, f"{name}/a.bin", data)
+        assert (landed.key, landed.size, landed.sha256) == (f"{name}/a.bin", len(data), hashlib.sha256(data).hexdigest())
+        put(repo, f"{name}/b.bin", b"second")
+        put(repo, f"{name}x/c.bin", b"another set: same first letters")
+        assert repo.get_bytes(f"{name}/a.bin") == data
+        info = repo.stat(f"{name}/a.bin")
+        assert info.key == f"{name}/a.bin" and info.size == len(data) and info.modified is not None
+        assert repo.stat(f"{name}/missing.bin") is None
+        assert sorted((i.key, i.size) for i in repo.list(f"{name}/")) == [(f"{name}/a.bin", len(data)), (f"{name}/b.bin", 6)]
+        put(repo, f"{name}/b.bin", b"replaced")  # put over an existing key replaces it
+        assert repo.get_bytes(f"{name}/b.bin") == b"replaced"
+        repo.delete(f"{name}/a.bin")
+        assert repo.stat(f"{name}/a.bin") is None
+        assert [i.key for i in repo.list(f"{name}/")] == [f"{name}/b.bin"]
+        repo.delete(f"{name}/never-existed.bin")  # not an error
         with pytest.raises(NotFoundError):
-            repo.get_bytes("set/a.bin")
-        assert repo.locked_until("set/b.bin") is None  # no lock unless the repository asks for one
+            repo.get_bytes(f"{name}/a.bin")
+        assert repo.locked_until(f"{name}/b.bin") is None  # no lock unless the repository asks for one
 
 
-def test_keys_outside_the_root_are_refused(peer):
+def test_keys_outside_the_root_are_refused(peer, name):
     with open_repository(peer.fresh()) as repo:
-        for key in ("../escape.bin", "/etc/passwd", "set/../../x", "set//x"):
+        for key in ("../escape.bin", "/etc/passwd", f"{name}/../../x", f"{name}//x"):
             with pytest.raises(BackupError):
                 put(repo, key, b"never written")
 
@@ -220,13 +234,13 @@ def test_keys_outside_the_root_are_refused(peer):
 # -- partial uploads -------------------------------------------------------------------------------
 
 
-def test_an_interrupted_put_leaves_nothing_that_looks_stored(peer):
+def test_an_interrupted_put_leaves_nothing_that_looks_stored(peer, name):
     data = os.urandom(64 * 1024)
     with open_repository(peer.fresh()) as repo:
         with pytest.raises(Exception):
-            repo.put("set/torn.bin", Breaks(data[:20000]), len(data), hashlib.sha256(data).hexdigest())
-        assert repo.stat("set/torn.bin") is None
-        assert "set/torn.bin" not in [i.key for i in repo.list("set/")]
+            repo.put(f"{name}/torn.bin", Breaks(data[:20000]), len(data), hashlib.sha256(data).hexdigest())
+        assert repo.stat(f"{name}/torn.bin") is None
+        assert f"{name}/torn.bin" not in [i.key for i in repo.list(f"{name}/")]
 
 
 def test_a_short_put_is_refused_and_never_complete(peer, backups):
@@ -310,31 +324,31 @@ def test_verify_reads_back_and_finds_a_damaged_artifact(peer, backups):
     assert not caught.value.details["ok"]
 
 
-def test_retention_removes_the_older_backup_and_its_leftovers(peer, backups):
+def test_retention_removes_the_older_backup_and_its_leftovers(peer, backups, name):
     options = peer.fresh()
     old, new = backups(), backups()
     uploaded(old, options)
     uploaded(new, options)
     with open_repository(options) as repo:  # a leftover of an upload that died long ago
-        put(repo, "contract/contract_20200101T000000Z.tar.zst", b"torn")
+        put(repo, f"{name}/{name}_20200101T000000Z.tar.zst", b"torn")
 
-    dry = operations.retention("contract", options, {"keep_last": 1}, check_mode=True)
-    assert dry["changed"] and operations.info("contract", options)["count"] == 2, dry
+    dry = operations.retention(name, options, {"keep_last": 1}, check_mode=True)
+    assert dry["changed"] and operations.info(name, options)["count"] == 2, dry
 
-    done = operations.retention("contract", options, {"keep_last": 1}, grace_hours=0)
+    done = operations.retention(name, options, {"keep_last": 1}, grace_hours=0)
     assert done["removed"] == [old["id"]], done
-    info = operations.info("contract", options)
+    info = operations.info(name, options)
     assert [b["id"] for b in info["backups"]] == [new["id"]], info
     with open_repository(options) as repo:
-        keys = {i.key for i in repo.list("contract/")}
-    assert keys == {artifact_key(new), mf.manifest_key("contract", new["id"])}
-    assert not operations.retention("contract", options, {"keep_last": 1}, grace_hours=0)["changed"]
+        keys = {i.key for i in repo.list(f"{name}/")}
+    assert keys == {artifact_key(new), mf.manifest_key(name, new["id"])}
+    assert not operations.retention(name, options, {"keep_last": 1}, grace_hours=0)["changed"]
 
 
 # -- locks, where the type declares them -----------------------------------------------------------
 
 
-def test_locks_where_declared(peer, backups):
+def test_locks_where_declared(peer, backups, name):
     declares = type(open_repository(peer.fresh())).locked_until is not Repository.locked_until
     if not declares:
         pytest.skip(f"{peer.name} declares no locks (Repository.locked_until is not overridden)")
@@ -348,6 +362,6 @@ def test_locks_where_declared(peer, backups):
     with open_repository(options) as repo:
         until = repo.locked_until(art_key)
         assert until is not None and until > datetime.datetime.now(datetime.timezone.utc), until
-    done = operations.retention("contract", options, {"keep_last": 1})
+    done = operations.retention(name, options, {"keep_last": 1})
     assert done["removed"] == [] and [x["id"] for x in done["locked"]] == [old["id"]], done
-    assert operations.info("contract", options)["count"] == 2  # nothing half-deleted
+    assert operations.info(name, options)["count"] == 2  # nothing half-deleted
