@@ -5,8 +5,8 @@ the environment). Nothing of offsite.backup runs in the restore: only aws, sftp,
 age, zstd, tar, psql, createdb and pg_restore. The restored data must equal the source.
 
 The backups are made the normal way, by ``offsite-backup run`` with two job files: S3 (moto) and
-SFTP (the harness sshd), one PostgreSQL database in plain format, a whole cluster, files, and an
-age-encrypted custom-format dump."""
+SFTP (the harness sshd), one PostgreSQL database in plain format, a whole cluster, files, a MariaDB
+database, and an age-encrypted custom-format dump."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ import yaml
 
 from tests.harness import pg
 from tests.integration.helpers import cli, pg_source, s3_repo, sftp_repo
+from tests.integration.test_mysql import create_sample as create_mysql_sample
+from tests.integration.test_mysql import drop as drop_mysql
+from tests.integration.test_mysql import fingerprint as mysql_fingerprint
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "restore-by-hand.md"
 BLOCK = re.compile(r"^```sh\n# restore-test: ([a-z0-9-]+)\n(.*?)^```", re.M | re.S)
-TOOLS = ("aws", "jq", "sftp", "sha256sum", "age", "zstd", "tar", "psql", "createdb", "pg_restore")
+TOOLS = ("aws", "jq", "sftp", "sha256sum", "age", "zstd", "tar", "psql", "createdb", "pg_restore", "mysql")
 
 
 def blocks() -> dict[str, str]:
@@ -53,7 +56,7 @@ def run_page(text: str, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def backups(moto, sshd, tmp_path_factory):
-    """Two jobs run once by offsite-backup: plain, cluster and files to S3 and SFTP; an
+    """Two jobs run once by offsite-backup: plain, cluster, files and MariaDB to S3 and SFTP; an
     age-encrypted dump to S3."""
     missing = [t for t in TOOLS if shutil.which(t, path="/usr/bin:/bin") is None]
     assert not missing, f"scripts/bootstrap.sh installs these: {missing}"
@@ -62,6 +65,8 @@ def backups(moto, sshd, tmp_path_factory):
     plain_db, other_db, secret_db = (f"offsite_byhand_{uid}_{n}" for n in ("plain", "other", "secret"))
     for name in (plain_db, other_db, secret_db):
         pg.create_sample_database(name, scale=0.05)
+    mysql_db = f"offsite_byhand_{uid}_my"
+    create_mysql_sample(mysql_db)
     files = work / "srv" / "www"
     (files / "static").mkdir(parents=True)
     (files / "index.html").write_text("<h1>crm</h1>\n")
@@ -77,7 +82,9 @@ def backups(moto, sshd, tmp_path_factory):
              "log": {"path": str(work / f"plain{uid}.log")},
              "sources": [{"name": "crm_db", "source": pg_source(plain_db, format="plain")},
                          {"name": "cluster", "source": pg_source(None, databases=[plain_db, other_db])},
-                         {"name": "www", "source": {"type": "files", "paths": [str(files)]}}],
+                         {"name": "www", "source": {"type": "files", "paths": [str(files)]}},
+                         {"name": "shop", "source": {"type": "mysql", "database": mysql_db, "host": "127.0.0.1",
+                                                     "port": 3306, "user": "root"}}],
              "repositories": repositories}
     plain["sources"][1]["source"].pop("database")
     secret = {"name": f"secret{uid}", "local": {"path": str(work / "local-secret")},
@@ -95,13 +102,15 @@ def backups(moto, sshd, tmp_path_factory):
            "S3": f"aws --endpoint-url {moto.endpoint_url}", "BUCKET": bucket, "PREFIX": "hosts/crm",
            "HOST": sshd.host, "PORT": str(sshd.port), "SSH_USER": sshd.user, "KEY": sshd.private_key,
            "KNOWN_HOSTS": sshd.known_hosts, "REMOTE": remote, "AGE_IDENTITY": str(identity)}
-    made = [plain_db, other_db, secret_db]
+    (work / ".my.cnf").write_text("[client]\nhost=127.0.0.1\nport=3306\nuser=root\n")
+    made, made_mysql = [plain_db, other_db, secret_db], [mysql_db]
     try:
         yield {"env": env, "work": work, "files": files, "plain_db": plain_db, "other_db": other_db,
-               "secret_db": secret_db, "uid": uid, "made": made}
+               "secret_db": secret_db, "mysql_db": mysql_db, "uid": uid, "made": made, "made_mysql": made_mysql}
     finally:
         for name in made:
             pg.drop_database(name)
+        drop_mysql(*made_mysql)
 
 
 def test_postgresql_plain_format_from_s3(backups):
@@ -154,3 +163,12 @@ def test_postgresql_cluster_from_sftp(backups):
     run_page(text, dict(backups["env"], SUFFIX=suffix))
     for original, restored in zip((backups["plain_db"], backups["other_db"]), targets):
         assert pg.fingerprint(restored) == pg.fingerprint(original)
+
+
+def test_mysql_from_s3(backups):
+    target = f"offsite_byhand_{backups['uid']}_myrestored"
+    backups["made_mysql"].append(target)
+    text = script("fetch-s3", "check", "decrypt", "decompress", "load-mysql", SET="shop",
+                  WORK=str(backups["work"] / "mysql-s3"))
+    run_page(text, dict(backups["env"], DB=target))
+    assert mysql_fingerprint(target) == mysql_fingerprint(backups["mysql_db"])
