@@ -99,7 +99,19 @@ backups:
   description: Backups, newest first (or the result of O(query)).
   returned: always
   type: list
-  sample: [{"id": "crm_20261123T030000Z", "name": "crm", "created": "2026-11-23T03:00:00Z", "size": 48213377, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "complete": true, "legacy": false, "proven": true, "suspect": false, "tags": ["nightly"], "stored_bytes": 48214102}]
+  sample:
+    - id: crm_20261123T030000Z
+      name: crm
+      created: '2026-11-23T03:00:00Z'
+      size: 48213377
+      sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+      complete: true
+      legacy: false
+      proven: true
+      suspect: false
+      tags:
+      - nightly
+      stored_bytes: 48214102
   elements: dict
   contains:
     id:
@@ -152,7 +164,14 @@ latest:
   description: The newest complete backup that is not suspect, or null.
   returned: always
   type: dict
-  sample: {"id": "crm_20261123T030000Z", "created": "2026-11-23T03:00:00Z", "size": 48213377, "complete": true, "legacy": false, "tags": ["nightly"]}
+  sample:
+    id: crm_20261123T030000Z
+    created: '2026-11-23T03:00:00Z'
+    size: 48213377
+    complete: true
+    legacy: false
+    tags:
+    - nightly
 suspect:
   description:
     - Ids of the complete backups dated more than O(clock_skew) in the future, newest first; each also

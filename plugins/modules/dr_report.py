@@ -106,7 +106,15 @@ report:
   description: The report (as written to the JSON file).
   returned: always
   type: dict
-  sample: {"kind": "drill", "success": true, "sets": [{"name": "crm", "success": true, "age_seconds": 25200.0, "recovery_seconds": 312.4, "checks": []}]}
+  sample:
+    kind: drill
+    success: true
+    sets:
+    - name: crm
+      success: true
+      age_seconds: 25200.0
+      recovery_seconds: 312.4
+      checks: []
 success:
   description: Whether every set was restored, passed its checks and met its RPO and RTO objectives.
   returned: always
@@ -116,7 +124,10 @@ paths:
   description: Paths of the C(json), C(markdown) and C(html) files.
   returned: always
   type: dict
-  sample: {"markdown": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.md", "json": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.json", "html": "/var/lib/offsite-dr/reports/drill-20261123T080000Z.html"}
+  sample:
+    markdown: /var/lib/offsite-dr/reports/drill-20261123T080000Z.md
+    json: /var/lib/offsite-dr/reports/drill-20261123T080000Z.json
+    html: /var/lib/offsite-dr/reports/drill-20261123T080000Z.html
 markdown:
   description: The Markdown report.
   returned: always

@@ -235,7 +235,19 @@ backup:
   description: The backup that was created (in check mode, the one that would be).
   returned: always
   type: dict
-  sample: {"id": "crm_20261123T030000Z", "name": "crm", "path": "/var/backups/offsite/crm/crm_20261123T030000Z.dump.zst", "manifest": "/var/backups/offsite/crm/crm_20261123T030000Z.manifest.json", "size": 48213377, "raw_size": 212443136, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "format": "custom", "compression": "zstd", "tags": ["nightly"], "duration": 41.7}
+  sample:
+    id: crm_20261123T030000Z
+    name: crm
+    path: /var/backups/offsite/crm/crm_20261123T030000Z.dump.zst
+    manifest: /var/backups/offsite/crm/crm_20261123T030000Z.manifest.json
+    size: 48213377
+    raw_size: 212443136
+    sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+    format: custom
+    compression: zstd
+    tags:
+    - nightly
+    duration: 41.7
   contains:
     id:
       description: Backup id, C(<name>_<YYYYMMDDTHHMMSSZ>).

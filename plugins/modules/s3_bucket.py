@@ -198,12 +198,28 @@ state:
       and C(encryption).
   returned: always
   type: dict
-  sample: {"exists": true, "versioning": "Enabled", "object_lock": true, "object_lock_default": null, "lifecycle": [{"ID": "offsite-abort-incomplete-uploads", "Status": "Enabled"}], "block_public_access": true, "encryption": "AES256"}
+  sample:
+    exists: true
+    versioning: Enabled
+    object_lock: true
+    object_lock_default: null
+    lifecycle:
+    - ID: offsite-abort-incomplete-uploads
+      Status: Enabled
+    block_public_access: true
+    encryption: AES256
 iam_policy:
   description: Least-privilege IAM policy for the backup key, scoped to the bucket and O(prefix).
   returned: always
   type: dict
-  sample: {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::crm-backups/*"}]}
+  sample:
+    Version: '2012-10-17'
+    Statement:
+    - Effect: Allow
+      Action:
+      - s3:PutObject
+      - s3:GetObject
+      Resource: arn:aws:s3:::crm-backups/*
 iam_policy_json:
   description: RV(iam_policy) as indented JSON, ready for C(aws iam put-user-policy).
   returned: always

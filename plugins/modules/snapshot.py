@@ -135,7 +135,11 @@ backup:
   description: The snapshot that was made.
   returned: when status is snapshot
   type: dict
-  sample: {"id": "www_20261123T030000Z", "files": 4211, "size": 734003200, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+  sample:
+    id: www_20261123T030000Z
+    files: 4211
+    size: 734003200
+    sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
   contains:
     id:
       description: Backup id.
@@ -155,7 +159,13 @@ transfer:
       C(source_bytes)), and C(wire_bytes), the bytes of all passes of this snapshot.
   returned: when status is snapshot
   type: dict
-  sample: {"bytes_sent": 1052331, "bytes_received": 4211, "transferred_bytes": 1048576, "files_transferred": 12, "source_bytes": 734003200, "wire_bytes": 1056542}
+  sample:
+    bytes_sent: 1052331
+    bytes_received: 4211
+    transferred_bytes: 1048576
+    files_transferred: 12
+    source_bytes: 734003200
+    wire_bytes: 1056542
 executed_commands:
   description: Commands the module ran (rsync with its ssh command line; no secrets).
   returned: always

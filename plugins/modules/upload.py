@@ -105,7 +105,11 @@ backup:
   description: The backup that was uploaded.
   returned: always
   type: dict
-  sample: {"id": "crm_20261123T030000Z", "name": "crm", "size": 48213377, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+  sample:
+    id: crm_20261123T030000Z
+    name: crm
+    size: 48213377
+    sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
   contains:
     id:
       description: Backup id.
@@ -123,7 +127,14 @@ repositories:
   description: One entry per repository, in the order given.
   returned: always
   type: list
-  sample: [{"type": "s3", "repository": "offsite-eu", "key": "crm/crm_20261123T030000Z.dump.zst", "location": "s3://crm-backups/prod/crm/crm_20261123T030000Z.dump.zst", "status": "uploaded", "bytes": 48213377, "duration": 6.2}]
+  sample:
+    - type: s3
+      repository: offsite-eu
+      key: crm/crm_20261123T030000Z.dump.zst
+      location: s3://crm-backups/prod/crm/crm_20261123T030000Z.dump.zst
+      status: uploaded
+      bytes: 48213377
+      duration: 6.2
   elements: dict
   contains:
     type:

@@ -107,7 +107,9 @@ failures:
   returned: always
   type: list
   elements: str
-  sample: ["s3://crm-backups/prod/crm at https://s3.amazonaws.com: the newest backup crm_20261120T030000Z is 3.1d old, more than max_age 26.0h"]
+  sample:
+    - 's3://crm-backups/prod/crm at https://s3.amazonaws.com: the newest backup crm_20261120T030000Z is 3.1d
+      old, more than max_age 26.0h'
 checked:
   description: Number of backups listed, over all repositories.
   returned: always
@@ -127,7 +129,14 @@ repositories:
   description: Per repository, in the order given.
   returned: always
   type: list
-  sample: [{"type": "s3", "location": "s3://crm-backups/prod/crm", "newest": "crm_20261123T030000Z", "backups": [{"id": "crm_20261123T030000Z", "status": "ok", "read": true}]}]
+  sample:
+    - type: s3
+      location: s3://crm-backups/prod/crm
+      newest: crm_20261123T030000Z
+      backups:
+      - id: crm_20261123T030000Z
+        status: ok
+        read: true
   elements: dict
   contains:
     type:
