@@ -2,7 +2,7 @@
 the fixtures, and direct (non-Ansible) looks into the services to check real outcomes.
 
     s3_repo(moto, bucket, prefix="p")          {type: s3, bucket, prefix, endpoint_url, region, keys}
-    sftp_repo(sshd, path)                      normal port, known_hosts file
+    sftp_repo(sshd, path) / rsync_repo(sshd, path)    normal port, known_hosts file
     storagebox_repo(sshd, relpath)             SFTP-only port, pinned host_key, path relative to home
     local_repo(path)                           {type: local, path}
     pg_source(db, **extra) / pg_target(db, mode="create", **extra)   127.0.0.1:5432 as postgres
@@ -53,6 +53,14 @@ def s3_repo(moto, bucket: str, prefix: str | None = "backups", **extra) -> dict:
 def sftp_repo(sshd, path: str, **extra) -> dict:
     """The normal sshd port, host key checked against the harness's known_hosts file."""
     repo = {"type": "sftp", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+            "private_key": sshd.private_key, "known_hosts": sshd.known_hosts, "path": path}
+    repo.update(extra)
+    return repo
+
+
+def rsync_repo(sshd, path: str, **extra) -> dict:
+    """The normal sshd port, host key checked against the harness's known_hosts file."""
+    repo = {"type": "rsync", "host": sshd.host, "port": sshd.port, "user": sshd.user,
             "private_key": sshd.private_key, "known_hosts": sshd.known_hosts, "path": path}
     repo.update(extra)
     return repo

@@ -46,8 +46,8 @@ import yaml
 from tests.harness import REPO_ROOT, VENV_BIN, pg
 from tests.harness.ansible import run_playbook
 from tests.harness.faults import COLLECTIONS, seed
-from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, running, s3_repo, sftp_repo,
-                                       watching)
+from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, rsync_repo, running, s3_repo,
+                                       sftp_repo, watching)
 
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
@@ -274,35 +274,25 @@ def source_db():
 
 
 @pytest.fixture
-def rsync_dir(sshd):
-    path = sshd.make_dir(f"backups/fault-rsync-{_uid()}")
-    try:
-        yield path
-    finally:
+def server_dir(sshd):
+    """``make(prefix)``: a fresh directory below the sshd user's home, removed afterwards."""
+    made = []
+
+    def make(prefix: str) -> str:
+        made.append(sshd.make_dir(f"backups/{prefix}-{_uid()}"))
+        return made[-1]
+    yield make
+    for path in made:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def sftp_dir(sshd):
-    path = sshd.make_dir(f"backups/fault-sftp-{_uid()}")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _rsync_repo(sshd, path: str) -> dict:
-    return {"type": "rsync", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-            "private_key": sshd.private_key, "known_hosts": sshd.known_hosts, "path": path}
 
 
 # -- the scheduled run: dump, upload to four kinds of repository, retention ------------------------
-def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, sftp_dir, rsync_dir, source_db, workdir, new_ledger):
+def test_killed_scheduled_runs_lose_no_backup(moto, bucket, sshd, server_dir, source_db, workdir, new_ledger):
     rng = random.Random(SEED)
     usb = workdir / "usb"
     usb.mkdir()
     repositories = [{"type": "local", "path": str(usb)}, s3_repo(moto, bucket, prefix="srv1"),
-                    sftp_repo(sshd, sftp_dir), _rsync_repo(sshd, rsync_dir)]
+                    sftp_repo(sshd, server_dir("fault-sftp")), rsync_repo(sshd, server_dir("fault-rsync"))]
     job = write_job(workdir, source_db, repositories)
     places = {"local copy": {"type": "local", "path": str(workdir / "local")}}
     places.update((r["type"], r) for r in repositories)
@@ -369,10 +359,11 @@ def _outside(fault, database, set_dir):
 
 
 # -- restore: the target is the old or the new database, nothing in between ------------------------
-def test_killed_restores_leave_the_old_or_the_new_database(moto, bucket, sshd, sftp_dir, rsync_dir, source_db,
-                                                           workdir, unique_db_name):
+def test_killed_restores_leave_the_old_or_the_new_database(moto, bucket, sshd, server_dir, source_db, workdir,
+                                                           unique_db_name):
     rng = random.Random(SEED + 1)
-    repositories = [s3_repo(moto, bucket, prefix="srv1"), sftp_repo(sshd, sftp_dir), _rsync_repo(sshd, rsync_dir)]
+    repositories = [s3_repo(moto, bucket, prefix="srv1"), sftp_repo(sshd, server_dir("fault-sftp")),
+                    rsync_repo(sshd, server_dir("fault-rsync"))]
     job = write_job(workdir, source_db, repositories, name="restores")
     engine = Engine(workdir)
     first = engine.run("run", str(job), "--json")
@@ -535,11 +526,11 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
 
 
 # -- rsync tree snapshots: killed between the writing pass, the linking pass and the manifest -------
-def test_killed_snapshots_leave_complete_trees_or_removable_leftovers(sshd, rsync_dir, workdir, new_ledger):
+def test_killed_snapshots_leave_complete_trees_or_removable_leftovers(sshd, server_dir, workdir, new_ledger):
     rng = random.Random(SEED + 3)
     tree = workdir / "www"
     (tree / "static").mkdir(parents=True)
-    repo = _rsync_repo(sshd, rsync_dir)
+    repo = rsync_repo(sshd, server_dir("fault-rsync"))
     args = {"name": "www", "source": {"type": "files", "paths": [str(tree)]}, "repository": repo}
     ledger = new_ledger({"rsync": repo}, keep=1, name="www")
     engine = Engine(workdir)
