@@ -148,7 +148,7 @@ def test_roles_install_schedule_restrict_and_the_cron_run_backs_up(moto, bucket,
                   f"load {os.getloadavg()}")
             assert again.rc == 0, again.output
             assert again.stats["target"]["changed"] == 0, again.output
-            assert runs <= 45, again.output
+            assert runs <= 55, again.output     # 42 now; a loop over engine files would add ~30
             assert took < 30 * max(2.0, os.getloadavg()[1] / (os.cpu_count() or 1)), (pipelining, took)
 
         # files, modes, owners
