@@ -146,29 +146,19 @@ executed_commands:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
-from ansible_collections.offsite.backup.plugins.module_utils._common import run
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+
+CLEANUP_TARGET_OPTIONS = ('type', 'database', 'databases', 'host', 'port', 'user', 'password', 'ssl_mode',
+                          'connect_timeout', 'maintenance_db', 'container', 'compose_project', 'compose_file',
+                          'data_dir')
 
 
 def main():
-    target = dict(
-        type=dict(type='str', required=True, choices=['files', 'mysql', 'postgresql', 'redis']),
-        database=dict(type='str'),
-        databases=dict(type='list', elements='str'),
-        host=dict(type='str'),
-        port=dict(type='int'),
-        user=dict(type='str'),
-        password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
-        ssl_mode=dict(type='str'),
-        connect_timeout=dict(type='int'),
-        maintenance_db=dict(type='str'),
-        container=dict(type='str'),
-        compose_project=dict(type='str'),
-        compose_file=dict(type='path'),
-        path=dict(type='path'),
-        data_dir=dict(type='path'),
-    )
+    # The connection options of a restore target that say where scratch work may be left.
+    target = dict((key, spec) for key, spec in database_spec().items() if key in CLEANUP_TARGET_OPTIONS)
+    target['path'] = dict(type='path')
     module = AnsibleModule(
         argument_spec=dict(
             target=dict(type='dict', options=target),
