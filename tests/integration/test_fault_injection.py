@@ -428,9 +428,7 @@ def _scratch_of(target: str) -> dict:
     pytest.param("after sql creating the scratch database <scratch>", "_restore_", marks=pytest.mark.xfail(
         strict=True, reason="issue 12 item 6: a scratch database is marked with its owner only after CREATE "
                             "DATABASE; killed in between, no later run may remove it")),
-    pytest.param("after sql swapping the restored database into place", "_previous_", marks=pytest.mark.xfail(
-        strict=True, reason="issue 12 item 6: the previous database of a replace killed after the swap is "
-                            "never swept (sweep_scratch looks at _restore_ names only; a kept previous must stay)")),
+    ("after sql swapping the restored database into place", "_previous_"),
     ("after load", "_restore_"),
 ])
 def test_the_next_restore_removes_what_a_killed_one_left(label, left, moto, bucket, source_db, workdir,

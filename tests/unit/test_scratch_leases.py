@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 from ansible_collections.offsite.backup.plugins.module_utils._engine import scratch
@@ -97,3 +98,19 @@ def test_redis_partial_snapshots_in_data_dir(tmp_path):
     sweep = RedisSource({"type": "redis", "data_dir": str(tmp_path)}, CommandLog()).sweep_scratch(scratch.Sweep())
     assert sweep.removed == ["partial snapshot %s" % dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.rdb", live.name, live.name + ".owner"]
+
+
+def test_previous_databases_are_swept_only_when_marked_for_dropping():
+    """A replace marks the previous database with its lease only when it is to be dropped: a kept
+    previous (keep_previous, no mark, or the user's own comment) is never swept nor reported."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.postgresql import PostgresqlSource
+    source = PostgresqlSource({"type": "postgresql", "database": "crm"}, CommandLog())
+    assert re.match(source.scratch_pattern(), "crm_previous_0123abcd")
+    dead = scratch.comment(dead_lease())
+    rows = [("crm_previous_0000000a", dead), ("crm_previous_0000000b", ""),
+            ("crm_previous_0000000c", "CRM production"), ("crm_previous_0000000d", scratch.comment()),
+            ("crm_restore_0000000e", "")]
+    dropped = []
+    sweep = source.judge_databases(scratch.Sweep(), rows, "here", dropped.append)
+    assert dropped == ["crm_previous_0000000a"]
+    assert [kept["what"] for kept in sweep.kept] == ["scratch database crm_restore_0000000e on here"]

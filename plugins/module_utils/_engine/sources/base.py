@@ -139,14 +139,17 @@ class Source(object):
     def scratch_pattern(self):
         """A regular expression (PostgreSQL's and MariaDB's alike) for the scratch database names
         of ``database``, or of any database with ``databases``."""
-        suffix = '_restore_[0-9a-f]{8}$'
+        suffix = '_(restore|previous)_[0-9a-f]{8}$'
         return suffix if self.databases else '^%s%s' % (re.escape(scratch_prefix(self.database)), suffix)
 
     def judge_databases(self, sweep, rows, where, drop):
         """``rows``: (scratch database name, its comment); ``drop(name)`` removes one."""
         for row in rows:
             name = row[0]
-            sweep.judge('scratch database %s on %s' % (name, where), leases.parse_comment(row[-1]),
+            owner = leases.parse_comment(row[-1])
+            if owner is None and '_previous_' in name:
+                continue  # kept on purpose (keep_previous): only a previous marked for dropping is swept
+            sweep.judge('scratch database %s on %s' % (name, where), owner,
                         lambda name=name: drop(name))
         return sweep
 

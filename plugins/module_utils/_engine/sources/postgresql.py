@@ -661,7 +661,11 @@ class PostgresqlSource(Source):
             self._psql('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s '
                        'AND pid <> pg_backend_pid()' % quote_literal(self.database), maintenance,
                        'terminating sessions')
-        # both renames in one transaction: the target is either the old or the new database
+        # both renames in one transaction: the target is either the old or the new database. A
+        # previous database that is to be dropped carries this run's lease from the same moment,
+        # so that a run killed before the drop leaves one the next sweep removes.
+        if not self.options.get('keep_previous'):
+            unmark += '; COMMENT ON DATABASE %s IS %s' % (quote_ident(previous), quote_literal(leases.comment()))
         self._psql('ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; %s'
                    % (target, quote_ident(previous), quote_ident(scratch), target, unmark),
                    maintenance, 'swapping the restored database into place')
