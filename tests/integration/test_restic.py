@@ -361,10 +361,15 @@ restic_durations = st.sampled_from(["5h", "1d", "3d12h", "10d", "1m", "2m3d", "1
        policy=st.lists(st.sampled_from(sorted(RESTIC_FLAGS)), min_size=1, max_size=4, unique=True).flatmap(
            lambda keys: st.fixed_dictionaries(dict(
                (k, restic_durations if k.startswith("keep_within") else restic_counts) for k in keys))),
-       tz=st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]))
+       tz=st.just("UTC"))
 def test_generated_sets_and_policies_plan_as_restic_forget(restic_pool, subset, policy, tz):
-    """Random subsets of the pool (irregular times) and random policies of the rules restic has, in
-    three time zones: our plan keeps what `restic forget` keeps (issue 12, item 2). Inputs restic
+    """Random subsets of the pool (irregular times) and random policies of the rules restic has:
+    our plan keeps what `restic forget` keeps (issue 12, item 2). In UTC only: restic puts a
+    snapshot in its calendar bucket by the zone the snapshot was *taken* in (stored with its time;
+    the pool's are UTC), not by the TZ `forget` runs under, so another zone here compared two
+    different calendars (seed 3799175557: {'keep_daily': 2} over 2026-07-20 03:00Z and 14:09Z,
+    two days in New York, one for restic). Our zones are covered by the unit properties
+    (tests/unit/test_retention_properties.py). Inputs restic
     does not take the same way are left out: duplicates within one second (its order of equal
     times is not ours), future times (suspect is ours), and plans where restic 0.16's "oldest"
     rule applies (restic here is 0.14). The examples come from RESTIC_SEED (random per run,
