@@ -50,6 +50,7 @@ def watched(moto, sshd, bucket, sample_db, workdir):
     for run in ("first", "second"):
         result = cli("run", str(path))
         assert result.returncode == 0, f"{run} run: {result.stderr}"
+        time.sleep(1)  # the two backups in different seconds: the test compares their times
     return {"path": path, "job": job, "sftp": Path(sftp_dir), "nas": nas}
 
 
@@ -92,11 +93,13 @@ def test_monitor_sees_what_landed_and_alerts_when_it_changes(watched, moto, buck
     s3 = moto.client()
     for key in s3_keys(moto, bucket):
         s3.delete_object(Bucket=bucket, Key=key)
-    artifact = max((watched["nas"] / "crm_db").glob("*.dump*"))
+    # newest by when it was written: two runs within one second give <stamp> and <stamp>-1 ids,
+    # which do not sort by name
+    artifact = max((watched["nas"] / "crm_db").glob("*.dump*"), key=lambda p: p.stat().st_mtime_ns)
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
-    max((watched["sftp"] / "crm_db").glob("*.manifest.json")).unlink()
+    max((watched["sftp"] / "crm_db").glob("*.manifest.json"), key=lambda p: p.stat().st_mtime_ns).unlink()
 
     result = cli("monitor", str(watched["path"]), "--textfile", str(prom))
     assert result.returncode == 0, result.stderr
