@@ -207,7 +207,9 @@ class Ledger:
         for place, (complete, stray) in after.items():
             assert not stray, f"{what}: {place} holds objects the catalog neither lists nor reports: {stray}"
             for backup_id in set(before[place][0]) - set(complete):
-                newer = [i for i in complete if complete[i].created > before[place][0][backup_id].created]
+                # retention's order: by time, then by id (two backups of one second: <id> < <id>-1)
+                lost = (before[place][0][backup_id].created, backup_id)
+                newer = [i for i in complete if (complete[i].created, i) > lost]
                 assert len(newer) >= self.keep, (
                     f"{what}: {place} lost the complete backup {backup_id} with only {len(newer)} newer complete "
                     f"backups (keep_last {self.keep})")
