@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 
 from . import lifeline
 from .errors import DependencyError
@@ -29,13 +30,37 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on; Linux only
 
 
 class CommandLog(object):
-    """The commands one engine call executed, in order, for ``executed_commands``."""
+    """The commands one engine call executed, in order, for ``executed_commands``.
+
+    One log is handed to everything that call opens (sources, repositories, encryption,
+    signing), so it lists every external command that ran, whichever part ran it; parts that
+    speak to their peer through a Python library (local, s3, sftp, b2) record nothing.
+    Secrets never go into argv; as a second line of defence every value given to ``mask``
+    (the secret options of what was opened) is replaced by ``***`` in what is recorded.
+    Repositories of an upload record from their own threads: appending is locked."""
 
     def __init__(self):
         self.commands = []
+        self._secrets = set()
+        self._lock = threading.Lock()
+
+    def mask(self, secrets):
+        """Never record these values (too short ones, 3 characters or fewer, would mangle
+        ordinary words and are not masked)."""
+        with self._lock:
+            self._secrets.update(str(s) for s in secrets or () if s is not None and len(str(s)) > 3)
 
     def record(self, argv):
-        self.commands.append(' '.join(shlex.quote(str(a)) for a in argv))
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+            self.commands.append(' '.join(shlex.quote(self._masked(str(a), secrets)) for a in argv))
+
+    @staticmethod
+    def _masked(arg, secrets):
+        # before quoting: a quoted secret (one with a ' in it) would no longer be found
+        for secret in secrets:
+            arg = arg.replace(secret, '***')
+        return arg
 
 
 def which(tool, purpose):

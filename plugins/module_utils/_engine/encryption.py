@@ -86,6 +86,7 @@ class Encryption(object):
     def __init__(self, options, log):
         self.options = dict((k, v) for k, v in (options or {}).items() if v is not None)
         self.log = log
+        log.mask([self.options.get('passphrase')])
         self.scheme = scheme_of(self.options)
 
     @property

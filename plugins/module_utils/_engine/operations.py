@@ -227,7 +227,7 @@ def upload(backup, repositories, name=None, min_success=None, check_mode=False, 
     name = data['name']
     art_key = mf.artifact_key(name, data['id'], data['extension'])
     man_key = mf.manifest_key(name, data['id'])
-    jobs = [_UploadJob(options, art_key) for options in repositories]
+    jobs = [_UploadJob(options, art_key, log) for options in repositories]
     try:
         # 1. open each repository and decide, all at once: already there, or to be fed
         _in_threads([lambda job=job: job.decide(data, art_key, man_key, check_mode) for job in jobs])
@@ -272,8 +272,9 @@ def _check_min_success(min_success, repositories):
 class _UploadJob(object):
     """One repository of an upload: its connection, its outcome, its clock."""
 
-    def __init__(self, options, art_key):
+    def __init__(self, options, art_key, log):
         self.options = options
+        self.log = log
         self.repo = None
         self.started = time.time()
         self.outcome = {'type': options.get('type'), 'key': art_key, 'bytes': 0,
@@ -281,7 +282,7 @@ class _UploadJob(object):
 
     def open(self):
         with self.failing():
-            self.repo = open_repository(self.options)
+            self.repo = open_repository(self.options, self.log)
             self.outcome['repository'] = self.repo.series_name()
 
     def decide(self, data, art_key, man_key, check_mode):
@@ -441,7 +442,7 @@ def backup(name, source, dest, repositories, min_success=None, log=None, **dump_
         raise ConfigError('no repositories given')
     min_success = len(repositories) if min_success is None else min_success
     _check_min_success(min_success, repositories)
-    jobs = [_UploadJob(options, None) for options in repositories]
+    jobs = [_UploadJob(options, None, log) for options in repositories]
     try:
         _in_threads([job.open for job in jobs])  # connected before the dump starts; a failed one fails alone
         tee = _Tee([job for job in jobs if job.repo is not None and job.repo.streams])
@@ -514,25 +515,22 @@ def snapshot(name, source, repository, tags=None, signing=None, check_mode=False
     signer = Signer(signing, log)
     started = time.time()
     created = mf.utcnow()
-    with open_repository(repository) as repo:
+    with open_repository(repository, log) as repo:
         if not hasattr(repo, 'snapshot'):
             raise ConfigError('%s repositories hold artifacts, not file trees' % repo.type,
                               'use type: rsync for snapshots, or offsite.backup.dump and offsite.backup.upload')
-        try:
-            catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
-            previous = next((b.id for b in catalog.complete if b.manifest.get('format') == mf.TREE_FORMAT), None)
-            done = repo.snapshot(name, src.paths, source.get('exclude'), created, previous, check_mode)
-            result = {'changed': done['status'] != 'unchanged', 'status': done['status'], 'previous': previous,
-                      'location': repo.location(name)}
-            if done['status'] != 'snapshot':
-                return dict(result, changes=done['changes'])
-            data = mf.build(name, done['id'], created, None, 'none', mf.TREE_FORMAT, done['size'], done['sha256'],
-                            done['size'], facts, tags, time.time() - started)
-            data.update(artifact=done['id'], files=done['files'])
-            data = signer.sign(data)
-            repo.put_bytes(mf.manifest_key(name, done['id']), mf.dumps(data))  # last: now it exists
-        finally:
-            log.commands.extend(repo.log.commands)
+        catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository))
+        previous = next((b.id for b in catalog.complete if b.manifest.get('format') == mf.TREE_FORMAT), None)
+        done = repo.snapshot(name, src.paths, source.get('exclude'), created, previous, check_mode)
+        result = {'changed': done['status'] != 'unchanged', 'status': done['status'], 'previous': previous,
+                  'location': repo.location(name)}
+        if done['status'] != 'snapshot':
+            return dict(result, changes=done['changes'])
+        data = mf.build(name, done['id'], created, None, 'none', mf.TREE_FORMAT, done['size'], done['sha256'],
+                        done['size'], facts, tags, time.time() - started)
+        data.update(artifact=done['id'], files=done['files'])
+        data = signer.sign(data)
+        repo.put_bytes(mf.manifest_key(name, done['id']), mf.dumps(data))  # last: now it exists
     transfer = dict((k, done[k]) for k in ('entries', 'files_transferred', 'source_bytes', 'transferred_bytes',
                                            'bytes_sent', 'bytes_received', 'wire_bytes') if k in done)
     return dict(result, backup={'id': done['id'], 'name': name, 'created': data['created'], 'files': done['files'],
@@ -570,7 +568,8 @@ def estimate_cost(estimate, policy, timezone='UTC', newest=None):
 
 
 def plan(backups, policy, timezone='UTC', now=None, estimate=None, clock_skew=None, log=None):
-    """Planning only (no repository): ``backups`` is a list of {id, time, tags}."""
+    """Planning only (no repository): ``backups`` is a list of {id, time, tags}. Runs no
+    command: ``log`` (the caller's executed_commands) stays empty."""
     try:
         refs = [BackupRef(str(b['id']), mf.parse_time(b['time']), tuple(b.get('tags') or ())) for b in backups]
         result = plan_retention(refs, policy, tz=timezone, now=now, clock_skew=mf.clock_skew(clock_skew)).as_dict()
@@ -592,8 +591,9 @@ def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRAC
     never the newest, fills no slot, and is never deleted (reported in ``unauthentic``)."""
     now = now or mf.utcnow()
     check_grace(grace_hours)
-    verifier = Verifier(signing, log or CommandLog(), required=True)
-    with open_repository(repository) as repo:
+    log = log or CommandLog()
+    verifier = Verifier(signing, log, required=True)
+    with open_repository(repository, log) as repo:
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew, now=now)
         problems = [(b, verifier.problem(b)) for b in catalog.complete]
         unauthentic = [dict(id=b.id, problem=problem) for b, problem in problems if problem]
@@ -699,8 +699,9 @@ def _legacy_tz(options):
 
 # -- info ---------------------------------------------------------------------------------
 def info(name, repository, query=None, repository_check=None, clock_skew=None, signing=None, log=None):
-    verifier = Verifier(signing, log or CommandLog(), required=True)
-    with open_repository(repository) as repo:
+    log = log or CommandLog()
+    verifier = Verifier(signing, log, required=True)
+    with open_repository(repository, log) as repo:
         checker = getattr(repo, 'check', None)
         if repository_check and checker is None:
             raise ConfigError('repository_check needs a repository that checks itself (restic); %s does not'
@@ -755,7 +756,7 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
     log = log or CommandLog()
     started = time.time()
     verifier = Verifier(signing, log, required=True)
-    with open_repository(repository) as repo:
+    with open_repository(repository, log) as repo:
         catalog = Catalog(repo, name, legacy_tz=_legacy_tz(repository), clock_skew=clock_skew)
         chosen = catalog.select(backup)
         warnings = [] if chosen.id == backup else catalog.passed_over(chosen, backup)

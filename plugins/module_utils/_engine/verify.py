@@ -104,7 +104,7 @@ def verify(name, repositories, read_data=None, encryption=None, max_age=None, ch
 def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, log, verifier):
     report = {'type': options.get('type'), 'location': None, 'backups': [], 'failures': [], 'newest': None}
     try:
-        with open_repository(options) as repo:
+        with open_repository(options, log) as repo:
             report['location'] = repo.location(name)
             catalog = Catalog(repo, name, legacy_tz=_legacy_tz(options), clock_skew=skew, now=now)
             complete = catalog.trusted  # a suspect backup is not the newest one

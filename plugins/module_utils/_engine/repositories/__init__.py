@@ -11,10 +11,12 @@ TYPES = dict((cls.type, cls) for cls in (local.LocalRepository, s3.S3Repository,
                                          rsync.RsyncRepository, restic.ResticRepository))
 
 
-def open_repository(options):
-    """Build the repository an options dict describes (it is not connected yet)."""
+def open_repository(options, log=None):
+    """Build the repository an options dict describes (it is not connected yet). ``log``: the
+    caller's CommandLog, where the repository records every external command it runs (restic,
+    rsync and ssh) for ``executed_commands``; without one, a log of its own nobody reads."""
     kind = (options or {}).get('type')
     if kind not in TYPES:
         raise ConfigError('repository type %r is not known' % (kind,),
                           'use one of: %s' % ', '.join(sorted(TYPES)))
-    return TYPES[kind](options)
+    return TYPES[kind](options, log)

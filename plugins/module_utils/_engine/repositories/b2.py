@@ -103,8 +103,8 @@ class B2Repository(Repository):
     required = ('bucket',)
     secret_options = ('application_key',)
 
-    def __init__(self, options, api=None):
-        super(B2Repository, self).__init__(options)
+    def __init__(self, options, log=None, api=None):
+        super(B2Repository, self).__init__(options, log)
         self.bucket_name = self.options['bucket']
         self.prefix = self.options.get('prefix', '').strip('/')
         self.hide_only = bool(self.options.get('hide_only', False))

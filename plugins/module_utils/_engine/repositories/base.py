@@ -13,6 +13,7 @@ import hashlib
 import io
 import re
 
+from ..commands import CommandLog
 from ..errors import ConfigError, IntegrityError
 from ..pipeline import HashingReader, copy, read_full
 
@@ -57,8 +58,10 @@ class Repository(object):
     # copied while it is written: see operations.backup)
     streams = False
 
-    def __init__(self, options):
+    def __init__(self, options, log=None):
         self.options = dict((k, v) for k, v in options.items() if v is not None)
+        # the caller's log (executed_commands): every command this repository runs is in it
+        self.log = log if log is not None else CommandLog()
         missing = [name for name in self.required if not self.options.get(name)]
         if missing:
             raise ConfigError('a %s repository needs %s' % (self.type, ', '.join(missing)),
@@ -71,6 +74,7 @@ class Repository(object):
                               'use one of: %s' % ', '.join(VERIFY_MODES))
         self.timeout = _whole(self.options.get('timeout', DEFAULT_TIMEOUT), 'timeout', 1)
         self.retries = _whole(self.options.get('retries', DEFAULT_RETRIES), 'retries', 0)
+        self.log.mask(self.secrets())
 
     def longest_wait(self):
         """Seconds one call waits at most for a server that accepts connections and never
@@ -198,7 +202,7 @@ def redact_url(url):
 
 def url_secret(url):
     """The userinfo part of ``url`` (to scrub from texts others wrote), or None."""
-    match = re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@', url or '')
+    match = re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@', url if isinstance(url, str) else '')
     return match.group(1) if match else None
 
 

@@ -21,8 +21,8 @@ class LocalRepository(Repository):
     required = ('path',)
     streams = True
 
-    def __init__(self, options):
-        super(LocalRepository, self).__init__(options)
+    def __init__(self, options, log=None):
+        super(LocalRepository, self).__init__(options, log)
         self.root = os.path.abspath(os.path.expanduser(self.options['path']))
 
     def location(self, key=''):

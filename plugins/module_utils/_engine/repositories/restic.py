@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 
 from .. import manifest as mf
-from ..commands import CommandLog, killed_by, run, stderr_tail, streaming, which
+from ..commands import killed_by, run, stderr_tail, streaming, which
 from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, hash_stream, read_full
 from .base import ObjectInfo, PutResult, Repository, checked_key
@@ -50,8 +50,8 @@ class ResticRepository(Repository):
     required = ('restic_repository',)
     secret_options = ('restic_password', 'secret_key', 'session_token', 'application_key')
 
-    def __init__(self, options):
-        super(ResticRepository, self).__init__(options)
+    def __init__(self, options, log=None):
+        super(ResticRepository, self).__init__(options, log)
         self.url = self.options['restic_repository']
         if not self.options.get('restic_password') and not self.options.get('restic_password_file'):
             raise ConfigError('restic repository %s has neither restic_password nor restic_password_file'
@@ -71,7 +71,6 @@ class ResticRepository(Repository):
         self._exists = None
         self._snapshots = None
         self._pending_prune = False
-        self.log = None
 
     # -- plumbing -----------------------------------------------------------------------
     def location(self, key=''):
@@ -85,7 +84,8 @@ class ResticRepository(Repository):
 
     def secrets(self):
         found = super(ResticRepository, self).secrets()
-        return found + [str(v) for v in (self.options.get('restic_env') or {}).values() if v]
+        env = self.options.get('restic_env')
+        return found + [str(v) for v in (env.values() if isinstance(env, dict) else ()) if v]
 
     def _environment(self, extra):
         env = {'RESTIC_REPOSITORY': self.url, 'TZ': 'UTC',
@@ -105,11 +105,6 @@ class ResticRepository(Repository):
         if self._restic is None:
             self._restic = which('restic', 'for restic repositories (Debian: apt-get install restic)')
         return [self._restic] + list(args)
-
-    def _commands(self):
-        if self.log is None:
-            self.log = CommandLog()
-        return self.log
 
     def _fail(self, doing, rc, stderr, key=''):
         """Turn restic's exit status and stderr into the error an operator can act on."""
@@ -135,7 +130,7 @@ class ResticRepository(Repository):
         return text
 
     def _run(self, doing, *args):
-        rc, out, err = run(self._argv(*args), self._commands(), env=self._env)
+        rc, out, err = run(self._argv(*args), self.log, env=self._env)
         if rc != 0:
             self._fail(doing, rc, err)
         return out
@@ -146,7 +141,7 @@ class ResticRepository(Repository):
             # the first call of every operation: a backend that never answers fails here, in
             # bounded time (restic itself retries a silent backend for many minutes)
             try:
-                rc, out, err = run(self._argv('cat', 'config', '--no-lock'), self._commands(), env=self._env,
+                rc, out, err = run(self._argv('cat', 'config', '--no-lock'), self.log, env=self._env,
                                    timeout=self.longest_wait())
             except subprocess.TimeoutExpired:
                 raise UnreachableError('restic repository %s did not answer within %d s'
@@ -198,7 +193,7 @@ class ResticRepository(Repository):
         if parsed:  # the snapshot carries the backup's date: restic forget by hand agrees with us
             args += ['--time', parsed[1].strftime('%Y-%m-%d %H:%M:%S')]
         with tempfile.TemporaryFile() as out:
-            with streaming(self._argv(*args), self._commands(), env=self._env,
+            with streaming(self._argv(*args), self.log, env=self._env,
                            stdin=subprocess.PIPE, stdout=out) as proc:
                 sent = 0
                 try:
@@ -233,7 +228,7 @@ class ResticRepository(Repository):
 
     @contextlib.contextmanager
     def _dump(self, snapshot, key):
-        with streaming(self._argv('dump', '--no-lock', snapshot, '/' + checked_key(key)), self._commands(), env=self._env) as proc:
+        with streaming(self._argv('dump', '--no-lock', snapshot, '/' + checked_key(key)), self.log, env=self._env) as proc:
             yield proc.stdout
             # the reader is done: a restic that failed midway must not pass for a short object
             rest = proc.stdout.read(1)
@@ -295,7 +290,7 @@ class ResticRepository(Repository):
                 raise ConfigError('read_data_subset %r is not a restic subset' % (read_data_subset,),
                                   'use a percentage (10%), a part (1/5) or a size (500M)')
             args.append('--read-data-subset=%s' % read_data_subset)
-        rc, out, err = run(self._argv(*args), self._commands(), env=self._env)
+        rc, out, err = run(self._argv(*args), self.log, env=self._env)
         if rc != 0:
             if any(marker in err + out for marker in _DAMAGED):
                 detail = self._scrub((err.strip() or out.strip())[-1500:])

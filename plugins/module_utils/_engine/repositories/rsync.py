@@ -63,8 +63,8 @@ class RsyncRepository(Repository):
     required = ('host', 'user', 'path')
     secret_options = ('private_key_passphrase',)
 
-    def __init__(self, options):
-        super(RsyncRepository, self).__init__(options)
+    def __init__(self, options, log=None):
+        super(RsyncRepository, self).__init__(options, log)
         self.host = self.options['host']
         self.port = int(self.options.get('port', 22))
         self.user = self.options['user']
@@ -74,7 +74,6 @@ class RsyncRepository(Repository):
                               'pin the server\'s key: host_key: "ssh-ed25519 AAAA..." or a known_hosts '
                               'file (ssh-keyscan -p %d %s); offsite.backup never trusts a key blindly'
                               % (self.port, self.host))
-        self.log = commands.CommandLog()
         self._scratch = None
         self._anchored = False  # --link-dest anchored at the rrsync directory (see _linked)
 
@@ -342,10 +341,12 @@ class RsyncRepository(Repository):
             if any(name.startswith('ssh-') for name in os.listdir(self._scratch)):
                 ssh = shutil.which('ssh')
                 if ssh:
-                    subprocess.run([ssh, '-o', 'ControlPath=%s' % self._control_path(), '-O', 'exit',
-                                    '-p', str(self.port), '%s@%s' % (self.user, self.host)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   timeout=30, check=False)
+                    try:  # ends the shared connection; its outcome changes nothing
+                        commands.run([ssh, '-o', 'ControlPath=%s' % self._control_path(), '-O', 'exit',
+                                      '-p', str(self.port), '%s@%s' % (self.user, self.host)],
+                                     self.log, stdin=subprocess.DEVNULL, timeout=30)
+                    except subprocess.TimeoutExpired:
+                        pass
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 

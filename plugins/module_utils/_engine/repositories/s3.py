@@ -67,8 +67,8 @@ class S3Repository(Repository):
     secret_options = ('secret_key', 'session_token')
     streams = True
 
-    def __init__(self, options):
-        super(S3Repository, self).__init__(options)
+    def __init__(self, options, log=None):
+        super(S3Repository, self).__init__(options, log)
         self.bucket = self.options['bucket']
         self.prefix = self.options.get('prefix', '').strip('/')
         self.endpoint_url = self.options.get('endpoint_url')

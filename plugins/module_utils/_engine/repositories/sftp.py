@@ -57,8 +57,8 @@ class SftpRepository(Repository):
     secret_options = ('private_key_passphrase',)
     streams = True
 
-    def __init__(self, options):
-        super(SftpRepository, self).__init__(options)
+    def __init__(self, options, log=None):
+        super(SftpRepository, self).__init__(options, log)
         self.host = self.options['host']
         self.port = int(self.options.get('port', 22))
         self.user = self.options['user']

@@ -31,6 +31,8 @@ class Source(object):
     def __init__(self, options, log):
         self.options = dict((k, v) for k, v in (options or {}).items() if v is not None)
         self.log = log
+        if log is not None:
+            log.mask(self.secrets())
         missing = [name for name in self.required if not self.options.get(name)]
         if missing:
             raise ConfigError('a %s source needs %s' % (self.type, ', '.join(missing)))
