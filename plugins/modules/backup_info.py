@@ -236,7 +236,9 @@ repository:
   type: str
   sample: "offsite-eu"
 executed_commands:
-  description: Commands the module ran.
+  description:
+    - Commands the module ran, without secrets; C(restic) calls (C(snapshots), C(dump) of the manifests),
+      C(rsync --list-only). Local, S3, SFTP and B2 repositories run no command (an empty list).
   returned: always
   type: list
   sample: []

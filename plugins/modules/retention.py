@@ -314,7 +314,9 @@ cost:
           of the newest backup), C(warnings), C(source), C(as_of).
       type: dict
 executed_commands:
-  description: Commands the module ran.
+  description:
+    - Commands the module ran, without secrets; C(restic) calls (C(snapshots), C(dump) of the manifests, C(forget), C(prune)),
+      C(rsync --list-only) and the deleting transfers. Local, S3, SFTP and B2 repositories run no command (an empty list).
   returned: always
   type: list
   sample: []

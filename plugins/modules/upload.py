@@ -176,10 +176,12 @@ failed_repositories:
   elements: str
   sample: [sftp://backup@192.0.2.7:23/backups/crm/crm_20261123T030000Z.dump.zst]
 executed_commands:
-  description: Commands the module ran (none for the built-in repository types).
+  description:
+    - Commands the module ran, without secrets; C(restic) calls, C(rsync) transfers and the C(ssh) that
+      ends their connection. Local, S3, SFTP and B2 repositories run no command (an empty list).
   returned: always
   type: list
-  sample: []
+  sample: ["/usr/bin/restic cat config --no-lock", "/usr/bin/restic backup --json --quiet --stdin --stdin-filename crm/crm_20261122T030000Z.dump.zst ..."]
   elements: str
 '''
 

@@ -182,7 +182,9 @@ repositories:
           description: What is wrong with it.
           type: str
 executed_commands:
-  description: Commands the module ran, without secrets.
+  description:
+    - Commands the module ran, without secrets; the archive checks (C(pg_restore --list), C(tar -t)), C(gpg) or
+      C(age) decryption, and the C(restic) or C(rsync) calls of those repositories.
   returned: always
   type: list
   sample: []
