@@ -191,7 +191,32 @@ def test_restic_repository_logs_every_call(tmp_path):
     assert "dump" in subcommands("verify") and "dump" in subcommands("restore"), logs
     # retention: the old backup's two snapshots forgotten, then one prune when the repository closes
     assert "forget" in subcommands("retention") and subcommands("retention")[-1] == "prune", logs["retention"]
+    # a self-check asked of info is restic check
+    checked, logs["check"] = logged(operations.info, "site", repo, repository_check="100%")
+    assert checked["repository_check"]["ok"], checked
+    assert ["--read-data-subset=100%"] == [a for a in calls(logs["check"], "restic")[-1] if a.startswith("--read")]
     assert_no_secret(logs, [PASSPHRASE, password, token])
+
+
+def test_rsync_snapshot_logs_its_transfers(sshd, tmp_path):
+    """A tree snapshot and its restore are rsync transfers; nothing changed: a dry run only."""
+    tree = tmp_path / "www"
+    tree.mkdir()
+    (tree / "index.html").write_text("hello")
+    repo = rsync_repo(sshd, sshd.make_dir(f"cmdlog-tree-{_uid()}"))
+    source = {"type": "files", "paths": [str(tree)]}
+    first, made = logged(operations.snapshot, "www", source, repo)
+    assert first["status"] == "snapshot", first
+    again, unchanged = logged(operations.snapshot, "www", source, repo)
+    assert again["status"] == "unchanged", again
+    restored, restore = logged(operations.restore, "www", repo, {"type": "files", "path": str(tmp_path / "back")})
+    assert restored["status"] == "restored", restored
+    assert (tmp_path / "back" / str(tree).lstrip("/") / "index.html").read_text() == "hello"
+    # the source's probe asks tar its version; everything else is rsync, and ssh at close
+    assert set(programs(made)) == set(programs(unchanged)) == {"tar", "rsync", "ssh"}, (made, unchanged)
+    assert set(programs(restore)) == {"rsync", "ssh"}, restore
+    assert any(f"{tree}" in argv and "--list-only" not in argv for argv in calls(made, "rsync")), made
+    assert any("--dry-run" in argv for argv in calls(unchanged, "rsync")), unchanged
 
 
 # -- source types --------------------------------------------------------------------------------------
