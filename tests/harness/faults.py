@@ -121,9 +121,9 @@ class Counting:
 
 
 def install(injector: Injector) -> None:
-    from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
     from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import TYPES
     from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.usecases import dump as dumping
 
     reached = injector.reached
 
@@ -140,12 +140,12 @@ def install(injector: Injector) -> None:
     real_rename = os.rename
     os.rename = around(lambda src, dst, *a, **k: "rename " + key_kind(str(dst)), real_rename)
 
-    real_compress = operations.compress
+    real_compress = dumping.compress
 
     def compress(reader, sink, *args, **kwargs):
         reached("dump running")
         return real_compress(reader, Counting(sink, "dump", injector), *args, **kwargs)
-    operations.compress = compress
+    dumping.compress = compress
 
     for repo_class in set(TYPES.values()):
         kind = repo_class.type

@@ -27,6 +27,19 @@ def safe_key(key):
         return None
 
 
+def legacy_timezone(options):
+    """The zone of a seed script's file name stamps in a repository (its ``legacy_timezone``
+    option; UTC by default): what Catalog's ``legacy_tz`` takes."""
+    name = (options or {}).get('legacy_timezone')
+    if not name:
+        return datetime.timezone.utc
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name)
+    except Exception:
+        raise ConfigError('legacy_timezone %r is not a known IANA time zone' % name)
+
+
 class Backup(object):
     def __init__(self, backup_id, name, created, artifact_key=None, manifest_key=None, size=None,
                  sha256=None, manifest=None, legacy=False, complete=False, modified=None, problem=None,

@@ -229,6 +229,14 @@ class Encryption(object):
                     yield plain
 
 
+def decrypter(enc, data, where):
+    """The ``decrypt`` stage for VerifiedStream, or None for an unencrypted backup."""
+    info = data.get('encryption')
+    if not info:
+        return None
+    return lambda reader: enc.decrypting(reader, info, where)
+
+
 @contextlib.contextmanager
 def _scratch_gpg_home():
     """gpg wants a home even for --symmetric: an empty private one, removed afterwards."""

@@ -25,11 +25,10 @@ import tempfile
 
 from . import commands
 from . import manifest as mf
-from .catalog import Catalog
+from .catalog import Catalog, legacy_timezone
 from .commands import CommandLog
-from .encryption import Encryption
+from .encryption import Encryption, decrypter
 from .errors import AuthenticityError, BackupError, ConfigError, IntegrityError
-from .operations import _legacy_tz, decrypter
 from .pipeline import VerifiedStream, _NullWriter, chunks, copy, hash_stream, read_full
 from .repositories import open_repository
 from .signing import Verifier
@@ -106,7 +105,7 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
     try:
         with open_repository(options, log) as repo:
             report['location'] = repo.location(name)
-            catalog = Catalog(repo, name, legacy_tz=_legacy_tz(options), clock_skew=skew, now=now)
+            catalog = Catalog(repo, name, legacy_tz=legacy_timezone(options), clock_skew=skew, now=now)
             complete = catalog.trusted  # a suspect backup is not the newest one
             sample = set(b.id for b in choose_sample(catalog.complete, wanted))
             for backup in catalog.backups:
