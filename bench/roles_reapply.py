@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         times: dict[str, list[float]] = {"False": [], "True": []}
         runs: dict[str, int] = {}
         loads = [uptime()]
-        for _ in range(args.repeat):
+        for _round in range(args.repeat):
             for pipelining in ("False", "True"):
                 started = time.monotonic()
                 again = run_playbook(the_plays, inventory=inventory, connection=None,
