@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""pipeline.fan_out: one read of a source, several consumers at once, none stalling the others.
+"""fanout.fan_out: one read of a source, several consumers at once, none stalling the others.
 
 Consumers here are plain in-memory classes (no store behind them): a fast one, a slow one, one
 that raises midway, one that returns early; sources that count reads or die midway."""
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ansible_collections.offsite.backup.plugins.module_utils._engine import pipeline
-from ansible_collections.offsite.backup.plugins.module_utils._engine.pipeline import ProducerFailed, fan_out
+from ansible_collections.offsite.backup.plugins.module_utils._engine.fanout import ProducerFailed, fan_out
 
 CHUNK = 1024
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""pipeline.GrowingFile + follow: consumers read a file while it is written (the runner's tee).
+"""fanout.GrowingFile + follow: consumers read a file while it is written (the runner's tee).
 
 The writer writes a real file in pieces; consumers are plain functions reading through
 their own handles. What matters: every consumer gets exactly the bytes written, EOF only
@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine.pipeline import (GrowingFile, ProducerFailed,
-                                                                                      follow)
+from ansible_collections.offsite.backup.plugins.module_utils._engine.fanout import GrowingFile, ProducerFailed, follow
 
 
 def collect(read_size=4096, delay=0.0):

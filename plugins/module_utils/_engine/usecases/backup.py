@@ -8,7 +8,7 @@ __metaclass__ = type
 from .. import manifest as mf
 from ..commands import CommandLog
 from ..errors import BackupError, ConfigError
-from ..pipeline import GrowingFile, follow
+from ..fanout import GrowingFile, follow
 from .dump import dump
 from .upload import _check_min_success, _complete, _in_threads, _send, _upload_result, _UploadJob, load_local_backup
 
@@ -19,7 +19,7 @@ def backup(name, source, dest, repositories, min_success=None, log=None, **dump_
 
     Repositories whose ``put`` takes a stream (``streams``: local, s3, sftp) read the artifact
     while the dump writes it, each through its own handle on the file being written
-    (pipeline.GrowingFile), so a slow store never holds the dump back and memory stays flat.
+    (fanout.GrowingFile), so a slow store never holds the dump back and memory stays flat.
     Their stream ends only once the local backup is complete (the source tool exited cleanly,
     the manifest is written); a dump that fails aborts every put (multipart uploads aborted,
     partial files removed). The other stores (they need the size in advance) get the

@@ -13,7 +13,7 @@ import time
 from .. import manifest as mf
 from ..commands import CommandLog
 from ..errors import BackupError, ConfigError, IntegrityError, NotFoundError, as_backup_error
-from ..pipeline import fan_out
+from ..fanout import fan_out
 from ..repositories import open_repository
 
 
@@ -44,7 +44,7 @@ def upload(backup, repositories, name=None, min_success=None, check_mode=False, 
     """Copy one local backup to every repository: artifact, verified, then manifest.
 
     The artifact is read once and streamed to every repository that needs it at the same
-    time (``pipeline.fan_out``); one failing repository does not stop the others. The task
+    time (``fanout.fan_out``); one failing repository does not stop the others. The task
     fails unless at least ``min_success`` repositories (default: all) hold the backup."""
     log = log or CommandLog()
     path, data = load_local_backup(backup)
