@@ -8,82 +8,34 @@ operation, and the result (with ``executed_commands``) or a clear failure comes 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-from ansible.module_utils.basic import env_fallback
+from ansible_collections.offsite.backup.plugins.module_utils._engine import repositories, schema, sources
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import as_backup_error
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import url_secret
 
 
 def repository_spec():
-    return dict(
-        type=dict(type='str', required=True, choices=['b2', 'local', 'restic', 'rsync', 's3', 'sftp']),
-        name=dict(type='str'),
-        bucket=dict(type='str'),
-        prefix=dict(type='str'),
-        endpoint_url=dict(type='str', fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),
-        region=dict(type='str', fallback=(env_fallback, ['AWS_REGION', 'AWS_DEFAULT_REGION'])),
-        access_key=dict(type='str', no_log=False, fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
-        secret_key=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
-        session_token=dict(type='str', no_log=True, fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
-        key_id=dict(type='str', no_log=False, fallback=(env_fallback, ['B2_APPLICATION_KEY_ID'])),
-        application_key=dict(type='str', no_log=True, fallback=(env_fallback, ['B2_APPLICATION_KEY'])),
-        hide_only=dict(type='bool'),
-        storage_class=dict(type='str'),
-        server_side_encryption=dict(type='str'),
-        object_lock_mode=dict(type='str', choices=['governance', 'compliance']),
-        object_lock_days=dict(type='int'),
-        part_size=dict(type='int'),
-        concurrency=dict(type='int'),
-        checksums=dict(type='str', choices=['auto', 'when_required', 'when_supported']),
-        host=dict(type='str'),
-        port=dict(type='int'),
-        user=dict(type='str'),
-        private_key=dict(type='path', no_log=False),
-        private_key_passphrase=dict(type='str', no_log=True),
-        known_hosts=dict(type='path'),
-        host_key=dict(type='str', no_log=False),
-        path=dict(type='str'),
-        timeout=dict(type='int'),
-        retries=dict(type='int'),
-        verify=dict(type='str', choices=['full', 'size'], default='full'),
-        legacy_timezone=dict(type='str'),
-        restic_repository=dict(type='str', no_log=False),
-        restic_password=dict(type='str', no_log=True, fallback=(env_fallback, ['RESTIC_PASSWORD'])),
-        restic_password_file=dict(type='path', no_log=False),
-        restic_env=dict(type='dict', no_log=True),
-        restic_init=dict(type='bool', default=False),
-    )
+    """The options of a ``repository`` dict: those of every repository type, derived from the
+    types' declarations (the engine then refuses an option the chosen type does not take)."""
+    return schema.argument_spec(repositories.REPOSITORY_CLASSES)
+
+
+def s3_connection_spec(names):
+    """The S3 connection options ``names`` as the s3 repository type declares them."""
+    spec = schema.argument_spec([repositories.TYPES['s3']])
+    return dict((name, spec[name]) for name in names)
+
+
+def source_spec(role, only=None):
+    """The options of a ``source`` (``role='dump'``) or restore ``target`` (``role='restore'``)
+    dict: those of every source type, from the types' declarations; ``only`` limits them."""
+    return schema.argument_spec(sources.SOURCE_CLASSES, role, only)
 
 
 def clock_skew_spec():
     """How far in the future a backup may be dated before it is suspect; documented in
     doc_fragments/clock_skew.py."""
     return dict(type='str', default='1h')
-
-
-def database_spec():
-    """Connection options shared by a database source (dump) and target (restore)."""
-    return dict(
-        type=dict(type='str', required=True, choices=['files', 'mysql', 'postgresql', 'redis']),
-        database=dict(type='str'),
-        databases=dict(type='list', elements='str'),
-        host=dict(type='str'),
-        port=dict(type='int'),
-        user=dict(type='str'),
-        password=dict(type='str', no_log=True, fallback=(env_fallback, ['PGPASSWORD'])),
-        ssl_mode=dict(type='str'),
-        connect_timeout=dict(type='int'),
-        maintenance_db=dict(type='str'),
-        jobs=dict(type='int'),
-        container=dict(type='str'),
-        compose_project=dict(type='str'),
-        compose_file=dict(type='path'),
-        tls=dict(type='bool'),
-        tls_ca_file=dict(type='path'),
-        tls_cert_file=dict(type='path'),
-        tls_key_file=dict(type='path'),
-        data_dir=dict(type='path'),
-    )
 
 
 def encryption_spec():

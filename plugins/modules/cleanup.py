@@ -19,6 +19,7 @@ description:
   - Every restore does the same for its own target and work directory before it starts (its C(cleaned) result).
 extends_documentation_fragment:
   - offsite.backup.attributes
+  - offsite.backup.source.CLEANUP
 attributes:
   check_mode:
     description: Reports what it would remove; removes nothing.
@@ -27,66 +28,6 @@ attributes:
     description: A second run finds nothing left and reports C(changed=false).
     support: full
 options:
-  target:
-    description:
-      - The restore target whose scratch work to look for, as given to M(offsite.backup.restore) (its C(mode)
-        and restore options are not needed). Without it only work directories are swept.
-      - C(postgresql) - scratch databases of O(target.database) (or of any database, with O(target.databases)).
-      - C(mysql) - scratch databases of O(target.database) (or of any, with O(target.databases)); MariaDB 10.5+
-        records their owner, on MySQL they are listed in RV(kept).
-      - C(files) - scratch directories next to O(target.path).
-      - C(redis) - partial snapshot copies in O(target.data_dir); the scratch server's work directory is swept
-        like every work directory.
-    type: dict
-    suboptions:
-      type:
-        description: The target type.
-        type: str
-        required: true
-        choices: [files, mysql, postgresql, redis]
-      database:
-        description: The database whose scratch databases to look for (C(postgresql), C(mysql)).
-        type: str
-      databases:
-        description: Look for scratch databases of every database on the server (C(postgresql), C(mysql)), e.g. C([all]).
-        type: list
-        elements: str
-      host:
-        description: Server host. Defaults to C(127.0.0.1).
-        type: str
-      port:
-        description: Server port.
-        type: int
-      user:
-        description: User allowed to drop the scratch databases.
-        type: str
-      password:
-        description: Password; passed in E(PGPASSWORD) (C(postgresql)) or E(MYSQL_PWD) (C(mysql)). Falls back to E(PGPASSWORD).
-        type: str
-      ssl_mode:
-        description: libpq C(sslmode).
-        type: str
-      connect_timeout:
-        description: Seconds to wait for a connection.
-        type: int
-      maintenance_db:
-        description: Database to connect to for DROP DATABASE. Defaults to C(postgres).
-        type: str
-      container:
-        description: Run the database tools inside this container (see M(offsite.backup.restore)).
-        type: str
-      compose_project:
-        description: Compose project of O(target.container).
-        type: str
-      compose_file:
-        description: Compose file of O(target.container).
-        type: path
-      path:
-        description: The directory restored into (C(files)).
-        type: path
-      data_dir:
-        description: The Redis data directory restored into (C(redis)); partial snapshot copies there are swept.
-        type: path
   work_dir:
     description: The O(offsite.backup.restore#module:work_dir) of the restores; the system temp directory is always swept too.
     type: path
@@ -147,18 +88,17 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import source_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 CLEANUP_TARGET_OPTIONS = ('type', 'database', 'databases', 'host', 'port', 'user', 'password', 'ssl_mode',
                           'connect_timeout', 'maintenance_db', 'container', 'compose_project', 'compose_file',
-                          'data_dir')
+                          'data_dir', 'path')
 
 
 def main():
     # The connection options of a restore target that say where scratch work may be left.
-    target = dict((key, spec) for key, spec in database_spec().items() if key in CLEANUP_TARGET_OPTIONS)
-    target['path'] = dict(type='path')
+    target = source_spec('restore', only=CLEANUP_TARGET_OPTIONS)
     module = AnsibleModule(
         argument_spec=dict(
             target=dict(type='dict', options=target),

@@ -22,6 +22,7 @@ description:
     written; the manifest records the scheme and the recipients, never a secret.
 extends_documentation_fragment:
   - offsite.backup.attributes
+  - offsite.backup.source
   - offsite.backup.encryption
   - offsite.backup.signing
 attributes:
@@ -38,108 +39,6 @@ options:
       - Backups are stored as C(<name>/<name>_<YYYYMMDDTHHMMSSZ>.<ext>) next to their manifest.
     type: str
     required: true
-  source:
-    description: What to back up.
-    type: dict
-    required: true
-    suboptions:
-      type:
-        description:
-          - C(postgresql) for a PostgreSQL database or cluster, C(files) for files and directories.
-          - C(mysql) for one MySQL or MariaDB database, C(redis) for a snapshot of a Redis server.
-        type: str
-        required: true
-        choices: [files, mysql, postgresql, redis]
-      database:
-        description: Database to dump (C(postgresql), C(mysql)).
-        type: str
-      databases:
-        description:
-          - The whole cluster (C(postgresql)) instead of O(source.database) - C([all]) (every database that accepts
-            connections except templates and the maintenance database) or a list of names.
-          - One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password
-            hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot
-            with its row counts. Each database is spooled once to an unlinked file in O(dest).
-          - For C(mysql), C([all]) (every database but the system ones) or a list of names, dumped in one consistent
-            snapshot (C(--single-transaction --databases)) with the row counts of every table.
-        type: list
-        elements: str
-      host:
-        description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
-        type: str
-      port:
-        description: Server port. Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
-        type: int
-      user:
-        description: User to connect as. Defaults to C(postgres) (C(postgresql)), C(root) (C(mysql)); the ACL user for C(redis).
-        type: str
-      password:
-        description: Password; passed in E(PGPASSWORD) (C(postgresql)), E(MYSQL_PWD) (C(mysql)), E(REDISCLI_AUTH) (C(redis)). Falls back to E(PGPASSWORD).
-        type: str
-      ssl_mode:
-        description: libpq C(sslmode) (C(postgresql)), for example C(require).
-        type: str
-      connect_timeout:
-        description: Seconds to wait for a connection (C(postgresql), C(mysql)). Defaults to 10 (C(postgresql)).
-        type: int
-      maintenance_db:
-        description: Not used by dump; accepted so that one dict can serve dump and restore.
-        type: str
-      jobs:
-        description: Not used by dump; accepted so that one dict can serve dump and restore.
-        type: int
-      tls:
-        description: Connect to Redis over TLS (C(redis), C(redis-cli --tls)).
-        type: bool
-      tls_ca_file:
-        description: CA certificate that signed the Redis server's certificate (C(redis)).
-        type: path
-      tls_cert_file:
-        description: Client certificate for Redis TLS (C(redis)).
-        type: path
-      tls_key_file:
-        description: Key of O(source.tls_cert_file) (C(redis)).
-        type: path
-      data_dir:
-        description: Not used by dump; accepted so that one dict can serve dump and restore.
-        type: path
-      format:
-        description:
-          - C(custom) (default) is C(pg_dump -Fc), restorable in parallel.
-          - C(plain) is SQL text, the seed scripts' C(.sql.gz) when used with O(compression=gzip).
-        type: str
-        choices: [custom, plain]
-        default: custom
-      schemas:
-        description: Dump only these schemas (C(postgresql)).
-        type: list
-        elements: str
-      exclude_tables:
-        description: Leave out these tables, C(pg_dump --exclude-table) patterns (C(postgresql)) or table names (C(mysql)).
-        type: list
-        elements: str
-      container:
-        description:
-          - Run the database tools inside this container, the way the seed scripts do
-            (C(docker exec -i <container> ...)). With O(source.compose_project) or
-            O(source.compose_file), the name of the compose service instead, run with C(docker compose exec -T).
-          - Passwords cross into the container by name (C(-e PGPASSWORD)), never on the command line.
-          - Without O(source.host), the tools connect to the server on the container's own socket.
-        type: str
-      compose_project:
-        description: Compose project of O(source.container) (C(docker compose -p)).
-        type: str
-      compose_file:
-        description: Compose file of O(source.container) (C(docker compose -f)).
-        type: path
-      paths:
-        description: Files and directories to archive (C(files)).
-        type: list
-        elements: path
-      exclude:
-        description: C(tar --exclude) patterns (C(files)).
-        type: list
-        elements: str
   dest:
     description:
       - Local directory that keeps the local copies; created if missing, with each set in a C(<name>) subdirectory of mode 0700.
@@ -314,23 +213,15 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import database_spec, encryption_spec, signing_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import encryption_spec, signing_spec, source_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
 def main():
-    source = database_spec()
-    source.update(
-        format=dict(type='str', choices=['custom', 'plain'], default='custom'),
-        schemas=dict(type='list', elements='str'),
-        exclude_tables=dict(type='list', elements='str'),
-        paths=dict(type='list', elements='path'),
-        exclude=dict(type='list', elements='str'),
-    )
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type='str', required=True),
-            source=dict(type='dict', required=True, options=source),
+            source=dict(type='dict', required=True, options=source_spec('dump')),
             dest=dict(type='path', required=True),
             compression=dict(type='str', choices=['zstd', 'gzip', 'none'], default='zstd'),
             compression_level=dict(type='int'),

@@ -25,6 +25,7 @@ description:
     required fail with a clear error before the target is touched.
 extends_documentation_fragment:
   - offsite.backup.attributes
+  - offsite.backup.source.RESTORE
   - offsite.backup.repository
   - offsite.backup.encryption
   - offsite.backup.clock_skew
@@ -50,120 +51,6 @@ options:
         future, with a warning naming each skipped newer backup and why; an id restores even a suspect backup.
     type: str
     default: latest
-  target:
-    description: Where to restore.
-    type: dict
-    required: true
-    suboptions:
-      type:
-        description: C(postgresql), C(mysql), C(redis) or C(files); must match the backup's source type.
-        type: str
-        required: true
-        choices: [files, mysql, postgresql, redis]
-      mode:
-        description:
-          - C(create) fails if the target exists.
-          - C(replace) restores beside the target and swaps it in only after success.
-        type: str
-        choices: [create, replace]
-        default: create
-      database:
-        description: Database to restore into (C(postgresql), C(mysql)).
-        type: str
-      databases:
-        description:
-          - Restore a whole-cluster backup (C(postgresql)) - C([all]) or some of its databases by name.
-          - Roles come first (existing roles are kept, never dropped, and get the backup's attributes; the role
-            connecting is left alone), then every database is loaded into a scratch database (O(target.jobs) at
-            a time) and proven by its row counts; only when all are ready are they swapped in.
-          - O(target.mode=create) fails if any of them exists; O(target.mode=replace) swaps each.
-          - A several-database backup (C(mysql)) - C([all]) or some of its databases by name, each loaded into its own
-            scratch database and proven by its row counts before any is swapped in under its own name.
-        type: list
-        elements: str
-      host:
-        description: Server host (C(postgresql), C(mysql), C(redis)). Defaults to C(127.0.0.1).
-        type: str
-      port:
-        description: Server port. Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
-        type: int
-      user:
-        description: User; needs CREATEDB (C(postgresql), default C(postgres)) or CREATE/DROP (C(mysql), default C(root)); ACL user (C(redis)).
-        type: str
-      password:
-        description: Password; passed in E(PGPASSWORD) (C(postgresql)), E(MYSQL_PWD) (C(mysql)), E(REDISCLI_AUTH) (C(redis)). Falls back to E(PGPASSWORD).
-        type: str
-      ssl_mode:
-        description: libpq C(sslmode) (C(postgresql)).
-        type: str
-      connect_timeout:
-        description: Seconds to wait for a connection (C(postgresql), C(mysql)). Defaults to 10 (C(postgresql)).
-        type: int
-      maintenance_db:
-        description: Database to connect to for CREATE/ALTER/DROP DATABASE (C(postgresql)). Defaults to C(postgres).
-        type: str
-      jobs:
-        description:
-          - Parallel C(pg_restore) jobs for custom-format dumps. Defaults to the CPU count, at most 4.
-          - With more than one job the artifact is first downloaded, verified and decompressed into
-            O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download,
-            verification, decompression and loading overlap, no work file is needed, and the checksum is
-            still proven before the restored database is swapped into place.
-        type: int
-      tls:
-        description: Connect to Redis over TLS (C(redis), C(redis-cli --tls)).
-        type: bool
-      tls_ca_file:
-        description: CA certificate that signed the Redis server's certificate (C(redis)).
-        type: path
-      tls_cert_file:
-        description: Client certificate for Redis TLS (C(redis)).
-        type: path
-      tls_key_file:
-        description: Key of O(target.tls_cert_file) (C(redis)).
-        type: path
-      data_dir:
-        description:
-          - Redis data directory of a stopped server (C(redis)) - the snapshot is placed there as the server's
-            RDB file instead of being loaded into a running server at O(target.host) and O(target.port).
-          - Refused while a Redis server runs on that directory.
-        type: path
-      owner:
-        description: Owner of the restored database (C(postgresql)).
-        type: str
-      no_owner:
-        description: Restore without the dump's ownership and privileges (roles missing on the target).
-        type: bool
-        default: false
-      terminate_connections:
-        description: With O(target.mode=replace), end sessions on the old database so it can be swapped.
-        type: bool
-        default: false
-      keep_previous:
-        description: Keep the replaced database or directory under a C(_previous_...) name instead of dropping it.
-        type: bool
-        default: false
-      container:
-        description:
-          - Run the database tools inside this container, the way the seed scripts do
-            (C(docker exec -i <container> ...)). With O(target.compose_project) or
-            O(target.compose_file), the name of the compose service instead, run with C(docker compose exec -T).
-          - Passwords cross into the container by name (C(-e PGPASSWORD)), never on the command line.
-          - Without O(target.host), the tools connect to the server on the container's own socket.
-        type: str
-      compose_project:
-        description: Compose project of O(target.container) (C(docker compose -p)).
-        type: str
-      compose_file:
-        description: Compose file of O(target.container) (C(docker compose -f)).
-        type: path
-      path:
-        description: Directory to restore into (C(files)).
-        type: path
-      include:
-        description: Restore only these paths of the archive (C(files)).
-        type: list
-        elements: str
   mark_proven:
     description:
       - After a successful restore, write C(<id>.proven.json) beside the backup in the repository
@@ -288,27 +175,17 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, database_spec, encryption_spec, repository_spec, signing_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, encryption_spec, repository_spec, signing_spec, source_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
 def main():
-    target = database_spec()
-    target.update(
-        mode=dict(type='str', choices=['create', 'replace'], default='create'),
-        owner=dict(type='str'),
-        no_owner=dict(type='bool', default=False),
-        terminate_connections=dict(type='bool', default=False),
-        keep_previous=dict(type='bool', default=False),
-        path=dict(type='path'),
-        include=dict(type='list', elements='str'),
-    )
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type='str', required=True),
             repository=dict(type='dict', required=True, options=repository_spec()),
             backup=dict(type='str', default='latest'),
-            target=dict(type='dict', required=True, options=target),
+            target=dict(type='dict', required=True, options=source_spec('restore')),
             work_dir=dict(type='path'),
             mark_proven=dict(type='bool', default=False),
             encryption=dict(type='dict', options=encryption_spec()),

@@ -239,15 +239,14 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import s3_connection_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import s3_bucket
 
 CONNECTION = ('endpoint_url', 'region', 'access_key', 'secret_key', 'session_token', 'timeout', 'retries')
 
 
 def main():
-    shared = repository_spec()
-    spec = dict((name, shared[name]) for name in CONNECTION)
+    spec = s3_connection_spec(CONNECTION)
     spec.update(
         bucket=dict(type='str', required=True),
         prefix=dict(type='str'),

@@ -38,8 +38,10 @@ from .commands import CommandLog
 from .encryption import DUMP_OPTIONS, Encryption, scheme_of
 from .errors import BackupError, ConfigError, DependencyError, as_backup_error
 from .pipeline import COMPRESSIONS
+from .repositories import check_repository
 from .retention import POLICY_KEYS
 from .signing import Signer, Verifier, check_options as check_signing
+from .sources import check_source
 
 try:
     import yaml
@@ -108,6 +110,14 @@ def expand(value, environ, where):
     return ENV_REF.sub(lookup, value)
 
 
+def _checked(here, check, *args):
+    """Run a repository or source check; its message (the module's) gets the job's location."""
+    try:
+        check(*args)
+    except ConfigError as exc:
+        raise ConfigError('%s: %s' % (here, exc.message), exc.hint) from None
+
+
 def validate(raw, where='job'):
     """Check a job's structure and return it with defaults filled in (no I/O)."""
     _check_keys(where, raw, TOP_KEYS)
@@ -132,10 +142,12 @@ def validate(raw, where='job'):
         names.add(entry['name'])
         if not entry['source'].get('type'):
             raise ConfigError('%s.source needs type' % here)
+        _checked('%s.source' % here, check_source, entry['source'], 'dump')
     job['repositories'] = job.get('repositories') or []
     for index, repo in enumerate(job['repositories']):
         if not isinstance(repo, dict) or not repo.get('type'):
             raise ConfigError('%s.repositories[%d] needs type' % (where, index))
+        _checked('%s.repositories[%d]' % (where, index), check_repository, repo)
     count = len(job['repositories'])
     min_success = job.get('min_success')
     if min_success is not None and not (1 <= min_success <= max(count, 1)):

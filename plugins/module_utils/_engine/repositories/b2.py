@@ -22,7 +22,8 @@ import contextlib
 import hashlib
 
 from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, RepositoryError
-from .base import ObjectInfo, PutResult, Repository, checked_key
+from ..schema import Option
+from .base import B2_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, checked_key
 
 MIB = 1024 * 1024
 MAX_PARTS = 10000
@@ -100,8 +101,18 @@ class _Sha1Reader(object):
 
 class B2Repository(Repository):
     type = 'b2'
-    required = ('bucket',)
-    secret_options = ('application_key',)
+    DESCRIPTION = ('C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).',)
+    OPTIONS = ROOT_IN_BUCKET + B2_CREDENTIALS + (
+        Option('hide_only', 'bool', description=[
+            'Deleting a backup only hides its files instead of deleting every version of '
+            'them. Hidden files are still stored and billed until a bucket lifecycle rule removes '
+            'them; use this with keys that lack C(deleteFiles).',
+            'Defaults to C(false).']),
+        Option('part_size', 'int', description=[
+            'The part size of B2 large files in MiB; defaults to the account\'s recommended '
+            'part size (100 MB); memory used is about part size times (concurrency + 1).']),
+        Option('concurrency', 'int', default=4, description='Parts uploaded in parallel.'),
+    )
 
     def __init__(self, options, log=None, api=None):
         super(B2Repository, self).__init__(options, log)

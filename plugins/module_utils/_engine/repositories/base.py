@@ -13,9 +13,11 @@ import hashlib
 import io
 import re
 
+from .. import schema
 from ..commands import CommandLog
 from ..errors import ConfigError, IntegrityError
 from ..pipeline import HashingReader, copy, read_full
+from ..schema import Option
 
 ObjectInfo = collections.namedtuple('ObjectInfo', 'key size modified metadata')
 ObjectInfo.__new__.__defaults__ = (None,)
@@ -48,24 +50,53 @@ def checked_key(key):
 
 
 class Repository(object):
-    """Base class. Subclasses set ``type``, ``required`` and implement the five verbs."""
+    """Base class. Subclasses set ``type``, ``DESCRIPTION`` and ``OPTIONS`` (the options they take
+    besides those below) and implement the five verbs; ``required`` and ``secret_options`` are
+    derived from ``OPTIONS``."""
 
     type = None
+    # the documentation of the type: lines of the ``type`` option's description
+    DESCRIPTION = ()
+    # the options every repository type takes; a type adds its own in its OPTIONS
+    OPTIONS = (
+        Option('name', description=[
+            'A short stable name for the repository (for example C(offsite-eu)), used as the '
+            'C(repository) label of the metrics and in reports.',
+            'Defaults to the repository\'s root location (type, bucket or host, prefix or path).']),
+        Option('timeout', 'int', description=[
+            'Seconds one try waits for a server to connect or answer (default 15; C(s3), C(sftp), C(rsync), '
+            'C(restic)). With the defaults a server that accepts connections and never answers fails the '
+            'repository with C(error=unreachable) within 2 minutes.',
+            'C(s3) connect and read timeout of each try; C(sftp) connecting, the SSH banner, authentication, '
+            'opening the SFTP channel and every SFTP request; C(rsync) ssh\'s C(ConnectTimeout) and '
+            'C(ServerAliveInterval) (3 keepalives); C(restic) each try of the first look into the repository.']),
+        Option('retries', 'int', description=[
+            'Tries after the first (default 2; C(s3) requests with botocore\'s standard backoff, C(restic)\'s '
+            'first look). SSH connections are not retried.']),
+        Option('verify', default='full', choices=VERIFY_MODES, description=[
+            'How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the '
+            'multipart ETag, or a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small '
+            'file or of every part of a large file; SFTP and local re-read the object and compare '
+            'its sha256). C(size) checks only the size.']),
+        Option('legacy_timezone', description=[
+            'Time zone (IANA name) in which seed-script file names such as '
+            'C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.']),
+    )
+    # derived from OPTIONS (schema.finish_class): names that must be set, names holding secrets
     required = ()
-    # option names whose values are secrets: never in messages, never in results
     secret_options = ()
     # whether ``put`` takes bytes whose size and sha256 are known only at their end (a dump
     # copied while it is written: see operations.backup)
     streams = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        schema.finish_class(cls)
+
     def __init__(self, options, log=None):
-        self.options = dict((k, v) for k, v in options.items() if v is not None)
+        self.options = schema.accept(type(self), options, 'repository')
         # the caller's log (executed_commands): every command this repository runs is in it
         self.log = log if log is not None else CommandLog()
-        missing = [name for name in self.required if not self.options.get(name)]
-        if missing:
-            raise ConfigError('a %s repository needs %s' % (self.type, ', '.join(missing)),
-                              'set them in the repository options')
         if not isinstance(self.options.get('name', ''), str):
             raise ConfigError('a repository name must be a string, not %r' % (self.options['name'],))
         self.verify = self.options.get('verify', 'full')
@@ -189,6 +220,42 @@ class Repository(object):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# -- options that several types share (each type lists the ones it takes) -----------------------
+ROOT_IN_BUCKET = (
+    Option('bucket', required=True, description='Bucket name.'),
+    Option('prefix', description='Key prefix inside the bucket under which backup sets are stored.'),
+)
+AWS_CREDENTIALS = (
+    Option('region', env=('AWS_REGION', 'AWS_DEFAULT_REGION'), description='Region of the bucket.'),
+    Option('access_key', no_log=False, env='AWS_ACCESS_KEY_ID', description='Access key id.'),
+    Option('secret_key', secret=True, env='AWS_SECRET_ACCESS_KEY', description='Secret access key.'),
+    Option('session_token', secret=True, env='AWS_SESSION_TOKEN', description='Session token of temporary credentials.'),
+)
+B2_CREDENTIALS = (
+    Option('key_id', no_log=False, env='B2_APPLICATION_KEY_ID', description=[
+        'Application key id.',
+        'A key restricted to the bucket and to O(.prefix) is enough; it needs the '
+        'capabilities C(listFiles), C(readFiles), C(writeFiles) and C(deleteFiles) '
+        '(C(listBuckets) too when the key is not restricted to the bucket).']),
+    Option('application_key', secret=True, env='B2_APPLICATION_KEY', description='Application key.'),
+)
+SSH = (
+    Option('host', required=True, description='SSH server.'),
+    Option('port', 'int', default=22, description='SSH port; a Hetzner Storage Box uses 23.'),
+    Option('user', required=True, description='SSH user.'),
+    Option('private_key', 'path', no_log=False, description='Path of the SSH private key on the node running the module.'),
+    Option('private_key_passphrase', secret=True, description='Passphrase of O(.private_key).'),
+    Option('known_hosts', 'path', description=[
+        'Path of a known_hosts file holding the server\'s host key.',
+        'One of O(.known_hosts) or O(.host_key) is required; an unknown '
+        'or changed host key always fails the connection.']),
+    Option('host_key', no_log=False, description='The server\'s public host key, pinned, for example C(ssh-ed25519 AAAA...).'),
+)
+DIRECTORY = Option('path', required=True, description=[
+    'Directory that holds the backup sets. On SFTP a relative path is '
+    'relative to the login directory (what a Storage Box expects).'])
 
 
 def redact_url(url):

@@ -30,7 +30,8 @@ from .. import manifest as mf
 from ..commands import killed_by, run, stderr_tail, streaming, which
 from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, hash_stream, read_full
-from .base import ObjectInfo, PutResult, Repository, checked_key
+from ..schema import Option
+from .base import AWS_CREDENTIALS, B2_CREDENTIALS, ObjectInfo, PutResult, Repository, checked_key
 
 TAG = 'offsite.backup'
 # restic's own words for the failures an operator can fix
@@ -47,8 +48,30 @@ _BACKEND_ENV = (('access_key', 'AWS_ACCESS_KEY_ID'), ('secret_key', 'AWS_SECRET_
 
 class ResticRepository(Repository):
     type = 'restic'
-    required = ('restic_repository',)
-    secret_options = ('restic_password', 'secret_key', 'session_token', 'application_key')
+    DESCRIPTION = ('C(restic) is a restic repository on any backend restic supports (a directory, C(sftp:), '
+                   'C(s3:), C(b2:), C(gs:), C(rest:)); each object is one restic snapshot.',)
+    OPTIONS = (
+        Option('restic_repository', required=True, no_log=False, description=[
+            'The restic repository, in restic\'s own syntax (what C(RESTIC_REPOSITORY) holds), for '
+            'example C(/srv/restic), C(sftp:backup@host:/srv/restic) or C(s3:https://s3.amazonaws.com/bucket/restic).',
+            'It reaches restic through the environment, never the command line.']),
+        Option('restic_password', secret=True, env='RESTIC_PASSWORD', description=[
+            'The password of the restic repository, passed as C(RESTIC_PASSWORD).',
+            'One of O(.restic_password) and O(.restic_password_file) is required.']),
+        Option('restic_password_file', 'path', no_log=False, description=[
+            'A file (mode 0600) holding the restic repository\'s password, passed as C(RESTIC_PASSWORD_FILE).']),
+        # its values are secrets: scrubbed by secrets() below, no_log in the module
+        Option('restic_env', 'dict', no_log=True, description=[
+            'Extra environment variables for restic\'s backend, for example C(AWS_ACCESS_KEY_ID), '
+            'C(B2_ACCOUNT_KEY), C(GOOGLE_APPLICATION_CREDENTIALS) or C(RESTIC_CACHE_DIR). Values are secrets.',
+            'O(.access_key), O(.secret_key), O(.session_token) and O(.region) are passed as '
+            'the matching C(AWS_*) variables, O(.key_id) and O(.application_key) as C(B2_ACCOUNT_ID) and '
+            'C(B2_ACCOUNT_KEY); O(.restic_env) wins over them.']),
+        Option('restic_init', 'bool', description=[
+            'Create the restic repository (C(restic init)) on the first write if it does not exist.',
+            'Without it a missing repository is an error. Reads and check mode never create it.',
+            'Defaults to C(false).']),
+    ) + AWS_CREDENTIALS + B2_CREDENTIALS
 
     def __init__(self, options, log=None):
         super(ResticRepository, self).__init__(options, log)

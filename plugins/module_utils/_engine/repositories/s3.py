@@ -25,7 +25,8 @@ import hashlib
 import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError, UnreachableError
-from .base import ObjectInfo, PutResult, Repository, checked_key, redact_url
+from ..schema import Option
+from .base import AWS_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, checked_key, redact_url
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
@@ -63,8 +64,37 @@ def checksum_setting(endpoint_url, requested='auto'):
 
 class S3Repository(Repository):
     type = 's3'
-    required = ('bucket',)
-    secret_options = ('secret_key', 'session_token')
+    DESCRIPTION = ('C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2\'s S3 API, Wasabi, MinIO, '
+                   'Google Cloud Storage interoperability with HMAC keys).',)
+    OPTIONS = ROOT_IN_BUCKET + (
+        Option('endpoint_url', env='AWS_ENDPOINT_URL', description='URL of an S3-compatible endpoint; omit for AWS.'),
+    ) + AWS_CREDENTIALS + (
+        Option('storage_class', description=[
+            'Storage class of uploaded artifacts, for example C(STANDARD_IA). '
+            'Manifests always stay in the default class so that listing and restore can read them.']),
+        Option('server_side_encryption', description='Server-side encryption requested for uploads, for example C(AES256).'),
+        Option('object_lock_mode', choices=LOCK_MODES, description=[
+            'Put an Object Lock retention on every uploaded object, so that nobody holding '
+            'this key can delete or overwrite a backup for O(.object_lock_days) days.',
+            'C(governance) can be lifted by a principal with C(s3:BypassGovernanceRetention); '
+            'C(compliance) by nobody, not even the account root, until it expires.',
+            'Needs a bucket created with Object Lock (see M(offsite.backup.s3_bucket)); the upload '
+            'fails before sending anything otherwise. Retention skips backups still locked and '
+            'reports them under RV(offsite.backup.retention#module:locked).']),
+        Option('object_lock_days', 'int', description=[
+            'Days each uploaded object stays locked; required with O(.object_lock_mode).',
+            'Retention extends the lock of backups it keeps as monthly or yearly copies for as long '
+            'as the policy keeps them.']),
+        Option('part_size', 'int', default=8, description=[
+            'Multipart part size in MiB; at least 5. Memory used is about '
+            'O(.part_size) times O(.concurrency).']),
+        Option('concurrency', 'int', default=4, description='Parts uploaded in parallel.'),
+        Option('checksums', choices=('auto', 'when_required', 'when_supported'), description=[
+            'Whether botocore computes and validates its own request/response checksums.',
+            'C(auto) (the default) keeps botocore\'s default for AWS and uses C(when_required) for any other '
+            'O(.endpoint_url), because many S3-compatible stores reject the checksum '
+            'headers botocore 1.36+ sends by default.']),
+    )
     streams = True
 
     def __init__(self, options, log=None):

@@ -26,7 +26,7 @@ import uuid
 from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError, UnreachableError
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import CHUNK, chunks, hash_stream
-from .base import ObjectInfo, PutResult, Repository, checked_key
+from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, checked_key
 
 
 def _paramiko():
@@ -53,8 +53,8 @@ def _transport_errors():
 
 class SftpRepository(Repository):
     type = 'sftp'
-    required = ('host', 'user', 'path')
-    secret_options = ('private_key_passphrase',)
+    DESCRIPTION = ('C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).',)
+    OPTIONS = SSH + (DIRECTORY,)
     streams = True
 
     def __init__(self, options, log=None):

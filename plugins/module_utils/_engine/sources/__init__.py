@@ -4,6 +4,7 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+from .. import schema
 from ..errors import ConfigError
 from . import files, mysql, postgresql, redis
 
@@ -11,9 +12,19 @@ SOURCE_CLASSES = (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSou
 TYPES = dict((cls.type, cls) for cls in SOURCE_CLASSES)
 
 
-def open_source(options, log):
+def source_class(options):
     kind = (options or {}).get('type')
     if kind not in TYPES:
         raise ConfigError('source type %r is not known' % (kind,),
                           'use one of: %s' % ', '.join(sorted(TYPES)))
-    return TYPES[kind](options, log)
+    return TYPES[kind]
+
+
+def check_source(options, role=None):
+    """Raise the error ``open_source`` would for options its type does not take (of ``role``:
+    ``dump`` or ``restore``) or values out of its choices, without building anything."""
+    schema.accept(source_class(options), options, 'source', role, required=False)
+
+
+def open_source(options, log):
+    return source_class(options)(options, log)

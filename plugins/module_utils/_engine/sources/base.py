@@ -11,9 +11,10 @@ __metaclass__ = type
 import re
 import uuid
 
-from .. import commands
+from .. import commands, schema
 from .. import scratch as leases
 from ..errors import ConfigError
+from ..schema import Option
 
 RESTORE_MODES = ('create', 'replace')
 # the database name's first 40 bytes + '_previous_' + 8 hex digits = 58 bytes at most: within
@@ -23,19 +24,32 @@ SCRATCH_PREFIX_BYTES = 40
 
 
 class Source(object):
+    """Base class. Subclasses set ``type``, ``DESCRIPTION`` and ``OPTIONS`` (the options they take
+    besides those below; ``roles`` says whether dump, restore or both use one); ``required`` and
+    ``secret_options`` are derived from ``OPTIONS``."""
+
     type = None
+    DESCRIPTION = ()
+    OPTIONS = (
+        Option('mode', roles=('restore',), default='create', choices=RESTORE_MODES, description=[
+            'C(create) fails if the target exists.',
+            'C(replace) restores beside the target and swaps it in only after success.']),
+        Option('keep_previous', 'bool', roles=('restore',), default=False, description=[
+            'Keep the replaced database or directory under a C(_previous_...) name instead of dropping it.']),
+    )
     required = ()
-    work_dir = None  # set by operations.dump: a directory on the backup's disk for spooling
     secret_options = ()
+    work_dir = None  # set by operations.dump: a directory on the backup's disk for spooling
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        schema.finish_class(cls)
 
     def __init__(self, options, log):
-        self.options = dict((k, v) for k, v in (options or {}).items() if v is not None)
+        self.options = schema.accept(type(self), options, 'source')
         self.log = log
         if log is not None:
             log.mask(self.secrets())
-        missing = [name for name in self.required if not self.options.get(name)]
-        if missing:
-            raise ConfigError('a %s source needs %s' % (self.type, ', '.join(missing)))
 
     # -- containers ----------------------------------------------------------------------
     def in_container(self):
@@ -154,6 +168,41 @@ class Source(object):
             sweep.judge('scratch database %s on %s' % (name, where), owner,
                         lambda name=name: drop(name))
         return sweep
+
+
+# -- options that several types share (each type lists the ones it takes) -----------------------
+def database_options(what):
+    """``database`` and ``databases``, ``what`` telling what ``databases`` holds."""
+    return (
+        Option('database', description='The database to dump, or to restore into.'),
+        Option('databases', 'list', elements='str', description=what),
+    )
+
+
+def server(port, user=None, user_text=None):
+    """host, port and user of a database server; ``user`` its default user."""
+    return (
+        Option('host', default='127.0.0.1', description='Server host.'),
+        Option('port', 'int', default=port, description='Server port.'),
+        Option('user', default=user, description=user_text or 'User to connect as.'),
+    )
+
+
+def password(variable, env=()):
+    return Option('password', secret=True, env=env, description='Password; passed to the tools in E(%s).' % variable)
+
+
+CONNECT_TIMEOUT = Option('connect_timeout', 'int', description='Seconds to wait for a connection.')
+CONTAINER = (
+    Option('container', description=[
+        'Run the database tools inside this container, the way the seed scripts do '
+        '(C(docker exec -i <container> ...)). With O(.compose_project) or '
+        'O(.compose_file), the name of the compose service instead, run with C(docker compose exec -T).',
+        'Passwords cross into the container by name (C(-e PGPASSWORD)), never on the command line.',
+        'Without O(.host), the tools connect to the server on the container\'s own socket.']),
+    Option('compose_project', description='Compose project of O(.container) (C(docker compose -p)).'),
+    Option('compose_file', 'path', description='Compose file of O(.container) (C(docker compose -f)).'),
+)
 
 
 def scratch_name(database, role, token=None):

@@ -23,11 +23,19 @@ from .. import commands, lifeline
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import free_bytes
 from ..scratch import remove_file, sweep_beside, write_owner
+from ..schema import Option
 from .base import Source, check_mode
 
 
 class FilesSource(Source):
     type = 'files'
+    DESCRIPTION = ('C(files) for files and directories (a tar archive).',)
+    OPTIONS = (
+        Option('paths', 'list', elements='path', roles=('dump',), description='Files and directories to archive.'),
+        Option('exclude', 'list', elements='str', roles=('dump',), description='C(tar --exclude) patterns.'),
+        Option('path', 'path', roles=('restore',), description='Directory to restore into.'),
+        Option('include', 'list', elements='str', roles=('restore',), description='Restore only these paths of the archive.'),
+    )
 
     def __init__(self, options, log):
         super(FilesSource, self).__init__(options, log)

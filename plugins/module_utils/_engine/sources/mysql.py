@@ -26,7 +26,8 @@ from .. import commands, lifeline
 from .. import scratch as leases
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks
-from .base import Source, check_mode, scratch_name
+from ..schema import Option
+from .base import CONNECT_TIMEOUT, CONTAINER, Source, check_mode, database_options, password, scratch_name, server
 
 SYSTEM_DATABASES = ('information_schema', 'mysql', 'performance_schema', 'sys')
 # mysqldump --databases names a database at the start of these lines (the name is group 2)
@@ -99,7 +100,19 @@ class DatabaseRenamer(object):
 
 class MysqlSource(Source):
     type = 'mysql'
-    secret_options = ('password',)
+    DESCRIPTION = ('C(mysql) for MySQL or MariaDB databases.',)
+    OPTIONS = database_options([
+        'Several databases instead of O(.database) - C([all]) (every database but the system ones) or a list of '
+        'names, dumped in one consistent snapshot (C(--single-transaction --databases)) with the row counts of '
+        'every table.',
+        'A restore restores C([all]) or some of them by name, each loaded into its own scratch database and '
+        'proven by its row counts before any is swapped in under its own name.',
+    ]) + server(3306, 'root', 'User to connect as; a restore needs CREATE and DROP.') + (
+        password('MYSQL_PWD'),
+        CONNECT_TIMEOUT,
+    ) + CONTAINER + (
+        Option('exclude_tables', 'list', elements='str', roles=('dump',), description='Leave out these tables (names).'),
+    )
 
     def __init__(self, options, log):
         super(MysqlSource, self).__init__(options, log)

@@ -29,7 +29,8 @@ from .. import commands, lifeline
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from .. import scratch as leases
 from ..pipeline import chunks, copy
-from .base import Source, check_mode, scratch_name
+from ..schema import Option
+from .base import CONNECT_TIMEOUT, CONTAINER, Source, check_mode, database_options, password, scratch_name, server
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
 CLUSTER_FORMAT = 'cluster'  # a tar: globals.sql (pg_dumpall --globals-only), databases/NNNN.dump, cluster.json
@@ -138,7 +139,46 @@ def quote_literal(text):
 
 class PostgresqlSource(Source):
     type = 'postgresql'
-    secret_options = ('password',)
+    DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
+    OPTIONS = database_options([
+        'The whole cluster instead of O(.database) - C([all]) (every database that accepts '
+        'connections except templates and the maintenance database) or a list of names.',
+        'One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password '
+        'hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot '
+        'with its row counts. Each database is spooled once to an unlinked file in the dump\'s C(dest).',
+        'A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are '
+        'kept, never dropped, and get the backup\'s attributes; the role connecting is left alone), then every '
+        'database is loaded into a scratch database (C(jobs) at a time) and proven by its row counts; only '
+        'when all are ready are they swapped in. C(mode=create) fails if any of them exists; '
+        'C(mode=replace) swaps each.']) + tuple(
+        o.replace(default=None, default_text='C(127.0.0.1) (with O(.container), the container\'s own socket)')
+        if o.name == 'host' else o
+        for o in server(5432, 'postgres', 'User to connect as; a restore needs CREATEDB.')) + (
+        password('PGPASSWORD', env='PGPASSWORD'),
+        Option('ssl_mode', description='libpq C(sslmode), for example C(require).'),
+        CONNECT_TIMEOUT.replace(default=10),
+    ) + CONTAINER + (
+        Option('format', roles=('dump',), default='custom', choices=FORMATS, description=[
+            'C(custom) is C(pg_dump -Fc), restorable in parallel.',
+            'C(plain) is SQL text, the seed scripts\' C(.sql.gz) when used with O(compression=gzip).']),
+        Option('schemas', 'list', elements='str', roles=('dump',), description='Dump only these schemas.'),
+        Option('exclude_tables', 'list', elements='str', roles=('dump',),
+               description='Leave out these tables, C(pg_dump --exclude-table) patterns.'),
+        Option('maintenance_db', roles=('restore',), ignored_by=('dump',), default='postgres',
+               description='Database to connect to for CREATE/ALTER/DROP DATABASE.'),
+        Option('jobs', 'int', roles=('restore',), ignored_by=('dump',), default_text='the CPU count, at most 4',
+               description=[
+                   'Parallel C(pg_restore) jobs for custom-format dumps.',
+                   'With more than one job the artifact is first downloaded, verified and decompressed into '
+                   'O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download, '
+                   'verification, decompression and loading overlap, no work file is needed, and the checksum is '
+                   'still proven before the restored database is swapped into place.']),
+        Option('owner', roles=('restore',), description='Owner of the restored database.'),
+        Option('no_owner', 'bool', roles=('restore',), default=False,
+               description='Restore without the dump\'s ownership and privileges (roles missing on the target).'),
+        Option('terminate_connections', 'bool', roles=('restore',), default=False,
+               description='With O(.mode=replace), end sessions on the old database so it can be swapped.'),
+    )
 
     def __init__(self, options, log):
         super(PostgresqlSource, self).__init__(options, log)

@@ -30,7 +30,8 @@ from .. import commands, lifeline
 from .. import scratch as leases
 from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import CHUNK
-from .base import Source, check_mode
+from ..schema import Option
+from .base import CONTAINER, Source, check_mode, password, server
 
 BATCH = 500
 LOAD_TIMEOUT = 3600
@@ -130,7 +131,18 @@ class RespConnection(object):
 
 class RedisSource(Source):
     type = 'redis'
-    secret_options = ('password',)
+    DESCRIPTION = ('C(redis) for a snapshot of a Redis server.',)
+    OPTIONS = server(6379, None, 'The ACL user.') + (
+        password('REDISCLI_AUTH'),
+        Option('tls', 'bool', description='Connect over TLS (C(redis-cli --tls)).'),
+        Option('tls_ca_file', 'path', description='CA certificate that signed the server\'s certificate.'),
+        Option('tls_cert_file', 'path', description='Client certificate for TLS.'),
+        Option('tls_key_file', 'path', description='Key of O(.tls_cert_file).'),
+        Option('data_dir', 'path', roles=('restore',), ignored_by=('dump',), description=[
+            'Data directory of a stopped server - the snapshot is placed there as the server\'s '
+            'RDB file instead of being loaded into a running server at O(.host) and O(.port).',
+            'Refused while a Redis server runs on that directory.']),
+    ) + CONTAINER
 
     def __init__(self, options, log):
         super(RedisSource, self).__init__(options, log)
