@@ -326,10 +326,7 @@ executed_commands:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.offsite.backup.plugins.module_utils._common import clock_skew_spec, repository_spec, signing_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
-
-COUNTS = ('keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly', 'keep_days')
-DURATIONS = ('keep_within', 'keep_within_hourly', 'keep_within_daily', 'keep_within_weekly',
-             'keep_within_monthly', 'keep_within_yearly')
+from ansible_collections.offsite.backup.plugins.module_utils._engine.retention import COUNTS, DURATIONS
 
 
 def main():

@@ -159,3 +159,12 @@ def test_the_job_file_refuses_source_options_of_another_type_or_of_restore():
     source = {'type': 'postgresql', 'database': 'crm', 'jobs': 2, 'maintenance_db': 'postgres'}
     jobs.validate(_job(sources=[{'name': 'crm_db', 'source': source}]))
 
+
+def test_job_file_names_are_the_modules_and_the_old_ones_still_read():
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import jobs
+    job = jobs.validate(_job(compression_level=3, compression_threads=2))
+    assert (job['compression_level'], job['compression_threads']) == (3, 2)
+    job = jobs.validate(_job(level=5, threads=4))
+    assert (job['compression_level'], job['compression_threads']) == (5, 4) and 'level' not in job
+    with pytest.raises(ConfigError, match='sets both compression_level and level'):
+        jobs.validate(_job(level=5, compression_level=3))

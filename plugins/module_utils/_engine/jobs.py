@@ -55,11 +55,14 @@ ENV_REF = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
 TOP_KEYS = {
     'name': (str, True), 'sources': (list, True), 'local': (dict, True), 'repositories': (list, False),
     'retention': (dict, False), 'min_success': (int, False), 'compression': (str, False),
-    'level': (int, False), 'threads': (int, False), 'tags': (list, False), 'encryption': (dict, False),
+    'compression_level': (int, False), 'compression_threads': (int, False), 'tags': (list, False),
+    'encryption': (dict, False), 'level': (int, False), 'threads': (int, False),  # level, threads: ALIASES
     'monitoring': (dict, False), 'log': (dict, False), 'timezone': (str, False), 'drill': (dict, False),
     'clock_skew': ((str, int), False), 'incomplete_grace': (int, False),
     'signing': (dict, False),
 }
+# older names still read: the job file now names options as the modules do (dump's compression_level)
+ALIASES = {'level': 'compression_level', 'threads': 'compression_threads'}
 LOCAL_KEYS = {'path': (str, True), 'retention': (dict, False)}
 SOURCE_KEYS = {'name': (str, True), 'source': (dict, True), 'tags': (list, False)}
 LOG_KEYS = {'path': (str, False), 'max_bytes': (int, False), 'backups': (int, False)}
@@ -110,6 +113,16 @@ def expand(value, environ, where):
     return ENV_REF.sub(lookup, value)
 
 
+def _resolve_aliases(where, data):
+    data = dict(data)
+    for old, new in ALIASES.items():
+        if old in data:
+            if new in data:
+                raise ConfigError('%s sets both %s and %s' % (where, new, old), '%s is the older name of %s: keep one' % (old, new))
+            data[new] = data.pop(old)
+    return data
+
+
 def _checked(here, check, *args):
     """Run a repository or source check; its message (the module's) gets the job's location."""
     try:
@@ -120,6 +133,8 @@ def _checked(here, check, *args):
 
 def validate(raw, where='job'):
     """Check a job's structure and return it with defaults filled in (no I/O)."""
+    if isinstance(raw, dict):
+        raw = _resolve_aliases(where, raw)
     _check_keys(where, raw, TOP_KEYS)
     job = dict(raw)
     mf.validate_name(job['name'])
@@ -309,8 +324,8 @@ def _run_set(job, entry, result, dry_run, log, logger):
     tags = list(job.get('tags') or []) + list(entry.get('tags') or [])
     local = job['local']
     _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
-    options = dict(compression=job['compression'], level=job.get('level'), tags=tags,
-                   threads=job.get('threads') or 1, encryption=job.get('encryption'), signing=job.get('signing'),
+    options = dict(compression=job['compression'], level=job.get('compression_level'), tags=tags,
+                   threads=job.get('compression_threads') or 1, encryption=job.get('encryption'), signing=job.get('signing'),
                    log=log)
     if dry_run or not job['repositories']:
         backup = operations.dump(name, entry['source'], local['path'], check_mode=dry_run, **options)['backup']

@@ -95,6 +95,9 @@ UNITS = ("hourly", "daily", "weekly", "monthly", "yearly")
 COUNT_KEYS = ("keep_last",) + tuple("keep_" + u for u in UNITS)
 WITHIN_KEYS = ("keep_within",) + tuple("keep_within_" + u for u in UNITS)
 POLICY_KEYS = COUNT_KEYS + WITHIN_KEYS + ("keep_tags", "keep_days")
+# the rules by the type of their value: counts (whole numbers) and durations (DURATION_SYNTAX)
+COUNTS = COUNT_KEYS + ("keep_days",)
+DURATIONS = WITHIN_KEYS
 
 DURATION_SYNTAX = ("a duration like restic's: whole numbers each followed by y (years), "
                    "m (months), d (days) or h (hours), e.g. '30d', '1y6m', '2d12h'")
