@@ -93,9 +93,8 @@ def _scalar(value):
 
 def _wrapped(text, first, rest):
     """``text`` as a YAML scalar after ``first``, continuation lines indented by ``rest``."""
-    scalar = _scalar(text)
-    lines = textwrap.wrap(scalar, width=max(40, WIDTH - len(rest)), break_long_words=False, break_on_hyphens=False)
-    return [first + lines[0]] + [rest + line for line in lines[1:]]
+    return textwrap.wrap(_scalar(text), width=WIDTH, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _option(name, doc, indent):
@@ -207,6 +206,11 @@ def _table(schema, cls, role=None):
     return rows
 
 
+def _capabilities(schema, cls):
+    names = schema.capabilities(cls)
+    return ['Capabilities: %s.' % ', '.join(names), ''] if names else []
+
+
 def options_markdown():
     schema, repositories, sources = _engine()
     out = ['# Repository and source options', '',
@@ -217,16 +221,13 @@ def options_markdown():
     out += ['## Repositories', '']
     for cls in repositories:
         out += ['### `%s`' % cls.type, '', ' '.join(_markdown(line) for line in cls.DESCRIPTION), '']
-        out += _table(schema, cls) + ['']
-        capabilities = getattr(cls, 'CAPABILITIES', None)
-        if capabilities:
-            out += ['Capabilities: %s.' % ', '.join('`%s`' % c for c in capabilities), '']
+        out += _capabilities(schema, cls) + _table(schema, cls) + ['']
     out += ['## Sources and restore targets', '',
             '"dump only" options are refused by restore, "restore only" ones by dump (except those dump accepts '
             'and ignores, so that one dict serves both).', '']
     for cls in sources:
         out += ['### `%s`' % cls.type, '', ' '.join(_markdown(line) for line in cls.DESCRIPTION), '']
-        out += _table(schema, cls) + ['']
+        out += _capabilities(schema, cls) + _table(schema, cls) + ['']
     return '\n'.join(out).rstrip('\n') + '\n'
 
 

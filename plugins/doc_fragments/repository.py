@@ -10,8 +10,8 @@ class ModuleDocFragment(object):
     DOCUMENTATION = r'''
 options:
   repository:
-    description: The repository that holds the backup set. Set it once for a whole play with C(module_defaults) and the
-      action group C(group/offsite.backup.all).
+    description: The repository that holds the backup set. Set it once for a whole play with
+      C(module_defaults) and the action group C(group/offsite.backup.all).
     type: dict
     suboptions:
       type:
@@ -45,19 +45,20 @@ options:
             C(ServerAliveInterval) (3 keepalives); C(restic) each try of the first look into the repository.
         type: int
       retries:
-        description: Tries after the first (default 2; C(s3) requests with botocore's standard backoff, C(restic)'s first
-          look). SSH connections are not retried.
+        description: Tries after the first (default 2; C(s3) requests with botocore's standard backoff,
+          C(restic)'s first look). SSH connections are not retried.
         type: int
       verify:
-        description: How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the multipart ETag, or
-          a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small file or of every part of a large
-          file; SFTP and local re-read the object and compare its sha256). C(size) checks only the size.
+        description: How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
+          multipart ETag, or a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small file or of
+          every part of a large file; SFTP and local re-read the object and compare its sha256). C(size)
+          checks only the size.
         type: str
         default: full
         choices: [full, size]
       legacy_timezone:
-        description: Time zone (IANA name) in which seed-script file names such as C(crm_backup_20251028_140000.sql.gz)
-          were stamped. Defaults to UTC.
+        description: Time zone (IANA name) in which seed-script file names such as
+          C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
         type: str
       bucket:
         description:
@@ -308,19 +309,20 @@ options:
             C(ServerAliveInterval) (3 keepalives); C(restic) each try of the first look into the repository.
         type: int
       retries:
-        description: Tries after the first (default 2; C(s3) requests with botocore's standard backoff, C(restic)'s first
-          look). SSH connections are not retried.
+        description: Tries after the first (default 2; C(s3) requests with botocore's standard backoff,
+          C(restic)'s first look). SSH connections are not retried.
         type: int
       verify:
-        description: How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the multipart ETag, or
-          a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small file or of every part of a large
-          file; SFTP and local re-read the object and compare its sha256). C(size) checks only the size.
+        description: How an upload is proven. C(full) checks size and content (S3 per-part MD5 and the
+          multipart ETag, or a re-read sha256 where the ETag is no MD5; B2 the SHA-1 of a small file or of
+          every part of a large file; SFTP and local re-read the object and compare its sha256). C(size)
+          checks only the size.
         type: str
         default: full
         choices: [full, size]
       legacy_timezone:
-        description: Time zone (IANA name) in which seed-script file names such as C(crm_backup_20251028_140000.sql.gz)
-          were stamped. Defaults to UTC.
+        description: Time zone (IANA name) in which seed-script file names such as
+          C(crm_backup_20251028_140000.sql.gz) were stamped. Defaults to UTC.
         type: str
       bucket:
         description:

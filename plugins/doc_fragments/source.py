@@ -195,7 +195,8 @@ options:
         default: create
         choices: [create, replace]
       keep_previous:
-        description: Keep the replaced database or directory under a C(_previous_...) name instead of dropping it.
+        description: Keep the replaced database or directory under a C(_previous_...) name instead of dropping
+          it.
         type: bool
         default: false
       database:

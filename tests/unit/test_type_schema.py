@@ -168,3 +168,33 @@ def test_job_file_names_are_the_modules_and_the_old_ones_still_read():
     assert (job['compression_level'], job['compression_threads']) == (5, 4) and 'level' not in job
     with pytest.raises(ConfigError, match='sets both compression_level and level'):
         jobs.validate(_job(level=5, compression_level=3))
+
+
+# -- capabilities: declared interfaces, asked with isinstance -----------------------------------
+
+def test_capabilities_are_declared_by_the_types():
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import (
+        SelfCheckingStore, StreamingStore, TreeStore)
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.base import FileTree, StreamingRestore
+    streaming = sorted(t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, StreamingStore))
+    assert streaming == ['local', 's3', 'sftp']
+    assert [t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, TreeStore)] == ['rsync']
+    assert [t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, SelfCheckingStore)] == ['restic']
+    assert all(cls.streams == issubclass(cls, StreamingStore) for cls in REPOSITORY_CLASSES)
+    assert sorted(t for t, cls in SOURCE_TYPES.items() if issubclass(cls, StreamingRestore)) == ['mysql', 'postgresql']
+    assert [t for t, cls in SOURCE_TYPES.items() if issubclass(cls, FileTree)] == ['files']
+    assert schema.capabilities(REPOSITORY_TYPES['rsync']) == ['file-tree snapshots']
+
+
+def test_a_capability_without_its_methods_fails_at_once():
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import TreeStore
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.local import LocalRepository
+
+    class HalfTree(TreeStore, LocalRepository):
+        type = 'half'
+
+        def snapshot(self, name, paths, exclude, created, previous, check_mode):
+            return {}
+
+    with pytest.raises(TypeError, match='fetch_tree'):
+        HalfTree({'type': 'half', 'path': '/srv'})  # pylint: disable=abstract-class-instantiated

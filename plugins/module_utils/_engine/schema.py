@@ -130,6 +130,20 @@ def unknown_options_error(cls, kind, unknown, table=None):
                        'a %s %s takes: %s' % (cls.type, kind, ', '.join(['type'] + sorted(table))))
 
 
+class Capability(object):
+    """Base of the declared interfaces a type may have beyond its kind's verbs (mixins such as
+    ``repositories.base.TreeStore``): code above the types asks ``isinstance``, never ``hasattr``.
+    ``NAME`` is what the documentation calls it."""
+
+    NAME = None
+
+
+def capabilities(cls):
+    """The ``NAME`` of every capability ``cls`` declares, in MRO order."""
+    return [klass.__dict__['NAME'] for klass in cls.__mro__
+            if issubclass(klass, Capability) and klass.__dict__.get('NAME')]
+
+
 # -- the union over the types of a kind: argument specs and documentation ---------------------
 
 def union(classes, role=None):

@@ -31,6 +31,7 @@ from .encryption import Encryption, decrypter
 from .errors import AuthenticityError, BackupError, ConfigError, IntegrityError
 from .pipeline import VerifiedStream, _NullWriter, chunks, copy, hash_stream, read_full
 from .repositories import open_repository
+from .repositories.base import SelfCheckingStore
 from .signing import Verifier
 
 RDB_MAGIC = b'REDIS'
@@ -140,12 +141,11 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
                 report['failures'].append('%s: the newest backup %s is %s old, more than max_age %s'
                                           % (report['location'], complete[0].id,
                                              _human(report['newest']['age_seconds']), _human(max_age_seconds)))
-            check = getattr(repo, 'check', None)
-            if callable(check):  # a repository with its own integrity check (restic)
+            if isinstance(repo, SelfCheckingStore):  # a repository with its own integrity check (restic)
                 subset = None
                 if wanted:
                     subset = '%g%%' % wanted[1] if wanted[0] == 'percent' else None
-                report['repository_check'] = check(read_data_subset=subset)
+                report['repository_check'] = repo.check(read_data_subset=subset)
     except BackupError as exc:
         report['error'] = str(exc)
         report['error_kind'] = exc.kind

@@ -8,6 +8,7 @@ directory) and use ``/``. ``put`` is atomic: a reader sees the whole object or n
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import abc
 import collections
 import hashlib
 import io
@@ -17,7 +18,7 @@ from .. import schema
 from ..commands import CommandLog
 from ..errors import ConfigError, IntegrityError
 from ..pipeline import HashingReader, copy, read_full
-from ..schema import Option
+from ..schema import Capability, Option
 
 ObjectInfo = collections.namedtuple('ObjectInfo', 'key size modified metadata')
 ObjectInfo.__new__.__defaults__ = (None,)
@@ -31,6 +32,40 @@ VERIFY_MODES = ('full', 'size')
 DEFAULT_TIMEOUT = 15
 DEFAULT_RETRIES = 2
 LONGEST_DEFAULT_WAIT = 120
+
+
+# -- capabilities: declared interfaces a type has beyond the five verbs --------------------------
+class StreamingStore(Capability):
+    """``put`` also takes ``size=None, sha256=None``: bytes of a dump still being written, stored as
+    they come, proven landed as sent; the PutResult gives their size and sha256 (operations.backup
+    feeds such stores while the dump runs)."""
+
+    NAME = 'takes a growing dump'
+    streams = True
+
+
+class TreeStore(Capability, metaclass=abc.ABCMeta):
+    """Holds file trees as snapshot directories (module ``snapshot``), restored with ``fetch_tree``."""
+
+    NAME = 'file-tree snapshots'
+
+    @abc.abstractmethod
+    def snapshot(self, name, paths, exclude, created, previous, check_mode):
+        """Write the tree snapshot ``<name>/<id>`` of the local ``paths``; facts for the manifest."""
+
+    @abc.abstractmethod
+    def fetch_tree(self, key, directory, manifest):
+        """Copy the snapshot ``key`` into the local ``directory`` and prove it is the manifest's."""
+
+
+class SelfCheckingStore(Capability, metaclass=abc.ABCMeta):
+    """Checks its own storage (``restic check``): verify runs it besides its own reads."""
+
+    NAME = 'checks its own storage'
+
+    @abc.abstractmethod
+    def check(self, read_data_subset=None):
+        """Check the store's structure (and re-read ``read_data_subset``); raise IntegrityError on damage."""
 
 
 def checked_key(key):

@@ -13,14 +13,13 @@ import uuid
 from ..errors import DiskFullError, NotFoundError, RepositoryError, from_os_error
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import copy, hash_stream, remove_quietly
-from .base import DIRECTORY, ObjectInfo, PutResult, Repository, checked_key
+from .base import DIRECTORY, ObjectInfo, PutResult, Repository, StreamingStore, checked_key
 
 
-class LocalRepository(Repository):
+class LocalRepository(StreamingStore, Repository):
     type = 'local'
     DESCRIPTION = ('C(local) is a directory on a local or mounted disk.',)
     OPTIONS = (DIRECTORY,)
-    streams = True
 
     def __init__(self, options, log=None):
         super(LocalRepository, self).__init__(options, log)

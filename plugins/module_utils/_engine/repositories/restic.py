@@ -31,7 +31,7 @@ from ..commands import killed_by, run, stderr_tail, streaming, which
 from ..errors import ConfigError, IntegrityError, LockedError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, hash_stream, read_full
 from ..schema import Option
-from .base import AWS_CREDENTIALS, B2_CREDENTIALS, ObjectInfo, PutResult, Repository, checked_key
+from .base import AWS_CREDENTIALS, B2_CREDENTIALS, ObjectInfo, PutResult, Repository, SelfCheckingStore, checked_key
 
 TAG = 'offsite.backup'
 # restic's own words for the failures an operator can fix
@@ -46,7 +46,7 @@ _BACKEND_ENV = (('access_key', 'AWS_ACCESS_KEY_ID'), ('secret_key', 'AWS_SECRET_
                 ('key_id', 'B2_ACCOUNT_ID'), ('application_key', 'B2_ACCOUNT_KEY'))
 
 
-class ResticRepository(Repository):
+class ResticRepository(SelfCheckingStore, Repository):
     type = 'restic'
     DESCRIPTION = ('C(restic) is a restic repository on any backend restic supports (a directory, C(sftp:), '
                    'C(s3:), C(b2:), C(gs:), C(rest:)); each object is one restic snapshot.',)

@@ -43,7 +43,7 @@ from .. import commands
 from .. import manifest as mf
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, HashingWriter, copy
-from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, checked_key
+from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, TreeStore, checked_key
 
 # one line of `rsync --list-only --no-h`: mode, size, date, time, name
 _LIST_LINE = re.compile(r'^(?P<mode>[-dlpscb][-rwxsStT]{9})\s+(?P<size>\d+) (?P<date>\d{4}/\d\d/\d\d) '
@@ -58,7 +58,7 @@ ALIVE_COUNT = 3
 _ASKPASS = '#!/bin/sh\nprintf \'%s\\n\' "$OFFSITE_SSH_PASSPHRASE"\n'
 
 
-class RsyncRepository(Repository):
+class RsyncRepository(TreeStore, Repository):
     type = 'rsync'
     DESCRIPTION = ('C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync) '
                    'forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).',)

@@ -26,7 +26,7 @@ import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError, UnreachableError
 from ..schema import Option
-from .base import AWS_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, checked_key, redact_url
+from .base import AWS_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, StreamingStore, checked_key, redact_url
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
@@ -62,7 +62,7 @@ def checksum_setting(endpoint_url, requested='auto'):
     return 'when_required'
 
 
-class S3Repository(Repository):
+class S3Repository(StreamingStore, Repository):
     type = 's3'
     DESCRIPTION = ('C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2\'s S3 API, Wasabi, MinIO, '
                    'Google Cloud Storage interoperability with HMAC keys).',)
@@ -95,7 +95,6 @@ class S3Repository(Repository):
             'O(.endpoint_url), because many S3-compatible stores reject the checksum '
             'headers botocore 1.36+ sends by default.']),
     )
-    streams = True
 
     def __init__(self, options, log=None):
         super(S3Repository, self).__init__(options, log)

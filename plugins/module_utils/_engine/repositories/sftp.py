@@ -26,7 +26,7 @@ import uuid
 from ..errors import ConfigError, DependencyError, DiskFullError, NotFoundError, RepositoryError, UnreachableError
 from ..manifest import PARTIAL_SUFFIX
 from ..pipeline import CHUNK, chunks, hash_stream
-from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, checked_key
+from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, StreamingStore, checked_key
 
 
 def _paramiko():
@@ -51,11 +51,10 @@ def _transport_errors():
     return (ConnectionError, socket.timeout, EOFError, _paramiko().SSHException)
 
 
-class SftpRepository(Repository):
+class SftpRepository(StreamingStore, Repository):
     type = 'sftp'
     DESCRIPTION = ('C(sftp) is a directory on an SSH server (a VPS, a Hetzner Storage Box on port 23).',)
     OPTIONS = SSH + (DIRECTORY,)
-    streams = True
 
     def __init__(self, options, log=None):
         super(SftpRepository, self).__init__(options, log)

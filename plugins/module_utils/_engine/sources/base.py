@@ -8,13 +8,14 @@ decompressed local file, always into a scratch place first, swapped in only on s
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import abc
 import re
 import uuid
 
 from .. import commands, schema
 from .. import scratch as leases
 from ..errors import ConfigError
-from ..schema import Option
+from ..schema import Capability, Option
 
 RESTORE_MODES = ('create', 'replace')
 # the database name's first 40 bytes + '_previous_' + 8 hex digits = 58 bytes at most: within
@@ -168,6 +169,33 @@ class Source(object):
             sweep.judge('scratch database %s on %s' % (name, where), owner,
                         lambda name=name: drop(name))
         return sweep
+
+
+# -- capabilities: declared interfaces a type has beyond dump and restore ---------------------------
+class StreamingRestore(Capability, metaclass=abc.ABCMeta):
+    """Restores while the artifact downloads: ``restore_stream`` reads a VerifiedStream whose
+    checksum is proven before the swap, so no work file is needed."""
+
+    NAME = 'restores while downloading'
+
+    def streams(self):
+        """Whether this target, as configured, can take the stream (else restore() gets a file)."""
+        return True
+
+    @abc.abstractmethod
+    def restore_stream(self, stream, manifest, mode):
+        """Restore from ``stream`` into a scratch place; swap in only once the stream is proven."""
+
+
+class FileTree(Capability, metaclass=abc.ABCMeta):
+    """Files and directories: its ``paths`` can be snapshotted into a TreeStore (module
+    ``snapshot``) and a snapshot restored into it with ``restore_tree``."""
+
+    NAME = 'file trees'
+
+    @abc.abstractmethod
+    def restore_tree(self, fetch, manifest, mode):
+        """``fetch(scratch)`` fills and proves a scratch directory, which is then swapped in."""
 
 
 # -- options that several types share (each type lists the ones it takes) -----------------------

@@ -24,10 +24,10 @@ from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, 
 from ..pipeline import free_bytes
 from ..scratch import remove_file, sweep_beside, write_owner
 from ..schema import Option
-from .base import Source, check_mode
+from .base import FileTree, Source, check_mode
 
 
-class FilesSource(Source):
+class FilesSource(FileTree, Source):
     type = 'files'
     DESCRIPTION = ('C(files) for files and directories (a tar archive).',)
     OPTIONS = (

@@ -27,7 +27,8 @@ from .. import scratch as leases
 from ..errors import BackupError, ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..pipeline import chunks
 from ..schema import Option
-from .base import CONNECT_TIMEOUT, CONTAINER, Source, check_mode, database_options, password, scratch_name, server
+from .base import (CONNECT_TIMEOUT, CONTAINER, Source, StreamingRestore, check_mode, database_options, password, scratch_name,
+                   server)
 
 SYSTEM_DATABASES = ('information_schema', 'mysql', 'performance_schema', 'sys')
 # mysqldump --databases names a database at the start of these lines (the name is group 2)
@@ -98,7 +99,7 @@ class DatabaseRenamer(object):
         return line if self.current is None or self.current in self.names else b''
 
 
-class MysqlSource(Source):
+class MysqlSource(StreamingRestore, Source):
     type = 'mysql'
     DESCRIPTION = ('C(mysql) for MySQL or MariaDB databases.',)
     OPTIONS = database_options([

@@ -30,7 +30,8 @@ from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, Ta
 from .. import scratch as leases
 from ..pipeline import chunks, copy
 from ..schema import Option
-from .base import CONNECT_TIMEOUT, CONTAINER, Source, check_mode, database_options, password, scratch_name, server
+from .base import (CONNECT_TIMEOUT, CONTAINER, Source, StreamingRestore, check_mode, database_options, password, scratch_name,
+                   server)
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
 CLUSTER_FORMAT = 'cluster'  # a tar: globals.sql (pg_dumpall --globals-only), databases/NNNN.dump, cluster.json
@@ -137,7 +138,7 @@ def quote_literal(text):
     return "'%s'" % text.replace("'", "''")
 
 
-class PostgresqlSource(Source):
+class PostgresqlSource(StreamingRestore, Source):
     type = 'postgresql'
     DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
     OPTIONS = database_options([
