@@ -198,3 +198,17 @@ def test_a_capability_without_its_methods_fails_at_once():
 
     with pytest.raises(TypeError, match='fetch_tree'):
         HalfTree({'type': 'half', 'path': '/srv'})  # pylint: disable=abstract-class-instantiated
+
+
+def test_the_use_cases_ask_capabilities_not_attributes():
+    import os
+    import re
+    engine = os.path.dirname(schema.__file__)
+    probing = re.compile(r"\b(hasattr|getattr)\((repo|tgt|src|target|source|job\.repo)\b|\.type [!=]= '")
+    found = []
+    for folder in ('usecases', ''):
+        for name in sorted(os.listdir(os.path.join(engine, folder))):
+            if name.endswith('.py') and name not in ('schema.py',):
+                text = open(os.path.join(engine, folder, name)).read()
+                found += ['%s: %s' % (name, m.group(0)) for m in probing.finditer(text)]
+    assert not found

@@ -9,6 +9,7 @@ from .. import manifest as mf
 from ..commands import CommandLog
 from ..errors import BackupError, ConfigError
 from ..fanout import GrowingFile, follow
+from ..repositories.base import StreamingStore
 from .dump import dump
 from .upload import _check_min_success, _complete, _in_threads, _send, _upload_result, _UploadJob, load_local_backup
 
@@ -39,7 +40,7 @@ def backup(name, source, dest, repositories, min_success=None, log=None, **dump_
     jobs = [_UploadJob(options, None, log) for options in repositories]
     try:
         _in_threads([job.open for job in jobs])  # connected before the dump starts; a failed one fails alone
-        tee = _Tee([job for job in jobs if job.repo is not None and job.repo.streams])
+        tee = _Tee([job for job in jobs if isinstance(job.repo, StreamingStore)])
         try:
             dumped = dump(name, source, dest, log=log, tee=tee if tee.jobs else None, **dump_options)
         except BaseException as exc:

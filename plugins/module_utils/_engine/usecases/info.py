@@ -10,6 +10,7 @@ from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
 from ..errors import ConfigError, DependencyError
 from ..repositories import open_repository
+from ..repositories.base import SelfCheckingStore
 from ..signing import Verifier
 
 try:
@@ -24,8 +25,7 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, s
     log = log or CommandLog()
     verifier = Verifier(signing, log, required=True)
     with open_repository(repository, log) as repo:
-        checker = getattr(repo, 'check', None)
-        if repository_check and checker is None:
+        if repository_check and not isinstance(repo, SelfCheckingStore):
             raise ConfigError('repository_check needs a repository that checks itself (restic); %s does not'
                               % repo.type, 'remove repository_check; restore drills prove the other types')
         catalog = Catalog(repo, name, legacy_tz=legacy_timezone(repository), clock_skew=clock_skew)
@@ -40,7 +40,7 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, s
         if catalog.suspect:
             result['warnings'] = [catalog.describe_suspect(b) for b in catalog.suspect]
         if repository_check:
-            result['repository_check'] = checker(repository_check)  # damage raises IntegrityError
+            result['repository_check'] = repo.check(repository_check)  # damage raises IntegrityError
     if query:
         if jmespath is None:
             raise DependencyError('the Python library jmespath is missing on this node (needed for query)',

@@ -21,6 +21,7 @@ from ..pipeline import VerifiedStream, fetch_verified, free_bytes
 from ..repositories import open_repository
 from ..signing import Verifier
 from ..sources import open_source
+from ..sources.base import StreamingRestore
 
 
 def restore(*args, **kwargs):
@@ -68,7 +69,7 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
             # scratch directory and proven there against the manifest's listing
             details = tgt.restore_tree(lambda scratch: repo.fetch_tree(chosen.artifact_key, scratch, data), data, mode)
             downloaded = started  # download and restore are one copy
-        elif getattr(tgt, 'streams', lambda: False)():
+        elif isinstance(tgt, StreamingRestore) and tgt.streams():
             # download, verify, decrypt, decompress and load at once; proven before the swap
             with repo.get(chosen.artifact_key) as reader:
                 with VerifiedStream(reader, chosen.compression, chosen.size, chosen.sha256, where, decrypt) as stream:

@@ -12,8 +12,10 @@ from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
 from ..errors import ConfigError
 from ..repositories import open_repository
+from ..repositories.base import TreeStore
 from ..signing import Signer
 from ..sources import open_source
+from ..sources.base import FileTree
 
 
 def snapshot(name, source, repository, tags=None, signing=None, check_mode=False, log=None):
@@ -24,7 +26,7 @@ def snapshot(name, source, repository, tags=None, signing=None, check_mode=False
     log = log or CommandLog()
     mf.validate_name(name)
     src = open_source(source, log)
-    if src.type != 'files':
+    if not isinstance(src, FileTree):
         raise ConfigError('snapshot copies file trees, not a %s source' % src.type,
                           'dump databases with offsite.backup.dump and copy them with offsite.backup.upload')
     facts = dict(src.probe(), tool='rsync', tool_version=None)
@@ -32,7 +34,7 @@ def snapshot(name, source, repository, tags=None, signing=None, check_mode=False
     started = time.time()
     created = mf.utcnow()
     with open_repository(repository, log) as repo:
-        if not hasattr(repo, 'snapshot'):
+        if not isinstance(repo, TreeStore):
             raise ConfigError('%s repositories hold artifacts, not file trees' % repo.type,
                               'use type: rsync for snapshots, or offsite.backup.dump and offsite.backup.upload')
         catalog = Catalog(repo, name, legacy_tz=legacy_timezone(repository))
