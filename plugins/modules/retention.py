@@ -364,7 +364,7 @@ def main():
     if not p['name']:
         module.fail_json(msg='name is required to apply a policy to a repository')
     run(module, operations.retention, name=p['name'], repository=p['repository'], policy=rules,
-        timezone=p['timezone'], grace_hours=p['incomplete_grace'], check_mode=module.check_mode,
+        timezone=p['timezone'], incomplete_grace=p['incomplete_grace'], check_mode=module.check_mode,
         estimate=p['estimate_cost'], clock_skew=p['clock_skew'],
         signing=p['signing'])
 

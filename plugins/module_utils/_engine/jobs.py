@@ -378,7 +378,7 @@ def _summary(backup):
 
 def _retention(name, repository, policy, job, dry_run, log, logger):
     outcome = operations.retention(name, repository, policy, timezone=job['timezone'],
-                                   grace_hours=job['incomplete_grace'], clock_skew=job.get('clock_skew'),
+                                   incomplete_grace=job['incomplete_grace'], clock_skew=job.get('clock_skew'),
                                    check_mode=dry_run, signing=trusted_keys(job), log=log)
     for warning in outcome.get('warnings', []):
         if logger:

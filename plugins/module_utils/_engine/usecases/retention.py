@@ -62,13 +62,15 @@ def plan(backups, policy, timezone='UTC', now=None, estimate=None, clock_skew=No
     return result
 
 
-def retention(name, repository, policy, timezone='UTC', grace_hours=DEFAULT_GRACE_HOURS,
-              check_mode=False, now=None, estimate=None, clock_skew=None, signing=None, log=None):
-    """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers.
+def retention(name, repository, policy, timezone='UTC', incomplete_grace=DEFAULT_GRACE_HOURS,
+              check_mode=False, now=None, estimate=None, clock_skew=None, signing=None, log=None, grace_hours=None):
+    """Apply ``policy`` to the complete backups of ``name``; clean incomplete leftovers older than
+    ``incomplete_grace`` hours (the module's and the job file's name; ``grace_hours`` is its older one).
 
     With trusted keys (``signing``), a backup not signed by one of them takes no part: it is
     never the newest, fills no slot, and is never deleted (reported in ``unauthentic``)."""
     now = now or mf.utcnow()
+    grace_hours = incomplete_grace if grace_hours is None else grace_hours
     check_grace(grace_hours)
     log = log or CommandLog()
     verifier = Verifier(signing, log, required=True)
