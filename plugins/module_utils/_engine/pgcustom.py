@@ -1,0 +1,314 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pg_dump custom-format archives: where each data block starts, found as the bytes stream
+past, then written into the table of contents, as pg_dump itself does when its output is a
+file.
+
+Why: ``pg_dump -Fc`` writing to a pipe (every dump of this engine) cannot go back to its table
+of contents, so every entry's data offset stays "not set". ``pg_restore -j`` then has each
+worker walk the chunk headers from the start of the data to find its table (one chunk per row),
+and cannot hand out the largest tables first. A restore writes the archive to a local file
+anyway (``pg_restore -j`` needs one): ``OffsetRecorder.feed`` reads along as it is written, and
+``OffsetRecorder.patch`` then rewrites the 1 + 8 bytes of each entry's offset field. Nothing
+else in the file changes.
+
+The format, from PostgreSQL's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c:
+
+- int: a sign byte (0, or 1 for negative) and ``intSize`` bytes, little-endian; string: an int
+  length (negative for a null string) and that many bytes;
+- header: ``PGDMP``, the archive version (3 bytes), intSize, offSize, the format (1: custom),
+  the compression (a byte from version 1.15, an int before), the creation time (7 ints), the
+  database name, the server and the pg_dump versions (strings);
+- TOC: an int count, then per entry: dumpId, hadDumper (ints); tableoid, oid, tag, desc
+  (strings); section (int); defn, dropStmt, copyStmt, namespace, tablespace, tableam (from
+  1.14) (strings); relkind (an int, from 1.16); owner, withOids (strings); the dependencies
+  (strings up to a null string); the data offset: a flag byte (1 not set, 2 set, 3 no data)
+  and offSize bytes, little-endian;
+- data, in TOC order, one block per entry that has data: a type byte (1 table data, 3 large
+  objects), the entry's dumpId (int), then chunks (an int length and that many bytes) up to a
+  zero length; a large-objects block holds (oid, chunks) pairs up to a zero oid.
+
+The offset recorded for an entry is that of its block's type byte.
+
+Trust: the offsets come from walking every chunk length, as pg_restore walks them when it reads
+the archive in order, so the patched file means what the unpatched one meant. A known version
+that does not parse that way (a bad flag, a block for an entry without data, a block missing
+or repeated, a negative length, bytes after the last block, an end inside a block) is an
+IntegrityError; a version or word size this module does not know is left as it is (pg_restore
+then walks the chunks itself, as before).
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import struct
+
+from .errors import IntegrityError
+
+NOT_SET, SET, NO_DATA = 1, 2, 3
+BLK_DATA, BLK_BLOBS = 1, 3
+CUSTOM = 1  # archCustom
+KNOWN_VERSIONS = ((1, 12), (1, 16))  # PostgreSQL 9.6 to 17
+OFF_SIZE = 8  # sizeof(pgoff_t): what pg_dump writes everywhere it runs today
+_READ, _SKIP, _CHUNKS, _BLOCK = 'read', 'skip', 'chunks', 'block'
+_OFFSET = struct.Struct('<BQ')
+
+
+class Malformed(Exception):
+    """The bytes do not parse as a custom-format archive of a known version."""
+
+
+class OffsetRecorder(object):
+    """Fed an archive's bytes in order (``feed``), it finds each entry's data block; ``patch``
+    then writes their offsets into the file those bytes went to.
+
+    ``feed`` never raises: the first problem is kept, and ``patch`` raises it, so that a
+    download whose checksum fails reports that root cause first."""
+
+    def __init__(self, where='the archive'):
+        self.where = where
+        self.version = None
+        self.entries = []       # (dumpId, flag, position of the flag byte)
+        self.blocks = {}        # dumpId -> position of its block's type byte
+        self.error = None
+        self.unsupported = None
+        self.done = False
+        self._context = 'the header'
+        self._base = 0          # position of the first byte of the data being fed
+        self._pos = 0           # position of the next byte the parser takes
+        self._pending = b''     # the start of a value that continues in the next feed
+        self._left = 0          # bytes still to skip
+        self._int = None
+        self._hdr = 0
+        self._parser = self._archive()
+        self._op = next(self._parser)
+
+    # -- feeding ----------------------------------------------------------------------------
+    def feed(self, data):
+        """Take the next bytes of the archive (as written). Returns ``data``."""
+        if data and self.error is None and self.unsupported is None:
+            try:
+                self._consume(data)
+            except Malformed as exc:
+                self.error = '%s (at byte %d, in %s)' % (exc, self._pos, self._context)
+            self._base += len(data)
+        return data
+
+    def _consume(self, data):
+        end = len(data)
+        i = 0
+        while i < end:
+            kind, size = self._op
+            if kind is None:
+                if self.done:
+                    raise Malformed('%d byte(s) follow the last data block' % (end - i))
+                return  # a version this module does not know
+            if kind == _CHUNKS:
+                i = self._walk(data, i, end)
+            elif kind == _SKIP:
+                take = min(self._left, end - i)
+                i += take
+                self._left -= take
+                if not self._left:
+                    self._next(None, i)
+            else:
+                need = size - len(self._pending)
+                if end - i < need:
+                    self._pending += data[i:]
+                    return
+                value = self._pending + data[i:i + need] if self._pending else data[i:i + need]
+                self._pending = b''
+                i += need
+                self._next(value, i)
+
+    def _next(self, value, i):
+        """The current operation is complete up to ``data[i]``: run the parser to its next one."""
+        self._pos = self._base + i
+        try:
+            self._op = self._parser.send(value)
+        except StopIteration:
+            self.done = self.unsupported is None
+            self._op = (None, 0)
+
+    def _walk(self, data, i, end):
+        """Skip chunks (int length, bytes) up to the zero length that ends a block: the hot
+        loop, one struct unpack per chunk (pg_dump -Z0 writes one chunk per table row)."""
+        if self._left:  # the rest of a chunk begun in an earlier feed
+            take = min(self._left, end - i)
+            i += take
+            self._left -= take
+            if self._left:
+                return i
+        if self._pending:  # a chunk length split between two feeds
+            need = self._hdr - len(self._pending)
+            if end - i < need:
+                self._pending += data[i:]
+                return end
+            sign, length = self._int.unpack(self._pending + data[i:i + need])
+            self._pending = b''
+            i += need
+            if sign:
+                raise Malformed('a chunk has a negative length')
+            if not length:
+                self._next(None, i)
+                return i
+            self._left = length
+            return self._walk(data, i, end)
+        hdr = self._hdr
+        unpack = self._int.unpack_from
+        p = i
+        try:
+            while True:
+                sign, length = unpack(data, p)
+                if sign or not length:
+                    break
+                p += hdr + length
+        except struct.error:  # the next chunk length is not (wholly) in this feed
+            if p >= end:
+                self._left = p - end
+            else:
+                self._pending = data[p:]
+            return end
+        if sign:
+            raise Malformed('a chunk has a negative length')
+        p += hdr
+        self._next(None, p)
+        return p
+
+    # -- the parser: yields (operation, size), is sent what a read got ----------------------
+    def _archive(self):
+        if (yield _READ, 5) != b'PGDMP':
+            raise Malformed('it does not start with PGDMP, so it is no pg_dump custom-format archive')
+        version = tuple(bytearray((yield _READ, 3)))
+        self.version = '%d.%d' % version[:2]
+        int_size, off_size, fmt = bytearray((yield _READ, 3))
+        if not KNOWN_VERSIONS[0] <= version[:2] <= KNOWN_VERSIONS[1]:
+            self.unsupported = 'archive version %s is not one this engine knows' % self.version
+            return
+        if int_size not in (4, 8) or off_size != OFF_SIZE:
+            self.unsupported = 'integers of %d and offsets of %d bytes' % (int_size, off_size)
+            return
+        if fmt != CUSTOM:
+            raise Malformed('its format byte is %d, not custom (%d)' % (fmt, CUSTOM))
+        self._int = struct.Struct('<BI' if int_size == 4 else '<BQ')
+        self._hdr = 1 + int_size
+        if version[:2] >= (1, 15):
+            yield _READ, 1  # compression algorithm
+        else:
+            yield from self._int_value('the compression level')
+        for dummy in range(7):
+            yield from self._int_value('the creation time')
+        for dummy in range(3):  # database name, server and pg_dump versions
+            yield from self._string()
+        count = yield from self._int_value('the TOC entry count')
+        if count < 0:
+            raise Malformed('the TOC entry count is negative')
+        ids = set()
+        for number in range(count):
+            self._context = 'TOC entry %d of %d' % (number + 1, count)
+            dump_id = yield from self._int_value('a dumpId')
+            if dump_id <= 0 or dump_id in ids:
+                raise Malformed('dumpId %d is %s' % (dump_id, 'repeated' if dump_id in ids else 'out of range'))
+            ids.add(dump_id)
+            yield from self._int_value('hadDumper')
+            for dummy in range(4):  # tableoid, oid, tag, desc
+                yield from self._string()
+            yield from self._int_value('the section')
+            for dummy in range(6 if version[:2] >= (1, 14) else 5):  # defn .. tableam
+                yield from self._string()
+            if version[:2] >= (1, 16):
+                yield from self._int_value('relkind')
+            for dummy in range(2):  # owner, withOids
+                yield from self._string()
+            while (yield from self._string()) >= 0:  # dependencies, up to a null string
+                pass
+            at = self._pos
+            flag = bytearray((yield _READ, 1 + off_size))[0]
+            if flag not in (NOT_SET, SET, NO_DATA):
+                raise Malformed('dumpId %d has the unknown data offset flag %d' % (dump_id, flag))
+            self.entries.append((dump_id, flag, at))
+        wanted = dict((dump_id, flag) for dump_id, flag, at in self.entries if flag != NO_DATA)
+        while len(self.blocks) < len(wanted):
+            self._context = 'the data after block %d of %d' % (len(self.blocks), len(wanted))
+            at = self._pos
+            kind = bytearray((yield _BLOCK, 1))[0]
+            dump_id = yield from self._int_value('a block id')
+            self._context = 'the data block of dumpId %d' % dump_id
+            if dump_id not in wanted:
+                raise Malformed('a data block for dumpId %d, which %s' % (
+                    dump_id, 'has no data' if dump_id in ids else 'is not in the TOC'))
+            if dump_id in self.blocks:
+                raise Malformed('a second data block for dumpId %d' % dump_id)
+            self.blocks[dump_id] = at
+            if kind == BLK_DATA:
+                yield _CHUNKS, 0
+            elif kind == BLK_BLOBS:
+                while (yield from self._int_value('a large object oid')):
+                    yield _CHUNKS, 0
+            else:
+                raise Malformed('a data block of unknown type %d' % kind)
+        self._context = 'the end of the archive'
+
+    def _int_value(self, what):
+        sign, value = self._int.unpack((yield _READ, self._hdr))
+        if sign > 1:
+            raise Malformed('%s has the sign byte %d' % (what, sign))
+        return -value if sign else value
+
+    def _string(self):
+        """Skip a string; returns its length (negative: a null string)."""
+        length = yield from self._int_value('a string length')
+        if length > 0:
+            self._left = length
+            yield _SKIP, length
+        return length
+
+    # -- the end ----------------------------------------------------------------------------
+    def result(self):
+        """What was found, once every byte was fed: {'dumpId': offset}; raises IntegrityError
+        for an archive that does not parse, returns None for one this module does not know."""
+        if self.error is None and self.unsupported is None and not self.done:
+            if self._op[0] == _BLOCK and not self._pending:
+                missing = sorted(set(d for d, flag, at in self.entries if flag != NO_DATA) - set(self.blocks))
+                self.error = 'it ends before the data block of dumpId %s' % ', '.join(str(d) for d in missing[:5])
+            else:
+                self.error = 'it ends in the middle of %s' % self._context
+        if self.error is not None:
+            raise IntegrityError('%s is not a valid pg_dump custom-format archive: %s' % (self.where, self.error),
+                                 'the backup was written damaged (its checksum matches what was stored); '
+                                 'restore another backup. Nothing was changed')
+        if self.unsupported is not None:
+            return None
+        return dict(self.blocks)
+
+    def patch(self, path):
+        """Write the recorded offsets into the archive at ``path`` (the file that was fed).
+        Returns a summary: ``entries`` (with data), ``patched`` (offset fields changed), or
+        ``skipped`` with the reason the file was left as it is."""
+        offsets = self.result()
+        if offsets is None:
+            return {'data_offsets': 'left as dumped', 'reason': self.unsupported}
+        patched = 0
+        fd = os.open(path, os.O_RDWR)
+        try:
+            for dump_id, flag, at in self.entries:
+                if flag == NO_DATA:
+                    continue
+                field = _OFFSET.pack(SET, offsets[dump_id])
+                if os.pread(fd, len(field), at) != field:
+                    if os.pwrite(fd, field, at) != len(field):
+                        raise IntegrityError('could not write the data offsets into %s' % path,
+                                             'check the work directory; nothing was changed')
+                    patched += 1
+        finally:
+            os.close(fd)
+        return {'data_offsets': 'recorded', 'entries': len(offsets), 'patched': patched}
+
+
+def recorder_for(manifest, where='the archive'):
+    """An OffsetRecorder for a backup whose artifact is one custom-format archive (a
+    PostgreSQL database, not a cluster's tar), else None."""
+    source = manifest.get('source') or {}
+    if source.get('type') == 'postgresql' and manifest.get('format') == 'custom':
+        return OffsetRecorder(where)
+    return None
