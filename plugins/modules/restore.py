@@ -148,6 +148,16 @@ download_seconds:
   returned: when restored
   type: float
   sample: 18.2
+data_offsets:
+  description:
+    - For a PostgreSQL custom-format archive restored through a work file (O(target.jobs) > 1),
+      what was done to its table of contents so that C(pg_restore -j) seeks to each table's data.
+    - V(data_offsets=recorded) with the number of V(entries) with data and how many offsets were
+      V(patched) (0 when pg_dump wrote them itself), or V(data_offsets=left as dumped) with the
+      V(reason) (an archive version this collection does not know).
+  returned: when restored from a PostgreSQL custom-format archive through a work file
+  type: dict
+  sample: {"data_offsets": "recorded", "entries": 12, "patched": 12}
 proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored

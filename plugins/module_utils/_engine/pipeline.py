@@ -238,16 +238,17 @@ class VerifiedStream(object):
 
 
 def fetch_verified(reader, path, compression, expected_size=None, expected_sha256=None,
-                   where='the artifact', decrypt=None):
+                   where='the artifact', decrypt=None, tap=None):
     """Stream ``reader`` (compressed, maybe encrypted bytes) into ``path`` decrypted and
     decompressed, then prove the stored bytes were the ones backed up. Returns (size, sha256,
     raw_size). On any failure the partial file is removed and an error raised: nothing
-    unproven stays."""
+    unproven stays. ``tap``, if given, is called with each decompressed chunk before it is
+    written (``pgcustom.OffsetRecorder.feed``)."""
     try:
         with VerifiedStream(reader, compression, expected_size, expected_sha256, where, decrypt) as stream:
             with open(path, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
-                copy(stream, out)
+                copy(stream, out if tap is None else _Tapped(out, tap))
             return stream.finish()
     except OSError as exc:
         remove_quietly(path)
@@ -258,6 +259,16 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
     except BaseException:
         remove_quietly(path)
         raise
+
+
+class _Tapped(object):
+    def __init__(self, out, tap):
+        self.out = out
+        self.tap = tap
+
+    def write(self, data):
+        self.tap(data)
+        return self.out.write(data)
 
 
 class _NullWriter(object):

@@ -12,6 +12,7 @@ import time
 
 from .. import lifeline
 from .. import manifest as mf
+from .. import pgcustom
 from .. import scratch as leases
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
@@ -89,9 +90,15 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
             scratch = leases.make_work_dir(work_dir)
             try:
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
+                # pg_restore -j seeks to each table's data: record where the blocks are as they
+                # pass and write that into the archive's TOC (pg_dump to a pipe could not)
+                offsets = pgcustom.recorder_for(data, where)
                 with repo.get(chosen.artifact_key) as reader:
                     fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
-                                   expected_sha256=chosen.sha256, where=where, decrypt=decrypt)
+                                   expected_sha256=chosen.sha256, where=where, decrypt=decrypt,
+                                   tap=offsets.feed if offsets else None)
+                if offsets:
+                    summary['data_offsets'] = offsets.patch(local)
                 downloaded = time.time()
                 details = tgt.restore(local, data, mode)
             finally:
