@@ -7,6 +7,7 @@
 #   bench/run.sh --dr [--scale small]   # DR drill and rebuild times (bench/dr_bench.py)
 #   bench/run.sh --rsync           # rsync snapshots of a 10,000-file tree, 1 % changed (bench_rsync.py)
 #   bench/run.sh --scheduled [--scale small]   # the scheduled job, one pass (bench/scheduled_run.py)
+#   bench/run.sh --offsets [--scale small]     # restore with/without TOC data offsets (bench/restore_offsets.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -38,5 +39,8 @@ if [ "${1:-}" = "--dr" ]; then
 elif [ "${1:-}" = "--scheduled" ]; then
     shift
     SCRIPT="$REPO/bench/scheduled_run.py"
+elif [ "${1:-}" = "--offsets" ]; then
+    shift
+    SCRIPT="$REPO/bench/restore_offsets.py"
 fi
 "$PY" "$SCRIPT" --services-state "$STATE" "$@"
