@@ -258,7 +258,9 @@ def test_cleanup_never_touches_a_live_restore(dumped, victim, tmp_path, slow_too
     """While a restore loads, cleanup (module and CLI) leaves its scratch database and work
     directory alone; the restore then completes."""
     db, before = victim
-    play = start_replace(dumped, db, tmp_path, slow_tools, delay=12)
+    # pg_restore waits 30 s: two cleanup runs (ansible-playbook, then the CLI) take 15 s and more
+    # on a loaded machine, and the restore must still be loading when they are done
+    play = start_replace(dumped, db, tmp_path, slow_tools, delay=30)
     live_dbs, live_dirs = scratch_databases(db), list(tmp_path.glob("offsite-restore-*"))
     r = run_playbook([task("cleanup", "cleanup", target={"type": "postgresql", "database": db},
                            work_dir=str(tmp_path))])
