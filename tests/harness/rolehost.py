@@ -3,19 +3,28 @@ SSH to this machine, and where users that a role creates log in with their own
 ``~/.ssh/authorized_keys`` (forced commands, chroots from the drop-in directory).
 
     RootSshd()   .port, .private_key, .known_hosts, .host_key, .dropin_dir, .reload(), .inventory(path)
+    RUNNER_DIR   the client role's install directory for the tests that apply the role
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness.services import LOOPBACK, Service, _kill, _run, _ssh_keygen, _wait_tcp, free_port
+from tests.harness.services import LOOPBACK, REPO_ROOT, Service, _kill, _run, _ssh_keygen, _wait_tcp, free_port
 
 SSHD = "/usr/sbin/sshd"
+
+#: The client role's install directory (virtualenv from PyPI, engine wheel) for every test that
+#: applies the role to this machine (tests/integration/test_roles.py, test_drill_command.py):
+#: built by the first of them and reused by the others and by later runs. One per checkout, so
+#: two checkouts on one machine never install their engines into the same one; the tests that
+#: use it run one after the other (xdist group "role-runner", tests/integration/conftest.py).
+RUNNER_DIR = Path("/var/tmp") / f"offsite-role-test-runner-{hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]}"
 
 
 class RootSshd(Service):

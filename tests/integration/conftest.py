@@ -7,6 +7,10 @@ when a test asks for it). Function-scoped: ``bucket`` (fresh bucket name in moto
 ``db_names`` (a factory of free database names, all dropped afterwards with their leftovers),
 ``big_db`` (module-scoped: ~170 MB of table data, so that pg_dump runs for about a second),
 ``workdir`` (a temporary directory).
+
+Under pytest-xdist (scripts/test.sh runs ``pytest -n N --dist loadgroup``) every worker has its
+own services, names and ports; the few tests that share something else are put in one
+``xdist_group`` (``SERIAL_GROUPS``), and run on one worker, one after the other.
 """
 
 from __future__ import annotations
@@ -18,6 +22,43 @@ import pytest
 from tests.harness import pg
 from tests.harness.faults import seed
 from tests.harness.services import MotoS3, ScramPostgres, Sshd
+
+
+#: xdist group -> the tests in it ("file.py" for a whole module, "file.py::test_name" for one test
+#: with all its parameters). tests/unit/test_parallel_tests.py checks that each one exists.
+SERIAL_GROUPS = {
+    # playbooks/dr_drill.yml restores set "crm" into a scratch database crm_drill_<time> on
+    # 127.0.0.1:5432, and test_dr_drill asserts that no crm/erp scratch database is left over:
+    # two drills of "crm" at once would share a name or see each other's database
+    "drill-crm": (
+        "test_dr_drill.py",
+        "test_encryption_cycle.py::test_dr_drill_restores_an_encrypted_backup",
+        "test_signed_manifests.py::test_dr_drill_checks_signatures",
+    ),
+    # the client role's virtualenv (tests.harness.rolehost.RUNNER_DIR): two role runs at once
+    # would pip-install into the same one
+    "role-runner": (
+        "test_roles.py",
+        "test_drill_command.py::test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them",
+    ),
+}
+
+
+def serial_group(item) -> str | None:
+    """The SERIAL_GROUPS group of a collected test, or None."""
+    for group, members in SERIAL_GROUPS.items():
+        for member in members:
+            path, dummy, name = member.partition("::")
+            if item.path.name == path and name in ("", getattr(item, "originalname", item.name)):
+                return group
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = serial_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_report_header(config):

@@ -22,15 +22,12 @@ import pytest
 
 from tests.harness.ansible import run_playbook
 from tests.harness.monitoring import HttpReceiver, Pushgateway
-from tests.harness.rolehost import RootSshd
+from tests.harness.rolehost import RUNNER_DIR, RootSshd
 from tests.harness.services import _ssh_keygen
 from tests.integration.helpers import pg_source, s3_keys
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "plugins" / "module_utils" / "_engine"
-# a fixed place per checkout: the virtualenv (pip from PyPI) is built once and reused by later
-# runs, and two checkouts on one machine never install their engines into the same one
-RUNNER_DIR = Path("/var/tmp") / f"offsite-role-test-runner-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 CRON_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LOGNAME": "root"}
 
 
