@@ -150,10 +150,10 @@ def install(injector: Injector) -> None:
     for repo_class in set(TYPES.values()):
         kind = repo_class.type
 
-        def put(self, key, reader, size, sha256, _real=repo_class.put, _kind=kind):
+        def put(self, key, reader, size, sha256, _real=repo_class.put, _kind=kind, **local):
             label = "put %s %s" % (_kind, key_kind(key))
             reached("before " + label)
-            result = _real(self, key, Counting(reader, "put " + _kind, injector), size, sha256)
+            result = _real(self, key, Counting(reader, "put " + _kind, injector), size, sha256, **local)
             reached("after " + label)
             return result
 

@@ -210,10 +210,9 @@ def test_an_old_backup_being_uploaded_is_not_a_removable_leftover(honolulu, loca
     three_days_ago = (mf.utcnow() - datetime.timedelta(days=3)).timestamp()
     os.utime(dumped["path"], (three_days_ago, three_days_ago))
     key = "site/" + os.path.basename(dumped["path"])
-    with open(dumped["path"], "rb") as handle, open(dumped["path"], "rb") as second:
-        handle.source = second  # as upload hands it: rsync sends the local file itself
-        with open_repository(options) as r:
-            r.put(key, handle, dumped["size"], dumped["sha256"])  # the artifact landed; no manifest yet
+    with open(dumped["path"], "rb") as handle:
+        with open_repository(options) as r:  # as upload hands it: rsync sends the local file itself
+            r.put(key, handle, dumped["size"], dumped["sha256"], local=dumped["path"])  # landed; no manifest yet
             assert abs(mf.utcnow() - r.stat(key).modified) < datetime.timedelta(minutes=5)
     result = operations.retention("site", options, {"keep_last": 1})
     assert result["incomplete"] == [] and result["incomplete_removed"] == []

@@ -186,6 +186,15 @@ def test_capabilities_are_declared_by_the_types():
     assert schema.capabilities(REPOSITORY_TYPES['rsync']) == ['file-tree snapshots']
 
 
+def test_stores_reading_the_local_file_declare_it():
+    """upload names the local artifact only to the stores that declare they read it (no
+    attribute set on the reader for them to probe)."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import LocalFileStore
+    assert sorted(t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, LocalFileStore)) == ['b2', 'rsync']
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.fanout import ChannelReader
+    assert not hasattr(ChannelReader(None), 'source')
+
+
 def test_a_capability_without_its_methods_fails_at_once():
     from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import TreeStore
     from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.local import LocalRepository

@@ -77,12 +77,10 @@ class _Channel(object):
 
 
 class ChannelReader(object):
-    """The file-like end of a channel a consumer reads from. ``source`` may be set to a
-    seekable file holding the same bytes, for a store that must hash ahead (b2's SHA-1)."""
+    """The file-like end of a channel a consumer reads from."""
 
     def __init__(self, channel):
         self.channel = channel
-        self.source = None
         self.pending = b''
         self.offset = 0
         self.size = 0

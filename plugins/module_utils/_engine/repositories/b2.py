@@ -5,7 +5,7 @@
 Small objects go up in one ``b2_upload_file``; larger ones as B2 large files whose parts are
 filled from the stream one buffer at a time (B2 needs each part's Content-Length up front).
 b2sdk sends each part's SHA-1 and checks it against B2's answer; when the reader can be
-rewound (the local artifact file) the whole file's SHA-1 is computed first and sent as the
+rewound (a file) or upload names the local artifact file the whole file's SHA-1 is computed first and sent as the
 ``large_file_sha1`` file info. Our sha256 travels as the ``sha256`` file info.
 
 Retries are b2sdk's job, checked in b2sdk 2.x: ``B2Http`` retries 429/503 and connection
@@ -23,7 +23,7 @@ import hashlib
 
 from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, RepositoryError
 from ..schema import Option
-from .base import B2_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, checked_key
+from .base import B2_CREDENTIALS, ROOT_IN_BUCKET, LocalFileStore, ObjectInfo, PutResult, Repository, checked_key
 
 MIB = 1024 * 1024
 MAX_PARTS = 10000
@@ -54,22 +54,30 @@ def _b2():
 
 
 def _rewindable(reader):
-    """The seekable file under ``reader`` (itself, or a wrapper's ``source``), or None."""
-    for candidate in (reader, getattr(reader, 'source', None)):
-        try:
-            if candidate is not None and candidate.seekable():
-                return candidate
-        except (AttributeError, OSError, ValueError):
-            continue
-    return None
+    """``reader`` if it is a seekable file, or None."""
+    try:
+        return reader if reader.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
-def _sha1_ahead(reader, size):
-    """SHA-1 of the next ``size`` bytes of a rewindable reader, which is left where it was."""
+def _sha1_ahead(reader, size, local=None):
+    """SHA-1 of the first ``size`` bytes of the file ``local`` (its own handle), else of the
+    next ``size`` bytes of a rewindable reader, which is left where it was; else None."""
+    if local is not None:
+        with open(local, 'rb') as ahead:
+            return _sha1_of(ahead, size)
     source = _rewindable(reader)
     if source is None:
         return None
     start = source.tell()
+    try:
+        return _sha1_of(source, size)
+    finally:
+        source.seek(start)
+
+
+def _sha1_of(source, size):
     digest, missing = hashlib.sha1(), size
     while missing > 0:
         data = source.read(min(MIB, missing))
@@ -77,7 +85,6 @@ def _sha1_ahead(reader, size):
             break
         digest.update(data)
         missing -= len(data)
-    source.seek(start)
     return digest.hexdigest()
 
 
@@ -99,7 +106,7 @@ class _Sha1Reader(object):
         return True
 
 
-class B2Repository(Repository):
+class B2Repository(LocalFileStore, Repository):
     type = 'b2'
     DESCRIPTION = ('C(b2) is Backblaze B2 through its native API (the Python library C(b2sdk)).',)
     OPTIONS = ROOT_IN_BUCKET + B2_CREDENTIALS + (
@@ -212,13 +219,13 @@ class B2Repository(Repository):
         return max(part, -(-size // MAX_PARTS))
 
     # -- the five verbs -----------------------------------------------------------------
-    def put(self, key, reader, size, sha256):
+    def put(self, key, reader, size, sha256, local=None):
         bucket = self.bucket
         name = self._name(key)
         part = self._part_size(size)
         info = {'sha256': sha256}
         large = size > part
-        large_sha1 = _sha1_ahead(reader, size) if large else None
+        large_sha1 = _sha1_ahead(reader, size, local) if large else None
         sent = _Sha1Reader(reader)
         try:
             with self._errors('uploading', key):
@@ -240,7 +247,7 @@ class B2Repository(Repository):
             if large:
                 if large_sha1 is not None and large_sha1 != ours:
                     raise IntegrityError('%s changed while it was being uploaded to %s'
-                                         % (getattr(reader, 'name', 'the artifact'), self.location(key)),
+                                         % (local or getattr(reader, 'name', 'the artifact'), self.location(key)),
                                          'nothing was marked complete; run the upload again')
                 # B2 checked every part against the SHA-1 b2sdk sent with it
                 verification = 'sha1 per part' + (' + large_file_sha1' if large_sha1 else '')

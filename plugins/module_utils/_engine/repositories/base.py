@@ -44,6 +44,13 @@ class StreamingStore(Capability):
     streams = True
 
 
+class LocalFileStore(Capability):
+    """``put`` also takes ``local=``: the path of a local file holding the bytes ``reader`` yields
+    (upload's artifact), or None. The store may read that file itself (rsync sends it, b2 hashes
+    it ahead for ``large_file_sha1``) but still reads ``reader`` to its end: the caller's hash of
+    what was read proves the file is the one that was sent. Not shown in the docs."""
+
+
 class TreeStore(Capability, metaclass=abc.ABCMeta):
     """Holds file trees as snapshot directories (module ``snapshot``), restored with ``fetch_tree``."""
 

@@ -43,7 +43,7 @@ from .. import commands
 from .. import manifest as mf
 from ..errors import ConfigError, DiskFullError, IntegrityError, NotFoundError, RepositoryError, UnreachableError
 from ..pipeline import CHUNK, HashingWriter, copy
-from .base import DIRECTORY, SSH, ObjectInfo, PutResult, Repository, TreeStore, checked_key
+from .base import DIRECTORY, SSH, LocalFileStore, ObjectInfo, PutResult, Repository, TreeStore, checked_key
 
 # one line of `rsync --list-only --no-h`: mode, size, date, time, name
 _LIST_LINE = re.compile(r'^(?P<mode>[-dlpscb][-rwxsStT]{9})\s+(?P<size>\d+) (?P<date>\d{4}/\d\d/\d\d) '
@@ -58,7 +58,7 @@ ALIVE_COUNT = 3
 _ASKPASS = '#!/bin/sh\nprintf \'%s\\n\' "$OFFSITE_SSH_PASSPHRASE"\n'
 
 
-class RsyncRepository(TreeStore, Repository):
+class RsyncRepository(LocalFileStore, TreeStore, Repository):
     type = 'rsync'
     DESCRIPTION = ('C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync) '
                    'forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).',)
@@ -200,12 +200,11 @@ class RsyncRepository(TreeStore, Repository):
         return RepositoryError('rsync failed (exit %d) while %s %s: %s' % (rc, doing, self.location(key), tail))
 
     # -- the five verbs -----------------------------------------------------------------
-    def put(self, key, reader, size, sha256):
-        # upload's reader comes with a second handle on the local file (``source``): rsync
-        # sends that file itself; anything else is spooled to a private file first
-        local = getattr(getattr(reader, 'source', None), 'name', None)
+    def put(self, key, reader, size, sha256, local=None):
+        # upload names the local file (``local``, see LocalFileStore): rsync sends that file
+        # itself; anything else is spooled to a private file first
         spooled = None
-        if isinstance(local, str) and os.path.isfile(local) and os.path.getsize(local) == size:
+        if local is not None and os.path.isfile(local) and os.path.getsize(local) == size:
             while reader.read(CHUNK):
                 pass  # the caller hashes what it feeds us: proves the file we send is the dump
         else:

@@ -15,6 +15,7 @@ from ..commands import CommandLog
 from ..errors import BackupError, ConfigError, IntegrityError, NotFoundError, as_backup_error
 from ..fanout import fan_out
 from ..repositories import open_repository
+from ..repositories.base import LocalFileStore
 
 
 def load_local_backup(backup):
@@ -204,12 +205,11 @@ def _send(path, data, art_key, man_key, jobs):
     """Read the artifact once and put it into every job's repository at the same time; then,
     only if what was read matches the manifest, write each successful repository's manifest."""
     def consumer(job):
+        # stores that read the local file themselves are told where it is (LocalFileStore)
+        local = {'local': path} if isinstance(job.repo, LocalFileStore) else {}
+
         def put(reader):
-            # a second, seekable handle for stores that hash ahead of sending (b2's
-            # large_file_sha1); the others never touch it
-            with open(path, 'rb') as ahead:
-                reader.source = ahead
-                return job.repo.put(art_key, reader, data['size'], data['sha256'])
+            return job.repo.put(art_key, reader, data['size'], data['sha256'], **local)
         return put
 
     try:
