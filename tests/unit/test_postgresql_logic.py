@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import IntegrityError, SourceError
-from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.postgresql import (
+from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.postgresql_sql import (
     check_tool_version, compare_counts, major, setting_statement, split_list_setting)
 
 

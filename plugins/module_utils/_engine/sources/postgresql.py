@@ -9,136 +9,35 @@ restore in parallel. ``format: plain`` gives the seed scripts' ``.sql.gz``.
 The password only ever travels in ``PGPASSWORD``. A restore goes into a scratch database
 that is renamed into place only after it fully succeeded; the target is never half
 restored.
+
+A whole cluster (``databases``) is postgresql_cluster.py's ClusterMode, mixed in here; the
+queries and pure helpers both use are postgresql_sql.py's.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import contextlib
-import io
-import json
 import os
 import re
 import subprocess
-import tarfile
-import tempfile
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import commands, lifeline
-from ..errors import ConfigError, IntegrityError, NotFoundError, SourceError, TargetError
+from ..errors import ConfigError, NotFoundError, SourceError, TargetError
 from .. import scratch as leases
-from ..pipeline import chunks, copy
+from ..pipeline import chunks
 from ..schema import Option
 from .base import (CONNECT_TIMEOUT, CONTAINER, Source, StreamingRestore, check_mode, database_options, password, scratch_name,
                    server)
+from .postgresql_cluster import CLUSTER_FORMAT, ClusterMode
+from .postgresql_sql import (COUNT_SQL, FACTS_SQL, check_tool_version, compare_counts, database_facts, major,
+                             parse_version, quote_ident, quote_literal, setting_statement)
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
-CLUSTER_FORMAT = 'cluster'  # a tar: globals.sql (pg_dumpall --globals-only), databases/NNNN.dump, cluster.json
-_FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_version_num'), "
-              "pg_database_size(d.oid), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, "
-              "pg_get_userbyid(d.datdba), (SELECT array_to_json(s.setconfig) FROM pg_db_role_setting s "
-              "WHERE s.setrole = 0 AND s.setdatabase = d.oid) "
-              "FROM pg_database d WHERE d.datname = current_database()")
-# Rows of every ordinary table (partitions counted once, as leaves), one statement so that it
-# runs inside the dump's snapshot. count(*) reads each table once more: the price of a restore
-# that proves it got every row.
-_COUNT_SQL = ("SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_to_xml(format("
-              "'SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text "
-              "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
-              "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-              "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)' ORDER BY 1")
-# settings whose value is a list of quoted elements (pg_dump's variable_is_guc_list_quote)
-_LIST_SETTINGS = ('local_preload_libraries', 'search_path', 'session_preload_libraries',
-                  'shared_preload_libraries', 'temp_tablespaces', 'unix_socket_directories')
 _SESSION_MARK = '__offsite_backup_done__'
 
 
-def _version(text):
-    match = re.search(r'\d+(?:\.\d+)+', text)
-    return match.group(0) if match else None
-
-
-def major(version):
-    """The major version as a comparable tuple: server_version_num 150004 or '15.4' -> (15,),
-    90624 or '9.6.24' -> (9, 6)."""
-    if isinstance(version, int):
-        return (version // 10000,) if version >= 100000 else (version // 10000, version // 100 % 100)
-    parts = [int(p) for p in version.split('.')[:2]]
-    return tuple(parts[:1] if parts[0] >= 10 else parts)
-
-
-def check_tool_version(tool, tool_version, server_version_num, server_version, where):
-    """pg_dump refuses a newer server only after connecting: say it first, with what to install."""
-    if not tool_version:
-        return
-    server_major = major(server_version_num)
-    if major(tool_version) < server_major:
-        wanted = '.'.join(str(p) for p in server_major)
-        raise SourceError('%s %s is older than the PostgreSQL %s server at %s and cannot dump it'
-                          % (tool, tool_version, server_version, where),
-                          'install postgresql-client-%s on this node (Debian: from apt.postgresql.org; a newer '
-                          'client dumps older servers too)' % wanted)
-
-
-def setting_statement(database, entry):
-    """``ALTER DATABASE ... SET`` for one pg_db_role_setting entry (``name=value``)."""
-    name, value = entry.split('=', 1)
-    if name.lower() in _LIST_SETTINGS:
-        values = ', '.join(quote_literal(v) for v in split_list_setting(value))
-    else:
-        values = quote_literal(value)
-    return 'ALTER DATABASE %s SET %s TO %s' % (quote_ident(database), quote_ident(name), values or "''")
-
-
-def split_list_setting(value):
-    """Elements of a list setting as stored (``"$user", public``): comma separated,
-    double-quoted where needed (``""`` is a quote inside)."""
-    items, i = [], 0
-    while i < len(value):
-        while i < len(value) and value[i] in ' ,':
-            i += 1
-        if i >= len(value):
-            break
-        if value[i] == '"':
-            j, item = i + 1, ''
-            while j < len(value):
-                if value[j] == '"' and value[j + 1:j + 2] == '"':
-                    item, j = item + '"', j + 2
-                elif value[j] == '"':
-                    break
-                else:
-                    item, j = item + value[j], j + 1
-            items.append(item)
-            i = j + 1
-        else:
-            j = value.find(',', i)
-            j = len(value) if j < 0 else j
-            items.append(value[i:j].strip())
-            i = j
-    return items
-
-
-def compare_counts(expected, actual, where):
-    """Raise IntegrityError naming the first tables whose rows differ from the manifest's."""
-    wrong = ['%s: %s rows, %s restored' % (t, n, actual.get(t, 'table missing, 0'))
-             for t, n in sorted(expected.items()) if actual.get(t) != n]
-    wrong += ['%s: not in the backup, %s rows restored' % (t, actual[t]) for t in sorted(actual) if t not in expected]
-    if wrong:
-        raise IntegrityError('the restored %s does not hold the rows the backup recorded (%d table(s) differ): %s'
-                             % (where, len(wrong), '; '.join(wrong[:5])),
-                             'the target was not touched; the backup or the restore is incomplete')
-
-
-def quote_ident(name):
-    return '"%s"' % name.replace('"', '""')
-
-
-def quote_literal(text):
-    return "'%s'" % text.replace("'", "''")
-
-
-class PostgresqlSource(StreamingRestore, Source):
+class PostgresqlSource(ClusterMode, StreamingRestore, Source):
     type = 'postgresql'
     DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
     OPTIONS = database_options([
@@ -269,40 +168,21 @@ class PostgresqlSource(StreamingRestore, Source):
     def probe(self):
         if self.databases:
             return self._probe_cluster()
-        row = self._psql(_FACTS_SQL, self.database, 'connecting')[0]
+        row = self._psql(FACTS_SQL, self.database, 'connecting')[0]
         facts = {'type': self.type, 'database': self.database, 'format': self.format}
         facts.update(self._server_facts(row))
-        facts.update(_database_facts(row))
+        facts.update(database_facts(row))
         return facts
 
     def _server_facts(self, row):
         rc, out, dummy = commands.run(self._argv([self.tool('pg_dump', 'to dump PostgreSQL'), '--version']),
                                       self.log)
-        tool_version = _version(out) if rc == 0 else None
+        tool_version = parse_version(out) if rc == 0 else None
         check_tool_version('pg_dump', tool_version, int(row[1]), row[0], self._where())
         return {'host': self.host, 'port': self.port, 'user': self.user,
                 'server_version': row[0], 'server_version_num': int(row[1]),
                 'server_major': '.'.join(str(p) for p in major(int(row[1]))),
                 'tool': 'pg_dump', 'tool_version': tool_version}
-
-    def _probe_cluster(self):
-        maintenance = self._maintenance_db()
-        if self.databases == ['all']:
-            names = [r[0] for r in self._psql('SELECT datname FROM pg_database WHERE datallowconn AND NOT '
-                                              'datistemplate AND datname <> %s ORDER BY 1' % quote_literal(maintenance),
-                                              maintenance, 'listing the databases')]
-        else:
-            names = self.databases
-        databases = []
-        for index, name in enumerate(names):
-            row = self._psql(_FACTS_SQL, name, 'connecting')[0]
-            databases.append(dict(_database_facts(row), name=name, member='databases/%04d.dump' % index))
-        row = row if names else self._psql(_FACTS_SQL, maintenance, 'connecting')[0]
-        facts = {'type': self.type, 'format': CLUSTER_FORMAT, 'databases': databases,
-                 'database_size': sum(d['database_size'] for d in databases)}
-        facts.update(self._server_facts(row))
-        self._cluster = facts
-        return facts
 
     def _counted(self):
         """Row counts prove a whole database; a partial dump (schemas, exclude_tables) has none."""
@@ -312,14 +192,8 @@ class PostgresqlSource(StreamingRestore, Source):
     def dump(self):
         self._counts = None
         if self.databases:
-            reader, thread, failed = self._start_cluster_dump()
-            try:
+            with self._dump_cluster() as reader:
                 yield reader
-            finally:
-                reader.close()  # a consumer that stopped early makes the producer fail fast
-                thread.join()
-            if failed:
-                raise failed[0]
             return
         with self._snapshot(self.database) as session:
             # counted while pg_dump runs, in the same snapshot: the second read of every table
@@ -343,11 +217,7 @@ class PostgresqlSource(StreamingRestore, Source):
 
     def dump_facts(self):
         if self.databases:
-            tables = {}
-            for database in self._cluster['databases']:
-                for table, rows in database['counts']['tables'].items():
-                    tables['%s.%s' % (database['name'], table)] = rows
-            return {'databases': self._cluster['databases'], 'counts': {'tables': tables}}
+            return self._cluster_dump_facts()
         return {'counts': {'tables': self._counts}} if self._counts is not None else {}
 
     def _pg_dump(self, database, snapshot, fmt):
@@ -375,61 +245,6 @@ class PostgresqlSource(StreamingRestore, Source):
         if rc != 0:
             self._fail('pg_dump', commands.stderr_tail(proc), database)
 
-    def _start_cluster_dump(self):
-        """A tar stream, written by a thread as it goes: globals.sql, then one custom-format dump
-        per database (each in its own snapshot, with its row counts), then cluster.json.
-
-        A tar member's size comes before its bytes, and pg_dump's output size is unknown: each
-        database is spooled to an unlinked 0600 file in the backup's directory first, so the
-        disk needs room for the largest database once more, memory stays bounded."""
-        read_fd, write_fd = os.pipe()
-        reader, writer = os.fdopen(read_fd, 'rb'), os.fdopen(write_fd, 'wb')
-        failed = []
-
-        def produce():
-            try:
-                with tarfile.open(fileobj=writer, mode='w|', format=tarfile.PAX_FORMAT) as tar:
-                    self._add_member(tar, 'globals.sql', self._pg_dumpall_globals())
-                    for database in self._cluster['databases']:
-                        with self._snapshot(database['name']) as session:
-                            with tempfile.TemporaryFile(dir=self.work_dir, prefix='.offsite-spool-') as spool:
-                                with self._pg_dump(database['name'], session.snapshot, 'custom') as proc:
-                                    copy(proc.stdout, spool)
-                                    self._dumped(proc, database['name'])
-                                database['counts'] = {'tables': session.counts()}
-                                _add_file(tar, database['member'], spool)
-                    summary = json.dumps({'databases': self._cluster['databases']}, indent=1, sort_keys=True)
-                    self._add_member(tar, 'cluster.json', io.BytesIO(summary.encode('utf-8')))
-            except BaseException as exc:
-                failed.append(exc)
-            finally:
-                try:
-                    writer.close()
-                except OSError:
-                    pass  # the reader went away first: its side reports why
-
-        thread = threading.Thread(target=produce, name='pg-cluster-dump')
-        thread.daemon = True
-        thread.start()
-        return reader, thread, failed
-
-    def _add_member(self, tar, name, producer):
-        with tempfile.TemporaryFile(dir=self.work_dir, prefix='.offsite-spool-') as spool:
-            with producer as stream:
-                copy(stream, spool)
-            _add_file(tar, name, spool)
-
-    @contextlib.contextmanager
-    def _pg_dumpall_globals(self):
-        """Roles (with their password hashes: the artifact is a secret) and tablespaces."""
-        argv = [self.tool('pg_dumpall', 'to dump PostgreSQL roles')] + self._conn_args()
-        argv += ['--globals-only', '-l', self._maintenance_db()]
-        with commands.streaming(self._argv(argv), self.log, env=self._env()) as proc:
-            yield proc.stdout
-            rc = proc.wait()
-            if rc != 0:
-                self._fail('pg_dumpall --globals-only', commands.stderr_tail(proc) or 'exit status %s' % rc)
-
     @contextlib.contextmanager
     def _snapshot(self, database):
         """A psql session holding a REPEATABLE READ transaction and its exported snapshot:
@@ -445,7 +260,7 @@ class PostgresqlSource(StreamingRestore, Source):
             yield session  # closing psql's stdin ends the (read-only) transaction
 
     def _count_rows(self, database):
-        return dict((name, int(rows)) for name, rows in self._psql(_COUNT_SQL, database, 'counting rows'))
+        return dict((name, int(rows)) for name, rows in self._psql(COUNT_SQL, database, 'counting rows'))
 
     # -- restore side --------------------------------------------------------------------
     def _maintenance_db(self):
@@ -459,16 +274,7 @@ class PostgresqlSource(StreamingRestore, Source):
     def check_target(self, mode):
         check_mode(mode)
         if self.databases:
-            named = [] if self.databases == ['all'] else self.databases
-            self._psql('SELECT 1', self._maintenance_db(), 'connecting')
-            existing = [name for name in named if self._exists(name)]
-            if existing and mode == 'create':
-                raise TargetError('database(s) %s already exist on %s and mode is create'
-                                  % (', '.join(existing), self._where()),
-                                  'use mode: replace to swap each for the backup\'s copy')
-            for name in existing:
-                PostgresqlSource(dict(self.options, database=name, databases=None), self.log)._refuse_busy_early()
-            return {'exists': bool(existing)}
+            return self._check_cluster_target(mode)
         exists = self._exists(self.database)
         if exists and mode == 'create':
             raise TargetError('database %s already exists on %s and mode is create'
@@ -518,74 +324,6 @@ class PostgresqlSource(StreamingRestore, Source):
                 raise
             stream.finish()
         return self._via_scratch(manifest, mode, load)
-
-    def _restore_cluster(self, path, manifest, mode):
-        """Roles first, then every database into its scratch database (``jobs`` at a time,
-        each proven by its row counts), and only when all of them are ready, the swaps."""
-        check_mode(mode)
-        databases = manifest['source']['databases']
-        if self.databases != ['all']:
-            missing = sorted(set(self.databases) - set(d['name'] for d in databases))
-            if missing:
-                raise NotFoundError('backup %s holds no database %s' % (manifest.get('id'), ', '.join(missing)),
-                                    'it holds: %s' % ', '.join(d['name'] for d in databases))
-            databases = [d for d in databases if d['name'] in self.databases]
-        targets = [(d, PostgresqlSource(dict(self.options, database=d['name'], databases=None, jobs=1), self.log))
-                   for d in databases]
-        existing = [d['name'] for d, target in targets if target._exists(d['name'])]
-        if existing and mode == 'create':
-            raise TargetError('database(s) %s already exist on %s and mode is create' % (', '.join(existing), self._where()),
-                              'use mode: replace to swap each for the backup\'s copy; nothing was changed')
-        with tarfile.open(path, 'r:') as archive:
-            members = dict((m.name, m) for m in archive.getmembers())
-            roles = self._restore_globals(archive.extractfile(members['globals.sql']).read().decode('utf-8'))
-        prepared = []
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-                futures = [pool.submit(self._prepare_member, target, facts, path, members[facts['member']], prepared)
-                           for facts, target in targets]
-                for future in futures:
-                    future.result()
-            if not self.options.get('terminate_connections'):
-                for target, scratch, dummy in prepared:
-                    target._refuse_busy()
-            results = [dict(target._swap(scratch, mode), **verified) for target, scratch, verified in prepared]
-        except BaseException:
-            for target, scratch, dummy in prepared:
-                target._drop(scratch)  # (a swapped one is no longer under that name: untouched)
-            raise
-        return {'databases': results, 'roles': roles}
-
-    def _prepare_member(self, target, facts, path, member, prepared):
-        def load(scratch):
-            with open(path, 'rb') as handle:
-                handle.seek(member.offset_data)
-                target._load('custom', scratch, stream=_BoundedReader(handle, member.size))
-        scratch, verified = target._prepare(facts, load)
-        prepared.append((target, scratch, verified))
-
-    def _restore_globals(self, text):
-        """Run pg_dumpall's globals: roles that exist are kept (never dropped) and get the
-        backup's attributes; the role we connect as is left alone; existing tablespaces too.
-        Fed on stdin with terse errors: it holds password hashes."""
-        maintenance = self._maintenance_db()
-        tablespaces = set(r[0] for r in self._psql('SELECT spcname FROM pg_tablespace', maintenance, 'connecting'))
-        statements, roles = globals_script(text, self.user, tablespaces)
-        argv = [self.tool('psql', 'to restore roles'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=terse']
-        argv += self._conn_args() + ['-d', maintenance, '-f', '-']
-        with commands.streaming(self._argv(argv, stdin=True), self.log, env=self._env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL) as proc:
-            try:
-                proc.stdin.write(statements.encode('utf-8'))
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            rc = proc.wait()
-            if rc != 0:
-                raise TargetError('restoring roles and tablespaces failed: %s'
-                                  % (commands.stderr_tail(proc)[-1000:] or 'exit status %d' % rc),
-                                  'no database was changed')
-        return roles
 
     def _refuse_busy(self):
         busy = self._psql('SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()'
@@ -749,63 +487,6 @@ class PostgresqlSource(StreamingRestore, Source):
             pass  # best effort: the original error matters more
 
 
-def _database_facts(row):
-    """A _FACTS_SQL row: what restoring the database needs besides its dump."""
-    return {'database_size': int(row[2]), 'encoding': row[3], 'collate': row[4], 'ctype': row[5],
-            'owner': row[6], 'settings': json.loads(row[7]) if len(row) > 7 and row[7] else []}
-
-
-_IDENT = r'("(?:[^"]|"")+"|[^\s;"]+)'
-
-
-def _unquote(ident):
-    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
-
-
-def globals_script(text, connected_as, tablespaces):
-    """pg_dumpall --globals-only made safe to replay on a live server; returns (SQL, roles).
-    CREATE ROLE of an existing role is skipped (its ALTER ROLE still applies the backup's
-    attributes and password); statements about ``connected_as`` are dropped (restoring must
-    not change the restoring role's password); existing tablespaces are not created again."""
-    lines, roles = [], []
-    for line in text.splitlines():
-        role = re.match(r'(CREATE|ALTER) ROLE %s' % _IDENT, line)
-        if role:
-            name = _unquote(role.group(2))
-            if name == connected_as:
-                continue
-            if role.group(1) == 'CREATE':
-                roles.append(name)
-                line = 'DO $offsite$ BEGIN %s EXCEPTION WHEN duplicate_object THEN NULL; END $offsite$;' % line
-        space = re.match(r'CREATE TABLESPACE %s' % _IDENT, line)
-        if space and _unquote(space.group(1)) in tablespaces:
-            continue
-        lines.append(line)
-    return '\n'.join(lines) + '\n', roles
-
-
-def _add_file(tar, name, spool):
-    info = tarfile.TarInfo(name)
-    info.size = spool.tell()
-    info.mode = 0o600
-    info.mtime = int(time.time())
-    spool.seek(0)
-    tar.addfile(info, spool)
-
-
-class _BoundedReader(object):
-    """The ``size`` bytes of one tar member, read from its own handle (one per thread)."""
-
-    def __init__(self, handle, size):
-        self.handle, self.left = handle, size
-
-    def read(self, size=-1):
-        size = self.left if size < 0 else min(size, self.left)
-        data = self.handle.read(size) if size else b''
-        self.left -= len(data)
-        return data
-
-
 class _Session(object):
     """One interactive psql: statements in, tab-separated rows out, each answer ended by a
     marker line. psql stops at the first error (ON_ERROR_STOP), which ends its output."""
@@ -831,4 +512,4 @@ class _Session(object):
         self.source._fail('holding the dump snapshot', commands.stderr_tail(self.proc), self.database)
 
     def counts(self):
-        return dict((name, int(rows)) for name, rows in self.query(_COUNT_SQL))
+        return dict((name, int(rows)) for name, rows in self.query(COUNT_SQL))
