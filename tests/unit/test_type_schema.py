@@ -179,6 +179,7 @@ def test_capabilities_are_declared_by_the_types():
     streaming = sorted(t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, StreamingStore))
     assert streaming == ['local', 's3', 'sftp']
     assert [t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, TreeStore)] == ['rsync']
+    assert all(cls.TOOL for cls in REPOSITORY_CLASSES if issubclass(cls, TreeStore))  # the manifests' tool
     assert [t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, SelfCheckingStore)] == ['restic']
     assert all(cls.streams == issubclass(cls, StreamingStore) for cls in REPOSITORY_CLASSES)
     assert sorted(t for t, cls in SOURCE_TYPES.items() if issubclass(cls, StreamingRestore)) == ['mysql', 'postgresql']

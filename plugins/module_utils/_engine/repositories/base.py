@@ -55,6 +55,8 @@ class TreeStore(Capability, metaclass=abc.ABCMeta):
     """Holds file trees as snapshot directories (module ``snapshot``), restored with ``fetch_tree``."""
 
     NAME = 'file-tree snapshots'
+    # the program that writes the snapshots: the ``tool`` their manifests record
+    TOOL = None
 
     @abc.abstractmethod
     def snapshot(self, name, paths, exclude, created, previous, check_mode):

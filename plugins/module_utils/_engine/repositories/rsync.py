@@ -63,6 +63,7 @@ class RsyncRepository(LocalFileStore, TreeStore, Repository):
     DESCRIPTION = ('C(rsync) is a directory on an SSH server written with rsync (also through an C(rrsync) '
                    'forced command); file trees are stored as hard-linked snapshots (M(offsite.backup.snapshot)).',)
     OPTIONS = SSH + (DIRECTORY,)
+    TOOL = 'rsync'
 
     def __init__(self, options, log=None):
         super(RsyncRepository, self).__init__(options, log)

@@ -29,7 +29,7 @@ def snapshot(name, source, repository, tags=None, signing=None, check_mode=False
     if not isinstance(src, FileTree):
         raise ConfigError('snapshot copies file trees, not a %s source' % src.type,
                           'dump databases with offsite.backup.dump and copy them with offsite.backup.upload')
-    facts = dict(src.probe(), tool='rsync', tool_version=None)
+    probed = src.probe()
     signer = Signer(signing, log)
     started = time.time()
     created = mf.utcnow()
@@ -37,6 +37,7 @@ def snapshot(name, source, repository, tags=None, signing=None, check_mode=False
         if not isinstance(repo, TreeStore):
             raise ConfigError('%s repositories hold artifacts, not file trees' % repo.type,
                               'use type: rsync for snapshots, or offsite.backup.dump and offsite.backup.upload')
+        facts = dict(probed, tool=repo.TOOL, tool_version=None)
         catalog = Catalog(repo, name, legacy_tz=legacy_timezone(repository))
         previous = next((b.id for b in catalog.complete if b.manifest.get('format') == mf.TREE_FORMAT), None)
         done = repo.snapshot(name, src.paths, source.get('exclude'), created, previous, check_mode)
