@@ -135,13 +135,15 @@ options:
         type: int
       paths:
         description:
-          - Files and directories to archive.
+          - Files and directories to archive (dump) or to copy (M(offsite.backup.snapshot)), absolute. They
+            keep their full path inside the archive or snapshot (C(/srv/www) becomes C(srv/www)).
           - Used by C(files).
         type: list
         elements: path
       exclude:
         description:
-          - C(tar --exclude) patterns.
+          - 'Patterns of what to leave out, for example C(*.tmp) or C(cache/): C(tar --exclude) patterns
+            (dump), rsync exclude patterns (snapshot).'
           - Used by C(files).
         type: list
         elements: str
@@ -481,4 +483,30 @@ options:
           - Refused while a Redis server runs on that directory.
           - Used by C(redis).
         type: path
+'''
+
+    SNAPSHOT = r'''
+options:
+  source:
+    description: What to copy.
+    type: dict
+    required: true
+    suboptions:
+      type:
+        description:
+          - The kind of source.
+          - C(files) for files and directories (a tar archive).
+        type: str
+        required: true
+        choices: [files]
+      paths:
+        description: Files and directories to archive (dump) or to copy (M(offsite.backup.snapshot)),
+          absolute. They keep their full path inside the archive or snapshot (C(/srv/www) becomes C(srv/www)).
+        type: list
+        elements: path
+      exclude:
+        description: 'Patterns of what to leave out, for example C(*.tmp) or C(cache/): C(tar --exclude)
+          patterns (dump), rsync exclude patterns (snapshot).'
+        type: list
+        elements: str
 '''

@@ -28,8 +28,9 @@ def s3_connection_spec(names):
 
 def source_spec(role, only=None):
     """The options of a ``source`` (``role='dump'``) or restore ``target`` (``role='restore'``)
-    dict: those of every source type, from the types' declarations; ``only`` limits them."""
-    return schema.argument_spec(sources.SOURCE_CLASSES, role, only)
+    dict (``role='snapshot'``: snapshot's ``source``): those of every source type of that role, from
+    the types' declarations; ``only`` limits them."""
+    return schema.argument_spec(sources.classes_for(role), role, only)
 
 
 def clock_skew_spec():

@@ -23,6 +23,7 @@ description:
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
+  - offsite.backup.source.snapshot
   - offsite.backup.signing
 attributes:
   check_mode:
@@ -36,28 +37,6 @@ options:
     description: Backup set name; snapshots live in C(<name>/) of the repository.
     type: str
     required: true
-  source:
-    description: What to copy.
-    type: dict
-    required: true
-    suboptions:
-      type:
-        description: Only C(files).
-        type: str
-        required: true
-        choices: [files]
-      paths:
-        description:
-          - Absolute paths of directories or files. They are kept with their full path inside
-            the snapshot (C(/srv/www) becomes C(srv/www)), as the C(files) source of
-            M(offsite.backup.dump) does.
-        type: list
-        elements: path
-        required: true
-      exclude:
-        description: rsync exclude patterns, for example C(*.tmp) or C(cache/).
-        type: list
-        elements: str
   repository:
     description: The repository; it must be of C(type=rsync).
     required: true
@@ -175,7 +154,7 @@ executed_commands:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, signing_spec, run
+from ansible_collections.offsite.backup.plugins.module_utils._common import repository_spec, signing_spec, source_spec, run
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
 
 
@@ -183,11 +162,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type='str', required=True),
-            source=dict(type='dict', required=True, options=dict(
-                type=dict(type='str', required=True, choices=['files']),
-                paths=dict(type='list', elements='path', required=True),
-                exclude=dict(type='list', elements='str'),
-            )),
+            source=dict(type='dict', required=True, options=source_spec('snapshot')),
             repository=dict(type='dict', required=True, options=repository_spec()),
             tags=dict(type='list', elements='str'),
             signing=dict(type='dict', options=signing_spec()),

@@ -43,7 +43,8 @@ def test_the_fragments_document_exactly_the_argument_specs():
 
     for documented, spec in ((suboptions('repository.py', 'DOCUMENTATION', 'repository'), _common.repository_spec()),
                              (suboptions('source.py', 'DOCUMENTATION', 'source'), _common.source_spec('dump')),
-                             (suboptions('source.py', 'RESTORE', 'target'), _common.source_spec('restore'))):
+                             (suboptions('source.py', 'RESTORE', 'target'), _common.source_spec('restore')),
+                             (suboptions('source.py', 'SNAPSHOT', 'source'), _common.source_spec('snapshot'))):
         assert sorted(documented) == sorted(spec)
         for name, option in spec.items():
             for key in ('type', 'elements', 'default', 'choices', 'required'):

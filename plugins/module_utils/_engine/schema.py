@@ -20,7 +20,9 @@ import os
 from .errors import ConfigError
 
 TYPES = ('str', 'int', 'bool', 'path', 'list', 'dict', 'raw')
-ROLES = ('dump', 'restore')
+ROLES = ('dump', 'restore', 'snapshot')
+# the roles of an option that names none: a source dict of dump and of restore
+DEFAULT_ROLES = ('dump', 'restore')
 
 
 class Option(object):
@@ -30,13 +32,13 @@ class Option(object):
     name that looks secret (``private_key``) holds none. ``env``: environment variables read, in
     order, when the option is not given (this type only). ``required``: this type needs it set.
     ``default``: filled in when the option is not given; ``default_text`` documents a default
-    that depends on other options instead. ``roles`` (sources): ``dump``, ``restore`` or both;
+    that depends on other options instead. ``roles`` (sources): ``dump``, ``restore`` or both (the default), ``snapshot`` too;
     ``ignored_by``: roles that accept the option without using it (so that one dict can serve
     dump and restore)."""
 
     def __init__(self, name, type='str', description=(), default=None, choices=None, required=False,
                  secret=False, no_log=None, env=(), elements=None, version_added=None, default_text=None,
-                 roles=ROLES, ignored_by=(), aliases=()):
+                 roles=DEFAULT_ROLES, ignored_by=(), aliases=()):
         if type not in TYPES:
             raise ValueError('option %s: type %r is not one of %s' % (name, type, ', '.join(TYPES)))
         self.name = name

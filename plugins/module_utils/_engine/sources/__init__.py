@@ -7,9 +7,16 @@ __metaclass__ = type
 from .. import schema
 from ..errors import ConfigError
 from . import files, mysql, postgresql, redis
+from .base import FileTree
 
 SOURCE_CLASSES = (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSource, redis.RedisSource)
 TYPES = dict((cls.type, cls) for cls in SOURCE_CLASSES)
+
+
+def classes_for(role):
+    """The source types a ``source`` of ``role`` may name: all for dump and restore, the file
+    trees (``FileTree``) for snapshot."""
+    return [cls for cls in SOURCE_CLASSES if role != 'snapshot' or issubclass(cls, FileTree)]
 
 
 def source_class(options):

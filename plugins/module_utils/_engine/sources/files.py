@@ -31,8 +31,12 @@ class FilesSource(FileTree, Source):
     type = 'files'
     DESCRIPTION = ('C(files) for files and directories (a tar archive).',)
     OPTIONS = (
-        Option('paths', 'list', elements='path', roles=('dump',), description='Files and directories to archive.'),
-        Option('exclude', 'list', elements='str', roles=('dump',), description='C(tar --exclude) patterns.'),
+        Option('paths', 'list', elements='path', roles=('dump', 'snapshot'), description=[
+            'Files and directories to archive (dump) or to copy (M(offsite.backup.snapshot)), absolute. They keep '
+            'their full path inside the archive or snapshot (C(/srv/www) becomes C(srv/www)).']),
+        Option('exclude', 'list', elements='str', roles=('dump', 'snapshot'), description=[
+            'Patterns of what to leave out, for example C(*.tmp) or C(cache/): C(tar --exclude) patterns (dump), '
+            'rsync exclude patterns (snapshot).']),
         Option('path', 'path', roles=('restore',), description='Directory to restore into.'),
         Option('include', 'list', elements='str', roles=('restore',), description='Restore only these paths of the archive.'),
     )
