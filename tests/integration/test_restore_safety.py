@@ -91,15 +91,23 @@ def dumped(source_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_tools(tmp_path_factory):
-    """A directory for PATH holding ``pg_restore``: sleeps ``OFFSITE_TEST_DELAY`` seconds, then
-    execs the real one (same process: what kills the shim kills pg_restore)."""
+    """A directory for PATH holding ``pg_restore``: sleeps ``OFFSITE_TEST_DELAY`` seconds (or, with
+    ``OFFSITE_TEST_GATE``, until that file exists: a test that must hold the restore while it
+    does something of unknown length, however loaded the machine), then execs the real one
+    (same process: what kills the shim kills pg_restore)."""
     bin_dir = tmp_path_factory.mktemp("slowbin")
     real = shutil.which("pg_restore")
     shim = bin_dir / "pg_restore"
     shim.write_text(textwrap.dedent(f"""\
         #!{sys.executable}
         import os, sys, time
-        time.sleep(float(os.environ.get("OFFSITE_TEST_DELAY", "8")))
+        gate = os.environ.get("OFFSITE_TEST_GATE")
+        if gate:
+            deadline = time.monotonic() + 600
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        else:
+            time.sleep(float(os.environ.get("OFFSITE_TEST_DELAY", "8")))
         os.execv({real!r}, [{real!r}] + sys.argv[1:])
         """))
     shim.chmod(0o755)
@@ -143,10 +151,12 @@ class Playbook(threading.Thread):
         return None
 
 
-def start_replace(dumped, db, workdir, slow_tools, delay=8):
+def start_replace(dumped, db, workdir, slow_tools, delay=8, gate=None):
+    env = {"PATH": f"{slow_tools}:{os.environ['PATH']}", "OFFSITE_TEST_DELAY": str(delay)}
+    if gate:
+        env["OFFSITE_TEST_GATE"] = str(gate)
     play = Playbook([task("restore", "restore", name=SET, repository=local_repo(dumped), work_dir=str(workdir),
-                          target=pg_target(db, mode="replace", terminate_connections=True))],
-                    env={"PATH": f"{slow_tools}:{os.environ['PATH']}", "OFFSITE_TEST_DELAY": str(delay)})
+                          target=pg_target(db, mode="replace", terminate_connections=True))], env=env)
     play.start()
     # loading: the scratch database exists and pg_restore (still the sleeping shim) runs
     assert wait_until(lambda: scratch_databases(db) and processes_naming(f"pg_restore .*{db}")), \
@@ -258,9 +268,10 @@ def test_cleanup_never_touches_a_live_restore(dumped, victim, tmp_path, slow_too
     """While a restore loads, cleanup (module and CLI) leaves its scratch database and work
     directory alone; the restore then completes."""
     db, before = victim
-    # pg_restore waits 30 s: two cleanup runs (ansible-playbook, then the CLI) take 15 s and more
-    # on a loaded machine, and the restore must still be loading when they are done
-    play = start_replace(dumped, db, tmp_path, slow_tools, delay=30)
+    # pg_restore waits until the two cleanup runs (ansible-playbook, then the CLI) are done and
+    # checked, however long they take on a loaded machine: the restore is loading all along
+    gate = tmp_path / "pg_restore.gate"
+    play = start_replace(dumped, db, tmp_path, slow_tools, gate=gate)
     live_dbs, live_dirs = scratch_databases(db), list(tmp_path.glob("offsite-restore-*"))
     r = run_playbook([task("cleanup", "cleanup", target={"type": "postgresql", "database": db},
                            work_dir=str(tmp_path))])
@@ -271,6 +282,7 @@ def test_cleanup_never_touches_a_live_restore(dumped, victim, tmp_path, slow_too
     assert out.returncode == 0, out.stderr
     assert not [item for item in json.loads(out.stdout)["removed"] if db in item or str(tmp_path) in item]
     assert scratch_databases(db) == live_dbs and list(tmp_path.glob("offsite-restore-*")) == live_dirs
+    gate.touch()
     play.join(180)
     assert play.result.rc == 0, play.result.output
     assert pg.fingerprint(db) == pg.fingerprint(source_db)
