@@ -39,9 +39,11 @@ options:
             dump's C(dest).
           - A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are
             kept, never dropped, and get the backup's attributes; the role connecting is left alone), then
-            every database is loaded into a scratch database (C(jobs) at a time) and proven by its row counts;
-            only when all are ready are they swapped in. C(mode=create) fails if any of them exists;
-            C(mode=replace) swaps each.
+            every database is split out of the artifact into a seekable file in the restore's work_dir, loaded
+            into a scratch database and proven by its row counts; the databases and their tables share C(jobs)
+            (a database gets C(pg_restore -j) in proportion to its size, the largest start first). Only when
+            all are ready are they swapped in. C(mode=create) fails if any of them exists; C(mode=replace)
+            swaps each.
           - C(mysql) - Several databases instead of O(source.database) - C([all]) (every database but the
             system ones) or a list of names, dumped in one consistent snapshot (C(--single-transaction
             --databases)) with the row counts of every table.
@@ -216,9 +218,11 @@ options:
             dump's C(dest).
           - A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are
             kept, never dropped, and get the backup's attributes; the role connecting is left alone), then
-            every database is loaded into a scratch database (C(jobs) at a time) and proven by its row counts;
-            only when all are ready are they swapped in. C(mode=create) fails if any of them exists;
-            C(mode=replace) swaps each.
+            every database is split out of the artifact into a seekable file in the restore's work_dir, loaded
+            into a scratch database and proven by its row counts; the databases and their tables share C(jobs)
+            (a database gets C(pg_restore -j) in proportion to its size, the largest start first). Only when
+            all are ready are they swapped in. C(mode=create) fails if any of them exists; C(mode=replace)
+            swaps each.
           - C(mysql) - Several databases instead of O(target.database) - C([all]) (every database but the
             system ones) or a list of names, dumped in one consistent snapshot (C(--single-transaction
             --databases)) with the row counts of every table.
@@ -397,9 +401,11 @@ options:
             dump's C(dest).
           - A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are
             kept, never dropped, and get the backup's attributes; the role connecting is left alone), then
-            every database is loaded into a scratch database (C(jobs) at a time) and proven by its row counts;
-            only when all are ready are they swapped in. C(mode=create) fails if any of them exists;
-            C(mode=replace) swaps each.
+            every database is split out of the artifact into a seekable file in the restore's work_dir, loaded
+            into a scratch database and proven by its row counts; the databases and their tables share C(jobs)
+            (a database gets C(pg_restore -j) in proportion to its size, the largest start first). Only when
+            all are ready are they swapped in. C(mode=create) fails if any of them exists; C(mode=replace)
+            swaps each.
           - C(mysql) - Several databases instead of O(target.database) - C([all]) (every database but the
             system ones) or a list of names, dumped in one consistent snapshot (C(--single-transaction
             --databases)) with the row counts of every table.

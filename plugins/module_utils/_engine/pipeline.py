@@ -248,7 +248,7 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
         with VerifiedStream(reader, compression, expected_size, expected_sha256, where, decrypt) as stream:
             with open(path, 'wb') as out:
                 os.fchmod(out.fileno(), 0o600)
-                copy(stream, out if tap is None else _Tapped(out, tap))
+                copy(stream, out if tap is None else Tapped(out, tap))
             return stream.finish()
     except OSError as exc:
         remove_quietly(path)
@@ -261,7 +261,9 @@ def fetch_verified(reader, path, compression, expected_size=None, expected_sha25
         raise
 
 
-class _Tapped(object):
+class Tapped(object):
+    """A writer that shows each chunk to ``tap`` before writing it to ``out``."""
+
     def __init__(self, out, tap):
         self.out = out
         self.tap = tap

@@ -48,8 +48,10 @@ class PostgresqlSource(ClusterMode, StreamingRestore, Source):
         'with its row counts. Each database is spooled once to an unlinked file in the dump\'s C(dest).',
         'A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are '
         'kept, never dropped, and get the backup\'s attributes; the role connecting is left alone), then every '
-        'database is loaded into a scratch database (C(jobs) at a time) and proven by its row counts; only '
-        'when all are ready are they swapped in. C(mode=create) fails if any of them exists; '
+        'database is split out of the artifact into a seekable file in the restore\'s work_dir, loaded into a scratch '
+        'database and proven by its row counts; the databases and their tables share C(jobs) (a database gets '
+        'C(pg_restore -j) in proportion to its size, the largest start first). Only when all are ready are '
+        'they swapped in. C(mode=create) fails if any of them exists; '
         'C(mode=replace) swaps each.']) + tuple(
         o.replace(default=None, default_text='C(127.0.0.1) (with O(.container), the container\'s own socket)')
         if o.name == 'host' else o

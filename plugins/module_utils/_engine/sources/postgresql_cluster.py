@@ -5,14 +5,17 @@ cluster mode of PostgresqlSource.
 
 The artifact is a tar: globals.sql (roles and tablespaces, ``pg_dumpall --globals-only``), one
 custom-format dump per database (``databases/NNNN.dump``, each in its own snapshot with its
-row counts), cluster.json. A restore replays the roles, loads every database into its own
-scratch database (``jobs`` at a time, each proven by its row counts) and swaps them in only
-once all of them are ready; the swap itself is the single database's.
+row counts), cluster.json. A restore splits every database out of the tar into a seekable file
+with its data offsets (pgcustom), replays the roles, loads every database into its own scratch
+database (one ``jobs`` budget for databases and tables: ``share_jobs``, ``run_within``; each
+proven by its row counts) and swaps them in only once all of them are ready; the swap itself
+is the single database's.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -22,11 +25,10 @@ import tarfile
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from .. import commands
+from .. import commands, pgcustom
 from ..errors import NotFoundError, TargetError
-from ..pipeline import copy
+from ..pipeline import CHUNK, Tapped, copy, free_bytes, remove_quietly
 from .base import check_mode
 from .postgresql_sql import FACTS_SQL, database_facts, quote_literal
 
@@ -144,8 +146,10 @@ class ClusterMode(object):
                 self._fail('pg_dumpall --globals-only', commands.stderr_tail(proc) or 'exit status %s' % rc)
 
     def _restore_cluster(self, path, manifest, mode):
-        """Roles first, then every database into its scratch database (``jobs`` at a time,
-        each proven by its row counts), and only when all of them are ready, the swaps."""
+        """Every database split out of the tar into a seekable file with its data offsets
+        (``pgcustom``), then roles, then every database into its scratch database, the ``jobs``
+        budget shared by databases and tables (``share_jobs``), each proven by its row counts;
+        only when all of them are ready, the swaps."""
         check_mode(mode)
         databases = manifest['source']['databases']
         if self.databases != ['all']:
@@ -154,22 +158,31 @@ class ClusterMode(object):
                 raise NotFoundError('backup %s holds no database %s' % (manifest.get('id'), ', '.join(missing)),
                                     'it holds: %s' % ', '.join(d['name'] for d in databases))
             databases = [d for d in databases if d['name'] in self.databases]
-        targets = [(d, type(self)(dict(self.options, database=d['name'], databases=None, jobs=1), self.log))
-                   for d in databases]
-        existing = [d['name'] for d, target in targets if target._exists(d['name'])]
+        existing = [d['name'] for d in databases if self._exists(d['name'])]
         if existing and mode == 'create':
             raise TargetError('database(s) %s already exist on %s and mode is create' % (', '.join(existing), self._where()),
                               'use mode: replace to swap each for the backup\'s copy; nothing was changed')
         with tarfile.open(path, 'r:') as archive:
             members = dict((m.name, m) for m in archive.getmembers())
-            roles = self._restore_globals(archive.extractfile(members['globals.sql']).read().decode('utf-8'))
+            globals_sql = archive.extractfile(members['globals.sql']).read().decode('utf-8')
+        # a malformed archive fails here, before the roles or any database are touched
+        files = split_members(path, [(d['member'], members[d['member']], 'database %s of backup %s'
+                                      % (d['name'], manifest.get('id'))) for d in databases])
+        roles = self._restore_globals(globals_sql)
+        # pg_restore -j needs to seek; in a container the file is fed on stdin: one job each
+        sizes = [members[d['member']].size if files[d['member']] and not self.in_container() else 0
+                 for d in databases]
+        shares = share_jobs(sizes, max(1, self.jobs))
+        order = sorted(range(len(databases)), key=lambda i: -members[databases[i]['member']].size)
         prepared = []
+        tasks = []
+        for i in order:
+            facts = databases[i]
+            target = type(self)(dict(self.options, database=facts['name'], databases=None, jobs=shares[i]), self.log)
+            tasks.append((shares[i], self._preparing(target, facts, path, members[facts['member']],
+                                                     files[facts['member']], prepared)))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-                futures = [pool.submit(self._prepare_member, target, facts, path, members[facts['member']], prepared)
-                           for facts, target in targets]
-                for future in futures:
-                    future.result()
+            run_within(max(1, self.jobs), tasks)
             if not self.options.get('terminate_connections'):
                 for target, scratch, dummy in prepared:
                     target._refuse_busy()
@@ -178,15 +191,26 @@ class ClusterMode(object):
             for target, scratch, dummy in prepared:
                 target._drop(scratch)  # (a swapped one is no longer under that name: untouched)
             raise
-        return {'databases': results, 'roles': roles}
+        return {'databases': results, 'roles': roles,
+                'jobs': dict((databases[i]['name'], shares[i]) for i in order),
+                'data_offsets': dict((d['name'], (files[d['member']] or {}).get('data_offsets', 'not split'))
+                                     for d in databases)}
 
-    def _prepare_member(self, target, facts, path, member, prepared):
+    def _preparing(self, target, facts, path, member, split, prepared):
+        """The task that loads one database into its scratch database: from its own seekable
+        file, or (no room to split it out) from the tar on stdin."""
         def load(scratch):
+            if split:
+                target._load('custom', scratch, path=split['path'])
+                return
             with open(path, 'rb') as handle:
                 handle.seek(member.offset_data)
                 target._load('custom', scratch, stream=_BoundedReader(handle, member.size))
-        scratch, verified = target._prepare(facts, load)
-        prepared.append((target, scratch, verified))
+
+        def prepare():
+            scratch, verified = target._prepare(facts, load)
+            prepared.append((target, scratch, verified))
+        return prepare
 
     def _restore_globals(self, text):
         """Run pg_dumpall's globals: roles that exist are kept (never dropped) and get the
@@ -239,6 +263,92 @@ def globals_script(text, connected_as, tablespaces):
             continue
         lines.append(line)
     return '\n'.join(lines) + '\n', roles
+
+
+def split_members(path, members):
+    """Each custom-format dump in the tar at ``path`` into a file of its own beside it, its data
+    offsets recorded as it is copied and written into its TOC (pgcustom): the seekable file
+    ``pg_restore -j`` needs. ``members``: (name, TarInfo, what to call it in errors).
+
+    Returns {name: {'path', 'data_offsets'}}, or None for a member left in the tar because the
+    disk has no room for it (it is then streamed to a one-job pg_restore, as before). The
+    members are taken from the end of the tar and the tar is cut behind each, so the disk holds
+    the download plus one database at most. A member that does not parse raises IntegrityError
+    before anything was restored."""
+    directory = os.path.dirname(os.path.abspath(path))
+    files = {}
+    cut = True  # the tar may still be shortened: nothing behind the member being split is needed
+    for number, (name, member, where) in enumerate(sorted(members, key=lambda m: -m[1].offset)):
+        if free_bytes(directory) < member.size * 1.05 + CHUNK:
+            files[name], cut = None, False
+            continue
+        target = os.path.join(directory, 'database-%04d.dump' % number)
+        recorder = pgcustom.OffsetRecorder(where)
+        try:
+            with open(path, 'rb') as tar, open(target, 'wb') as out:
+                os.fchmod(out.fileno(), 0o600)
+                tar.seek(member.offset_data)
+                copy(_BoundedReader(tar, member.size), Tapped(out, recorder.feed))
+        except OSError as exc:
+            remove_quietly(target)
+            if exc.errno == errno.ENOSPC:  # the room was taken meanwhile: stream this one
+                files[name], cut = None, False
+                continue
+            raise
+        files[name] = dict(recorder.patch(target), path=target)
+        if cut:
+            os.truncate(path, member.offset)
+    return files
+
+
+def share_jobs(sizes, budget):
+    """The pg_restore jobs of each database: its share of the bytes times ``budget``, rounded,
+    at least one (size 0: a database that cannot be restored in parallel). ``run_within``
+    starts the largest first and never runs more than ``budget`` jobs at once, so a database
+    that holds most of the data gets most of the jobs and the small ones share the rest (or
+    follow it, when it holds nearly all: one large database with -j 2 beats it with -j 1 next
+    to a small one, on two cores)."""
+    total = float(sum(sizes))
+    return [max(1, min(budget, int(budget * size / total + 0.5))) if total else 1 for size in sizes]
+
+
+def run_within(budget, tasks):
+    """Run ``tasks`` ((jobs, callable) in the order to start them) in threads, never more than
+    ``budget`` jobs at once. After the first failure nothing more starts; returns when every
+    started task has ended, raising that first failure (or the waiting thread's interruption)."""
+    cond = threading.Condition()
+    state = {'free': budget, 'failed': []}
+    threads = []
+
+    def run(jobs, task):
+        try:
+            task()
+        except BaseException as exc:
+            with cond:
+                state['failed'].append(exc)
+        finally:
+            with cond:
+                state['free'] += jobs
+                cond.notify_all()
+
+    try:
+        for jobs, task in tasks:
+            jobs = min(jobs, budget)
+            with cond:
+                while state['free'] < jobs and not state['failed']:
+                    cond.wait()
+                if state['failed']:
+                    break
+                state['free'] -= jobs
+            thread = threading.Thread(target=run, args=(jobs, task), name='pg-cluster-restore')
+            thread.daemon = True
+            thread.start()
+            threads.append(thread)
+    finally:
+        for thread in threads:
+            thread.join()  # every scratch database a task made is known to the caller's cleanup
+    if state['failed']:
+        raise state['failed'][0]
 
 
 def _add_file(tar, name, spool):
