@@ -8,12 +8,15 @@
     offsite-backup monitor /etc/offsite-backup/crm.yml --textfile /var/lib/node-exporter/crm.prom
     offsite-backup drill /etc/offsite-backup/crm.yml
     offsite-backup cleanup /etc/offsite-backup/crm.yml [--set crm_db] [--dry-run]
+    offsite-backup wal-push /etc/offsite-backup/crm.yml %p            (PostgreSQL's archive_command)
+    offsite-backup wal-fetch /etc/offsite-backup/crm.yml %f %p        (restore_command; docs/pitr.md)
 
 The client role installs the engine as the package ``offsite_backup`` (one wheel, see
 packaging/engine_wheel.py) in its virtualenv, with this as its ``offsite-backup`` console script;
 in a checkout, ``python -m ansible_collections.offsite.backup.plugins.module_utils._engine.cli``.
 Exit status: 0 success, 1 a backup (or restore) failed, 2 the job file or the command line is
-wrong, 3 another run of the job holds the lock.
+wrong, 3 another run of the job holds the lock. ``wal-fetch`` differs (PostgreSQL reads it):
+1 only when no repository holds the file, 255 (recovery aborts) for every other failure.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -30,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
 from . import jobs
 from . import manifest as mf
@@ -40,6 +44,9 @@ from .monitoring import Monitor, quote
 from .repositories import open_repository
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
+# restore_command: an exit status above 125 makes PostgreSQL abort recovery (FATAL) instead of
+# taking the failure for the end of the archive
+EXIT_ABORT_RECOVERY = 255
 TAIL_LINES = 200
 
 
@@ -394,6 +401,46 @@ def cmd_cleanup(args):
     return EXIT_OK
 
 
+def _wal_job(args):
+    from . import wal
+    job, secrets = load_job(args)
+    return wal, job, wal.choose_set(job['sources'], args.set)
+
+
+def cmd_wal_push(args):
+    """archive_command: exit 0 only once min_success repositories hold the file complete."""
+    wal, job, name = _wal_job(args)
+    result = wal.push(name, args.wal_path, job['repositories'], min_success=job.get('min_success'),
+                      compression=job['compression'], level=job.get('compression_level'),
+                      encryption=job.get('encryption'), signing=job.get('signing'), log=CommandLog())
+    for outcome in result['repositories']:
+        if outcome['status'] == 'failed':  # below min_success it raised; this one is reported only
+            sys.stderr.write('offsite-backup: warning: %s not archived to %s: %s\n'
+                             % (result['file'], outcome['location'] or outcome['type'], outcome['error']))
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
+    return EXIT_OK
+
+
+def cmd_wal_fetch(args):
+    """restore_command: 0 served, 1 in no repository, EXIT_ABORT_RECOVERY otherwise (main)."""
+    wal, job, name = _wal_job(args)
+    encryption = dict(job.get('encryption') or {})
+    if args.identity_file:
+        encryption['identity_file'] = args.identity_file
+    try:
+        result = wal.fetch(name, args.wal_file, args.dest_path, job['repositories'], encryption=encryption,
+                           signing=job.get('signing'), log=CommandLog())
+    except wal.NotArchived as exc:
+        sys.stderr.write('offsite-backup: %s\n' % exc)
+        return EXIT_FAILED
+    for problem in result['problems']:
+        sys.stderr.write('offsite-backup: warning: %s skipped: %s\n' % (problem['location'], problem['error']))
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
+    return EXIT_OK
+
+
 def parser():
     top = argparse.ArgumentParser(prog='offsite-backup', description='Run offsite.backup job files.')
     commands = top.add_subparsers(dest='command')
@@ -435,6 +482,15 @@ def parser():
     cleanup.add_argument('--path', help='the directory files were restored into')
     cleanup.add_argument('--work-dir', help='the restores\' work directory (TMPDIR is always swept too)')
     cleanup.add_argument('--dry-run', action='store_true', help='report, remove nothing')
+    push = common(commands.add_parser('wal-push', help='archive one WAL file (PostgreSQL\'s archive_command)'))
+    push.add_argument('wal_path', help='%%p: the file to archive')
+    push.add_argument('--set', help='backup set the WAL belongs to (default: the job\'s postgresql_physical source)')
+    fetch = common(commands.add_parser('wal-fetch', help='fetch one archived WAL file (restore_command)'))
+    fetch.add_argument('wal_file', help='%%f: the name of the file wanted')
+    fetch.add_argument('dest_path', help='%%p: where to write it')
+    fetch.add_argument('--set', help='backup set the WAL belongs to (default: the job\'s postgresql_physical source)')
+    fetch.add_argument('--identity-file', help='age identity (private key) file to decrypt with; '
+                                               'default: the job\'s encryption.identity_file')
     return top
 
 
@@ -448,9 +504,21 @@ def in_flags(args, exc):
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code and argv[:1] == ['wal-fetch']:
+            return EXIT_ABORT_RECOVERY  # argparse's 2 would read as "not archived": recovery would end early
+        raise
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
-               'drill': cmd_drill, 'cleanup': cmd_cleanup}[args.command]
+               'drill': cmd_drill, 'cleanup': cmd_cleanup, 'wal-push': cmd_wal_push,
+               'wal-fetch': cmd_wal_fetch}[args.command]
+    if args.command == 'wal-fetch':
+        # any failure but "not archived" must stop recovery, a wrong job file or key included
+        failed = config_failed = EXIT_ABORT_RECOVERY
+    else:
+        failed, config_failed = EXIT_FAILED, EXIT_CONFIG
     try:
         try:
             return handler(args)
@@ -458,13 +526,19 @@ def main(argv=None):
             raise as_backup_error(exc, args.command)
     except ConfigError as exc:
         sys.stderr.write('offsite-backup: %s\n' % in_flags(args, exc))
-        return EXIT_CONFIG
+        return config_failed
     except BackupError as exc:
         sys.stderr.write('offsite-backup: %s failed (%s): %s\n' % (args.command, exc.kind, in_flags(args, exc)))
-        return EXIT_FAILED
+        return failed
     except KeyboardInterrupt:
         sys.stderr.write('offsite-backup: interrupted\n')
-        return EXIT_FAILED
+        return failed
+    except Exception:
+        if args.command != 'wal-fetch':
+            raise
+        # a bug must not read as "not archived" either (Python's own exit status would be 1)
+        sys.stderr.write('offsite-backup: wal-fetch failed (internal): %s\n' % traceback.format_exc())
+        return EXIT_ABORT_RECOVERY
 
 
 if __name__ == '__main__':

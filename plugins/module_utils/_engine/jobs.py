@@ -175,8 +175,9 @@ def validate(raw, where='job'):
                           'use one of: %s' % ', '.join(COMPRESSIONS))
     if job.get('encryption'):
         # checked before the first dump: a typo must not leave a night of unencrypted backups
+        # identity_file: the private key wal-fetch decrypts with (docs/pitr.md); dumps ignore it
         _check_keys('%s.encryption' % where, job['encryption'],
-                    dict((key, (kind, False)) for key, kind in DUMP_OPTIONS.items()))
+                    dict((key, (kind, False)) for key, kind in dict(DUMP_OPTIONS, identity_file=str).items()))
         if scheme_of(job['encryption']) is None:
             raise ConfigError('%s.encryption names no key to encrypt with' % where,
                               'give recipients / recipients_file (age), gpg_recipients or passphrase')
