@@ -47,22 +47,30 @@ def _venv_site() -> str:
 
 
 class WalCluster:
-    def __init__(self, archive_timeout: int = 0) -> None:
+    def __init__(self, archive_timeout: int = 0, beside: "WalCluster | None" = None, name: str = "data") -> None:
+        """A new cluster (initdb) in a new home; ``beside``: an empty data directory ``name`` in
+        that cluster's home instead (for pg_basebackup), sharing its job file and keys."""
         self.bindir = pg_bindir()
-        self.home = tempfile.mkdtemp(prefix="offsite-walpg-")
-        os.chmod(self.home, 0o700)
         pw = pwd.getpwnam("postgres")
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
-        os.chown(self.home, self.uid, self.gid)
-        self.datadir = os.path.join(self.home, "data")
+        if beside is None:
+            self.home = tempfile.mkdtemp(prefix="offsite-walpg-")
+            os.chmod(self.home, 0o700)
+            os.chown(self.home, self.uid, self.gid)
+        else:
+            self.home = beside.home
+        self.datadir = os.path.join(self.home, name)
         self.sockdir = self.mkdir("sock")
-        self.log = os.path.join(self.home, "postgres.log")
+        self.log = os.path.join(self.home, name + ".log")
         self.job = os.path.join(self.home, "job.yml")
         self.port: int | None = None
         self.archive_timeout = archive_timeout
         self.started = False
-        self._run(["initdb", "-D", self.datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                   "--no-locale", "--no-sync"])
+        if beside is None:
+            self._run(["initdb", "-D", self.datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                       "--no-locale", "--no-sync"])
+        else:
+            self.mkdir(name)
 
     # files the server's user can read -------------------------------------------------------
     def mkdir(self, name: str) -> str:
