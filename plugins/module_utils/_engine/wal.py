@@ -250,9 +250,10 @@ def _push_one(repo, set_name, wal_name, artifact, payload, data):
         where = repo.location(key)
         existing = loads(repo.get_bytes(key), where, set_name, wal_name)
         if existing['raw_sha256'] != payload.raw_sha256 or existing['raw_size'] != payload.raw_size:
+            facts = (where, wal_name, existing['raw_sha256'], existing['raw_size'], payload.raw_sha256,
+                     payload.raw_size)
             raise IntegrityError('%s already holds %s with a different content (sha256 %s, %s bytes; this one: '
-                                 'sha256 %s, %s bytes)' % (where, wal_name, existing['raw_sha256'],
-                                                          existing['raw_size'], payload.raw_sha256, payload.raw_size),
+                                 'sha256 %s, %s bytes)' % facts,
                                  'another cluster archives into the set %s, or the archive was altered; '
                                  'nothing was overwritten' % set_name)
         stored = repo.stat(prefix + existing['artifact'])
