@@ -18,12 +18,14 @@ options:
         description:
           - The kind of source.
           - C(postgresql) for a PostgreSQL database or cluster.
+          - 'C(postgresql_physical) for a whole PostgreSQL cluster as a base backup (C(pg_basebackup)), the
+            start of point-in-time recovery: see docs/pitr.md.'
           - C(files) for files and directories (a tar archive).
           - C(mysql) for MySQL or MariaDB databases.
           - C(redis) for a snapshot of a Redis server.
         type: str
         required: true
-        choices: [files, mysql, postgresql, redis]
+        choices: [files, mysql, postgresql, postgresql_physical, redis]
       database:
         description:
           - The database to dump, or to restore into.
@@ -54,41 +56,44 @@ options:
       host:
         description:
           - Server host.
-          - Used by C(postgresql), C(mysql), C(redis).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
           - Defaults to C(127.0.0.1) (with O(source.container), the container's own socket) (C(postgresql)),
-            C(127.0.0.1) (C(mysql), C(redis)).
+            C(127.0.0.1) (C(postgresql_physical), C(mysql), C(redis)).
         type: str
       port:
         description:
           - Server port.
-          - Used by C(postgresql), C(mysql), C(redis).
-          - Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
+            (C(redis)).
         type: int
       user:
         description:
           - C(postgresql) - User to connect as; a restore needs CREATEDB.
+          - C(postgresql_physical) - User to connect as; it needs the C(REPLICATION) attribute (and a
+            C(replication) line in C(pg_hba.conf)).
           - C(mysql) - User to connect as; a restore needs CREATE and DROP.
           - C(redis) - The ACL user.
-          - Defaults to C(postgres) (C(postgresql)), C(root) (C(mysql)).
+          - Defaults to C(postgres) (C(postgresql), C(postgresql_physical)), C(root) (C(mysql)).
         type: str
       password:
         description:
-          - C(postgresql) - Password; passed to the tools in E(PGPASSWORD).
+          - C(postgresql), C(postgresql_physical) - Password; passed to the tools in E(PGPASSWORD).
           - C(mysql) - Password; passed to the tools in E(MYSQL_PWD).
           - C(redis) - Password; passed to the tools in E(REDISCLI_AUTH).
-          - Falls back to E(PGPASSWORD) (C(postgresql)).
+          - Falls back to E(PGPASSWORD) (C(postgresql), C(postgresql_physical)).
           - Never logged.
         type: str
       ssl_mode:
         description:
           - libpq C(sslmode), for example C(require).
-          - Used by C(postgresql).
+          - Used by C(postgresql), C(postgresql_physical).
         type: str
       connect_timeout:
         description:
           - Seconds to wait for a connection.
-          - Used by C(postgresql), C(mysql).
-          - Defaults to C(10) (C(postgresql)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql).
+          - Defaults to C(10) (C(postgresql), C(postgresql_physical)).
         type: int
       container:
         description:
@@ -130,11 +135,24 @@ options:
         type: list
         elements: str
       maintenance_db:
-        description: Not used by dump (C(postgresql)); accepted so that one dict can serve dump and restore.
+        description:
+          - C(postgresql) - Database to connect to for CREATE/ALTER/DROP DATABASE.
+          - C(postgresql_physical) - Database the facts of the cluster (version, size, tablespaces) are read
+            in.
+          - Defaults to C(postgres).
         type: str
       jobs:
         description: Not used by dump (C(postgresql)); accepted so that one dict can serve dump and restore.
         type: int
+      checkpoint:
+        description:
+          - 'C(pg_basebackup --checkpoint): C(fast) starts the backup at once with an immediate checkpoint;
+            C(spread) waits for a checkpoint spread over C(checkpoint_completion_target) (minutes on a default
+            server), gentler on a busy disk.'
+          - Used by C(postgresql_physical).
+          - Defaults to C(fast).
+        type: str
+        choices: [fast, spread]
       paths:
         description:
           - Files and directories to archive (dump) or to copy (M(offsite.backup.snapshot)), absolute. They
@@ -185,12 +203,14 @@ options:
         description:
           - The kind of restore target.
           - C(postgresql) for a PostgreSQL database or cluster.
+          - 'C(postgresql_physical) for a whole PostgreSQL cluster as a base backup (C(pg_basebackup)), the
+            start of point-in-time recovery: see docs/pitr.md.'
           - C(files) for files and directories (a tar archive).
           - C(mysql) for MySQL or MariaDB databases.
           - C(redis) for a snapshot of a Redis server.
         type: str
         required: true
-        choices: [files, mysql, postgresql, redis]
+        choices: [files, mysql, postgresql, postgresql_physical, redis]
       mode:
         description:
           - C(create) fails if the target exists.
@@ -240,22 +260,25 @@ options:
       port:
         description:
           - Server port.
-          - Used by C(postgresql), C(mysql), C(redis).
-          - Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
+            (C(redis)).
         type: int
       user:
         description:
           - C(postgresql) - User to connect as; a restore needs CREATEDB.
+          - C(postgresql_physical) - User to connect as; it needs the C(REPLICATION) attribute (and a
+            C(replication) line in C(pg_hba.conf)).
           - C(mysql) - User to connect as; a restore needs CREATE and DROP.
           - C(redis) - The ACL user.
-          - Defaults to C(postgres) (C(postgresql)), C(root) (C(mysql)).
+          - Defaults to C(postgres) (C(postgresql), C(postgresql_physical)), C(root) (C(mysql)).
         type: str
       password:
         description:
-          - C(postgresql) - Password; passed to the tools in E(PGPASSWORD).
+          - C(postgresql), C(postgresql_physical) - Password; passed to the tools in E(PGPASSWORD).
           - C(mysql) - Password; passed to the tools in E(MYSQL_PWD).
           - C(redis) - Password; passed to the tools in E(REDISCLI_AUTH).
-          - Falls back to E(PGPASSWORD) (C(postgresql)).
+          - Falls back to E(PGPASSWORD) (C(postgresql), C(postgresql_physical)).
           - Never logged.
         type: str
       ssl_mode:
@@ -266,8 +289,8 @@ options:
       connect_timeout:
         description:
           - Seconds to wait for a connection.
-          - Used by C(postgresql), C(mysql).
-          - Defaults to C(10) (C(postgresql)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql).
+          - Defaults to C(10) (C(postgresql), C(postgresql_physical)).
         type: int
       container:
         description:
@@ -380,12 +403,14 @@ options:
         description:
           - The kind of restore target.
           - C(postgresql) for a PostgreSQL database or cluster.
+          - 'C(postgresql_physical) for a whole PostgreSQL cluster as a base backup (C(pg_basebackup)), the
+            start of point-in-time recovery: see docs/pitr.md.'
           - C(files) for files and directories (a tar archive).
           - C(mysql) for MySQL or MariaDB databases.
           - C(redis) for a snapshot of a Redis server.
         type: str
         required: true
-        choices: [files, mysql, postgresql, redis]
+        choices: [files, mysql, postgresql, postgresql_physical, redis]
       database:
         description:
           - The database to dump, or to restore into.
@@ -423,22 +448,25 @@ options:
       port:
         description:
           - Server port.
-          - Used by C(postgresql), C(mysql), C(redis).
-          - Defaults to C(5432) (C(postgresql)), C(3306) (C(mysql)), C(6379) (C(redis)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
+            (C(redis)).
         type: int
       user:
         description:
           - C(postgresql) - User to connect as; a restore needs CREATEDB.
+          - C(postgresql_physical) - User to connect as; it needs the C(REPLICATION) attribute (and a
+            C(replication) line in C(pg_hba.conf)).
           - C(mysql) - User to connect as; a restore needs CREATE and DROP.
           - C(redis) - The ACL user.
-          - Defaults to C(postgres) (C(postgresql)), C(root) (C(mysql)).
+          - Defaults to C(postgres) (C(postgresql), C(postgresql_physical)), C(root) (C(mysql)).
         type: str
       password:
         description:
-          - C(postgresql) - Password; passed to the tools in E(PGPASSWORD).
+          - C(postgresql), C(postgresql_physical) - Password; passed to the tools in E(PGPASSWORD).
           - C(mysql) - Password; passed to the tools in E(MYSQL_PWD).
           - C(redis) - Password; passed to the tools in E(REDISCLI_AUTH).
-          - Falls back to E(PGPASSWORD) (C(postgresql)).
+          - Falls back to E(PGPASSWORD) (C(postgresql), C(postgresql_physical)).
           - Never logged.
         type: str
       ssl_mode:
@@ -449,8 +477,8 @@ options:
       connect_timeout:
         description:
           - Seconds to wait for a connection.
-          - Used by C(postgresql), C(mysql).
-          - Defaults to C(10) (C(postgresql)).
+          - Used by C(postgresql), C(postgresql_physical), C(mysql).
+          - Defaults to C(10) (C(postgresql), C(postgresql_physical)).
         type: int
       container:
         description:

@@ -6,10 +6,11 @@ __metaclass__ = type
 
 from .. import schema
 from ..errors import ConfigError
-from . import files, mysql, postgresql, redis
+from . import files, mysql, postgresql, postgresql_physical, redis
 from .base import FileTree
 
-SOURCE_CLASSES = (postgresql.PostgresqlSource, files.FilesSource, mysql.MysqlSource, redis.RedisSource)
+SOURCE_CLASSES = (postgresql.PostgresqlSource, postgresql_physical.PostgresqlPhysicalSource, files.FilesSource,
+                  mysql.MysqlSource, redis.RedisSource)
 TYPES = dict((cls.type, cls) for cls in SOURCE_CLASSES)
 
 

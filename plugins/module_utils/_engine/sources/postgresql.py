@@ -37,68 +37,20 @@ FORMATS = {'custom': 'dump', 'plain': 'sql'}
 _SESSION_MARK = '__offsite_backup_done__'
 
 
-class PostgresqlSource(ClusterMode, StreamingRestore, Source):
-    type = 'postgresql'
-    DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
-    OPTIONS = database_options([
-        'The whole cluster instead of O(.database) - C([all]) (every database that accepts '
-        'connections except templates and the maintenance database) or a list of names.',
-        'One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password '
-        'hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot '
-        'with its row counts. Each database is spooled once to an unlinked file in the dump\'s C(dest).',
-        'A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are '
-        'kept, never dropped, and get the backup\'s attributes; the role connecting is left alone), then every '
-        'database is split out of the artifact into a seekable file in the restore\'s work_dir, loaded into a scratch '
-        'database and proven by its row counts; the databases and their tables share C(jobs) (a database gets '
-        'C(pg_restore -j) in proportion to its size, the largest start first). Only when all are ready are '
-        'they swapped in. C(mode=create) fails if any of them exists; '
-        'C(mode=replace) swaps each.']) + tuple(
-        o.replace(default=None, default_text='C(127.0.0.1) (with O(.container), the container\'s own socket)')
-        if o.name == 'host' else o
-        for o in server(5432, 'postgres', 'User to connect as; a restore needs CREATEDB.')) + (
+def connection_options(user_text):
+    """What every PostgreSQL type connects with: host, port, user (``user_text`` says what it
+    needs), password (PGPASSWORD), ssl_mode, connect_timeout."""
+    return server(5432, 'postgres', user_text) + (
         password('PGPASSWORD', env='PGPASSWORD'),
         Option('ssl_mode', description='libpq C(sslmode), for example C(require).'),
         CONNECT_TIMEOUT.replace(default=10),
-    ) + CONTAINER + (
-        Option('format', roles=('dump',), default='custom', choices=FORMATS, description=[
-            'C(custom) is C(pg_dump -Fc), restorable in parallel.',
-            'C(plain) is SQL text, the seed scripts\' C(.sql.gz) when used with O(compression=gzip).']),
-        Option('schemas', 'list', elements='str', roles=('dump',), description='Dump only these schemas.'),
-        Option('exclude_tables', 'list', elements='str', roles=('dump',),
-               description='Leave out these tables, C(pg_dump --exclude-table) patterns.'),
-        Option('maintenance_db', roles=('restore',), ignored_by=('dump',), default='postgres',
-               description='Database to connect to for CREATE/ALTER/DROP DATABASE.'),
-        Option('jobs', 'int', roles=('restore',), ignored_by=('dump',), default_text='the CPU count, at most 4',
-               description=[
-                   'Parallel C(pg_restore) jobs for custom-format dumps.',
-                   'With more than one job the artifact is first downloaded, verified and decompressed into '
-                   'O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download, '
-                   'verification, decompression and loading overlap, no work file is needed, and the checksum is '
-                   'still proven before the restored database is swapped into place.']),
-        Option('owner', roles=('restore',), description='Owner of the restored database.'),
-        Option('no_owner', 'bool', roles=('restore',), default=False,
-               description='Restore without the dump\'s ownership and privileges (roles missing on the target).'),
-        Option('terminate_connections', 'bool', roles=('restore',), default=False,
-               description='With O(.mode=replace), end sessions on the old database so it can be swapped.'),
     )
 
-    def __init__(self, options, log):
-        super(PostgresqlSource, self).__init__(options, log)
-        # ['all'] or names: the whole cluster (roles and those databases) in one backup
-        self._database_or_databases('all, or a list: roles plus those databases')
-        # in a container the tools reach the server on its own socket unless told otherwise
-        self.host = self.options.get('host', None if self.in_container() else '127.0.0.1')
-        self.port = int(self.options.get('port', 5432))
-        self.user = self.options.get('user', 'postgres')
-        self.format = self.options.get('format', 'custom')
-        if self.format not in FORMATS:
-            raise ConfigError('PostgreSQL format %r is not known' % self.format, 'use custom or plain')
-        self.jobs = int(self.options.get('jobs') or min(4, os.cpu_count() or 1))
 
-    def describe(self):
-        if self.databases:
-            return 'PostgreSQL cluster (databases %s) on %s' % (', '.join(self.databases), self._where())
-        return 'PostgreSQL database %s on %s' % (self.database, self._where())
+class PostgresqlConnection(object):
+    """How the PostgreSQL types reach their server (mixed in): libpq's PG* environment (the
+    password only ever in PGPASSWORD), psql, and libpq's complaints turned into errors an
+    operator can act on. Uses ``host``, ``port``, ``user``, ``database`` and ``options``."""
 
     def _where(self):
         where = '%s:%s' % (self.host or 'local socket', self.port)
@@ -160,6 +112,66 @@ class PostgresqlSource(ClusterMode, StreamingRestore, Source):
         if rc != 0:
             self._fail(what, err, database)
         return [line.split('\t') for line in out.splitlines() if line]
+
+
+class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Source):
+    type = 'postgresql'
+    DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
+    OPTIONS = database_options([
+        'The whole cluster instead of O(.database) - C([all]) (every database that accepts '
+        'connections except templates and the maintenance database) or a list of names.',
+        'One artifact (format C(cluster), a tar) holds C(pg_dumpall --globals-only) (roles with their password '
+        'hashes, tablespaces) and one custom-format dump per database, each taken in its own exported snapshot '
+        'with its row counts. Each database is spooled once to an unlinked file in the dump\'s C(dest).',
+        'A restore restores C([all]) or some of its databases by name. Roles come first (existing roles are '
+        'kept, never dropped, and get the backup\'s attributes; the role connecting is left alone), then every '
+        'database is split out of the artifact into a seekable file in the restore\'s work_dir, loaded into a scratch '
+        'database and proven by its row counts; the databases and their tables share C(jobs) (a database gets '
+        'C(pg_restore -j) in proportion to its size, the largest start first). Only when all are ready are '
+        'they swapped in. C(mode=create) fails if any of them exists; '
+        'C(mode=replace) swaps each.']) + tuple(
+        o.replace(default=None, default_text='C(127.0.0.1) (with O(.container), the container\'s own socket)')
+        if o.name == 'host' else o
+        for o in connection_options('User to connect as; a restore needs CREATEDB.')) + CONTAINER + (
+        Option('format', roles=('dump',), default='custom', choices=FORMATS, description=[
+            'C(custom) is C(pg_dump -Fc), restorable in parallel.',
+            'C(plain) is SQL text, the seed scripts\' C(.sql.gz) when used with O(compression=gzip).']),
+        Option('schemas', 'list', elements='str', roles=('dump',), description='Dump only these schemas.'),
+        Option('exclude_tables', 'list', elements='str', roles=('dump',),
+               description='Leave out these tables, C(pg_dump --exclude-table) patterns.'),
+        Option('maintenance_db', roles=('restore',), ignored_by=('dump',), default='postgres',
+               description='Database to connect to for CREATE/ALTER/DROP DATABASE.'),
+        Option('jobs', 'int', roles=('restore',), ignored_by=('dump',), default_text='the CPU count, at most 4',
+               description=[
+                   'Parallel C(pg_restore) jobs for custom-format dumps.',
+                   'With more than one job the artifact is first downloaded, verified and decompressed into '
+                   'O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download, '
+                   'verification, decompression and loading overlap, no work file is needed, and the checksum is '
+                   'still proven before the restored database is swapped into place.']),
+        Option('owner', roles=('restore',), description='Owner of the restored database.'),
+        Option('no_owner', 'bool', roles=('restore',), default=False,
+               description='Restore without the dump\'s ownership and privileges (roles missing on the target).'),
+        Option('terminate_connections', 'bool', roles=('restore',), default=False,
+               description='With O(.mode=replace), end sessions on the old database so it can be swapped.'),
+    )
+
+    def __init__(self, options, log):
+        super(PostgresqlSource, self).__init__(options, log)
+        # ['all'] or names: the whole cluster (roles and those databases) in one backup
+        self._database_or_databases('all, or a list: roles plus those databases')
+        # in a container the tools reach the server on its own socket unless told otherwise
+        self.host = self.options.get('host', None if self.in_container() else '127.0.0.1')
+        self.port = int(self.options.get('port', 5432))
+        self.user = self.options.get('user', 'postgres')
+        self.format = self.options.get('format', 'custom')
+        if self.format not in FORMATS:
+            raise ConfigError('PostgreSQL format %r is not known' % self.format, 'use custom or plain')
+        self.jobs = int(self.options.get('jobs') or min(4, os.cpu_count() or 1))
+
+    def describe(self):
+        if self.databases:
+            return 'PostgreSQL cluster (databases %s) on %s' % (', '.join(self.databases), self._where())
+        return 'PostgreSQL database %s on %s' % (self.database, self._where())
 
     # -- backup side ---------------------------------------------------------------------
     def artifact(self):
