@@ -24,6 +24,14 @@ CHECKPOINT, and the medians of ``--repeat`` rounds are reported.
 
     bench/run.sh --scheduled                  # ~1 GB database (built once, then reused), 5 rounds
     bench/run.sh --scheduled --scale small    # smoke test
+    bench/run.sh --scheduled --cpu --baseline REV   # CPU seconds per process per GB, REV's engine too
+
+``--cpu`` (issue 14, item 4) measures CPU instead of wall time: the scheduled run's CPU seconds
+per process (the engine's Python with its in-process zstd, hashes and S3 client; pg_dump; psql;
+the PostgreSQL backends it uses, found by their application_name in pg_stat_activity) per GB of
+dump (the raw custom-format bytes), against ``pg_dump -Fc -Z0 | zstd -1 > file`` (target: the
+run's total including the backends <= 1.25x the reference's). With ``--baseline REV`` the engine
+of git revision REV runs the same job in the same rounds (before / after, alternating order).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +53,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench  # noqa: E402  (database builder, S3 settings, measurement helpers of the main benchmark)
 import fanout  # noqa: E402  (Throttle: a loopback TCP proxy with a bandwidth limit)
+import proc_cpu  # noqa: E402  (CPU seconds per process, /proc sampled)
 
 CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
 TARGETS = {"run_vs_pg_dump": 1.5, "seed_vs_run": 3.5, "run_rss_mib": 150}  # from issue 6
@@ -129,6 +139,107 @@ def run_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
     bench.record(samples, "scheduled_run" + suffix, m)
 
 
+# -- CPU seconds per process (--cpu) -----------------------------------------------------------
+CPU_TARGET = 1.25  # issue 14: the scheduled run's CPU <= 1.25x that of `pg_dump -Fc -Z0 | zstd -1 > file`
+REFERENCE_APP = "offsite-bench-reference"
+ENGINE_APP = "offsite.backup"  # the engine's PGAPPNAME
+
+
+def measure_cpu(argv: list[str], what: str, env: dict, app: str, stdout=subprocess.DEVNULL) -> dict:
+    """Run ``argv`` under /usr/bin/time with a CpuSampler on its tree and on the backends of
+    application ``app``: wall seconds, the tree's exact CPU total, and CPU seconds per group."""
+    with tempfile.NamedTemporaryFile(prefix="bench-time-", suffix=".txt") as stats:
+        start = time.perf_counter()
+        proc = subprocess.Popen([bench.TIME, "-q", "-f", "%M %U %S", "-o", stats.name] + argv, env=env,
+                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE)
+        sampler = proc_cpu.CpuSampler(proc.pid, (app,), bench.pg_env(), bench.pg_tool("psql"))
+        err = proc.communicate()[1]
+        groups = sampler.stop()
+        wall = time.perf_counter() - start
+        fields = Path(stats.name).read_text().split()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {err.decode(errors='replace')[-3000:]}")
+    tree = float(fields[-2]) + float(fields[-1])
+    sampled_tree = sum(v for k, v in groups.items() if k != "PostgreSQL backend")
+    groups["unattributed (tree total - sampled)"] = max(0.0, tree - sampled_tree)
+    backend = groups.get("PostgreSQL backend", 0.0)
+    return {"seconds": wall, "tree_rss_mib": int(fields[-3]) / 1024, "cpu_seconds": tree,
+            "cpu_with_backend": tree + backend, "cpu_groups": groups, "load1": os.getloadavg()[0]}
+
+
+def export_engine(rev: str, work: Path) -> Path:
+    """The collection as it was at git revision ``rev``, importable as ansible_collections.offsite.backup."""
+    root = work / f"engine-{rev}"
+    target = root / "ansible_collections" / "offsite" / "backup"
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return root
+
+
+def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samples: dict, engines: dict) -> None:
+    """The reference pipeline, then the scheduled run with each engine (order alternating)."""
+    bench.log(f"cpu round {rep + 1}/{repeat}")
+    pg_dump = bench.pg_tool("pg_dump")
+    out = work / "reference.dump.zst"
+    bench.settle()
+    env = dict(bench.pg_env(), PGAPPNAME=REFERENCE_APP)
+    bench.record(samples, "cpu_reference", measure_cpu(
+        ["bash", "-o", "pipefail", "-c", f"{pg_dump} -Fc -Z0 {db} | zstd -q -1 > {out}"],
+        "pg_dump -Fc -Z0 | zstd -1", env, REFERENCE_APP))
+    out.unlink()
+    names = sorted(engines)
+    for name in names if rep % 2 == 0 else names[::-1]:
+        job = write_job(work, db, s3, f"cpu-{name}", stem=f"job-cpu-{name}")
+        bench.settle()
+        argv = [sys.executable, "-m", CLI_MODULE, "run", str(job), "--env-file", str(job.with_suffix(".env")), "--json"]
+        report_path = work / "run.json"
+        with open(report_path, "w") as handle:
+            m = measure_cpu(argv, f"offsite-backup run ({name})", dict(cron_env(), PYTHONPATH=str(engines[name])),
+                            ENGINE_APP, stdout=handle)
+        report = json.loads(report_path.read_text())
+        if not report["ok"]:
+            raise RuntimeError(f"the scheduled run ({name}) failed: {report}")
+        [done] = report["sets"]
+        m["raw_size"] = done["backup"]["raw_size"]
+        m["size"] = done["backup"]["size"]
+        bench.record(samples, f"cpu_run_{name}", m)
+        bench.s3_clear(client, s3["bucket"], f"cpu-{name}/")
+        shutil.rmtree(work / "local", ignore_errors=True)
+
+
+def cpu_markdown(samples: dict, meta: dict) -> tuple[str, list]:
+    raw_gb = statistics.median(s["raw_size"] for k in samples if k.startswith("cpu_run_") for s in samples[k]) / 1e9
+    keys = ["cpu_reference"] + sorted(k for k in samples if k.startswith("cpu_run_"))
+    label = {"cpu_reference": "`pg_dump -Fc -Z0 | zstd -1 > file`"}
+    groups = sorted(set(g for k in keys for s in samples[k] for g in s["cpu_groups"]))
+
+    def med(key, field):
+        return statistics.median(s[field] for s in samples[key])
+
+    def med_group(key, group):
+        return statistics.median(s["cpu_groups"].get(group, 0.0) for s in samples[key])
+    lines = [f"CPU seconds per GB of dump ({raw_gb:.2f} GB raw custom format; {meta['rounds']} rounds, median; "
+             f"load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at the end; "
+             f"{meta['cpus']} CPUs). Processes sampled from /proc every 20 ms; the backends by application_name.",
+             "", "| process | " + " | ".join(label.get(k, "run: " + k[len("cpu_run_"):]) for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for group in groups:
+        lines.append(f"| {group} | " + " | ".join(f"{med_group(k, group) / raw_gb:.2f}" for k in keys) + " |")
+    totals = [f"**{med(k, 'cpu_with_backend') / raw_gb:.2f}**" for k in keys]
+    lines.append("| **total incl. backend** | " + " | ".join(totals) + " |")
+    lines.append("| wall seconds | " + " | ".join(f"{med(k, 'seconds'):.2f}" for k in keys) + " |")
+    reference = med("cpu_reference", "cpu_with_backend")
+    checks = []
+    for k in keys[1:]:
+        ratio = med(k, "cpu_with_backend") / reference
+        checks.append((f"CPU of the scheduled run ({k[len('cpu_run_'):]}) <= {CPU_TARGET}x the reference",
+                       f"{ratio:.2f}x", ratio <= CPU_TARGET))
+    lines += ["", "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {name} | {text} | {'**PASS**' if ok else '**MISS**'} |" for name, text, ok in checks]
+    return "\n".join(lines) + "\n", checks
+
+
 def child(spec: dict, work: Path, what: str) -> dict:
     """bench.run_child, timed like the scheduled run: the whole process, from outside."""
     m = bench.run_child(spec, work, what)
@@ -187,6 +298,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 5 full, 1 small)")
     ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--cpu", action="store_true", help="CPU seconds per process per GB (issue 14) instead")
+    ap.add_argument("--baseline", help="with --cpu: a git revision whose engine runs the same job too")
     bench.s3_arguments(ap)
     args = ap.parse_args(argv)
     cfg = bench.SCALES[args.scale]
@@ -196,13 +309,20 @@ def main(argv=None) -> int:
     facts = bench.database_facts(db)
     s3, client, svc = bench.s3_bucket(args)
     work = Path(tempfile.mkdtemp(prefix="offsite-bench-run-"))
-    proxy = fanout.Throttle(int(s3["endpoint_url"].rsplit(":", 1)[1]), args.link_mib * bench.MIB) if args.link_mib else None
+    proxy = None if args.cpu or not args.link_mib else fanout.Throttle(
+        int(s3["endpoint_url"].rsplit(":", 1)[1]), args.link_mib * bench.MIB)
     samples: dict = {}
     started, load_start = time.time(), os.getloadavg()[0]
+    engines = {"after": bench.COLLECTIONS}
     try:
+        if args.cpu and args.baseline:
+            engines = {"after": bench.COLLECTIONS, "before": export_engine(args.baseline, work)}
         bench.log("warm-up: pg_dump > /dev/null (untimed)")
         bench.shell(f"{bench.pg_tool('pg_dump')} {db} > /dev/null", "warm-up")
         for rep in range(repeat):
+            if args.cpu:
+                cpu_round(rep, repeat, db, s3, client, work, samples, engines)
+                continue
             run_round(rep, repeat, db, s3, client, work, samples)
             if proxy is not None:
                 run_round(rep, repeat, db, dict(s3, endpoint_url=proxy.endpoint_url), client, work, samples, "_link")
@@ -217,20 +337,21 @@ def main(argv=None) -> int:
         if svc is not None:
             svc.stop()
     meta = {"database": db, "database_bytes": facts["database_bytes"], "rounds": repeat, "cpus": os.cpu_count(),
-            "link_mib": args.link_mib,
+            "link_mib": args.link_mib, "baseline": args.baseline,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
-    text, checks = markdown(samples, meta)
+    text, checks = cpu_markdown(samples, meta) if args.cpu else markdown(samples, meta)
     print(text)
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
-    (out_dir / f"scheduled-{args.scale}-{stamp}.json").write_text(json.dumps(
+    kind = "scheduled-cpu" if args.cpu else "scheduled"
+    (out_dir / f"{kind}-{args.scale}-{stamp}.json").write_text(json.dumps(
         {"meta": meta, "targets": [{"target": n, "measured": t, "pass": ok} for n, t, ok in checks],
          "samples": {k: [{f: v for f, v in s.items() if f != "result"} for s in vals] for k, vals in samples.items()}},
         indent=2, default=str))
-    (out_dir / f"scheduled-{args.scale}-{stamp}.md").write_text(text)
-    bench.log(f"results: {out_dir}/scheduled-{args.scale}-{stamp}.md")
+    (out_dir / f"{kind}-{args.scale}-{stamp}.md").write_text(text)
+    bench.log(f"results: {out_dir}/{kind}-{args.scale}-{stamp}.md")
     return 0
 
 
