@@ -2,10 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Amazon S3 and every S3-compatible store (B2's S3 API, Wasabi, MinIO, GCS interoperability).
 
-Uploads are multipart with a bounded number of parts in memory. Each part carries its
-Content-MD5, so the store refuses a part damaged in transit, and the final ETag of a
-multipart object (md5 of the part md5s, ``-N``) is recomputed here to prove the whole
-object landed. Our own sha256 travels in the object metadata when it is known before the
+Uploads are multipart with a bounded number of parts in memory. Each part is proven once in
+transit: by its Content-MD5 where the request body is not signed (https), or by the SHA-256
+that botocore's SigV4 signature computes over the body and the store checks (plain http, where
+botocore always signs the payload: an MD5 on top would prove the same bytes twice). The final
+ETag of a multipart object (md5 of the part md5s, ``-N``) is recomputed here from the part
+md5s (ours, or the store's ETags of parts it checked against the signed hash) to prove the
+whole object is those parts. Our own sha256 travels in the object metadata when it is known before the
 upload starts (not for a dump streamed while it is written: its manifest carries it).
 Parts in memory are bounded per upload (``concurrency``) and across the uploads of a process
 (``SENDING``), so several S3 repositories at once cost about the memory of one.
@@ -243,7 +246,7 @@ class S3Repository(StreamingStore, Repository):
         verification = 'size'
         if self.verify == 'full':
             if etag.strip('"') == expected:
-                verification = 'md5 per part + etag'
+                verification = 'md5 per part + etag' if self.md5_per_part() else 'sha256 per part (SigV4) + etag'
             else:
                 # ETag is not an MD5 here (SSE-KMS, some compatible stores): read it back
                 with self.get(key) as body:
@@ -264,11 +267,30 @@ class S3Repository(StreamingStore, Repository):
             return lambda number: fixed
         return lambda number: self.part_size * 2 ** ((number - 1) // (MAX_PARTS // 10))
 
+    def signs_payload(self):
+        """Whether botocore signs every request body with SHA-256 (SigV4), which the store
+        checks: always over plain http (botocore's S3 signer), unless botocore adds checksums
+        of its own (``checksums: when_supported``), which change how it signs. Then a
+        Content-MD5 would prove the same bytes a second time and is left out."""
+        return bool(self.endpoint_url) and not self.endpoint_url.lower().startswith('https:') \
+            and self.checksums == 'when_required'
+
+    def md5_per_part(self):
+        """Whether each part carries its Content-MD5: not where the signature already proves
+        it (``signs_payload``), except under Object Lock, which S3 refuses without one."""
+        return not self.signs_payload() or bool(self.lock_mode)
+
+    def _part_md5(self, data):
+        """{'ContentMD5': ...} and the part's md5 digest, or ({}, None) (``md5_per_part``)."""
+        if not self.md5_per_part():
+            return {}, None
+        md5 = hashlib.md5(data).digest()
+        return {'ContentMD5': base64.b64encode(md5).decode()}, md5
+
     def _put_single(self, key, data, extra):
-        md5 = hashlib.md5(data)
-        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                                          ContentMD5=base64.b64encode(md5.digest()).decode(), **extra)
-        return response['ETag'], md5.hexdigest()
+        header, md5 = self._part_md5(data)
+        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **dict(extra, **header))
+        return response['ETag'], (md5 or _etag_md5(response['ETag']) or b'').hex()
 
     def _put_multipart(self, key, pending, reader, part_size, extra):
         from concurrent.futures import ThreadPoolExecutor
@@ -282,11 +304,11 @@ class S3Repository(StreamingStore, Repository):
 
         def send(number, data):
             try:
-                md5 = hashlib.md5(data).digest()
+                header, md5 = self._part_md5(data)
                 response = self.client.upload_part(
                     Bucket=self.bucket, Key=self._key(key), UploadId=upload_id, PartNumber=number,
-                    Body=data, ContentMD5=base64.b64encode(md5).decode())
-                digests[number] = (response['ETag'], md5)
+                    Body=data, **header)
+                digests[number] = (response['ETag'], md5 or _etag_md5(response['ETag']))
             except Exception as exc:
                 failure.append(exc)
             finally:
@@ -319,6 +341,8 @@ class S3Repository(StreamingStore, Repository):
                 pass
             raise
         SENDING.unregister(need)
+        if not all(digests[n][1] for n in digests):
+            return response['ETag'], None  # a store whose ETags are no md5s: verify re-reads
         combined = hashlib.md5(b''.join(digests[n][1] for n in sorted(digests))).hexdigest()
         return response['ETag'], '%s-%d' % (combined, len(digests))
 
@@ -502,6 +526,15 @@ class S3Repository(StreamingStore, Repository):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _etag_md5(etag):
+    """The md5 digest a single object's or a part's ETag is, or None when it is no md5."""
+    text = etag.strip('"')
+    try:
+        return bytes.fromhex(text) if len(text) == 32 else None
+    except ValueError:
+        return None
 
 
 def read_part(reader, size):
