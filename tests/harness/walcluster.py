@@ -5,7 +5,8 @@ The server runs as ``postgres`` and its archive_command as well, so everything t
 reads lives in a directory that user owns (``home``): the job file, keys, a local repository.
 The test venv's interpreter lives under /root, which ``postgres`` cannot enter: the command
 runs the system ``python3`` (the same 3.11 ABI) with the venv's site-packages on PYTHONPATH,
-which is the engine and its libraries exactly as the other tests run them.
+which is the engine and its libraries exactly as the other tests run them (``-S``: not the
+system's own dist-packages).
 
     with WalCluster() as pg:
         pg.write_job({...})             # job.yml in pg.home (0600, owned by postgres)
@@ -38,7 +39,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def cli_prefix() -> str:
     """The offsite-backup command as the ``postgres`` user can run it (a shell word list)."""
     env = f"PYTHONPATH={shlex.quote(str(COLLECTIONS_PATH))}:{shlex.quote(_venv_site())} PYTHONWARNINGS=ignore"
-    return f"env {env} {SYSTEM_PYTHON} -m {CLI_MODULE}"
+    return f"env {env} {SYSTEM_PYTHON} -S -m {CLI_MODULE}"
 
 
 def _venv_site() -> str:

@@ -42,6 +42,7 @@ SERIAL_GROUPS = {
     "role-runner": (
         "test_roles.py",
         "test_drill_command.py::test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them",
+        "test_wal_archiving.py::test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing",
     ),
 }
 

@@ -317,3 +317,47 @@ def test_a_promoted_server_archives_its_new_timeline_beside_the_old(cluster):
         assert held[after]["system_identifier"] == held[before]["system_identifier"]
     finally:
         standby.stop()
+
+
+def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(cluster):
+    from tests.harness.ansible import run_playbook
+    from tests.harness.rolehost import RUNNER_DIR
+
+    pg = cluster
+    pg.start(archive_mode="off")
+    assert pg.sql("SHOW archive_mode") == "off"
+    nas = pg.mkdir("nas")
+    os.makedirs(os.path.join(pg.home, "bin"))
+    name = "walrole%s" % uuid.uuid4().hex[:6]
+    job = {k: v for k, v in job_for(pg, [{"type": "local", "path": nas}]).items() if k not in ("name", "log")}
+    restart = "runuser -u postgres -- %s/pg_ctl -D %s -l %s -w -t 60 -m fast restart" % (pg.bindir, pg.datadir, pg.log)
+    client = {"client_manage_packages": False, "client_install_dir": str(RUNNER_DIR),
+              "client_config_dir": os.path.join(pg.home, "etc"), "client_log_dir": os.path.join(pg.home, "log"),
+              "client_command": os.path.join(pg.home, "bin", "offsite-backup"),
+              "client_wal_config_dir": os.path.join(pg.home, "wal-etc"),
+              "client_jobs": [{"name": name, "schedule": "0 2 * * 0", "job": job,
+                               "wal_archiving": {"host": pg.sockdir, "port": pg.port, "set": "crm_cluster",
+                                                 "restart_command": restart}}]}
+    play = [{"name": "database host", "hosts": "localhost", "gather_facts": False, "vars": client,
+             "roles": ["offsite.backup.client"]}]
+    cron = "/etc/cron.d/offsite-backup-%s" % name
+    try:
+        first = run_playbook(play)
+        assert first.rc == 0, first.output
+        wal_job = os.path.join(pg.home, "wal-etc", name + ".yml")
+        expected = "%s wal-push %s %%p --set crm_cluster" % (client["client_command"], wal_job)
+        assert pg.sql("SHOW archive_mode") == "on"  # the handler restarted the cluster
+        assert pg.sql("SHOW archive_command") == expected and pg.sql("SHOW archive_timeout") == "1min"
+        mode = os.stat(wal_job)
+        assert oct(mode.st_mode & 0o777) == "0o640" and mode.st_gid == pg.gid and mode.st_uid == 0
+        # the installed command, as the archiver runs it
+        segment = pg.switch_wal()
+        pg.wait_archived(segment)
+        assert segment in stored(None, None, {"type": "local", "path": nas})
+        again = run_playbook(play)
+        assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.output
+        # the weekly base backup beside: the job's own schedule
+        assert open(cron).read().strip().splitlines()[-1].startswith("0 2 * * 0 root ")
+    finally:
+        if os.path.exists(cron):
+            os.unlink(cron)
