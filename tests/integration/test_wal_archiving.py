@@ -43,7 +43,8 @@ def keys_for(pg: WalCluster) -> dict:
 
 def job_for(pg: WalCluster, repositories: list, keys: dict | None = None, **extra) -> dict:
     job = {"name": "wal%s" % uuid.uuid4().hex[:6], "local": {"path": pg.mkdir("local")},
-           "sources": [{"name": "crm_cluster", "source": {"type": "postgresql", "database": "postgres"}}],
+           "sources": [{"name": "crm_dump", "source": {"type": "postgresql", "database": "postgres"}},
+                       {"name": "crm_cluster", "source": {"type": "postgresql_physical"}}],
            "repositories": repositories, "log": {"path": os.path.join(pg.home, "job.log")}}
     if keys:
         job["encryption"] = {"recipients": [keys["recipient"]]}
@@ -77,7 +78,7 @@ def stored(moto, bucket, repo) -> dict:
 
 
 def fetch(pg: WalCluster, job: str, name: str, dest: str, *extra: str) -> subprocess.CompletedProcess:
-    return pg.cli("wal-fetch", job, name, dest, "--set", "crm_cluster", *extra)
+    return pg.cli("wal-fetch", job, name, dest, *extra)
 
 
 def test_segments_arrive_complete_everywhere_and_pushing_again_is_idempotent(cluster, moto, bucket, sshd):
@@ -85,7 +86,7 @@ def test_segments_arrive_complete_everywhere_and_pushing_again_is_idempotent(clu
     keys = keys_for(pg)
     repos = three_repositories(pg, moto, bucket, sshd)
     pg.write_job(job_for(pg, repos, keys))
-    pg.start(archive_command=pg.push_command(extra="--set crm_cluster"), wal_keep_size="1GB")
+    pg.start(archive_command=pg.push_command(), wal_keep_size="1GB")
     names = []
     for dummy in range(3):
         pg.sql("CREATE TABLE IF NOT EXISTS t(x text); INSERT INTO t SELECT md5(i::text) FROM generate_series(1, 20000) i")
@@ -115,8 +116,7 @@ def test_segments_arrive_complete_everywhere_and_pushing_again_is_idempotent(clu
         os.unlink(dest)
     # pushing an archived segment again: success, nothing rewritten
     before = stored(moto, bucket, repos[2])[segments[0]]
-    again = pg.cli("wal-push", pg.job, os.path.join(pg.datadir, "pg_wal", segments[0]), "--set", "crm_cluster",
-                   "--json")
+    again = pg.cli("wal-push", pg.job, os.path.join(pg.datadir, "pg_wal", segments[0]), "--json")
     assert again.returncode == 0, again.stderr
     assert [o["status"] for o in json.loads(again.stdout)["repositories"]] == ["present"] * 3
     assert stored(moto, bucket, repos[2])[segments[0]] == before
@@ -125,7 +125,7 @@ def test_segments_arrive_complete_everywhere_and_pushing_again_is_idempotent(clu
     with open(impostor, "wb") as handle:
         handle.write(os.urandom(16 << 20))
     os.chown(impostor, pg.uid, pg.gid)
-    refused = pg.cli("wal-push", pg.job, impostor, "--set", "crm_cluster")
+    refused = pg.cli("wal-push", pg.job, impostor)
     assert refused.returncode == 1
     assert "different content" in refused.stderr and before["raw_sha256"] in refused.stderr
     assert stored(moto, bucket, repos[2])[segments[0]] == before
@@ -143,7 +143,7 @@ def test_a_damaged_or_forged_segment_aborts_recovery_a_missing_one_ends_it(clust
     keys = keys_for(pg)
     nas = pg.mkdir("nas")
     pg.write_job(job_for(pg, [{"type": "local", "path": nas}], keys))
-    pg.start(archive_command=pg.push_command(extra="--set crm_cluster"))
+    pg.start(archive_command=pg.push_command())
     first = pg.switch_wal()
     second = pg.switch_wal()
     pg.wait_archived(second)
@@ -250,7 +250,7 @@ def test_a_repository_outage_makes_postgresql_retry_and_nothing_is_lost(cluster,
         s3 = s3_repo(moto, bucket, prefix="wal", endpoint_url="http://127.0.0.1:%d" % outage.port, **FAST)
         repos = [s3, {"type": "local", "path": pg.mkdir("nas")}]
         pg.write_job(job_for(pg, repos))
-        pg.start(archive_command=pg.push_command(extra="--set crm_cluster"))
+        pg.start(archive_command=pg.push_command())
         first = pg.switch_wal()
         pg.wait_archived(first)
         outage.down()
@@ -283,7 +283,7 @@ def test_a_promoted_server_archives_its_new_timeline_beside_the_old(cluster):
     pg = cluster
     nas = pg.mkdir("nas")
     pg.write_job(job_for(pg, [{"type": "local", "path": nas}]))
-    pg.start(archive_command=pg.push_command(extra="--set crm_cluster"))
+    pg.start(archive_command=pg.push_command())
     pg.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
     before = pg.switch_wal()
     pg.wait_archived(before)
@@ -297,8 +297,8 @@ def test_a_promoted_server_archives_its_new_timeline_beside_the_old(cluster):
         pg.stop()
         open(os.path.join(standby.datadir, "standby.signal"), "w").close()
         os.chown(os.path.join(standby.datadir, "standby.signal"), pg.uid, pg.gid)
-        standby.start(archive_command=standby.push_command(extra="--set crm_cluster"),
-                      restore_command=standby.fetch_command(extra="--set crm_cluster"))
+        standby.start(archive_command=standby.push_command(),
+                      restore_command=standby.fetch_command())
         deadline = time.monotonic() + 120
         while standby.sql("SELECT count(*) FROM t") != "2" and time.monotonic() < deadline:
             time.sleep(0.5)
