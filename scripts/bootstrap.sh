@@ -10,7 +10,12 @@
 #   mariadb     MariaDB running on 127.0.0.1:3306, root without a password over TCP
 #   redis       Redis running on 127.0.0.1:6379
 #   venv        .venv at the repo root with requirements-dev.txt (re-installed only when the
-#               requirements files change; stamp: .venv/.requirements.sha256)
+#               requirements files change; stamp: .venv/.requirements.sha256). Where there is no
+#               .venv yet (a fresh clone), .venv becomes a link to a virtualenv kept for this
+#               machine under ~/.cache/offsite-backup/venv-<hash of the requirements files and the
+#               Python>, built once and shared by every clone with the same requirements; it is
+#               checked (python runs, `pip freeze` as recorded when it was built) before each use
+#               and rebuilt when that fails. OFFSITE_VENV_CACHE=0: a .venv of the clone's own.
 #   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
 #   awx         awx.awx, for linting and checking the AWX definitions
 #   s3rver      s3rver (npm) in .cache/npm: the second S3 implementation of the repository
@@ -204,23 +209,66 @@ if step redis; then
 fi
 
 # --- 5. virtualenv -----------------------------------------------------------------------
-if step venv; then
-    STAMP="$VENV/.requirements.sha256"
-    if [ ! -x "$VENV/bin/python" ]; then
-        say "creating venv $VENV"
-        "$PYTHON" -m venv "$VENV"
+# venv_install DIR: DIR is a virtualenv with requirements-dev.txt installed (stamp: its
+# .requirements.sha256, the hash of the requirements files)
+requirements_hash() { (cd "$REPO" && cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1); }
+venv_install() {
+    local dir="$1" want have
+    if [ ! -x "$dir/bin/python" ]; then
+        say "creating venv $dir"
+        "$PYTHON" -m venv "$dir"
     fi
-    want="$(cd "$REPO" && cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1)"
-    have="$(cat "$STAMP" 2>/dev/null || true)"
+    want="$(requirements_hash)"
+    have="$(cat "$dir/.requirements.sha256" 2>/dev/null || true)"
     if [ "$want" != "$have" ]; then
         say "pip install -r requirements-dev.txt (this takes a while the first time)"
         # (the machine's pip config lists local indexes that may not exist: drop those warnings)
-        (cd "$REPO" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        (cd "$REPO" && "$dir/bin/python" -m pip install -q --disable-pip-version-check \
             -r requirements-dev.txt) \
             2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-        echo "$want" >"$STAMP"
+        echo "$want" >"$dir/.requirements.sha256"
     else
         say "venv: requirements up to date"
+    fi
+}
+venv_freeze() { "$1/bin/python" -m pip freeze --all --disable-pip-version-check 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
+if step venv; then
+    CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/offsite-backup"
+    own_venv=0      # the clone's own virtualenv, or one it links to (a developer's), or no cache wanted
+    if [ "${OFFSITE_VENV_CACHE:-1}" = 0 ]; then
+        own_venv=1
+    elif [ -e "$VENV" ] || [ -L "$VENV" ]; then
+        [[ "$(readlink "$VENV" 2>/dev/null)" == "$CACHE_DIR"/venv-* ]] || own_venv=1
+    fi
+    if [ "$own_venv" = 1 ]; then
+        venv_install "$VENV"
+    else
+        # a fresh clone: the machine's virtualenv for these requirements and this Python,
+        # built once (under a lock: clones bootstrapping at the same time wait for each other)
+        python_id="$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')"
+        key="$( { requirements_hash; echo "$python_id"; } | sha256sum | cut -c1-16)"
+        cached="$CACHE_DIR/venv-$key"
+        mkdir -p "$CACHE_DIR"
+        exec {lock}>"$cached.lock"
+        flock "$lock"
+        # built completely (the freeze stamp is written last) and unchanged since: reuse it
+        if [ -f "$cached/.freeze.sha256" ] && "$cached/bin/python" -c 'import ansible, pytest' 2>/dev/null \
+                && [ "$(venv_freeze "$cached")" = "$(cat "$cached/.freeze.sha256")" ]; then
+            say "venv: $cached (the machine's, for these requirements)"
+        else
+            [ -e "$cached" ] && say "venv: $cached is incomplete or changed: building it again"
+            rm -rf "$cached"
+            venv_install "$cached"
+            venv_freeze "$cached" >"$cached/.freeze.sha256"
+        fi
+        flock -u "$lock"
+        exec {lock}>&-
+        if [ "$(readlink "$VENV" 2>/dev/null)" != "$cached" ]; then
+            rm -f "$VENV"
+            ln -s "$cached" "$VENV"
+            say "venv: $VENV -> $cached"
+        fi
     fi
 fi
 
