@@ -8,6 +8,8 @@
 #   bench/run.sh --rsync           # rsync snapshots of a 10,000-file tree, 1 % changed (bench_rsync.py)
 #   bench/run.sh --scheduled [--scale small]   # the scheduled job, one pass (bench/scheduled_run.py)
 #   bench/run.sh --offsets [--scale small]     # restore with/without TOC data offsets (bench/restore_offsets.py)
+#   bench/run.sh --overlap [--scale small]     # restore overlapped with the download, targets PASS/MISS
+#                                              # (bench/restore_overlap.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -42,5 +44,8 @@ elif [ "${1:-}" = "--scheduled" ]; then
 elif [ "${1:-}" = "--offsets" ]; then
     shift
     SCRIPT="$REPO/bench/restore_offsets.py"
+elif [ "${1:-}" = "--overlap" ]; then
+    shift
+    SCRIPT="$REPO/bench/restore_overlap.py"
 fi
 "$PY" "$SCRIPT" --services-state "$STATE" "$@"

@@ -320,10 +320,12 @@ options:
       jobs:
         description:
           - Parallel C(pg_restore) jobs for custom-format dumps.
-          - With more than one job the artifact is first downloaded, verified and decompressed into
-            O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download,
-            verification, decompression and loading overlap, no work file is needed, and the checksum is still
-            proven before the restored database is swapped into place.
+          - 'With more than one job the artifact is downloaded, verified and decompressed into O(work_dir)
+            (C(pg_restore -j) needs a seekable file), and loading follows that file as it is written: the
+            schema once the table of contents is in, each table''s data as it arrives (up to this many
+            loaders), indexes and constraints with C(pg_restore -j) once the checksum is proven. With C(1) it
+            streams instead through one loader, and no work file is needed. Either way the checksum and the
+            row counts are proven before the restored database is swapped into place.'
           - Used by C(postgresql).
           - Defaults to the CPU count, at most 4.
         type: int

@@ -155,9 +155,12 @@ data_offsets:
     - V(data_offsets=recorded) with the number of V(entries) with data and how many offsets were
       V(patched) (0 when pg_dump wrote them itself), or V(data_offsets=left as dumped) with the
       V(reason) (an archive version this collection does not know).
+    - V(loaded_while_downloading) is the number of those entries whose data was loaded into the
+      scratch database while the download was still running (the rest, with the indexes and
+      constraints, follows once the checksum is proven).
   returned: when restored from a PostgreSQL custom-format archive through a work file
   type: dict
-  sample: {"data_offsets": "recorded", "entries": 12, "patched": 12}
+  sample: {"data_offsets": "recorded", "entries": 12, "patched": 12, "loaded_while_downloading": 9}
 proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored

@@ -70,6 +70,8 @@ class OffsetRecorder(object):
         self.version = None
         self.entries = []       # (dumpId, flag, position of the flag byte)
         self.blocks = {}        # dumpId -> position of its block's type byte
+        self.ends = {}          # dumpId -> position after its block's last byte
+        self.toc_end = None     # position after the TOC: all a schema-only restore reads
         self.error = None
         self.unsupported = None
         self.done = False
@@ -227,6 +229,7 @@ class OffsetRecorder(object):
             if flag not in (NOT_SET, SET, NO_DATA):
                 raise Malformed('dumpId %d has the unknown data offset flag %d' % (dump_id, flag))
             self.entries.append((dump_id, flag, at))
+        self.toc_end = self._pos
         wanted = dict((dump_id, flag) for dump_id, flag, at in self.entries if flag != NO_DATA)
         while len(self.blocks) < len(wanted):
             self._context = 'the data after block %d of %d' % (len(self.blocks), len(wanted))
@@ -247,6 +250,7 @@ class OffsetRecorder(object):
                     yield _CHUNKS, 0
             else:
                 raise Malformed('a data block of unknown type %d' % kind)
+            self.ends[dump_id] = self._pos
         self._context = 'the end of the archive'
 
     def _int_value(self, what):
@@ -303,6 +307,50 @@ class OffsetRecorder(object):
         finally:
             os.close(fd)
         return {'data_offsets': 'recorded', 'entries': len(offsets), 'patched': patched}
+
+
+class Following(object):
+    """What of a growing archive file can be loaded already (``restore_following``): the
+    schema (pre-data) once the TOC is in the file, then each table's data from the moment its
+    block begins: a loader reads the block as it grows. Pure: fed positions, it answers; the
+    caller runs the loaders.
+
+    ``written`` is how many bytes of the file are on disk (its size), not how many the
+    recorder saw pass on their way there."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.taken = set()      # dumpIds handed to a loader
+
+    def toc_ready(self, written):
+        """The TOC is in the file and parsed: a schema-only restore can read it."""
+        r = self.recorder
+        return r.error is None and r.unsupported is None and r.toc_end is not None and written >= r.toc_end
+
+    def begun(self, written):
+        """dumpIds whose block has begun in the file and that no loader took, in file order."""
+        if self.recorder.error is not None:
+            return []
+        blocks = self.recorder.blocks
+        return sorted((d for d in list(blocks) if d not in self.taken and blocks[d] < written), key=blocks.get)
+
+    def take(self, written, free):
+        """Batches for up to ``free`` idle loaders, each in file order (a loader reads its
+        blocks one after the other, as a pipe), spread round-robin so that no loader gets all
+        the small tables while another idles; at most the last block of a batch still grows."""
+        ready = self.begun(written) if free > 0 else []
+        self.taken.update(ready)
+        return [batch for batch in (ready[i::free] for i in range(free)) if batch]
+
+    def span(self, dump_id, written):
+        """(start, end) of the block's bytes on disk now; ``end`` is None while it grows."""
+        start = self.recorder.blocks[dump_id]
+        end = self.recorder.ends.get(dump_id)
+        return start, (end if end is not None and end <= written else None)
+
+    def rest(self):
+        """Every dumpId of the TOC not taken yet, in TOC order: what the final restore lists."""
+        return [dump_id for dump_id, flag, at in self.recorder.entries if dump_id not in self.taken]
 
 
 def recorder_for(manifest, where='the archive'):

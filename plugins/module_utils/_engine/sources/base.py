@@ -187,6 +187,23 @@ class StreamingRestore(Capability, metaclass=abc.ABCMeta):
         """Restore from ``stream`` into a scratch place; swap in only once the stream is proven."""
 
 
+class FollowingRestore(Capability, metaclass=abc.ABCMeta):
+    """Restores from the work file while the download still writes it: what has arrived is
+    loaded into a scratch place at once, the rest once ``fetch`` proved the checksum, and
+    only then is anything swapped in."""
+
+    NAME = 'restores from the work file as it arrives'
+
+    def follows(self, manifest):
+        """Whether this target, as configured, restores ``manifest``'s backup that way."""
+        return True
+
+    @abc.abstractmethod
+    def restore_following(self, path, fetch, manifest, mode, where):
+        """``fetch(tap)`` writes the artifact, decompressed, into ``path``, calling ``tap``
+        with each chunk before it is written, and returns once its checksum is proven."""
+
+
 class FileTree(Capability, metaclass=abc.ABCMeta):
     """Files and directories: its ``paths`` can be snapshotted into a TreeStore (module
     ``snapshot``) and a snapshot restored into it with ``restore_tree``."""

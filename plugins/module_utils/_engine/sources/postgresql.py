@@ -22,19 +22,22 @@ import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import commands, lifeline
+from .. import commands, lifeline, pgcustom
 from ..errors import ConfigError, NotFoundError, SourceError, TargetError
 from .. import scratch as leases
 from ..pipeline import chunks
 from ..schema import Option
-from .base import (CONNECT_TIMEOUT, CONTAINER, Source, StreamingRestore, check_mode, database_options, password, scratch_name,
-                   server)
+from .base import (CONNECT_TIMEOUT, CONTAINER, FollowingRestore, Source, StreamingRestore, check_mode, database_options,
+                   password, scratch_name, server)
 from .postgresql_cluster import CLUSTER_FORMAT, ClusterMode
+from .postgresql_following import FollowingLoad
 from .postgresql_sql import (COUNT_SQL, FACTS_SQL, check_tool_version, compare_counts, database_facts, major,
                              parse_version, quote_ident, quote_literal, setting_statement)
 
 FORMATS = {'custom': 'dump', 'plain': 'sql'}
 _SESSION_MARK = '__offsite_backup_done__'
+# index builds of a restore get at least this much (kB; the server's own setting if larger)
+LOAD_MAINTENANCE_WORK_MEM_KB = 256 * 1024
 
 
 def connection_options(user_text):
@@ -69,10 +72,10 @@ class PostgresqlConnection(object):
         host = ['-h', self.host] if self.host else []
         return host + ['-p', str(self.port), '-U', self.user, '--no-password']
 
-    def _argv(self, argv, stdin=False):
-        """argv as run here: through ``docker exec`` with the PG* variables by name when in
-        a container."""
-        return self.exec_argv(argv, env_names=sorted(self._env()), stdin=stdin)
+    def _argv(self, argv, stdin=False, env=None):
+        """argv as run here: through ``docker exec`` with the PG* variables (of ``env``, else
+        ``_env()``) by name when in a container."""
+        return self.exec_argv(argv, env_names=sorted(env or self._env()), stdin=stdin)
 
     def _fail(self, what, stderr, database=None):
         """Turn libpq/tool stderr into the error an operator can act on."""
@@ -114,7 +117,7 @@ class PostgresqlConnection(object):
         return [line.split('\t') for line in out.splitlines() if line]
 
 
-class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Source):
+class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, FollowingRestore, Source):
     type = 'postgresql'
     DESCRIPTION = ('C(postgresql) for a PostgreSQL database or cluster.',)
     OPTIONS = database_options([
@@ -144,10 +147,12 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Sour
         Option('jobs', 'int', roles=('restore',), ignored_by=('dump',), default_text='the CPU count, at most 4',
                description=[
                    'Parallel C(pg_restore) jobs for custom-format dumps.',
-                   'With more than one job the artifact is first downloaded, verified and decompressed into '
-                   'O(work_dir) (C(pg_restore -j) needs a seekable file). With C(1) it streams instead - download, '
-                   'verification, decompression and loading overlap, no work file is needed, and the checksum is '
-                   'still proven before the restored database is swapped into place.']),
+                   'With more than one job the artifact is downloaded, verified and decompressed into O(work_dir) '
+                   '(C(pg_restore -j) needs a seekable file), and loading follows that file as it is written: the '
+                   'schema once the table of contents is in, each table\'s data as it arrives (up to this many '
+                   'loaders), indexes and constraints with C(pg_restore -j) once the checksum is proven. With C(1) '
+                   'it streams instead through one loader, and no work file is needed. Either way the checksum and '
+                   'the row counts are proven before the restored database is swapped into place.']),
         Option('owner', roles=('restore',), description='Owner of the restored database.'),
         Option('no_owner', 'bool', roles=('restore',), default=False,
                description='Restore without the dump\'s ownership and privileges (roles missing on the target).'),
@@ -324,6 +329,27 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Sour
         fmt = manifest.get('format') or ('plain' if path.endswith('.sql') else 'custom')
         return self._via_scratch(manifest, mode, lambda scratch: self._load(fmt, scratch, path=path))
 
+    def follows(self, manifest):
+        """One database from a custom-format archive: loaded as its work file arrives."""
+        return not self.databases and pgcustom.recorder_for(manifest) is not None
+
+    def restore_following(self, path, fetch, manifest, mode, where):
+        """Load the archive while ``fetch`` writes it into ``path`` (postgresql_following.py);
+        swapped in once the checksum and the row counts are proven."""
+        recorder = pgcustom.OffsetRecorder(where)
+        offsets = {}
+
+        def load(scratch):
+            follow = FollowingLoad(self, scratch, path, recorder, self.jobs)
+            try:
+                follow.start()
+                fetch(follow.tap)
+                offsets.update(follow.finish())
+            finally:
+                follow.stop()
+        details = self._via_scratch(manifest, mode, load)
+        return dict(details, data_offsets=offsets)
+
     def restore_stream(self, stream, manifest, mode):
         """Restore while downloading: ``stream`` (a pipeline.VerifiedStream) feeds the scratch
         database, and its checksum is proven before the scratch database is swapped in; a
@@ -410,16 +436,11 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Sour
                     '--single-transaction'] + self._conn_args() + ['-d', database, '-f', source]
             tool = 'psql'
         else:
-            argv = [self.tool('pg_restore', 'to restore PostgreSQL dumps'), '--exit-on-error']
-            argv += self._conn_args() + ['-d', database]
-            if path and self.jobs > 1:
-                argv += ['-j', str(self.jobs)]
-            if self.options.get('no_owner'):
-                argv += ['--no-owner', '--no-privileges']
-            if path:
-                argv.append(path)
+            argv = self._pg_restore(database, (['-j', str(self.jobs), path] if self.jobs > 1 else [path])
+                                    if path else [])
             tool = 'pg_restore'
-        with commands.streaming(self._argv(argv, stdin=bool(stream)), self.log, env=self._env(),
+        env = self.load_env()
+        with commands.streaming(self._argv(argv, stdin=bool(stream), env=env), self.log, env=env,
                                 stdin=subprocess.PIPE if stream else None, stdout=subprocess.DEVNULL) as proc:
             if stream:
                 commands.feed(proc, chunks(stream))
@@ -428,6 +449,32 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Sour
                 raise TargetError('%s into the scratch database failed: %s'
                                   % (tool, commands.stderr_tail(proc)[-1500:] or 'exit status %d' % rc),
                                   'the target database %s was not touched' % self.database)
+
+    def _pg_restore(self, database, extra):
+        argv = [self.tool('pg_restore', 'to restore PostgreSQL dumps'), '--exit-on-error']
+        argv += self._conn_args() + ['-d', database]
+        if self.options.get('no_owner'):
+            argv += ['--no-owner', '--no-privileges']
+        return argv + extra
+
+    def load_argv(self, database, extra, env, stdin=False):
+        """``pg_restore`` into ``database`` with ``extra`` arguments (the archive last), as run."""
+        return self._argv(self._pg_restore(database, extra), stdin=stdin, env=env)
+
+    def load_env(self):
+        """The loaders' environment: their sessions' own settings (PGOPTIONS). Commits do not
+        wait for the WAL flush (synchronous_commit off): a crash loses at most the scratch
+        database's last commits, which nothing trusts before the checksum and the row counts are
+        proven, and the swap's own commit flushes all WAL written before it. Index builds get
+        more memory (maintenance_work_mem), never less than the server's setting."""
+        if getattr(self, '_load_env', None) is None:
+            rows = self._psql("SELECT greatest(setting::bigint, %d) FROM pg_settings WHERE name = "
+                              "'maintenance_work_mem'" % LOAD_MAINTENANCE_WORK_MEM_KB, self._maintenance_db(),
+                              'reading maintenance_work_mem')
+            memory = int(rows[0][0]) if rows else LOAD_MAINTENANCE_WORK_MEM_KB
+            self._load_env = dict(self._env(), PGOPTIONS='-c synchronous_commit=off -c maintenance_work_mem=%dkB'
+                                  % memory)
+        return self._load_env
 
     def _swap(self, scratch, mode):
         lifeline.check()

@@ -12,7 +12,6 @@ import time
 
 from .. import lifeline
 from .. import manifest as mf
-from .. import pgcustom
 from .. import scratch as leases
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
@@ -22,7 +21,7 @@ from ..pipeline import VerifiedStream, fetch_verified, free_bytes
 from ..repositories import open_repository
 from ..signing import Verifier
 from ..sources import open_source
-from ..sources.base import StreamingRestore
+from ..sources.base import FollowingRestore, StreamingRestore
 
 
 def restore(*args, **kwargs):
@@ -90,17 +89,22 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
             scratch = leases.make_work_dir(work_dir)
             try:
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
-                # pg_restore -j seeks to each table's data: record where the blocks are as they
-                # pass and write that into the archive's TOC (pg_dump to a pipe could not)
-                offsets = pgcustom.recorder_for(data, where)
-                with repo.get(chosen.artifact_key) as reader:
-                    fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
-                                   expected_sha256=chosen.sha256, where=where, decrypt=decrypt,
-                                   tap=offsets.feed if offsets else None)
-                if offsets:
-                    summary['data_offsets'] = offsets.patch(local)
-                downloaded = time.time()
-                details = tgt.restore(local, data, mode)
+                fetched = []
+
+                def fetch(tap=None):
+                    with repo.get(chosen.artifact_key) as reader:
+                        fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
+                                       expected_sha256=chosen.sha256, where=where, decrypt=decrypt, tap=tap)
+                    fetched.append(time.time())
+                    return local
+                if isinstance(tgt, FollowingRestore) and tgt.follows(data):
+                    # loading starts while the work file is written; proven before the swap
+                    details = tgt.restore_following(local, fetch, data, mode, where)
+                    summary['data_offsets'] = details.pop('data_offsets', None)
+                else:
+                    fetch()
+                    details = tgt.restore(local, data, mode)
+                downloaded = fetched[0]
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         finished = time.time()

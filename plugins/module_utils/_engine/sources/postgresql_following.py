@@ -1,0 +1,242 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A PostgreSQL restore that follows its work file while the download writes it (issue 14).
+
+Why: ``pg_restore -j`` needs a seekable file, so a parallel restore used to wait for the
+last byte before loading the first. The download writes the archive in order: header and
+TOC, then one data block per table. As the bytes pass, ``pgcustom.OffsetRecorder`` finds
+where the TOC and each block end, and this loader follows:
+
+- once the TOC is in the file: ``pg_restore --section=pre-data`` (tables, types, functions);
+- then each table's data, from the moment its block begins in the file, goes to one of
+  ``jobs`` loaders: ``pg_restore -L <those entries>`` reading a pipe fed with the TOC and
+  then those blocks, which follows a block still being written (``-Z0`` blocks are COPY
+  data: the table loads at the pace of its download);
+- once the download has proven the checksum: ``pg_restore -j`` of all the rest (data no
+  loader took, sequences, then indexes and constraints, which pg_restore -j runs in parallel).
+
+The scratch database is only swapped in after that and after the row counts; a checksum
+that fails drops it (``_prepare``). One thread schedules: it starts and reaps the loaders
+between the download's chunks (``tap``), one thread per loader feeds its pipe; the scheduler lives until every loader it started ended: a
+child's PR_SET_PDEATHSIG fires when the *thread* that started it ends. The download runs in
+the caller's thread, where ``lifeline`` interrupts it.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import contextlib
+import os
+import subprocess
+import threading
+
+from .. import commands, pgcustom, pipeline
+from ..errors import TargetError
+
+POLL_SECONDS = 0.05  # how often the scheduler looks at the file without a new chunk
+PRE_DATA = 'the schema (pre-data)'
+
+
+class _Loader(object):
+    def __init__(self, what, stack, proc):
+        self.what, self.stack, self.proc = what, stack, proc
+        self.feeder = None  # the thread filling its stdin, if it reads a pipe
+
+
+class FollowingLoad(object):
+    """Loads ``path`` (an archive being written) into ``database`` as described above.
+    ``start``, then the download with ``tap``, then ``finish``; ``stop`` always."""
+
+    def __init__(self, source, database, path, recorder, jobs):
+        self.source, self.database, self.path = source, database, path
+        self.recorder = recorder
+        self.plan = pgcustom.Following(recorder)
+        self.jobs = max(1, jobs)
+        self.env = source.load_env()
+        self.cond = threading.Condition()
+        self.loaders = []
+        self.feeders = []
+        self.schema = None          # None, 'loading', 'loaded': the pre-data section
+        self.failure = None
+        self.draining = False       # start nothing more (a failure, or the end), reap
+        self.downloaded = False     # the file is complete (or will never be): feeders stop at its end
+        self.closing = False
+        self.lists = 0
+        self.thread = threading.Thread(target=self._schedule, name='offsite-restore-following')
+        self.thread.daemon = True
+
+    def start(self):
+        self.thread.start()
+
+    def tap(self, data):
+        """The download's chunk, before it is written: parsed, and the scheduler woken."""
+        with self.cond:
+            self.recorder.feed(data)
+            self.cond.notify_all()
+
+    # -- the scheduler thread ---------------------------------------------------------------
+    def _schedule(self):
+        with self.cond:
+            while not self.closing:
+                try:
+                    self._step()
+                except BaseException as exc:  # reported by finish(), in the caller's thread
+                    self.failure = self.failure or exc
+                    self.draining = True
+                self.cond.notify_all()
+                self.cond.wait(POLL_SECONDS)
+
+    def _step(self):
+        self._reap()
+        if self.failure is not None or self.draining:
+            return
+        written = self._written()
+        if self.schema is None:
+            if self.plan.toc_ready(written):
+                self.schema = 'loading'
+                self._start(['--section=pre-data'], PRE_DATA)
+            return
+        if self.schema != 'loaded':
+            return
+        for batch in self.plan.take(written, self.jobs - len(self.loaders)):
+            loader = self._start(['-L', self._list(batch)], 'the data of %d table(s)' % len(batch), piped=True)
+            loader.feeder = threading.Thread(target=self._feed, args=(loader.proc, batch),
+                                             name='offsite-restore-feeder')
+            loader.feeder.daemon = True
+            loader.feeder.start()
+            self.feeders.append(loader.feeder)
+
+    def _feed(self, proc, batch):
+        """A loader's pipe: the archive's header and TOC, then each block of ``batch``,
+        following the last one while the download writes it."""
+        try:
+            with open(self.path, 'rb') as archive:
+                self._copy(archive, proc.stdin, 0, self.recorder.toc_end)
+                for dump_id in batch:
+                    self._follow(archive, proc.stdin, dump_id)
+        except (BrokenPipeError, ValueError):
+            pass  # the loader ended (its exit status says why) or was stopped
+        except Exception as exc:
+            with self.cond:
+                self.failure = self.failure or exc
+        finally:
+            try:
+                proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+
+    def _follow(self, archive, pipe, dump_id):
+        with self.cond:
+            pos = self.recorder.blocks[dump_id]
+        while True:
+            with self.cond:
+                while True:
+                    written = self._written()
+                    start, end = self.plan.span(dump_id, written)
+                    limit = end if end is not None else written
+                    if pos < limit or end is not None or self.closing:
+                        break
+                    if self.downloaded:
+                        return  # the file ended inside the block: fetch's checks say why
+                    self.cond.wait(POLL_SECONDS)
+            if self.closing:
+                return
+            self._copy(archive, pipe, pos, limit)
+            pos = limit
+            if end is not None:
+                return
+
+    @staticmethod
+    def _copy(archive, pipe, start, end):
+        archive.seek(start)
+        while start < end:
+            data = archive.read(min(pipeline.CHUNK, end - start))
+            if not data:
+                raise OSError('the work file %s is shorter than recorded' % archive.name)
+            pipe.write(data)
+            start += len(data)
+
+    def _written(self):
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+    # -- processes -----------------------------------------------------------------------------
+    def _start(self, extra, what, piped=False):
+        """A loader reading the work file, or (``piped``) a pipe a feeder fills."""
+        stack = contextlib.ExitStack()
+        argv = self.source.load_argv(self.database, extra + ([] if piped else [self.path]), self.env, stdin=piped)
+        proc = stack.enter_context(commands.streaming(argv, self.source.log, env=self.env, stdout=subprocess.DEVNULL,
+                                                      stdin=subprocess.PIPE if piped else None))
+        loader = _Loader(what, stack, proc)
+        self.loaders.append(loader)
+        return loader
+
+    def _reap(self):
+        for loader in list(self.loaders):
+            rc = loader.proc.poll()
+            if rc is None:
+                continue
+            self.loaders.remove(loader)
+            if rc != 0:
+                self.failure = self.failure or self._failed(loader.what, loader.proc, rc)
+            elif loader.what == PRE_DATA:
+                self.schema = 'loaded'
+            loader.stack.close()
+
+    def _failed(self, what, proc, rc):
+        return TargetError('pg_restore of %s into the scratch database failed: %s' % (
+            what, commands.stderr_tail(proc)[-1500:] or 'exit status %d' % rc),
+            'the target database %s was not touched' % self.source.database)
+
+    def _list(self, dump_ids):
+        """A ``pg_restore -L`` file naming these entries (pg_restore reads each line's dumpId)."""
+        self.lists += 1
+        name = os.path.join(os.path.dirname(self.path), 'restore-%d.list' % self.lists)
+        with open(name, 'w') as handle:
+            handle.write(''.join('%d\n' % dump_id for dump_id in dump_ids))
+        return name
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self):
+        """The download proved the checksum: let the loaders load what is left of the data,
+        then restore the rest (sequences, indexes, constraints) with ``pg_restore -j``. Returns
+        the data offsets' summary."""
+        with self.cond:
+            self.downloaded = True
+            during = len(self.plan.taken)
+            self.cond.notify_all()
+            # the blocks no loader took yet go to loaders as they free up; then nothing more
+            while self.thread.is_alive() and (self.loaders or (
+                    self.schema == 'loaded' and self.failure is None and self.plan.begun(self._written()))):
+                self.cond.wait(POLL_SECONDS)
+            self.draining = True
+        offsets = self.recorder.patch(self.path)  # a malformed archive: IntegrityError, the root cause
+        if self.failure is not None:
+            raise self.failure
+        if self.schema == 'loaded':
+            extra = ['--section=data', '--section=post-data', '-L', self._list(self.plan.rest())]
+        else:  # the TOC was never read here (a version pgcustom leaves alone, a tiny file): all of it
+            extra = []
+        what = 'the rest (data, indexes and constraints)'
+        argv = self.source.load_argv(self.database, ['-j', str(self.jobs)] + extra + [self.path], self.env)
+        with commands.streaming(argv, self.source.log, env=self.env, stdout=subprocess.DEVNULL) as proc:
+            rc = proc.wait()
+            if rc != 0:
+                raise self._failed(what, proc, rc)
+        return dict(offsets, loaded_while_downloading=during)
+
+    def stop(self):
+        """Always, last: no loader left running (after a failure: terminated), no scheduler."""
+        with self.cond:
+            self.closing = self.downloaded = True
+            self.cond.notify_all()
+            loaders, self.loaders = self.loaders, []
+        for loader in loaders:
+            if loader.proc.poll() is None:
+                loader.proc.terminate()  # first: a feeder blocked writing to it gets EPIPE
+            loader.stack.close()
+        for feeder in self.feeders:
+            feeder.join()
+        if self.thread.is_alive():
+            self.thread.join()
