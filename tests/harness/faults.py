@@ -20,7 +20,8 @@ that file as it is reached (one a line), so a clean run lists the boundaries a r
     before|after rsync <doing>    each rsync an rsync repository runs (uploading, writing a
                                   snapshot, linking it, deleting, listing...)
     before|after sql <what>       PostgreSQL statements of a restore (scratch, swap, drop)
-    before|after load             pg_restore / psql loading the scratch database
+    before|after load             pg_restore / psql loading the scratch database (loading
+                                  while downloading: its final pg_restore -j, after the checksum)
 
 ``OFFSITE_FAULT`` (JSON) says where the process SIGKILLs itself:
 
@@ -122,7 +123,7 @@ class Counting:
 
 def install(injector: Injector) -> None:
     from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import TYPES
-    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql, postgresql_following
     from ansible_collections.offsite.backup.plugins.module_utils._engine.usecases import dump as dumping
 
     reached = injector.reached
@@ -173,6 +174,9 @@ def install(injector: Injector) -> None:
     pg = postgresql.PostgresqlSource
     pg._psql = around(lambda self, sql, database, what: "sql " + SCRATCH_NAME.sub("<scratch>", what), pg._psql)
     pg._load = around(lambda *a, **k: "load", pg._load)
+    # a restore that loads while downloading: its last step, after the checksum, is the load
+    following = postgresql_following.FollowingLoad
+    following.finish = around(lambda *a, **k: "load", following.finish)
 
 
 class _counting_get:
