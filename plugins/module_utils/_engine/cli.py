@@ -37,11 +37,12 @@ import traceback
 
 from . import jobs
 from . import manifest as mf
-from . import operations
 from .commands import CommandLog
 from .errors import BackupError, ConfigError, LockedError, as_backup_error
-from .monitoring import Monitor, quote
 from .repositories import open_repository
+
+# operations (every use case) and monitoring are imported by the commands that use them: wal-push
+# starts once per 16 MiB of WAL, and needs neither (bench/wal_archiving.py)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 # restore_command: an exit status above 125 makes PostgreSQL abort recovery (FATAL) instead of
@@ -193,6 +194,8 @@ def load_job(args):
 
 
 def cmd_run(args):
+    from . import operations
+    from .monitoring import Monitor
     job, secrets = load_job(args)
     verbose = args.verbose or sys.stdout.isatty()
     # a dry run opens nothing that writes: no log file, no local directory, no lock (it only reads)
@@ -279,6 +282,7 @@ def cmd_list(args):
 
 
 def cmd_restore(args):
+    from . import operations
     job, secrets = load_job(args)
     entries = dict((e['name'], e) for e in job['sources'])
     if args.set not in entries:
@@ -347,7 +351,8 @@ def cmd_monitor(args):
 
 def cmd_drill(args):
     """The DR drill of the job's sets (drill.py), reported and pushed like the playbook's."""
-    from . import drill
+    from . import drill, operations
+    from .monitoring import Monitor, quote
     job, secrets = load_job(args)
     verbose = args.verbose or sys.stdout.isatty()
     drill_log = dict(job['log'], path='%s-drill.log' % os.path.splitext(job['log']['path'])[0])
@@ -371,6 +376,7 @@ def cmd_drill(args):
 def cmd_cleanup(args):
     """What killed restores of the job's sets left (scratch databases, work directories): removed
     where the owner provably died, listed otherwise."""
+    from . import operations
     job, secrets = load_job(args)
     entries = dict((e['name'], e) for e in job['sources'])
     if args.set and args.set not in entries:

@@ -33,7 +33,6 @@ import re
 import time
 
 from . import manifest as mf
-from . import operations
 from .commands import CommandLog
 from .encryption import DUMP_OPTIONS, Encryption, scheme_of
 from .errors import BackupError, ConfigError, DependencyError, as_backup_error
@@ -133,6 +132,9 @@ def _checked(here, check, *args):
 
 def validate(raw, where='job'):
     """Check a job's structure and return it with defaults filled in (no I/O)."""
+    # the grace rule alone: operations (every use case) is imported where one runs, so that
+    # wal-push, which validates a job once per WAL segment, starts without it
+    from .usecases.retention import DEFAULT_GRACE_HOURS, check_grace
     if isinstance(raw, dict):
         raw = _resolve_aliases(where, raw)
     _check_keys(where, raw, TOP_KEYS)
@@ -197,10 +199,10 @@ def validate(raw, where='job'):
     from .monitoring import validate as validate_monitoring  # monitoring imports nothing from here
     validate_monitoring(job['monitoring'], '%s.monitoring' % where)
     job.setdefault('timezone', 'UTC')
-    job.setdefault('incomplete_grace', operations.DEFAULT_GRACE_HOURS)
+    job.setdefault('incomplete_grace', DEFAULT_GRACE_HOURS)
     try:
         mf.clock_skew(job.get('clock_skew'))
-        operations.check_grace(job['incomplete_grace'])
+        check_grace(job['incomplete_grace'])
     except ConfigError as exc:
         raise ConfigError('%s.%s' % (where, exc.message), exc.hint) from None
     return job
@@ -321,6 +323,7 @@ def _note(logger, message, *args):
 
 
 def _run_set(job, entry, result, dry_run, log, logger):
+    from . import operations
     name = entry['name']
     tags = list(job.get('tags') or []) + list(entry.get('tags') or [])
     local = job['local']
@@ -378,6 +381,7 @@ def _summary(backup):
 
 
 def _retention(name, repository, policy, job, dry_run, log, logger):
+    from . import operations
     outcome = operations.retention(name, repository, policy, timezone=job['timezone'],
                                    incomplete_grace=job['incomplete_grace'], clock_skew=job.get('clock_skew'),
                                    check_mode=dry_run, signing=trusted_keys(job), log=log)
@@ -400,6 +404,7 @@ def trusted_keys(job):
 
 def listing(job, log=None):
     """Every backup of every set in the local copy and each repository, for ``list``."""
+    from . import operations
     rows = []
     places = [('local', local_repository(job))] + [('%s #%d' % (r['type'], i), r)
                                                    for i, r in enumerate(job['repositories'])]
