@@ -266,9 +266,7 @@ def test_a_repository_outage_makes_postgresql_retry_and_nothing_is_lost(cluster,
         assert "%s.ready" % during[0] in ready  # PostgreSQL keeps the segment
         outage.up()
         last = pg.switch_wal()
-        state = pg.wait_archived(last)
-        lag = time.time() - state["last_archived_time"]
-        assert lag < 60
+        pg.wait_archived(last)  # the backlog drains once the repository is back (no timing asserted)
         every = {first, *during, last}
         for repo in repos:
             held = stored(moto, bucket, dict(repo, endpoint_url=moto.endpoint_url) if repo["type"] == "s3" else repo)
@@ -361,3 +359,41 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
     finally:
         if os.path.exists(cron):
             os.unlink(cron)
+
+
+def test_postgresql_stops_recovery_at_a_damaged_segment_instead_of_ending_early(cluster):
+    """restore_command's exit status as PostgreSQL reads it: 255 is FATAL (the server does not
+    start), so recovery never ends quietly before the damaged segment; 1 is the end of the archive."""
+    pg = cluster
+    nas = pg.mkdir("nas")
+    pg.write_job(job_for(pg, [{"type": "local", "path": nas}]))
+    pg.start(archive_command=pg.push_command())
+    pg.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+    restored = WalCluster(beside=pg, name="restored")
+    try:
+        restored._run(["pg_basebackup", "-h", pg.sockdir, "-p", str(pg.port), "-U", "postgres", "-D",
+                       restored.datadir, "-X", "stream", "--no-sync"])
+        pg.sql("INSERT INTO t VALUES (2)")
+        later = pg.switch_wal()
+        pg.wait_archived(later)
+        pg.stop()
+        payload = os.path.join(nas, ".wal", "crm_cluster", later + ".wal.zst")
+        good = open(payload, "rb").read()
+        damaged = bytearray(good)
+        damaged[len(damaged) // 2] ^= 0x01
+        open(payload, "wb").write(bytes(damaged))
+        open(os.path.join(restored.datadir, "recovery.signal"), "w").close()
+        os.chown(os.path.join(restored.datadir, "recovery.signal"), pg.uid, pg.gid)
+        with pytest.raises(RuntimeError):
+            restored.start(archive_mode="off", restore_command=restored.fetch_command())
+        log = restored.log_text()
+        assert "FATAL" in log and later in log and "no good copy" in log
+        assert not os.path.exists(os.path.join(restored.datadir, "postmaster.pid"))
+        # repaired, the same recovery replays it and ends at the end of the archive (exit 1)
+        open(payload, "wb").write(good)
+        restored._run(["pg_ctl", "-D", restored.datadir, "-l", restored.log, "-w", "-t", "60", "start"])
+        restored.started = True
+        assert restored.sql("SELECT count(*) FROM t") == "2"
+        assert "no repository holds WAL file" in restored.log_text()
+    finally:
+        restored.stop()
