@@ -160,3 +160,31 @@ def test_tiny_and_empty_files(tmp_path, size):
         growing.finish()
         [(result, error, read)] = running.join()
     assert error is None and result == b"x" * size and read == size
+
+
+def test_the_file_is_read_and_hashed_once_for_every_consumer(tmp_path):
+    """One reader of the growing file feeds all (fan_out): each consumer's reader hashes, with
+    the one digest of the stream, and a repository's put does not hash it again."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.local import LocalRepository
+    path = tmp_path / "artifact.partial"
+    written = pieces(40)
+    readers = []
+
+    def consume(reader):
+        readers.append(reader)
+        return collect()(reader), reader.hexdigest(), reader.size
+
+    with open(path, "wb") as out:
+        growing = GrowingFile(out)
+        running = follow(growing, str(path), [consume, consume, consume])
+        for piece in written:
+            growing.write(piece)
+        growing.finish()
+        outcomes = running.join()
+    expected = b"".join(written)
+    assert len(set(id(r.sha256) for r in readers)) == 1  # one digest object: the bytes hashed once
+    for (result, digest, size), error, read in outcomes:
+        assert error is None and result == expected and size == read == len(expected)
+        assert digest == hashlib.sha256(expected).hexdigest()
+    repo = LocalRepository({"type": "local", "path": str(tmp_path / "repo")})
+    assert repo.sending(readers[0], None) is readers[0]  # a reader that hashes already is not hashed again

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One stream, several consumers at once, none stalling the others: ``fan_out`` (one read of a
-file fed to every repository) and ``follow`` (a file read by consumers while it is written).
+file fed to every repository) and ``follow`` (a file read once, while it is written, and fed
+to every repository the same way). Either way the bytes are read and hashed once, whatever
+the number of consumers.
 
 The concurrency of the data path lives here; the stages a stream flows through (compress,
 hash, verify) are pipeline.py's.
@@ -13,7 +15,7 @@ import collections
 import hashlib
 import threading
 
-from .pipeline import CHUNK
+from .pipeline import CHUNK, HashingReader
 
 # pieces queued per consumer of a fan-out: memory is FANOUT_DEPTH x CHUNK x consumers at most
 FANOUT_DEPTH = 8
@@ -116,35 +118,64 @@ def fan_out(source, consumers, chunk=CHUNK, depth=FANOUT_DEPTH):
     reads and hashes. A consumer that returns or raises stops being fed; it never stalls the
     others. The source is read to its end as long as one consumer is still running or has
     succeeded (its sha256 proves what was sent), and abandoned once every consumer failed.
+    Each consumer's reader is a HashingReader whose sha256, once it has read to the end, is
+    the one hash of the stream taken here: the bytes are hashed once, not once per consumer.
 
     Returns ``(size, sha256, outcomes)``: the byte count and sha256 of what was read, and
     per consumer ``(result, None, bytes_read)`` or ``(None, exception, bytes_read)``. An error
     reading ``source`` is raised once every consumer has stopped (and cleaned up after itself).
     """
-    channels = [_Channel(depth) for consumer in consumers]
-    running = _Consumers(consumers, [ChannelReader(channel) for channel in channels],
-                         on_stop=lambda index, succeeded: channels[index].close(succeeded))
-    digest, size, failure = hashlib.sha256(), 0, None
-    try:
-        while True:
-            open_channels = [c for c in channels if not c.closed]
-            if not open_channels and not any(c.succeeded for c in channels):
-                break  # every consumer failed: nobody needs the rest
-            data = source.read(chunk)
-            if not data:
-                break
-            digest.update(data)
-            size += len(data)
-            for channel in open_channels:
-                channel.send(data)  # False: that consumer is gone; the others go on
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        for channel in channels:
-            channel.finish(failure)
-        outcomes = running.join()
-    return size, digest.hexdigest(), outcomes
+    feed = _Feed(consumers, depth)
+    return feed.run(source, chunk)
+
+
+class _Feed(object):
+    """One read of a stream, hashed once, and a bounded channel per consumer (``fan_out``)."""
+
+    def __init__(self, consumers, depth):
+        self.digest = hashlib.sha256()
+        self.channels = [_Channel(depth) for consumer in consumers]
+        self.running = _Consumers(consumers, [SharedHashReader(ChannelReader(c), self.digest) for c in self.channels],
+                                  on_stop=lambda index, succeeded: self.channels[index].close(succeeded))
+
+    def run(self, source, chunk=CHUNK):
+        channels, digest, size, failure = self.channels, self.digest, 0, None
+        try:
+            while True:
+                open_channels = [c for c in channels if not c.closed]
+                if not open_channels and not any(c.succeeded for c in channels):
+                    break  # every consumer failed: nobody needs the rest
+                data = source.read(chunk)
+                if not data:
+                    break
+                digest.update(data)
+                size += len(data)
+                for channel in open_channels:
+                    channel.send(data)  # False: that consumer is gone; the others go on
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            for channel in channels:
+                channel.finish(failure)
+            outcomes = self.running.join()
+        return size, digest.hexdigest(), outcomes
+
+
+class SharedHashReader(HashingReader):
+    """One consumer's reader of a fan-out: its bytes were hashed once for every consumer (the
+    digest is final when the stream ended, which is when this reader returns b'')."""
+
+    def __init__(self, reader, digest):
+        self.source = reader
+        self.sha256 = digest
+
+    @property
+    def size(self):
+        return self.source.size
+
+    def read(self, size=-1):
+        return self.source.read(size)
 
 
 class _Consumers(object):
@@ -242,8 +273,30 @@ class FollowingReader(object):
 
 
 def follow(growing, path, consumers):
-    """Start each consumer on its own reader of ``path`` while ``growing`` writes it. The
-    returned object's ``join()`` waits (call ``growing.finish`` first) and gives the outcomes
-    as fan_out does."""
-    readers = [FollowingReader(growing, path) for consumer in consumers]
-    return _Consumers(consumers, readers, on_stop=lambda index, succeeded: readers[index].close())
+    """Start feeding every consumer from one reader of ``path`` while ``growing`` writes it:
+    the file is read once and hashed once for all of them (``fan_out``, in its own thread).
+    The returned object's ``join()`` waits (call ``growing.finish`` first) and gives the
+    outcomes as fan_out does."""
+    return _Following(FollowingReader(growing, path), _Feed(consumers, FANOUT_DEPTH))
+
+
+class _Following(object):
+    def __init__(self, reader, feed):
+        self.reader, self.feed = reader, feed
+        self.threads = feed.running.threads
+        self.error = []
+        self.reading = threading.Thread(target=self._read, name='follow')
+        self.reading.daemon = True
+        self.reading.start()
+
+    def _read(self):
+        try:
+            self.feed.run(self.reader)
+        except BaseException as exc:  # the consumers were told (ProducerFailed) and ended
+            self.error.append(exc)
+        finally:
+            self.reader.close()
+
+    def join(self):
+        self.reading.join()
+        return self.feed.running.join()

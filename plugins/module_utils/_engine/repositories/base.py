@@ -242,8 +242,11 @@ class Repository(object):
     def sending(self, reader, size):
         """``reader`` as a put sends it: never more than ``size`` bytes (a writer must not
         take more than the manifest promises); of unknown size, counted and hashed (``size``,
-        ``hexdigest()``) for the PutResult."""
-        return HashingReader(reader) if size is None else _Limited(reader, size)
+        ``hexdigest()``) for the PutResult, unless it hashes already (a fan-out's reader: the
+        stream was hashed once for every repository)."""
+        if size is not None:
+            return _Limited(reader, size)
+        return reader if isinstance(reader, HashingReader) else HashingReader(reader)
 
     def check_landed(self, key, size, sha256, landed_size, landed_sha256=None):
         """Compare what a store reports back with what we sent; raise on a mismatch."""
