@@ -157,10 +157,12 @@ data_offsets:
       V(reason) (an archive version this collection does not know).
     - V(loaded_while_downloading) is the number of those entries whose data was loaded into the
       scratch database while the download was still running (the rest, with the indexes and
-      constraints, follows once the checksum is proven).
+      constraints, follows once the checksum is proven); V(loaded_in_pieces) how many pieces the loaders
+      loaded (a large table is cut about every 64 MiB of rows, so that several loaders COPY it at once).
   returned: when restored from a PostgreSQL custom-format archive through a work file
   type: dict
-  sample: {"data_offsets": "recorded", "entries": 12, "patched": 12, "loaded_while_downloading": 9}
+  sample: {"data_offsets": "recorded", "entries": 12, "patched": 12, "loaded_while_downloading": 9,
+           "loaded_in_pieces": 20}
 proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored

@@ -53,13 +53,13 @@ def test_nothing_is_ready_before_the_toc_is_on_disk():
 def test_blocks_are_handed_out_once_in_file_order_round_robin():
     data = fixture('pipe.dump')
     recorder = fed(data, len(data))
-    order = sorted(recorder.blocks, key=recorder.blocks.get)
+    order = [(d, 0) for d in sorted(recorder.blocks, key=recorder.blocks.get)]
     plan = pgcustom.Following(recorder)
     assert plan.take(len(data), 0) == []
     batches = plan.take(len(data), 2)
     assert batches == [order[0::2], order[1::2]]
     assert plan.take(len(data), 2) == []
-    assert plan.rest() == [d for d, flag, at in recorder.entries if d not in order]
+    assert plan.rest() == [d for d, flag, at in recorder.entries if d not in recorder.blocks]
 
 
 def test_a_growing_block_is_taken_and_followed_until_it_ends():
@@ -70,18 +70,53 @@ def test_a_growing_block_is_taken_and_followed_until_it_ends():
     recorder = fed(data, middle)
     plan = pgcustom.Following(recorder)
     batches = plan.take(middle, 1)
-    assert batches == [sorted(whole.blocks, key=whole.blocks.get)]  # the growing one last
-    assert plan.span(last, middle) == (whole.blocks[last], None)
+    assert batches == [[(d, 0) for d in sorted(whole.blocks, key=whole.blocks.get)]]  # the growing one last
+    assert plan.piece(last, 0) == (whole.blocks[last], None, True)
     recorder.feed(data[middle:])
-    assert plan.span(last, len(data) - 1) == (whole.blocks[last], None)  # not all on disk yet
-    assert plan.span(last, len(data)) == (whole.blocks[last], len(data))
+    assert plan.piece(last, 0) == (whole.blocks[last], len(data), True)
+
+
+def rows(data, start, end, int_size=4):
+    """The chunks (rows) between ``start`` and ``end``, a stretch of a table data block."""
+    found, pos = [], start
+    while pos < end:
+        length = int.from_bytes(data[pos + 1:pos + 1 + int_size], 'little')
+        pos += 1 + int_size
+        if not length:
+            break
+        found.append(data[pos:pos + length])
+        pos += length
+    return found
+
+
+def test_a_large_table_is_cut_into_pieces_of_whole_rows():
+    data = fixture('pipe.dump')
+    recorder = pgcustom.OffsetRecorder('the test archive', segment=64)
+    for at in range(0, len(data), 50):  # cuts are made at the ends of feeds
+        recorder.feed(data[at:at + 50])
+    plan = pgcustom.Following(recorder)
+    cut = [d for d in recorder.cuts if recorder.cuts[d]]
+    assert cut, recorder.cuts
+    for dump_id in cut:
+        head = recorder.heads[dump_id]
+        assert head == recorder.blocks[dump_id] + 1 + 5
+        whole = rows(data, head, recorder.ends[dump_id])
+        pieces = []
+        for n in range(len(recorder.cuts[dump_id]) + 1):
+            start, end, last = plan.piece(dump_id, n)
+            assert last == (n == len(recorder.cuts[dump_id]))
+            pieces += rows(data, head if n == 0 else start, end)
+            assert end - start >= 64 or last
+        assert pieces == whole and len(whole) > 1
+    assert recorder.terminator() == b'\x00' * 5
 
 
 @settings(max_examples=150, deadline=None)
-@given(name=st.sampled_from(['pipe.dump', 'pipe-z6.dump']), data=st.data())
-def test_every_entry_is_loaded_exactly_once_by_a_loader_or_the_final_restore(name, data):
+@given(name=st.sampled_from(['pipe.dump', 'pipe-z6.dump']), segment=st.sampled_from([None, 40, 300]),
+       data=st.data())
+def test_every_entry_is_loaded_exactly_once_by_a_loader_or_the_final_restore(name, segment, data):
     archive = fixture(name)
-    recorder = pgcustom.OffsetRecorder('the test archive')
+    recorder = pgcustom.OffsetRecorder('the test archive', segment=segment)
     plan = pgcustom.Following(recorder)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(archive)), max_size=12))) + [len(archive)]
     handed, pos = [], 0
@@ -91,19 +126,25 @@ def test_every_entry_is_loaded_exactly_once_by_a_loader_or_the_final_restore(nam
         lag = data.draw(st.integers(0, 9000))  # the writer's buffer: the disk is behind
         written = max(0, cut - lag)
         for batch in plan.take(written, data.draw(st.integers(0, 3))):
-            assert batch == sorted(batch, key=recorder.blocks.get)
-            for dump_id in batch[:-1]:  # only the last block of a batch may still be growing
-                assert recorder.ends[dump_id] <= written
-            assert all(recorder.blocks[d] < written for d in batch)
+            starts = [plan.piece(d, n)[0] for d, n in batch]
+            assert starts == sorted(starts) and all(at < written for at in starts)
+            assert len(set(d for d, n in batch)) == len(batch)
+            for d, n in batch[:-1]:  # only the last piece of a batch may still be growing
+                end = plan.piece(d, n)[1]
+                assert end is not None and end <= written
             handed += batch
     stopped_early = data.draw(st.booleans())
-    if not stopped_early:
-        handed += [d for batch in plan.take(len(archive), 2) for d in batch]
+    while not stopped_early:
+        more = [p for batch in plan.take(len(archive), 2) for p in batch]
+        if not more:
+            break
+        handed += more
     assert len(handed) == len(set(handed))
     entries = [d for d, flag, at in recorder.entries]
-    assert sorted(handed + plan.rest()) == sorted(entries)
+    tables = set(d for d, n in handed)
+    assert sorted(list(tables) + plan.rest()) == sorted(entries)
     if not stopped_early:
-        assert set(handed) == set(recorder.blocks)
+        assert set(handed) == set((d, n) for d in recorder.blocks for n in range(len(recorder.cuts.get(d, [])) + 1))
 
 
 def test_a_malformed_archive_hands_out_nothing_more():

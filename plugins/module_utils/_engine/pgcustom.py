@@ -50,6 +50,9 @@ BLK_DATA, BLK_BLOBS = 1, 3
 CUSTOM = 1  # archCustom
 KNOWN_VERSIONS = ((1, 12), (1, 16))  # PostgreSQL 9.6 to 17
 OFF_SIZE = 8  # sizeof(pgoff_t): what pg_dump writes everywhere it runs today
+# a table's data is cut at row (chunk) boundaries about this far apart, so that several loaders
+# can COPY one large table at once (Following); a cut is only ever made at the end of a feed
+SEGMENT = 64 * 2 ** 20
 _READ, _SKIP, _CHUNKS, _BLOCK = 'read', 'skip', 'chunks', 'block'
 _OFFSET = struct.Struct('<BQ')
 
@@ -65,13 +68,17 @@ class OffsetRecorder(object):
     ``feed`` never raises: the first problem is kept, and ``patch`` raises it, so that a
     download whose checksum fails reports that root cause first."""
 
-    def __init__(self, where='the archive'):
+    def __init__(self, where='the archive', segment=None):
         self.where = where
+        self.segment = segment or SEGMENT
         self.version = None
         self.entries = []       # (dumpId, flag, position of the flag byte)
         self.blocks = {}        # dumpId -> position of its block's type byte
         self.ends = {}          # dumpId -> position after its block's last byte
         self.toc_end = None     # position after the TOC: all a schema-only restore reads
+        self.heads = {}         # dumpId -> position after its table data block's header
+        self.cuts = {}          # dumpId -> chunk boundaries in its table data block, ~segment apart
+        self._cutting = None    # the dumpId of the table data block being walked
         self.error = None
         self.unsupported = None
         self.done = False
@@ -166,6 +173,8 @@ class OffsetRecorder(object):
                     break
                 p += hdr + length
         except struct.error:  # the next chunk length is not (wholly) in this feed
+            if self._cutting is not None:
+                self._cut(self._base + p)
             if p >= end:
                 self._left = p - end
             else:
@@ -176,6 +185,16 @@ class OffsetRecorder(object):
         p += hdr
         self._next(None, p)
         return p
+
+    def _cut(self, at):
+        """``at`` is where a chunk (a row) of the table data being walked begins."""
+        cuts = self.cuts[self._cutting]
+        if at - (cuts[-1] if cuts else self.heads[self._cutting]) >= self.segment:
+            cuts.append(at)
+
+    def terminator(self):
+        """The zero chunk length that ends a data block."""
+        return b'\x00' * self._hdr
 
     # -- the parser: yields (operation, size), is sent what a read got ----------------------
     def _archive(self):
@@ -244,7 +263,11 @@ class OffsetRecorder(object):
                 raise Malformed('a second data block for dumpId %d' % dump_id)
             self.blocks[dump_id] = at
             if kind == BLK_DATA:
+                self.heads[dump_id] = self._pos
+                self.cuts[dump_id] = []
+                self._cutting = dump_id
                 yield _CHUNKS, 0
+                self._cutting = None
             elif kind == BLK_BLOBS:
                 while (yield from self._int_value('a large object oid')):
                     yield _CHUNKS, 0
@@ -311,46 +334,73 @@ class OffsetRecorder(object):
 
 class Following(object):
     """What of a growing archive file can be loaded already (``restore_following``): the
-    schema (pre-data) once the TOC is in the file, then each table's data from the moment its
-    block begins: a loader reads the block as it grows. Pure: fed positions, it answers; the
-    caller runs the loaders.
+    schema (pre-data) once the TOC is in the file, then the table data in pieces - a block, or
+    for a large table each stretch of rows between two of the recorder's cuts - from the moment
+    a piece begins: a loader reads it as it grows, and several loaders can COPY one large table
+    at once. Pure: fed positions, it answers; the caller runs the loaders.
 
+    A piece is (dumpId, n): piece 0 begins with the block, piece n > 0 at the block's cut n - 1.
     ``written`` is how many bytes of the file are on disk (its size), not how many the
     recorder saw pass on their way there."""
 
     def __init__(self, recorder):
         self.recorder = recorder
-        self.taken = set()      # dumpIds handed to a loader
+        self.taken = set()      # pieces handed to a loader
 
     def toc_ready(self, written):
         """The TOC is in the file and parsed: a schema-only restore can read it."""
         r = self.recorder
         return r.error is None and r.unsupported is None and r.toc_end is not None and written >= r.toc_end
 
+    def _starts(self, dump_id):
+        return [self.recorder.blocks[dump_id]] + self.recorder.cuts.get(dump_id, [])
+
     def begun(self, written):
-        """dumpIds whose block has begun in the file and that no loader took, in file order."""
+        """Pieces begun in the file that no loader took, in file order."""
         if self.recorder.error is not None:
             return []
-        blocks = self.recorder.blocks
-        return sorted((d for d in list(blocks) if d not in self.taken and blocks[d] < written), key=blocks.get)
+        found = []
+        for dump_id in list(self.recorder.blocks):
+            for n, at in enumerate(self._starts(dump_id)):
+                if at < written and (dump_id, n) not in self.taken:
+                    found.append((at, dump_id, n))
+        return [(dump_id, n) for at, dump_id, n in sorted(found)]
 
     def take(self, written, free):
         """Batches for up to ``free`` idle loaders, each in file order (a loader reads its
-        blocks one after the other, as a pipe), spread round-robin so that no loader gets all
-        the small tables while another idles; at most the last block of a batch still grows."""
-        ready = self.begun(written) if free > 0 else []
-        self.taken.update(ready)
-        return [batch for batch in (ready[i::free] for i in range(free)) if batch]
+        pieces one after the other, as a pipe) and with one piece per table (pg_restore loads
+        an entry once), spread round-robin so that no loader gets all the small tables while
+        another idles; at most the last piece of a batch still grows."""
+        batches = [[] for dummy in range(max(0, free))]
+        turn = 0
+        for piece in self.begun(written) if free > 0 else []:
+            for k in range(free):
+                batch = batches[(turn + k) % free]
+                if all(dump_id != piece[0] for dump_id, n in batch):
+                    batch.append(piece)
+                    self.taken.add(piece)
+                    turn = (turn + k + 1) % free
+                    break
+            else:
+                break  # every batch has a piece of this table: the rest waits, in order
+        return [batch for batch in batches if batch]
 
-    def span(self, dump_id, written):
-        """(start, end) of the block's bytes on disk now; ``end`` is None while it grows."""
-        start = self.recorder.blocks[dump_id]
-        end = self.recorder.ends.get(dump_id)
-        return start, (end if end is not None and end <= written else None)
+    def piece(self, dump_id, n):
+        """(start, end, last) of a piece: ``end`` is None while not known yet; ``last``: it
+        ends the block (else the loader's copy needs a terminator)."""
+        starts = self._starts(dump_id)
+        if n + 1 < len(starts):
+            return starts[n], starts[n + 1], False
+        return starts[n], self.recorder.ends.get(dump_id), True
+
+    def tables(self):
+        """dumpIds of which a loader took a piece."""
+        return set(dump_id for dump_id, n in self.taken)
 
     def rest(self):
-        """Every dumpId of the TOC not taken yet, in TOC order: what the final restore lists."""
-        return [dump_id for dump_id, flag, at in self.recorder.entries if dump_id not in self.taken]
+        """Every dumpId of the TOC no loader took, in TOC order: what the final restore lists."""
+        taken = self.tables()
+        return [dump_id for dump_id, flag, at in self.recorder.entries if dump_id not in taken]
 
 
 def recorder_for(manifest, where='the archive'):

@@ -8,10 +8,12 @@ TOC, then one data block per table. As the bytes pass, ``pgcustom.OffsetRecorder
 where the TOC and each block end, and this loader follows:
 
 - once the TOC is in the file: ``pg_restore --section=pre-data`` (tables, types, functions);
-- then each table's data, from the moment its block begins in the file, goes to one of
-  ``jobs`` loaders: ``pg_restore -L <those entries>`` reading a pipe fed with the TOC and
-  then those blocks, which follows a block still being written (``-Z0`` blocks are COPY
-  data: the table loads at the pace of its download);
+- then the table data, in pieces (a small table's block; a large table's rows between two of
+  the recorder's cuts, about 64 MiB apart), from the moment a piece begins in the file, goes to
+  one of ``jobs`` loaders: ``pg_restore -L <those entries>`` reading a pipe fed with the TOC and
+  then those pieces (a piece after a cut gets the block's header and a terminator), which
+  follows a piece still being written (``-Z0`` blocks are COPY data: a table loads at the pace
+  of its download, and several loaders COPY one large table at once);
 - once the download has proven the checksum: ``pg_restore -j`` of all the rest (data no
   loader took, sequences, then indexes and constraints, which pg_restore -j runs in parallel).
 
@@ -98,7 +100,8 @@ class FollowingLoad(object):
         if self.schema != 'loaded':
             return
         for batch in self.plan.take(written, self.jobs - len(self.loaders)):
-            loader = self._start(['-L', self._list(batch)], 'the data of %d table(s)' % len(batch), piped=True)
+            loader = self._start(['-L', self._list([dump_id for dump_id, n in batch])],
+                                 'the data of %d table(s)' % len(batch), piped=True)
             loader.feeder = threading.Thread(target=self._feed, args=(loader.proc, batch),
                                              name='offsite-restore-feeder')
             loader.feeder.daemon = True
@@ -111,8 +114,8 @@ class FollowingLoad(object):
         try:
             with open(self.path, 'rb') as archive:
                 self._copy(archive, proc.stdin, 0, self.recorder.toc_end)
-                for dump_id in batch:
-                    self._follow(archive, proc.stdin, dump_id)
+                for dump_id, n in batch:
+                    self._follow(archive, proc.stdin, dump_id, n)
         except (BrokenPipeError, ValueError):
             pass  # the loader ended (its exit status says why) or was stopped
         except Exception as exc:
@@ -124,26 +127,32 @@ class FollowingLoad(object):
             except (OSError, ValueError):
                 pass
 
-    def _follow(self, archive, pipe, dump_id):
+    def _follow(self, archive, pipe, dump_id, n):
+        """One piece: the block's header (for a piece after a cut), its rows as they arrive, and
+        a terminator where a cut, not the block, ends it."""
         with self.cond:
-            pos = self.recorder.blocks[dump_id]
+            pos, end, last = self.plan.piece(dump_id, n)
+            head = self.recorder.blocks[dump_id], self.recorder.heads.get(dump_id)
+        if n:
+            self._copy(archive, pipe, *head)
         while True:
             with self.cond:
                 while True:
-                    written = self._written()
-                    start, end = self.plan.span(dump_id, written)
-                    limit = end if end is not None else written
-                    if pos < limit or end is not None or self.closing:
+                    start, end, last = self.plan.piece(dump_id, n)
+                    limit = self._written() if end is None else min(end, self._written())
+                    if pos < limit or (end is not None and pos >= end) or self.closing:
                         break
                     if self.downloaded:
                         return  # the file ended inside the block: fetch's checks say why
                     self.cond.wait(POLL_SECONDS)
             if self.closing:
                 return
+            if end is not None and pos >= end:
+                break
             self._copy(archive, pipe, pos, limit)
             pos = limit
-            if end is not None:
-                return
+        if not last:
+            pipe.write(self.recorder.terminator())
 
     @staticmethod
     def _copy(archive, pipe, start, end):
@@ -204,7 +213,7 @@ class FollowingLoad(object):
         the data offsets' summary."""
         with self.cond:
             self.downloaded = True
-            during = len(self.plan.taken)
+            during = len(self.plan.tables())
             self.cond.notify_all()
             # the blocks no loader took yet go to loaders as they free up; then nothing more
             while self.thread.is_alive() and (self.loaders or (
@@ -224,7 +233,7 @@ class FollowingLoad(object):
             rc = proc.wait()
             if rc != 0:
                 raise self._failed(what, proc, rc)
-        return dict(offsets, loaded_while_downloading=during)
+        return dict(offsets, loaded_while_downloading=during, loaded_in_pieces=len(self.plan.taken))
 
     def stop(self):
         """Always, last: no loader left running (after a failure: terminated), no scheduler."""
