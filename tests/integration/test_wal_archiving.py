@@ -333,7 +333,7 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
               "client_config_dir": os.path.join(pg.home, "etc"), "client_log_dir": os.path.join(pg.home, "log"),
               "client_command": os.path.join(pg.home, "bin", "offsite-backup"),
               "client_wal_config_dir": os.path.join(pg.home, "wal-etc"),
-              "client_jobs": [{"name": name, "schedule": "0 2 * * 0", "job": job,
+              "client_jobs": [{"name": name, "schedule": "0 2 * * 0", "job": job, "signing_key": True,
                                "wal_archiving": {"host": pg.sockdir, "port": pg.port, "set": "crm_cluster",
                                                  "restart_command": restart}}]}
     play = [{"name": "database host", "hosts": "localhost", "gather_facts": False, "vars": client,
@@ -351,7 +351,7 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
         # the installed command, as the archiver runs it
         segment = pg.switch_wal()
         pg.wait_archived(segment)
-        assert segment in stored(None, None, {"type": "local", "path": nas})
+        assert stored(None, None, {"type": "local", "path": nas})[segment]["signature"]  # signed by the copied key
         again = run_playbook(play)
         assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.output
         # the weekly base backup beside: the job's own schedule
