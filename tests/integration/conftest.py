@@ -113,6 +113,12 @@ def pytest_terminal_summary(terminalreporter, config):
     (out / "cpu.tsv").write_text("".join(f"{cpu}\t{nodeid}\n" for cpu, nodeid in ledger))
 
 
+def pytest_configure(config):
+    # the fault-injection seed is chosen once, before pytest-xdist starts its workers: they
+    # inherit it, and every test of the run draws from the seed that the header prints
+    seed()
+
+
 def pytest_report_header(config):
     return f"fault injection seed: {seed()} (OFFSITE_FAULT_SEED={seed()} chooses the same kill points)"
 
