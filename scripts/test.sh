@@ -2,15 +2,22 @@
 # The whole test suite, on a fresh machine or a warm one:
 #   unit tests, integration tests (real ansible-playbook runs against loopback services),
 #   ansible-test sanity, ansible-lint.
-# Exits non-zero on the first failing stage. Extra arguments go to pytest.
+# Exits non-zero when any stage fails. Extra arguments go to pytest.
 #
-# TEST_WORKERS=N (N > 1) runs the tests in N pytest-xdist workers (--dist loadgroup; tests
-# that must not run at the same time are grouped in tests/integration/conftest.py, SERIAL_GROUPS),
-# after a plain collection, and scripts/check_test_count.py then checks that every collected
-# test ran. The default, 1, runs them in this process, one after the other.
-set -euo pipefail
+# pytest runs the tests in TEST_WORKERS pytest-xdist workers (default 4: the integration tests
+# mostly wait for servers and subprocesses; --dist loadgroup; tests that must not run at the same
+# time are grouped in tests/integration/conftest.py, SERIAL_GROUPS), after a plain collection,
+# and scripts/check_test_count.py then checks that every collected test ran. TEST_WORKERS=1 runs
+# them in this process, one after the other.
+#
+# ansible-test sanity and ansible-lint compute while the tests wait: they run in the background
+# (one after the other) during pytest, their output kept in tests/output/{sanity,lint}.log and
+# printed after pytest's; TEST_CONCURRENT=0 runs them after pytest instead. Every stage runs to
+# the end; the run fails when any of them failed. The last lines give each stage's wall-clock
+# and CPU seconds (user + system of its processes).
+set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
+cd "$REPO" || exit 2
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 # ansible-core 2.19 imports cryptography's DSA support (ansible/_internal/_ssh/_ssh_agent.py) and
@@ -18,24 +25,88 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 # Only that message is silenced (a UserWarning subclass); the venv's cryptography stays current.
 export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:DSA is deprecated:UserWarning"
 
-stage "bootstrap"
-scripts/bootstrap.sh
+OUT="$REPO/tests/output"
+mkdir -p "$OUT"
+rm -f "$OUT"/stage-*.times "$OUT"/stage-*.cpu
 
-stage "unit and integration tests"
-workers="${TEST_WORKERS:-1}"
-if [ "$workers" -gt 1 ]; then
-    mkdir -p tests/output
-    .venv/bin/python -m pytest -p no:xdist --collect-only -q "$@" >tests/output/collected.txt
-    .venv/bin/python -m pytest -n "$workers" --dist loadgroup --junitxml=tests/output/pytest.xml "$@"
-    .venv/bin/python scripts/check_test_count.py tests/output/collected.txt tests/output/pytest.xml
-else
-    .venv/bin/python -m pytest "$@"
+# timed NAME COMMAND...: runs COMMAND, writes "NAME wall-seconds cpu-seconds status" to
+# $OUT/stage-NAME.times (CPU: bash's `times` of the subshell, i.e. every process it waited for)
+timed() {
+    local name="$1"
+    shift
+    (
+        started=$SECONDS
+        "$@"
+        status=$?
+        # the second line of `times`: the children's user and system time, "XmY.YYYs XmY.YYYs"
+        # (written by this shell: in a $(...) subshell it would count that subshell's children)
+        times >"$OUT/stage-$name.cpu"
+        cpu="$(sed -n 2p "$OUT/stage-$name.cpu" | awk '{ for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] } }
+                                                      END { printf "%.1f", s }')"
+        echo "$name $((SECONDS - started)) $cpu $status" >"$OUT/stage-$name.times"
+        exit "$status"
+    )
+}
+
+# sanity and lint, one after the other; the output of each in its log file
+checks() {
+    timed sanity scripts/sanity.sh >"$OUT/sanity.log" 2>&1
+    timed lint scripts/lint.sh >"$OUT/lint.log" 2>&1
+}
+show_checks() {
+    stage "ansible-test sanity (log: tests/output/sanity.log)"
+    cat "$OUT/sanity.log"
+    stage "ansible-lint (log: tests/output/lint.log)"
+    cat "$OUT/lint.log"
+}
+
+stage "bootstrap"
+timed bootstrap scripts/bootstrap.sh || exit 1
+
+checks_pid=""
+# shellcheck disable=SC2317  # (called by the EXIT trap)
+stop_checks() { if [ -n "$checks_pid" ]; then kill -- "-$checks_pid" 2>/dev/null || true; fi; }
+if [ "${TEST_CONCURRENT:-1}" != 0 ]; then
+    # a process group of its own, so that an interrupted run stops it whole
+    set -m
+    checks &
+    checks_pid=$!
+    set +m
+    trap stop_checks EXIT
+    echo "ansible-test sanity and ansible-lint run in the background while pytest runs"
 fi
 
-stage "ansible-test sanity"
-scripts/sanity.sh
+stage "unit and integration tests"
+pytest_tests() {
+    local workers="${TEST_WORKERS:-1}"
+    if [ "$workers" -gt 1 ]; then
+        .venv/bin/python -m pytest -p no:xdist --collect-only -q "$@" >"$OUT/collected.txt" || return
+        .venv/bin/python -m pytest -n "$workers" --dist loadgroup --junitxml="$OUT/pytest.xml" "$@" || return
+        .venv/bin/python scripts/check_test_count.py "$OUT/collected.txt" "$OUT/pytest.xml"
+    else
+        .venv/bin/python -m pytest "$@"
+    fi
+}
+timed pytest pytest_tests "$@"
 
-stage "ansible-lint"
-scripts/lint.sh
+if [ -n "$checks_pid" ]; then
+    wait "$checks_pid"
+    checks_pid=""
+else
+    checks
+fi
+show_checks
 
+stage "stages (wall-clock s, CPU s, exit status)"
+failed=0
+for name in bootstrap pytest sanity lint; do
+    read -r _ wall cpu status <"$OUT/stage-$name.times" || { echo "$name: did not finish"; failed=1; continue; }
+    printf '%-10s %5d s wall %7s CPU s   exit %d\n' "$name" "$wall" "$cpu" "$status"
+    [ "$status" -eq 0 ] || failed=1
+done
+uptime
+if [ "$failed" -ne 0 ]; then
+    stage "FAILED"
+    exit 1
+fi
 stage "all tests passed"
