@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from tests.integration.conftest import SERIAL_GROUPS, serial_group
+from tests.integration.conftest import RUN_FIRST, SERIAL_GROUPS, serial_group
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INTEGRATION = os.path.join(REPO_ROOT, 'tests', 'integration')
@@ -28,6 +28,11 @@ def test_every_serial_group_member_exists(member):
         text = f.read()
     if name:
         assert re.search(r'^def %s\(' % re.escape(name), text, re.M), member
+
+
+@pytest.mark.parametrize('member', RUN_FIRST)
+def test_every_run_first_member_exists(member):
+    test_every_serial_group_member_exists(member)
 
 
 def test_serial_group_matches_modules_and_functions_with_all_parameters():
