@@ -31,6 +31,10 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     want = collected(Path(argv[0]).read_text())
+    if not Path(argv[1]).is_file():
+        print(f"[tests] FAILED: {want} tests collected, and the parallel run wrote no report {argv[1]}",
+              file=sys.stderr)
+        return 1
     got = reported(argv[1])
     if want == 0 or got != want:
         print(f"[tests] FAILED: {want} tests collected, {got} reported by the parallel run", file=sys.stderr)
