@@ -58,9 +58,13 @@ RUN_FIRST = (
 
 def member_of(item, members) -> bool:
     """``item`` (a collected test) is one of ``members`` ("file.py" or "file.py::test_name")."""
+    return _member(item.path.name, getattr(item, "originalname", item.name), members)
+
+
+def _member(file_name: str, function: str, members) -> bool:
     for member in members:
         path, dummy, name = member.partition("::")
-        if item.path.name == path and name in ("", getattr(item, "originalname", item.name)):
+        if file_name == path and name in ("", function):
             return True
     return False
 
@@ -73,6 +77,16 @@ def serial_group(item) -> str | None:
     return None
 
 
+def serial_group_of_id(nodeid: str) -> str | None:
+    """The SERIAL_GROUPS group of a test id ("tests/integration/test_x.py::test_y[param]"), or None."""
+    path, dummy, rest = nodeid.partition("::")
+    function = rest.rpartition("::")[2].partition("[")[0]
+    for group, members in SERIAL_GROUPS.items():
+        if _member(path.rpartition("/")[2], function, members):
+            return group
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = serial_group(item)
@@ -80,6 +94,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
     # the long ones first, the unit tests (a minute in all) last: they fill the workers' tail
     items.sort(key=lambda item: (not member_of(item, RUN_FIRST), item.path.parent.name == "unit"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup with SERIAL_GROUPS read from the test ids. pytest-xdist (3.8) would read
+    the xdist_group markers from an "@group" suffix that its worker appends to each test id, by
+    setting ``item._nodeid``, which pytest 9 no longer reads: every group was ignored, and the
+    drills and role runs ran on any worker at the same time."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SerialGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return serial_group_of_id(nodeid) or super()._split_scope(nodeid)
+
+    return SerialGroupScheduling(config, log)
 
 
 # -- CPU seconds per test: where a 2-core CI machine's time goes --------------------------------

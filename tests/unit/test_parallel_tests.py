@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from tests.integration.conftest import RUN_FIRST, SERIAL_GROUPS, serial_group
+from tests.integration.conftest import RUN_FIRST, SERIAL_GROUPS, serial_group, serial_group_of_id
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INTEGRATION = os.path.join(REPO_ROOT, 'tests', 'integration')
@@ -47,6 +47,15 @@ def test_serial_group_matches_modules_and_functions_with_all_parameters():
                              'test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them[a]',
                              'test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them')) == 'role-runner'
     assert serial_group(item('test_other.py', 'test_dr_drill_checks_signatures')) is None
+
+
+def test_serial_group_of_a_test_id_as_the_scheduler_sees_it():
+    assert serial_group_of_id('tests/integration/test_dr_drill.py::test_anything[x-1]') == 'drill-crm'
+    assert serial_group_of_id('tests/integration/test_signed_manifests.py::test_dr_drill_checks_signatures') \
+        == 'drill-crm'
+    assert serial_group_of_id('tests/integration/test_signed_manifests.py::test_something_else') is None
+    assert serial_group_of_id('tests/integration/test_roles.py::TestX::test_y') == 'role-runner'
+    assert serial_group_of_id('tests/unit/test_other.py::test_dr_drill_checks_signatures') is None
 
 
 SUITE = '''
@@ -115,3 +124,38 @@ def test_a_test_dropped_by_the_workers_fails_the_count_check(tmp_path):
     check = run_checked(tmp_path)
     assert check.returncode == 1
     assert '8 tests collected, 7 reported by the parallel run' in check.stderr
+
+
+# the integration conftest's hook, in a small suite whose files are named like members of
+# SERIAL_GROUPS: each test writes down the pytest-xdist worker that ran it
+GROUPS_FROM_THE_CONFTEST = '''
+import sys
+sys.path.insert(0, %r)
+from tests.integration.conftest import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: F401
+'''
+RECORDS_ITS_WORKER = '''
+import os
+import time
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_records_its_worker(n):
+    time.sleep(0.2)
+    with open(os.path.join(%r, "%s-%%d" %% n), "w") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"])
+'''
+
+
+def test_serial_groups_run_on_one_worker_under_xdist(tmp_path):
+    """SERIAL_GROUPS are markers added at collection: pytest-xdist must see them."""
+    suite, seen = tmp_path / 'suite', tmp_path / 'seen'
+    suite.mkdir()
+    seen.mkdir()
+    (suite / 'conftest.py').write_text(GROUPS_FROM_THE_CONFTEST % REPO_ROOT)
+    (suite / 'test_dr_drill.py').write_text(RECORDS_ITS_WORKER % (str(seen), 'drill'))
+    (suite / 'test_elsewhere.py').write_text(RECORDS_ITS_WORKER % (str(seen), 'elsewhere'))
+    check = run_checked(suite)
+    assert check.returncode == 0, check.stderr
+    workers = {p.name: p.read_text() for p in seen.iterdir()}
+    assert len(workers) == 12
+    assert len({w for name, w in workers.items() if name.startswith('drill-')}) == 1, workers
