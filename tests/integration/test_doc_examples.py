@@ -4,7 +4,8 @@ role) is accepted by ``offsite-backup run --dry-run``, which writes nothing.
 
 The example hosts do not exist here, so probing them fails (exit 1: a source or repository
 could not be reached); the job file itself must never be refused (exit 2). ``${VAR}``s get
-values from an env file, and a ``recipients_file`` an age recipient, as on a real host."""
+values from an env file, a ``recipients_file`` an age recipient and a ``trusted_keys_file`` a
+signer's public key, as on a real host."""
 
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ def test_every_job_file_example_passes_the_dry_run(job, env_names, tmp_path):
         key = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True).stdout
         recipients.write_text(re.search(r"public key: (age1\w+)", key).group(1) + "\n")
         job["encryption"]["recipients_file"] = str(recipients)
+    if (job.get("signing") or {}).get("trusted_keys_file"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "signer")], check=True)
+        job["signing"]["trusted_keys_file"] = str(tmp_path / "signer.pub")
     # the example's own paths: a dry run must create none of them
     local, log = Path(job["local"]["path"]), Path((job.get("log") or {}).get("path") or f"/var/log/offsite-backup/{job['name']}.log")
     existed = {p: p.exists() for p in (local, log, log.parent)}
