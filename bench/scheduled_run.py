@@ -70,13 +70,17 @@ ROWS = [
 ]
 
 
-def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job") -> Path:
-    """The job a client role would install: secrets in a 0600 env file, not in the job file."""
-    repo = bench.repo_options(s3, prefix)
-    repo.update(access_key="${S3_ACCESS_KEY}", secret_key="${S3_SECRET_KEY}")
+def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job", copies: int = 1) -> Path:
+    """The job a client role would install: secrets in a 0600 env file, not in the job file.
+    ``copies``: S3 repositories (prefixes ``prefix``, ``prefix-2``, ...) fed by the one pass."""
+    repos = []
+    for n in range(copies):
+        repo = bench.repo_options(s3, prefix if n == 0 else f"{prefix}-{n + 1}")
+        repo.update(access_key="${S3_ACCESS_KEY}", secret_key="${S3_SECRET_KEY}", name=f"s3-{n + 1}")
+        repos.append(repo)
     job = {"name": "bench", "local": {"path": str(work / "local"), "retention": {"keep_last": 1}},
            "sources": [{"name": "bench", "source": bench.source_spec(db)}],
-           "repositories": [repo], "retention": {"keep_last": 2},
+           "repositories": repos, "retention": {"keep_last": 2},
            "log": {"path": str(work / "log" / "bench.log")}}
     path = work / f"{stem}.yml"
     path.write_text(json.dumps(job, indent=1))  # JSON is YAML
@@ -177,7 +181,8 @@ def export_engine(rev: str, work: Path) -> Path:
     return root
 
 
-def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samples: dict, engines: dict) -> None:
+def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samples: dict, engines: dict,
+              copies: int = 1) -> None:
     """The reference pipeline, then the scheduled run with each engine (order alternating)."""
     bench.log(f"cpu round {rep + 1}/{repeat}")
     pg_dump = bench.pg_tool("pg_dump")
@@ -190,7 +195,7 @@ def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
     out.unlink()
     names = sorted(engines)
     for name in names if rep % 2 == 0 else names[::-1]:
-        job = write_job(work, db, s3, f"cpu-{name}", stem=f"job-cpu-{name}")
+        job = write_job(work, db, s3, f"cpu-{name}", stem=f"job-cpu-{name}", copies=copies)
         bench.settle()
         argv = [sys.executable, "-m", CLI_MODULE, "run", str(job), "--env-file", str(job.with_suffix(".env")), "--json"]
         report_path = work / "run.json"
@@ -204,7 +209,7 @@ def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
         m["raw_size"] = done["backup"]["raw_size"]
         m["size"] = done["backup"]["size"]
         bench.record(samples, f"cpu_run_{name}", m)
-        bench.s3_clear(client, s3["bucket"], f"cpu-{name}/")
+        bench.s3_clear(client, s3["bucket"], f"cpu-{name}")
         shutil.rmtree(work / "local", ignore_errors=True)
 
 
@@ -219,7 +224,8 @@ def cpu_markdown(samples: dict, meta: dict) -> tuple[str, list]:
 
     def med_group(key, group):
         return statistics.median(s["cpu_groups"].get(group, 0.0) for s in samples[key])
-    lines = [f"CPU seconds per GB of dump ({raw_gb:.2f} GB raw custom format; {meta['rounds']} rounds, median; "
+    lines = [f"CPU seconds per GB of dump ({raw_gb:.2f} GB raw custom format; {meta.get('s3_copies', 1)} S3 "
+             f"repositories; {meta['rounds']} rounds, median; "
              f"load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at the end; "
              f"{meta['cpus']} CPUs). Processes sampled from /proc every 20 ms; the backends by application_name.",
              "", "| process | " + " | ".join(label.get(k, "run: " + k[len("cpu_run_"):]) for k in keys) + " |",
@@ -300,6 +306,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process per GB (issue 14) instead")
     ap.add_argument("--baseline", help="with --cpu: a git revision whose engine runs the same job too")
+    ap.add_argument("--s3-copies", type=int, default=1, help="with --cpu: S3 repositories the run feeds at once")
     bench.s3_arguments(ap)
     args = ap.parse_args(argv)
     cfg = bench.SCALES[args.scale]
@@ -321,7 +328,7 @@ def main(argv=None) -> int:
         bench.shell(f"{bench.pg_tool('pg_dump')} {db} > /dev/null", "warm-up")
         for rep in range(repeat):
             if args.cpu:
-                cpu_round(rep, repeat, db, s3, client, work, samples, engines)
+                cpu_round(rep, repeat, db, s3, client, work, samples, engines, args.s3_copies)
                 continue
             run_round(rep, repeat, db, s3, client, work, samples)
             if proxy is not None:
@@ -337,7 +344,7 @@ def main(argv=None) -> int:
         if svc is not None:
             svc.stop()
     meta = {"database": db, "database_bytes": facts["database_bytes"], "rounds": repeat, "cpus": os.cpu_count(),
-            "link_mib": args.link_mib, "baseline": args.baseline,
+            "link_mib": args.link_mib, "baseline": args.baseline, "s3_copies": args.s3_copies,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     text, checks = cpu_markdown(samples, meta) if args.cpu else markdown(samples, meta)
