@@ -43,9 +43,10 @@ def group_of(comm: str) -> str:
 
 class CpuSampler:
     def __init__(self, root_pid: int, app_names: tuple[str, ...], pg_env: dict, psql: str = "psql",
-                 interval: float = 0.02):
+                 interval: float = 0.02, database: str | None = None):
         self.root_pid = root_pid
         self.app_names = app_names
+        self.database = database  # other engines (tests running meanwhile) share the application_name
         self.interval = interval
         self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start) -> (group, cpu)
         self.backends: set[int] = set()
@@ -57,7 +58,8 @@ class CpuSampler:
 
     def _find_backends(self) -> None:
         names = ", ".join("'%s'" % n for n in self.app_names)
-        self.session.stdin.write(f"SELECT pid FROM pg_stat_activity WHERE application_name IN ({names});\n"
+        where = f" AND datname = '{self.database}'" if self.database else ""
+        self.session.stdin.write(f"SELECT pid FROM pg_stat_activity WHERE application_name IN ({names}){where};\n"
                                  f"\\echo {_MARK}\n")
         self.session.stdin.flush()
         for line in iter(self.session.stdout.readline, ""):

@@ -149,14 +149,14 @@ REFERENCE_APP = "offsite-bench-reference"
 ENGINE_APP = "offsite.backup"  # the engine's PGAPPNAME
 
 
-def measure_cpu(argv: list[str], what: str, env: dict, app: str, stdout=subprocess.DEVNULL) -> dict:
+def measure_cpu(argv: list[str], what: str, env: dict, app: str, db: str, stdout=subprocess.DEVNULL) -> dict:
     """Run ``argv`` under /usr/bin/time with a CpuSampler on its tree and on the backends of
     application ``app``: wall seconds, the tree's exact CPU total, and CPU seconds per group."""
     with tempfile.NamedTemporaryFile(prefix="bench-time-", suffix=".txt") as stats:
         start = time.perf_counter()
         proc = subprocess.Popen([bench.TIME, "-q", "-f", "%M %U %S", "-o", stats.name] + argv, env=env,
                                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE)
-        sampler = proc_cpu.CpuSampler(proc.pid, (app,), bench.pg_env(), bench.pg_tool("psql"))
+        sampler = proc_cpu.CpuSampler(proc.pid, (app,), bench.pg_env(), bench.pg_tool("psql"), database=db)
         err = proc.communicate()[1]
         groups = sampler.stop()
         wall = time.perf_counter() - start
@@ -191,7 +191,7 @@ def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
     env = dict(bench.pg_env(), PGAPPNAME=REFERENCE_APP)
     bench.record(samples, "cpu_reference", measure_cpu(
         ["bash", "-o", "pipefail", "-c", f"{pg_dump} -Fc -Z0 {db} | zstd -q -1 > {out}"],
-        "pg_dump -Fc -Z0 | zstd -1", env, REFERENCE_APP))
+        "pg_dump -Fc -Z0 | zstd -1", env, REFERENCE_APP, db))
     out.unlink()
     names = sorted(engines)
     for name in names if rep % 2 == 0 else names[::-1]:
@@ -201,7 +201,7 @@ def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
         report_path = work / "run.json"
         with open(report_path, "w") as handle:
             m = measure_cpu(argv, f"offsite-backup run ({name})", dict(cron_env(), PYTHONPATH=str(engines[name])),
-                            ENGINE_APP, stdout=handle)
+                            ENGINE_APP, db, stdout=handle)
         report = json.loads(report_path.read_text())
         if not report["ok"]:
             raise RuntimeError(f"the scheduled run ({name}) failed: {report}")
