@@ -19,6 +19,9 @@ from .pipeline import CHUNK, HashingReader
 
 # pieces queued per consumer of a fan-out: memory is FANOUT_DEPTH x CHUNK x consumers at most
 FANOUT_DEPTH = 8
+# following a growing file, the file is the buffer: a short queue keeps memory down (two S3
+# repositories measured 156-164 MiB peak with 8, against 150 MB targeted)
+FOLLOW_DEPTH = 2
 
 
 # -- fan-out: one read, several consumers ---------------------------------------------------
@@ -277,7 +280,7 @@ def follow(growing, path, consumers):
     the file is read once and hashed once for all of them (``fan_out``, in its own thread).
     The returned object's ``join()`` waits (call ``growing.finish`` first) and gives the
     outcomes as fan_out does."""
-    return _Following(FollowingReader(growing, path), _Feed(consumers, FANOUT_DEPTH))
+    return _Following(FollowingReader(growing, path), _Feed(consumers, FOLLOW_DEPTH))
 
 
 class _Following(object):
