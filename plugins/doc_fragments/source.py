@@ -62,8 +62,8 @@ options:
         type: str
       port:
         description:
-          - Server port.
-          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - C(postgresql), C(mysql), C(redis) - Server port.
+          - C(postgresql_physical) - Server port; for a restore, the port the restored server listens on.
           - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
             (C(redis)).
         type: int
@@ -259,8 +259,8 @@ options:
         type: str
       port:
         description:
-          - Server port.
-          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - C(postgresql), C(mysql), C(redis) - Server port.
+          - C(postgresql_physical) - Server port; for a restore, the port the restored server listens on.
           - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
             (C(redis)).
         type: int
@@ -346,6 +346,68 @@ options:
           - Used by C(postgresql).
           - Defaults to C(false).
         type: bool
+      data_directory:
+        description:
+          - 'Data directory to restore into: absent or empty (O(target.mode=create) only). It is created 0700,
+            owned by O(target.os_user) when the restore runs as root.'
+          - Used by C(postgresql_physical).
+        type: path
+      recovery_target_time:
+        description:
+          - 'Recover to this moment (ISO-8601, e.g. C(2026-12-06T14:32:00Z)): the newest base backup that
+            ended at or before it is restored and the archived WAL replayed up to it; transactions committed
+            after it are not. Excludes O(target.recovery_target).'
+          - Used by C(postgresql_physical).
+        type: str
+      recovery_target:
+        description:
+          - 'Without O(target.recovery_target_time): C(latest) replays all archived WAL (the default);
+            C(immediate) stops as soon as the base backup is consistent (no WAL archive needed).'
+          - Used by C(postgresql_physical).
+        type: str
+        choices: [latest, immediate]
+      recovery_target_action:
+        description:
+          - 'What happens at the target: C(promote) ends recovery; the server then runs on O(target.port) as a
+            primary on a new timeline.'
+          - Used by C(postgresql_physical).
+          - Defaults to C(promote).
+        type: str
+        choices: [promote]
+      os_user:
+        description:
+          - 'When the restore runs as root: the system user that owns the data directory and runs the server
+            (and C(restore_command)). Otherwise the restoring user does.'
+          - Used by C(postgresql_physical).
+          - Defaults to C(postgres).
+        type: str
+      bin_dir:
+        description:
+          - Directory of C(pg_ctl) and C(postgres) of the backup's major version.
+          - Used by C(postgresql_physical).
+          - Defaults to C(/usr/lib/postgresql/<major>/bin) of the backup.
+        type: path
+      offsite_backup_command:
+        description:
+          - The C(offsite-backup) command C(restore_command) runs (C(wal-fetch)), as the server's user; a
+            command line, split like a shell does.
+          - Used by C(postgresql_physical).
+          - Defaults to C(/usr/local/bin/offsite-backup).
+        type: str
+      keep_archiving:
+        description:
+          - 'Keep the backup''s C(archive_mode). By default the restored server gets C(archive_mode = off): a
+            copy must not archive into the set''s WAL. Set it when the restored server replaces the source and
+            is to continue the archive (on its new timeline).'
+          - Used by C(postgresql_physical).
+          - Defaults to C(false).
+        type: bool
+      recovery_timeout:
+        description:
+          - Seconds recovery may take before the restore gives up (and stops the server).
+          - Used by C(postgresql_physical).
+          - Defaults to C(21600).
+        type: int
       path:
         description:
           - Directory to restore into.
@@ -449,8 +511,8 @@ options:
         type: str
       port:
         description:
-          - Server port.
-          - Used by C(postgresql), C(postgresql_physical), C(mysql), C(redis).
+          - C(postgresql), C(mysql), C(redis) - Server port.
+          - C(postgresql_physical) - Server port; for a restore, the port the restored server listens on.
           - Defaults to C(5432) (C(postgresql), C(postgresql_physical)), C(3306) (C(mysql)), C(6379)
             (C(redis)).
         type: int

@@ -96,6 +96,18 @@ EXAMPLES = r'''
       mode: replace
       terminate_connections: true
 
+- name: Point-in-time recovery of a whole cluster into a new data directory on port 5433
+  offsite.backup.restore:
+    name: crm_cluster
+    repository: {type: s3, bucket: crm-backups}
+    encryption:
+      identity_file: /root/dr/offsite-backup.agekey
+    target:
+      type: postgresql_physical
+      data_directory: /var/lib/postgresql/15/restored
+      port: 5433
+      recovery_target_time: "2026-12-05T14:32:00Z"
+
 - name: Restore an age-encrypted backup with the private key kept off the backed-up server
   offsite.backup.restore:
     name: crm
@@ -134,7 +146,11 @@ status:
   type: str
   sample: "restored"
 restored:
-  description: What was restored (database or path, whether it replaced one).
+  description:
+    - What was restored (database or path, whether it replaced one).
+    - For a C(postgresql_physical) target (point-in-time recovery, docs/pitr.md) the V(data_directory) and V(port) of
+      the running restored server, V(reached_time) (the last transaction replayed) and V(reached_lsn), the new
+      V(timeline), and V(phases) (V(extract_seconds), V(recovery_seconds), V(promote_seconds), V(restart_seconds)).
   returned: when restored
   type: dict
   sample: {"type": "postgresql", "database": "crm_db_test"}

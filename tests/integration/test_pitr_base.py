@@ -1,8 +1,17 @@
-"""Base backups (``type: postgresql_physical``) of real PostgreSQL 15 clusters that each test
-creates with initdb on a free port (scram-sha-256: the password travels in PGPASSWORD), stopped
-in a finalizer: ``offsite-backup run`` into local, moto S3 and SFTP with age encryption, the
-manifest's facts checked against the server and against the artifact itself; a cluster with an
-extra tablespace refused by a real ``ansible-playbook`` run, leaving nothing behind."""
+"""Base backups (``type: postgresql_physical``) and point-in-time restores of real PostgreSQL 15
+clusters that each test creates with initdb on a free port, stopped in a finalizer (the shared
+server on 5432 is never touched).
+
+Backups: ``offsite-backup run`` into local, moto S3 and SFTP with age encryption, the manifest's
+facts checked against the server and the artifact itself; a cluster with an extra tablespace
+refused by a real ``ansible-playbook`` run, leaving nothing behind.
+
+Restores (real ``ansible-playbook`` runs of the restore module): ``recovery_target: immediate``
+from S3 with age gives the data as it was at the backup; bad input (a data directory that is not
+empty, a target time before the oldest base backup, a damaged artifact) fails with its kind and
+leaves nothing running and no directory; a restore to a time T from a cluster archiving with
+``wal-push`` has every row committed up to T and none after (margin: one second on each side
+of T, as recovery_target_time is given to the second)."""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import os
 import pwd
 import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -20,12 +30,14 @@ import yaml
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
-from tests.harness.services import ScramPostgres
+from tests.harness.services import LOOPBACK, ScramPostgres, _as_postgres, free_port
+from tests.harness.walcluster import WalCluster, cli_prefix
 from tests.integration.helpers import cli, local_repo, s3_repo, sftp_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.sftp]
 
 DUMP = "offsite.backup.dump"
+RESTORE = "offsite.backup.restore"
 SET = "crm_cluster"
 
 
@@ -143,3 +155,160 @@ def test_a_second_tablespace_is_refused_and_leaves_nothing(cluster, workdir):
     assert cluster.password not in r.output
     leftovers = [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")] if dest.exists() else []
     assert leftovers == []
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def restored_running(datadir) -> bool:
+    return os.path.exists(os.path.join(datadir, "postmaster.pid"))
+
+
+@pytest.fixture
+def restored_dirs():
+    """Data directories restores may create; any server left in one is stopped afterwards."""
+    made = []
+
+    def make(parent) -> str:
+        path = os.path.join(str(parent), f"restored-{_uid()}")
+        made.append(path)
+        return path
+
+    try:
+        yield make
+    finally:
+        for path in made:
+            if restored_running(path):
+                subprocess.run(_as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", path, "-m", "immediate",
+                                             "-w", "stop"]), capture_output=True, check=False)
+
+
+def physical_target(datadir, port, **extra) -> dict:
+    return dict({"type": "postgresql_physical", "data_directory": datadir, "port": port,
+                 "offsite_backup_command": cli_prefix()}, **extra)
+
+
+def restored_sql(port, text, password=None) -> str:
+    env = {"PGHOST": LOOPBACK, "PGPORT": str(port), "PGUSER": "postgres"}
+    if password:
+        env["PGPASSWORD"] = password
+    return pg.run_sql("postgres", text, env=env).strip()
+
+
+def test_restore_immediate_and_bad_input(cluster, workdir, moto, bucket, restored_dirs):
+    identity, recipient = age_key(workdir)
+    repo = s3_repo(moto, bucket, prefix="pitr")
+    dest = workdir / "dest"
+    r = run_playbook([
+        {"name": "dump", DUMP: {"name": SET, "source": physical_source(cluster), "dest": str(dest),
+                                "encryption": {"recipients": [recipient]}}, "register": "dumped"},
+        {"name": "upload", "offsite.backup.upload": {"backup": "{{ dumped.backup }}", "repositories": [repo]}},
+    ])
+    assert r.rc == 0, r.output
+    at_backup = sql(cluster, "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM orders")
+    sql(cluster, "INSERT INTO orders SELECT g, 'after' FROM generate_series(1001, 1100) g")
+    created = r.result("dump")["backup"]["created"]
+    decrypt = {"identity_file": str(identity)}
+
+    busy = restored_dirs(cluster.tmpdir)
+    os.mkdir(busy)
+    (Path(busy) / "PG_VERSION").write_text("15\n")
+    early, damaged, good = restored_dirs(cluster.tmpdir), restored_dirs(cluster.tmpdir), restored_dirs(cluster.tmpdir)
+    local = local_repo(dest)
+    [artifact] = (dest / SET).glob("*.tar.zst.age")
+    port = free_port()
+    tasks = [
+        {"name": "not empty", RESTORE: {"name": SET, "repository": repo, "encryption": decrypt,
+                                        "target": physical_target(busy, port, recovery_target="immediate")},
+         "ignore_errors": True},
+        {"name": "too early", RESTORE: {"name": SET, "repository": repo, "encryption": decrypt,
+                                        "target": physical_target(early, port, recovery_target_time="2020-01-01T00:00:00Z")},
+         "ignore_errors": True},
+        {"name": "damaged", RESTORE: {"name": SET, "repository": local, "encryption": decrypt,
+                                      "target": physical_target(damaged, port, recovery_target="immediate",
+                                                                password=cluster.password)},
+         "ignore_errors": True},
+        {"name": "immediate", RESTORE: {"name": SET, "repository": repo, "encryption": decrypt,
+                                        "target": physical_target(good, port, recovery_target="immediate",
+                                                                  password=cluster.password)}},
+    ]
+    # one flipped byte in the middle of the local copy: the checksum fails, nothing is started
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    r = run_playbook(tasks)
+    assert r.rc == 0, r.output
+
+    not_empty = r.result("not empty")
+    assert not_empty["error"] == "target", not_empty
+    assert "not empty" in not_empty["msg"]
+    assert os.listdir(busy) == ["PG_VERSION"]  # left alone
+
+    too_early = r.result("too early")
+    assert too_early["error"] == "not_found", too_early
+    assert "2020-01-01T00:00:00Z" in too_early["msg"] and not os.path.exists(early)
+
+    bad = r.result("damaged")
+    assert bad["error"] == "integrity", bad
+    assert not os.path.exists(damaged)
+    assert not restored_running(damaged)
+
+    done = r.result("immediate")
+    restored = done["restored"]
+    assert restored["data_directory"] == good and restored["port"] == port
+    assert set(restored["phases"]) >= {"extract_seconds", "recovery_seconds", "promote_seconds", "restart_seconds"}
+    assert restored["timeline"] == 2  # promoted: a new timeline
+    assert done["backup"]["created"] == created
+    assert restored_sql(port, "SELECT pg_is_in_recovery()", cluster.password) == "f"
+    assert restored_sql(port, "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM orders",
+                        cluster.password) == at_backup
+    st = os.stat(good)
+    assert oct(st.st_mode & 0o777) == "0o700" and pwd.getpwuid(st.st_uid).pw_name == "postgres"
+    # the recovery job file (S3 keys, the identity) is gone; no secret in the output
+    assert not any(p.startswith("offsite-pitr-") for p in os.listdir("/tmp") if os.path.exists(f"/tmp/{p}/recovery.yml")
+                   and open(f"/tmp/{p}/recovery.yml").read().find(bucket) >= 0)
+    assert cluster.password not in r.output and repo["secret_key"] not in r.output
+    auto = (Path(good) / "postgresql.auto.conf").read_text()
+    assert "restore_command" not in auto and f"port = {port}" in auto and "archive_mode = 'off'" in auto
+
+
+def test_restore_to_a_time_keeps_what_was_committed_before_it(workdir, restored_dirs):
+    """A cluster archiving through wal-push, a base backup, rows committed before and after T:
+    the restore to T has the former, not the latter, and reports a time reached <= T."""
+    with WalCluster() as src:
+        repo_dir = src.mkdir("repo")
+        src.write_job({"name": "pitr", "local": {"path": src.mkdir("local")},
+                       "sources": [{"name": SET, "source": {"type": "postgresql_physical", "host": LOOPBACK,
+                                                            "user": "postgres"}}],
+                       "repositories": [{"type": "local", "path": repo_dir}]})
+        src.start(archive_command=src.push_command())
+        src.configure(port=src.port)
+        job = yaml.safe_load(Path(src.job).read_text())
+        job["sources"][0]["source"]["port"] = src.port
+        src.write_job(job)
+        src.sql("CREATE TABLE ledger (id int PRIMARY KEY, committed timestamptz DEFAULT clock_timestamp())")
+        backup = src.cli("run", src.job, "--json")
+        assert backup.returncode == 0, backup.stdout + backup.stderr
+        for i in range(1, 21):
+            src.sql(f"INSERT INTO ledger (id) VALUES ({i})")
+        # T: the next whole second after the last row before it; the rows after it wait until a
+        # second has passed beyond T (recovery_target_time is given to the second)
+        target = src.sql("SELECT to_char((date_trunc('second', clock_timestamp()) + interval '1 second') "
+                         "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+        while src.sql(f"SELECT clock_timestamp() > '{target}'::timestamptz + interval '1 second'") != "t":
+            time.sleep(0.1)
+        for i in range(21, 41):
+            src.sql(f"INSERT INTO ledger (id) VALUES ({i})")
+        src.wait_archived(src.switch_wal())
+
+        datadir = restored_dirs(src.home)
+        port = free_port()
+        r = run_playbook([{"name": "pitr", RESTORE: {
+            "name": SET, "repository": {"type": "local", "path": repo_dir},
+            "target": physical_target(datadir, port, recovery_target_time=target)}}])
+        assert r.rc == 0, r.output
+        restored = r.result("pitr")["restored"]
+        assert restored["reached_time"] <= target.replace("Z", ".999999Z")
+        rows = restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger")
+        assert rows == ",".join(str(i) for i in range(1, 21))
+        assert restored["timeline"] == 2

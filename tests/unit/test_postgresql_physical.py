@@ -1,14 +1,22 @@
 """The pure parts of the postgresql_physical source: sizes as SHOW prints them, LSNs, WAL file
-names (checked against PostgreSQL's pg_walfile_name semantics), and the WAL range read from
-pg_basebackup --verbose."""
+names (checked against PostgreSQL's pg_walfile_name semantics), the WAL range read from
+pg_basebackup --verbose; on the restore side the choice of the base backup for a target time,
+the target checks and the tar extraction that writes nothing outside the data directory."""
 
 from __future__ import annotations
 
 import datetime
+import io
+import os
+import tarfile
 
 import pytest
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import SourceError
+from ansible_collections.offsite.backup.plugins.module_utils._engine import catalog as cat
+from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import (ConfigError, IntegrityError,
+                                                                                    NotFoundError, SourceError,
+                                                                                    TargetError)
 from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_physical as phys
 
 MB16 = 16 * 1024 * 1024
@@ -64,3 +72,105 @@ def test_backup_progress_without_the_wal_range_is_an_error():
     now = datetime.datetime.now(datetime.timezone.utc)
     with pytest.raises(SourceError, match="WAL start and end"):
         phys.backup_progress("pg_basebackup: base backup completed\n", MB16, now, now, "here")
+
+
+# --- the restore side's pure parts ----------------------------------------------------------
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 12, 6, 17, 0, 0, tzinfo=UTC)
+
+
+class FakeRepository:
+    def location(self, key=""):
+        return "memory://repo"
+
+
+class FakeCatalog:
+    """What choose_backup reads: trusted backups newest first, now, clock_skew, select()."""
+
+    def __init__(self, stops):
+        self.name, self.repository, self.now, self.clock_skew = "crm", FakeRepository(), NOW, datetime.timedelta(hours=1)
+        self.trusted = []
+        for start, stop in stops:
+            backup = cat.Backup(f"crm_{start:%Y%m%dT%H%M%SZ}", "crm", start, complete=True)
+            backup.manifest = {"source": {"format": "basebackup", "stop_time": f"{stop:%Y-%m-%dT%H:%M:%SZ}"}}
+            self.trusted.append(backup)
+        self.trusted.sort(key=lambda b: b.created, reverse=True)
+
+    def select(self, wanted):
+        return ("select", wanted)
+
+
+def target(**options):
+    return phys.PostgresqlPhysicalSource(dict({"type": "postgresql_physical", "data_directory": "/nonexistent/x"},
+                                              **options), CommandLog())
+
+
+def at(hour, minute=0):
+    return datetime.datetime(2026, 12, 6, hour, minute, tzinfo=UTC)
+
+
+def test_a_target_time_picks_the_newest_base_backup_that_had_ended_by_then():
+    catalog = FakeCatalog([(at(10), at(11)), (at(14), at(15))])
+    assert target(recovery_target_time="2026-12-06T15:30:00Z").choose_backup(catalog, "latest").created == at(14)
+    # 14:30 is after the newer backup's start but before its end: it cannot stop there
+    assert target(recovery_target_time="2026-12-06T14:30:00Z").choose_backup(catalog, "latest").created == at(10)
+    assert target(recovery_target_time="2026-12-06T11:00:00Z").choose_backup(catalog, "latest").created == at(10)
+
+
+def test_a_target_time_before_every_base_backup_or_in_the_future_is_refused():
+    catalog = FakeCatalog([(at(10), at(11))])
+    with pytest.raises(NotFoundError, match="had ended by 2026-12-06T10:30:00Z.*oldest ended 2026-12-06T11:00:00Z"):
+        target(recovery_target_time="2026-12-06T10:30:00Z").choose_backup(catalog, "latest")
+    with pytest.raises(ConfigError, match="in the future"):
+        target(recovery_target_time="2026-12-06T19:00:00Z").choose_backup(catalog, "latest")
+
+
+def test_without_a_target_time_or_with_an_id_the_catalog_chooses():
+    catalog = FakeCatalog([(at(10), at(11))])
+    assert target().choose_backup(catalog, "latest") == ("select", "latest")
+    assert target(recovery_target_time="2026-12-06T12:00:00Z").choose_backup(catalog, "crm_x") == ("select", "crm_x")
+
+
+def test_check_target_refuses_replace_both_targets_and_a_directory_in_use(tmp_path):
+    with pytest.raises(ConfigError, match="mode: create only"):
+        target().check_target("replace")
+    with pytest.raises(ConfigError, match="exclude each other"):
+        target(recovery_target_time="2026-12-06T12:00:00Z", recovery_target="latest").check_target("create")
+    (tmp_path / "PG_VERSION").write_text("15\n")
+    with pytest.raises(TargetError, match="not empty"):
+        target(data_directory=str(tmp_path), port=1).check_target("create")
+    assert target(data_directory=str(tmp_path / "new"), port=1).check_target("create") == {"exists": False}
+
+
+def tar_with(*members):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for info, payload in members:
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    data.seek(0)
+    return data
+
+
+def member(name, kind=tarfile.REGTYPE, payload=b"x", link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(payload) if kind == tarfile.REGTYPE else 0
+    return info, payload if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("bad", [member("../escaped"), member("/etc/evil"),
+                                 member("pg_tblspc/16384", tarfile.SYMTYPE, link="/elsewhere"),
+                                 member("global/x", tarfile.LNKTYPE, link="PG_VERSION")])
+def test_extract_writes_only_files_and_directories_inside(tmp_path, bad):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(IntegrityError):
+        phys.extract(tar_with(member("PG_VERSION", payload=b"15\n"), bad), str(scratch))
+    assert not (tmp_path / "escaped").exists()
+    assert sorted(os.listdir(scratch)) in ([], ["PG_VERSION"])
+
+
+def test_extract_of_garbage_is_an_integrity_error(tmp_path):
+    with pytest.raises(IntegrityError, match="not a readable tar"):
+        phys.extract(io.BytesIO(b"\x01" * 2048), str(tmp_path))

@@ -182,7 +182,10 @@ def test_capabilities_are_declared_by_the_types():
     assert all(cls.TOOL for cls in REPOSITORY_CLASSES if issubclass(cls, TreeStore))  # the manifests' tool
     assert [t for t, cls in REPOSITORY_TYPES.items() if issubclass(cls, SelfCheckingStore)] == ['restic']
     assert all(cls.streams == issubclass(cls, StreamingStore) for cls in REPOSITORY_CLASSES)
-    assert sorted(t for t, cls in SOURCE_TYPES.items() if issubclass(cls, StreamingRestore)) == ['mysql', 'postgresql']
+    assert sorted(t for t, cls in SOURCE_TYPES.items() if issubclass(cls, StreamingRestore)) == [
+        'mysql', 'postgresql', 'postgresql_physical']
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.base import ReplaysArchive
+    assert [t for t, cls in SOURCE_TYPES.items() if issubclass(cls, ReplaysArchive)] == ['postgresql_physical']
     assert [t for t, cls in SOURCE_TYPES.items() if issubclass(cls, FileTree)] == ['files']
     assert schema.capabilities(REPOSITORY_TYPES['rsync']) == ['file-tree snapshots']
 

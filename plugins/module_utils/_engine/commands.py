@@ -77,10 +77,11 @@ def child_env(extra):
     return env
 
 
-def run(argv, log, env=None, stdin=None, timeout=None):
-    """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc."""
+def run(argv, log, env=None, stdin=None, timeout=None, cwd=None):
+    """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc. ``cwd``:
+    where it runs (a tool run as another user may not enter ours)."""
     log.record(argv)
-    proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE,
+    proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE, cwd=cwd,
                           stderr=subprocess.PIPE, timeout=timeout, check=False, preexec_fn=lifeline.prepare())
     return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
             proc.stderr.decode('utf-8', 'replace'))

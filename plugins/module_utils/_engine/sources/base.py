@@ -125,6 +125,11 @@ class Source(object):
         return {}
 
     # -- restore side --------------------------------------------------------------------
+    def choose_backup(self, catalog, wanted):
+        """The backup of ``catalog`` to restore for ``wanted`` (latest, an id, a time). A target
+        whose own options say which backup fits (a recovery target time) chooses otherwise."""
+        return catalog.select(wanted)
+
     def check_target(self, mode):
         """Before anything is downloaded: is the target reachable, and does ``mode`` allow
         the restore? Returns facts (e.g. ``exists``)."""
@@ -213,6 +218,18 @@ class FileTree(Capability, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def restore_tree(self, fetch, manifest, mode):
         """``fetch(scratch)`` fills and proves a scratch directory, which is then swapped in."""
+
+
+class ReplaysArchive(Capability, metaclass=abc.ABCMeta):
+    """Recovers from the backup set's archive beyond the backup itself (PostgreSQL's WAL, fetched
+    by ``offsite-backup wal-fetch``): it is told where that archive is before ``check_target``."""
+
+    NAME = 'replays the archive (point-in-time recovery)'
+
+    @abc.abstractmethod
+    def use_archive(self, name, repositories, encryption, signing):
+        """The set ``name``, the repositories (option dicts) holding its archive, and the
+        ``encryption`` / ``signing`` options of the restore, to read it with."""
 
 
 # -- options that several types share (each type lists the ones it takes) -----------------------

@@ -12,23 +12,41 @@ back until archived); on a fresh checkpoint it is one or a few mostly empty segm
 
 The manifest's ``source`` records what recovery needs to know: server version, system
 identifier, timeline, the WAL start and end (LSN, time, first and last segment).
+
+A restore is point-in-time recovery into an empty or absent data directory: the artifact is
+extracted as it downloads into a scratch directory inside it and moved into place only once
+its sha256 (and the identity in its pg_control) is proven; then recovery.signal and the
+recovery settings (``restore_command`` = ``offsite-backup wal-fetch`` with a job file of the
+set's repositories), a server of the backup's major version on a private socket, replay to the
+target, promotion, and a restart on the port with the cluster's own settings. Any failure
+stops the server and removes what the restore wrote.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import contextlib
+import json
+import os
+import pwd
 import re
+import shlex
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
 
-from .. import commands
+from .. import commands, lifeline
 from .. import manifest as mf
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..schema import Option
-from .base import Source
+from .base import ReplaysArchive, Source, StreamingRestore
 from .postgresql import PostgresqlConnection, connection_options
 from .postgresql_sql import major, parse_version
 
 FORMAT = 'basebackup'  # a pg_basebackup tar (base.tar with pg_wal and backup_manifest)
 CHECKPOINTS = ('fast', 'spread')
+RECOVERY_TARGETS = ('latest', 'immediate')
 FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_version_num'), "
              "(SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datallowconn), "
              "(SELECT coalesce(string_agg(spcname, ',' ORDER BY spcname), '') FROM pg_tablespace "
@@ -36,12 +54,13 @@ FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_
 _UNITS = {'B': 1, 'kB': 1024, 'MB': 1024 ** 2, 'GB': 1024 ** 3, 'TB': 1024 ** 4}
 
 
-class PostgresqlPhysicalSource(PostgresqlConnection, Source):
+class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRestore, Source):
     type = 'postgresql_physical'
     DESCRIPTION = ('C(postgresql_physical) for a whole PostgreSQL cluster as a base backup (C(pg_basebackup)), '
                    'the start of point-in-time recovery: see docs/pitr.md.',)
     OPTIONS = tuple(
-        o.replace(roles=('dump',)) if o.name in ('host', 'ssl_mode') else o
+        o.replace(roles=('dump',)) if o.name in ('host', 'ssl_mode') else o.replace(description=[
+            'Server port; for a restore, the port the restored server listens on.']) if o.name == 'port' else o
         for o in connection_options('User to connect as; it needs the C(REPLICATION) attribute (and a '
                                     'C(replication) line in C(pg_hba.conf)).')) + (
         Option('maintenance_db', roles=('dump',), default='postgres',
@@ -50,6 +69,33 @@ class PostgresqlPhysicalSource(PostgresqlConnection, Source):
             'C(pg_basebackup --checkpoint): C(fast) starts the backup at once with an immediate checkpoint; '
             'C(spread) waits for a checkpoint spread over C(checkpoint_completion_target) (minutes on a '
             'default server), gentler on a busy disk.']),
+        Option('data_directory', 'path', roles=('restore',), description=[
+            'Data directory to restore into: absent or empty (O(.mode=create) only). It is created 0700, owned by '
+            'O(.os_user) when the restore runs as root.']),
+        Option('recovery_target_time', roles=('restore',), description=[
+            'Recover to this moment (ISO-8601, e.g. C(2026-12-06T14:32:00Z)): the newest base backup that ended at '
+            'or before it is restored and the archived WAL replayed up to it; transactions committed after it are '
+            'not. Excludes O(.recovery_target).']),
+        Option('recovery_target', roles=('restore',), choices=RECOVERY_TARGETS, description=[
+            'Without O(.recovery_target_time): C(latest) replays all archived WAL (the default); C(immediate) '
+            'stops as soon as the base backup is consistent (no WAL archive needed).']),
+        Option('recovery_target_action', roles=('restore',), default='promote', choices=('promote',), description=[
+            'What happens at the target: C(promote) ends recovery; the server then runs on O(.port) as a '
+            'primary on a new timeline.']),
+        Option('os_user', roles=('restore',), default='postgres', description=[
+            'When the restore runs as root: the system user that owns the data directory and runs the server '
+            '(and C(restore_command)). Otherwise the restoring user does.']),
+        Option('bin_dir', 'path', roles=('restore',), default_text='C(/usr/lib/postgresql/<major>/bin) of the backup',
+               description='Directory of C(pg_ctl) and C(postgres) of the backup\'s major version.'),
+        Option('offsite_backup_command', roles=('restore',), default='/usr/local/bin/offsite-backup', description=[
+            'The C(offsite-backup) command C(restore_command) runs (C(wal-fetch)), as the server\'s user; a '
+            'command line, split like a shell does.']),
+        Option('keep_archiving', 'bool', roles=('restore',), default=False, description=[
+            'Keep the backup\'s C(archive_mode). By default the restored server gets C(archive_mode = off): a '
+            'copy must not archive into the set\'s WAL. Set it when the restored server replaces the source and '
+            'is to continue the archive (on its new timeline).']),
+        Option('recovery_timeout', 'int', roles=('restore',), default=21600, description=[
+            'Seconds recovery may take before the restore gives up (and stops the server).']),
     )
 
     def __init__(self, options, log):
@@ -60,6 +106,7 @@ class PostgresqlPhysicalSource(PostgresqlConnection, Source):
         self.user = self.options.get('user', 'postgres')
         self._facts = None
         self._progress = None
+        self._archive = None
 
     def describe(self):
         return 'PostgreSQL cluster on %s (base backup)' % self._where()
@@ -137,9 +184,109 @@ class PostgresqlPhysicalSource(PostgresqlConnection, Source):
         return dict(self._progress or {})
 
     # -- restore side --------------------------------------------------------------------
+    def use_archive(self, name, repositories, encryption, signing):
+        self._archive = {'name': name, 'repositories': repositories, 'encryption': encryption or {},
+                         'signing': signing or {}}
+
+    def _target_time(self):
+        text = self.options.get('recovery_target_time')
+        if text and self.options.get('recovery_target'):
+            raise ConfigError('recovery_target_time and recovery_target exclude each other', 'set one of them')
+        return mf.parse_time(text) if text else None
+
+    def choose_backup(self, catalog, wanted):
+        """With a target time: the newest trusted base backup that was consistent (had ended) by
+        then; an earlier one cannot stop there."""
+        moment = self._target_time()
+        if moment is None or wanted not in (None, '', 'latest'):
+            return catalog.select(wanted)
+        if moment > catalog.now + catalog.clock_skew:
+            raise ConfigError('recovery_target_time %s is in the future' % mf.format_time(moment),
+                              'give a time within the window: between the oldest base backup\'s end and now')
+        ended = [(b, _stop_time(b)) for b in catalog.trusted]
+        for backup, stop in ended:
+            if stop is not None and stop <= moment:
+                return backup
+        oldest = min((stop for dummy, stop in ended if stop is not None), default=None)
+        raise NotFoundError('no base backup of %s in %s had ended by %s (the oldest ended %s)'
+                            % (catalog.name, catalog.repository.location(), mf.format_time(moment),
+                               mf.format_time(oldest) if oldest else 'never: there is none'),
+                            'choose a recovery_target_time after the oldest base backup\'s end; nothing was written')
+
     def check_target(self, mode):
-        raise ConfigError('restoring a postgresql_physical base backup is not available yet',
-                          'extract the artifact with tar and follow docs/pitr.md')
+        if mode != 'create':
+            raise ConfigError('a postgresql_physical target restores with mode: create only',
+                              'restore into an empty or absent data_directory, then switch to it')
+        self._target_time()
+        directory = self._data_directory()
+        exists = os.path.lexists(directory)
+        if exists and not os.path.isdir(directory):
+            raise TargetError('%s exists and is not a directory' % directory, 'choose an absent or empty data_directory')
+        if exists and os.listdir(directory):
+            raise TargetError('data directory %s is not empty and mode is create' % directory,
+                              'choose an absent or empty directory; it was left alone')
+        if _listening(self.port):
+            raise TargetError('port %d is in use on this node' % self.port, 'choose a free port for the restored server')
+        return {'exists': exists}
+
+    def _data_directory(self):
+        directory = self.options.get('data_directory')
+        if not directory:
+            raise ConfigError('a postgresql_physical restore target needs data_directory')
+        return os.path.abspath(directory)
+
+    def restore(self, path, manifest, mode):
+        with open(path, 'rb') as stream:
+            return self._restore(stream, manifest, None)
+
+    def restore_stream(self, stream, manifest, mode):
+        return self._restore(stream, manifest, stream.finish)
+
+    def _restore(self, stream, manifest, prove):
+        facts = manifest.get('source') or {}
+        if facts.get('format') != FORMAT:
+            raise ConfigError('backup %s is not a base backup' % manifest.get('id'))
+        server = _Server(self, facts)
+        directory = self._data_directory()
+        created = not os.path.exists(directory)
+        phases = {}
+        started = time.time()
+        try:
+            if created:
+                os.makedirs(directory, 0o700)
+            server.own(directory)
+            os.chmod(directory, 0o700)
+            scratch = tempfile.mkdtemp(prefix='.offsite-restore-', dir=directory)
+            extract(stream, scratch)
+            if prove:
+                prove()  # the sha256: nothing reaches the data directory before it holds
+            lifeline.check()
+            found = server.system_identifier(scratch)
+            if str(found) != str(facts.get('system_identifier')):
+                raise IntegrityError('the base backup %s holds cluster %s, its manifest says %s'
+                                     % (manifest.get('id'), found, facts.get('system_identifier')),
+                                     'the artifact is not the backup its manifest describes; nothing was started')
+            for entry in os.listdir(scratch):
+                os.rename(os.path.join(scratch, entry), os.path.join(directory, entry))
+            os.rmdir(scratch)
+            server.own(directory, recursive=True)
+            phases['extract_seconds'] = round(time.time() - started, 3)
+            reached = server.recover(directory, self._archive, self._target_time(), phases, manifest.get('encryption'))
+        except BaseException:
+            server.stop(directory)
+            server.remove_run_dir()
+            if created:
+                shutil.rmtree(directory, ignore_errors=True)
+            elif os.path.isdir(directory):
+                for entry in os.listdir(directory):
+                    full = os.path.join(directory, entry)
+                    if os.path.isdir(full):
+                        shutil.rmtree(full, ignore_errors=True)
+                    else:
+                        os.unlink(full)
+            raise
+        return dict(reached, data_directory=directory, port=self.port, phases=phases,
+                    system_identifier=facts.get('system_identifier'))
 
 
 def parse_size(text):
@@ -182,3 +329,285 @@ def backup_progress(stderr, segment_size, started, stopped, where):
             'start_time': mf.format_time(started), 'stop_time': mf.format_time(stopped),
             'wal_start': segment_name(timeline, start_lsn, segment_size),
             'wal_end': segment_name(timeline, end_lsn, segment_size, previous=True)}
+
+
+def _stop_time(backup):
+    """When a base backup had ended (consistent from then on), or None for other backups."""
+    facts = (backup.manifest or {}).get('source') or {}
+    if facts.get('format') != FORMAT or not facts.get('stop_time'):
+        return None
+    return mf.parse_time(facts['stop_time'])
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def extract(stream, directory):
+    """The tar in ``stream`` into ``directory``: regular files and directories only, each inside
+    it (a damaged or forged tar must not write elsewhere before its checksum is known)."""
+    try:
+        with tarfile.open(fileobj=stream, mode='r|') as tar:
+            for member in tar:
+                parts = member.name.split('/')
+                if member.name.startswith('/') or '..' in parts or not (member.isfile() or member.isdir()):
+                    raise IntegrityError('the base backup holds %r, which is not a file or directory inside the '
+                                         'data directory' % member.name,
+                                         'a base backup of one tablespace holds nothing else; nothing was started')
+                if hasattr(tarfile, 'data_filter'):
+                    tar.extract(member, directory, filter='data')
+                else:
+                    tar.extract(member, directory)
+    except tarfile.TarError as exc:
+        raise IntegrityError('the base backup is not a readable tar (%s)' % exc, 'nothing was started')
+
+
+class _Server(object):
+    """The restored cluster's server: started on a private socket for recovery, promoted, and
+    restarted with its own settings on the port. Runs as ``os_user`` when we are root."""
+
+    def __init__(self, source, facts):
+        self.source = source
+        self.options = source.options
+        self.log = source.log
+        self.bindir = self.options.get('bin_dir') or '/usr/lib/postgresql/%s/bin' % facts.get('server_major')
+        missing = [tool for tool in ('pg_ctl', 'postgres', 'pg_controldata', 'psql')
+                   if not os.access(os.path.join(self.bindir, tool), os.X_OK)]
+        if missing:
+            raise DependencyError('%s has no %s: the backup needs PostgreSQL %s to recover'
+                                  % (self.bindir, ', '.join(missing), facts.get('server_major')),
+                                  'install postgresql-%s on this node (or set bin_dir); nothing was written'
+                                  % facts.get('server_major'))
+        self.user = self.options.get('os_user', 'postgres') if os.geteuid() == 0 else None
+        if self.user:
+            try:
+                entry = pwd.getpwnam(self.user)
+            except KeyError:
+                raise ConfigError('os_user %s does not exist on this node' % self.user,
+                                  'create it or set os_user to the user PostgreSQL runs as')
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+        self.port = source.port
+        self.run_dir = None
+        self.log_file = None
+
+    # -- as the server's user ------------------------------------------------------------------
+    def own(self, path, recursive=False):
+        if not self.user:
+            return
+        os.chown(path, self.uid, self.gid)
+        if recursive:
+            for root, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), self.uid, self.gid)
+
+    def _argv(self, tool, *args):
+        argv = [os.path.join(self.bindir, tool)] + list(args)
+        return ['runuser', '-u', self.user, '--'] + argv if self.user else argv
+
+    def _run(self, tool, *args, **kwargs):
+        return commands.run(self._argv(tool, *args), self.log, cwd='/', **kwargs)
+
+    def system_identifier(self, directory):
+        """From pg_control, read as we are (the scratch directory is not the server's user's yet)."""
+        rc, out, err = commands.run([os.path.join(self.bindir, 'pg_controldata'), directory], self.log)
+        match = re.search(r'Database system identifier:\s*(\d+)', out)
+        if rc != 0 or not match:
+            raise IntegrityError('the base backup has no readable pg_control (%s)' % (err.strip() or 'no identifier'),
+                                 'the artifact is damaged; nothing was started')
+        return match.group(1)
+
+    def _query(self, sql):
+        """One row of ``sql`` on the restored server (private socket), or None when it does not answer."""
+        env = {'PGPASSWORD': self.options.get('password'), 'PGCONNECT_TIMEOUT': '5', 'PGAPPNAME': 'offsite.backup'}
+        rc, out, dummy = self._run('psql', '-X', '-A', '-t', '-q', '-F', '\t', '-h', self.run_dir, '-p', str(self.port),
+                                   '-U', self.options.get('user', 'postgres'), '--no-password', '-d', 'postgres',
+                                   '-c', sql, env=dict((k, v) for k, v in env.items() if v))
+        if rc != 0:
+            return None
+        lines = [line for line in out.splitlines() if line]
+        return lines[0].split('\t') if lines else []
+
+    def _running(self, directory):
+        rc, dummy, dummy2 = self._run('pg_ctl', '-D', directory, 'status')
+        return rc == 0
+
+    # -- recovery ------------------------------------------------------------------------------
+    def recover(self, directory, archive, moment, phases, encrypted=None):
+        if not archive:
+            raise ConfigError('a postgresql_physical restore needs the set\'s repositories for its WAL')
+        self.run_dir = tempfile.mkdtemp(prefix='offsite-pitr-')
+        self.own(self.run_dir)
+        self.log_file = os.path.join(self.run_dir, 'recovery.log')
+        conf = os.path.join(directory, 'postgresql.auto.conf')
+        original = _read(conf)
+        job = self._write_job(archive, encrypted or {})
+        command = '%s wal-fetch %s %%f %%p' % (self.options.get('offsite_backup_command', '/usr/local/bin/offsite-backup'),
+                                               shlex.quote(job))
+        settings = [('restore_command', command), ('recovery_target_action', 'pause')]
+        if moment is not None:
+            settings.append(('recovery_target_time', moment.strftime('%Y-%m-%d %H:%M:%S+00')))
+        elif self.options.get('recovery_target') == 'immediate':
+            settings.append(('recovery_target', 'immediate'))
+        self._write(conf, original + '\n# offsite.backup: recovery settings, removed after promotion\n'
+                    + ''.join('%s = %s\n' % (k, _quote(v)) for k, v in settings))
+        self._write(os.path.join(directory, 'recovery.signal'), '')
+        if not os.path.exists(os.path.join(directory, 'postgresql.conf')):
+            # a Debian cluster keeps its configuration in /etc: the backup has none
+            self._write(os.path.join(directory, 'postgresql.conf'), '')
+        if not os.path.exists(os.path.join(directory, 'pg_hba.conf')):
+            self._write(os.path.join(directory, 'pg_hba.conf'), 'local all all peer\n')
+        options = ["-p %d" % self.port, "-k %s" % shlex.quote(self.run_dir), "-c listen_addresses=''",
+                   '-c hot_standby=on', '-c logging_collector=off']
+        if not self.options.get('keep_archiving'):
+            options.append('-c archive_mode=off')
+        started = time.time()
+        timeout = int(self.options.get('recovery_timeout', 21600))
+        rc, out, err = self._run('pg_ctl', '-D', directory, '-l', self.log_file, '-o', ' '.join(options), '-w',
+                                 '-t', str(timeout), 'start', stdin=None)
+        if rc != 0:
+            self._failed(moment)
+        state = self._wait(directory, started + timeout, moment)
+        phases['recovery_seconds'] = round(time.time() - started, 3)
+        reached = {'reached_time': state[2] or None, 'reached_lsn': state[3] or None}
+        if state[0] == 't':
+            started = time.time()
+            lifeline.check('promoting the restored server')
+            if self._query('SELECT pg_promote(true, 600)') != ['t']:
+                self._failed(moment)
+            phases['promote_seconds'] = round(time.time() - started, 3)
+        started = time.time()
+        self._stop_fast(directory)
+        final = '\n# offsite.backup: the restored server\nport = %d\n' % self.port
+        if not self.options.get('keep_archiving'):
+            final += "archive_mode = 'off'\n"
+        self._write(conf, original + final)
+        signal = os.path.join(directory, 'recovery.signal')
+        if os.path.exists(signal):
+            os.unlink(signal)
+        logs = os.path.join(directory, 'log')
+        if not os.path.isdir(logs):
+            os.mkdir(logs, 0o700)
+            self.own(logs)
+        rc, out, err = self._run('pg_ctl', '-D', directory, '-l', os.path.join(logs, 'offsite-restore.log'), '-w',
+                                 '-t', '600', 'start')
+        if rc != 0:
+            raise TargetError('the restored server did not start on port %d: %s' % (self.port, (out + err).strip()[-800:]),
+                              'see %s' % os.path.join(logs, 'offsite-restore.log'))
+        phases['restart_seconds'] = round(time.time() - started, 3)
+        self.remove_run_dir()
+        rc, out, dummy = self._run('pg_controldata', directory)
+        timeline = re.search(r"Latest checkpoint's TimeLineID:\s*(\d+)", out)
+        reached['timeline'] = int(timeline.group(1)) if timeline else None
+        return reached
+
+    def _wait(self, directory, deadline, moment):
+        """Until recovery paused at its target, or ended by itself (``latest``): the state row."""
+        while True:
+            state = self._query("SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state(), "
+                                "coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), coalesce(pg_last_wal_replay_lsn()::text, '')")
+            if state and (state[0] == 'f' or state[1] == 'paused'):
+                return state
+            if state is None and not self._running(directory):
+                self._failed(moment)
+            if time.time() > deadline:
+                raise TargetError('recovery did not reach its target within recovery_timeout (%ss)'
+                                  % self.options.get('recovery_timeout', 21600),
+                                  'the server was stopped and the data directory removed; raise recovery_timeout')
+            lifeline.check('waiting for recovery')
+            time.sleep(0.5)
+
+    def _failed(self, moment):
+        """The server stopped (or would not start): raise what its log says."""
+        text = _read(self.log_file)
+        fatal = [line.strip() for line in text.splitlines()
+                 if 'FATAL' in line or 'PANIC' in line or line.startswith('offsite-backup')]
+        said = ' / '.join(fatal[-4:]) or text.strip()[-800:] or 'no log'
+        if 'recovery ended before configured recovery target was reached' in text:
+            raise NotFoundError('the archived WAL ends before the recovery target %s: %s'
+                                % (mf.format_time(moment) if moment else '', said),
+                                'choose an earlier recovery_target_time (the archive\'s newest segment bounds the '
+                                'window), or check that archiving works; nothing is running')
+        if 'before consistent recovery point' in text:
+            raise NotFoundError('the recovery target lies before the base backup was consistent: %s' % said,
+                                'choose a later recovery_target_time; nothing is running')
+        if 'from different database system' in text:
+            raise IntegrityError('the archive holds WAL of another cluster: %s' % said,
+                                 'another cluster archives into this set, or the wrong set was given; nothing is running')
+        if 'wal-fetch' in text or 'could not restore file' in text or 'restore_command' in text:
+            raise IntegrityError('recovery could not fetch the WAL it needs: %s' % said,
+                                 'see the offsite-backup lines of the message for the segment and the repository; '
+                                 'nothing is running')
+        raise TargetError('PostgreSQL stopped during recovery: %s' % said, 'nothing is running')
+
+    def _stop_fast(self, directory):
+        rc, out, err = self._run('pg_ctl', '-D', directory, '-m', 'fast', '-w', '-t', '600', 'stop')
+        if rc != 0:
+            raise TargetError('the restored server did not stop for its restart: %s' % (out + err).strip()[-500:])
+
+    def stop(self, directory):
+        """After a failure: stop whatever runs in ``directory`` now (best effort)."""
+        if os.path.exists(os.path.join(directory, 'postmaster.pid')):
+            self._run('pg_ctl', '-D', directory, '-m', 'immediate', '-w', '-t', '60', 'stop')
+
+    def remove_run_dir(self):
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    def _write_job(self, archive, encrypted):
+        """The job file of restore_command (0600 in the 0700 run directory, the server's user's):
+        the set, its repositories, and how to decrypt and check its WAL. Secrets live here only.
+        A job's encryption names what it encrypts for: the base backup's recipients (the WAL's
+        were the same job's)."""
+        encryption = dict((k, v) for k, v in (archive['encryption'] or {}).items() if v is not None)
+        recipients = {'age': 'recipients', 'gpg': 'gpg_recipients'}.get(encrypted.get('scheme'))
+        if recipients and encrypted.get('recipients'):
+            encryption[recipients] = list(encrypted['recipients'])
+        encryption.pop('required', None)
+        identity = encryption.get('identity_file')
+        if identity:
+            encryption['identity_file'] = self._copy_private(identity, 'identity')
+        signing = dict((k, v) for k, v in (archive['signing'] or {}).items() if v is not None and k != 'key_file')
+        job = {'name': 'recovery', 'local': {'path': self.run_dir},
+               'sources': [{'name': archive['name'], 'source': {'type': PostgresqlPhysicalSource.type}}],
+               'repositories': [dict((k, v) for k, v in repo.items() if v is not None)
+                                for repo in archive['repositories']],
+               'log': {'path': os.path.join(self.run_dir, 'recovery-job.log')}}
+        if encryption:
+            job['encryption'] = encryption
+        if signing:
+            job['signing'] = signing
+        path = os.path.join(self.run_dir, 'recovery.yml')
+        self._write(path, json.dumps(job, indent=1, sort_keys=True) + '\n')
+        return path
+
+    def _copy_private(self, source, name):
+        path = os.path.join(self.run_dir, name)
+        with open(source, 'rb') as handle:
+            self._write(path, handle.read())
+        return path
+
+    def _write(self, path, data):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, 'wb' if isinstance(data, bytes) else 'w') as handle:
+            handle.write(data)
+        os.chmod(path, 0o600)
+        self.own(path)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (OSError, TypeError):
+        return ''
+
+
+def _quote(value):
+    return "'%s'" % str(value).replace("'", "''")

@@ -21,7 +21,7 @@ from ..pipeline import VerifiedStream, fetch_verified, free_bytes
 from ..repositories import open_repository
 from ..signing import Verifier
 from ..sources import open_source
-from ..sources.base import FollowingRestore, StreamingRestore
+from ..sources.base import FollowingRestore, ReplaysArchive, StreamingRestore
 
 
 def restore(*args, **kwargs):
@@ -38,9 +38,12 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
     log = log or CommandLog()
     started = time.time()
     verifier = Verifier(signing, log, required=True)
+    tgt = open_source(target, log)
+    if isinstance(tgt, ReplaysArchive):
+        tgt.use_archive(name, [repository], encryption, signing)
     with open_repository(repository, log) as repo:
         catalog = Catalog(repo, name, legacy_tz=legacy_timezone(repository), clock_skew=clock_skew)
-        chosen = catalog.select(backup)
+        chosen = tgt.choose_backup(catalog, backup)
         warnings = [] if chosen.id == backup else catalog.passed_over(chosen, backup)
         # before the target is even looked at: a forged backup never reaches it
         verifier.check(chosen, repo.location(chosen.manifest_key or chosen.artifact_key))
@@ -53,7 +56,6 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
         enc = Encryption(encryption, log)
         enc.check_backup(data.get('encryption'), where)  # the key is there before anything moves
         decrypt = decrypter(enc, data, where)
-        tgt = open_source(target, log)
         target_facts = tgt.check_target(mode)
         age = (mf.utcnow() - chosen.created).total_seconds()
         summary = {'backup': chosen.as_dict(), 'target': tgt.describe(), 'mode': mode,
