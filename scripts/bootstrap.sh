@@ -12,10 +12,11 @@
 #   venv        .venv at the repo root with requirements-dev.txt (re-installed only when the
 #               requirements files change; stamp: .venv/.requirements.sha256). Where there is no
 #               .venv yet (a fresh clone), .venv becomes a link to a virtualenv kept for this
-#               machine under ~/.cache/offsite-backup/venv-<hash of the requirements files and the
-#               Python>, built once and shared by every clone with the same requirements; it is
-#               checked (python runs, `pip freeze` as recorded when it was built) before each use
-#               and rebuilt when that fails. OFFSITE_VENV_CACHE=0: a .venv of the clone's own.
+#               machine, <cache>/venv-<hash of the requirements files and the Python> (<cache>:
+#               /var/cache/offsite-backup-dev for root, else ~/.cache/offsite-backup), built once
+#               and shared by every clone with the same requirements; it is checked (python runs,
+#               `pip freeze` as recorded when it was built) before each use and rebuilt when that
+#               fails. OFFSITE_VENV_CACHE=0: a .venv of the clone's own.
 #   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
 #   awx         awx.awx, for linting and checking the AWX definitions
 #   s3rver      s3rver (npm) in .cache/npm: the second S3 implementation of the repository
@@ -234,7 +235,13 @@ venv_install() {
 venv_freeze() { "$1/bin/python" -m pip freeze --all --disable-pip-version-check 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 if step venv; then
-    CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/offsite-backup"
+    # Root's is /var/cache, not ~/.cache: the tests run the engine as the postgres user too
+    # (archive_command, restore_command of the PITR clusters they create), which cannot enter /root.
+    if [ "$(id -u)" -eq 0 ]; then
+        CACHE_DIR="${OFFSITE_CACHE_DIR:-/var/cache/offsite-backup-dev}"
+    else
+        CACHE_DIR="${OFFSITE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/offsite-backup}"
+    fi
     own_venv=0      # the clone's own virtualenv, or one it links to (a developer's), or no cache wanted
     if [ "${OFFSITE_VENV_CACHE:-1}" = 0 ]; then
         own_venv=1
@@ -249,7 +256,7 @@ if step venv; then
         python_id="$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')"
         key="$( { requirements_hash; echo "$python_id"; } | sha256sum | cut -c1-16)"
         cached="$CACHE_DIR/venv-$key"
-        mkdir -p "$CACHE_DIR"
+        mkdir -p -m 0755 "$CACHE_DIR"
         exec {lock}>"$cached.lock"
         flock "$lock"
         # built completely (the freeze stamp is written last) and unchanged since: reuse it
