@@ -39,10 +39,11 @@ def _paramiko():
             'pip install paramiko into the interpreter that runs the modules')
     # paramiko's transport thread logs its own failures with a traceback; with no handler
     # Python's last resort prints them on stderr. Our errors say what failed: keep them quiet.
+    # Whatever else configured that logger before us, its records never reach the root logger.
     quiet = logging.getLogger('paramiko')
-    if not quiet.handlers:
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
         quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
+    quiet.propagate = False
     return paramiko
 
 
