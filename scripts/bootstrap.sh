@@ -256,7 +256,7 @@ if step venv; then
         python_id="$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')"
         key="$( { requirements_hash; echo "$python_id"; } | sha256sum | cut -c1-16)"
         cached="$CACHE_DIR/venv-$key"
-        mkdir -p -m 0755 "$CACHE_DIR"
+        install -d -m 0755 "$CACHE_DIR"
         exec {lock}>"$cached.lock"
         flock "$lock"
         # built completely (the freeze stamp is written last) and unchanged since: reuse it
