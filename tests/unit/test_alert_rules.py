@@ -106,6 +106,54 @@ tests:
             exp_annotations:
               summary: "No successful backup of crm/crm_db for 1d 4h 0m 0s"
               description: "The schedule did not run or kept failing on srv1."
+  - interval: 1m
+    input_series:
+      # archived every minute until 10m, then nothing more
+      - series: 'backup_wal_last_archived_timestamp_seconds{job="crm", source="crm_cluster", repository="nas", instance="db1"}'
+        values: '0+60x10 600x30'
+      - series: 'backup_wal_archive_failures_total{job="crm", source="crm_cluster", repository="nas", instance="db1"}'
+        values: '0x40'
+      # two failures at 6m and 7m, then none
+      - series: 'backup_wal_archive_failures_total{job="crm", source="crm_cluster", repository="usb", instance="db1"}'
+        values: '0x5 1 2x33'
+      # a repository whose first push failed: the series appears at 1
+      - series: 'backup_wal_archive_failures_total{job="crm", source="crm_cluster", repository="b2", instance="db1"}'
+        values: '_x10 1x30'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: WalArchiveStale
+        exp_alerts: []
+      - eval_time: 16m
+        alertname: WalArchiveStale
+        exp_alerts:
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: db1}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 6m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on db1."
+      - eval_time: 5m
+        alertname: WalArchiveFailing
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: WalArchiveFailing
+        exp_alerts:
+          - exp_labels: {severity: critical, job: crm, source: crm_cluster, repository: usb, instance: db1}
+            exp_annotations:
+              summary: "WAL archiving of crm/crm_cluster to usb is failing"
+              description: "Below min_success PostgreSQL keeps its segments and pg_wal grows; see the PostgreSQL log on db1."
+      - eval_time: 12m
+        alertname: WalArchiveFailing
+        exp_alerts:
+          - exp_labels: {severity: critical, job: crm, source: crm_cluster, repository: usb, instance: db1}
+            exp_annotations:
+              summary: "WAL archiving of crm/crm_cluster to usb is failing"
+              description: "Below min_success PostgreSQL keeps its segments and pg_wal grows; see the PostgreSQL log on db1."
+          - exp_labels: {severity: critical, job: crm, source: crm_cluster, repository: b2, instance: db1}
+            exp_annotations:
+              summary: "WAL archiving of crm/crm_cluster to b2 is failing"
+              description: "Below min_success PostgreSQL keeps its segments and pg_wal grows; see the PostgreSQL log on db1."
+      - eval_time: 35m
+        alertname: WalArchiveFailing
+        exp_alerts: []
 """
 
 
@@ -119,7 +167,7 @@ def promtool():
 def test_rules_are_valid():
     r = subprocess.run([promtool(), 'check', 'rules', RULES], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'SUCCESS: 13 rules found' in r.stdout
+    assert 'SUCCESS: 15 rules found' in r.stdout
 
 
 def test_alerts_fire_when_they_should(tmp_path):

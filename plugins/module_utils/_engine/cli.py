@@ -416,9 +416,16 @@ def _wal_job(args):
 def cmd_wal_push(args):
     """archive_command: exit 0 only once min_success repositories hold the file complete."""
     wal, job, name = _wal_job(args)
-    result = wal.push(name, args.wal_path, job['repositories'], min_success=job.get('min_success'),
-                      compression=job['compression'], level=job.get('compression_level'),
-                      encryption=job.get('encryption'), signing=job.get('signing'), log=CommandLog())
+    try:
+        result = wal.push(name, args.wal_path, job['repositories'], min_success=job.get('min_success'),
+                          compression=job['compression'], level=job.get('compression_level'),
+                          encryption=job.get('encryption'), signing=job.get('signing'), log=CommandLog())
+    except BackupError as exc:
+        _wal_metrics(job, name, ((exc.details or {}).get('repositories') if isinstance(exc.details, dict) else None)
+                     or [{'type': r.get('type'), 'repository': r.get('name') or r.get('type'), 'status': 'failed'}
+                         for r in job['repositories']])
+        raise
+    _wal_metrics(job, name, result['repositories'])
     for outcome in result['repositories']:
         if outcome['status'] == 'failed':  # below min_success it raised; this one is reported only
             sys.stderr.write('offsite-backup: warning: %s not archived to %s: %s\n'
@@ -426,6 +433,20 @@ def cmd_wal_push(args):
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
     return EXIT_OK
+
+
+def _wal_metrics(job, name, outcomes):
+    """backup_wal_* series (monitoring.record_wal_push), when the job has a textfile or a
+    Pushgateway; a problem there is a warning on stderr, never a failed archive_command."""
+    config = job['monitoring']
+    if not (config.get('textfile') or config.get('pushgateway')):
+        return
+    from . import monitoring
+    logger = logging.getLogger('offsite-backup.wal-push')
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+    host = config.get('instance') or (socket.getfqdn() if config.get('pushgateway') else None)
+    monitoring.record_wal_push(config, job, name, outcomes, host, logger)
 
 
 def cmd_wal_fetch(args):

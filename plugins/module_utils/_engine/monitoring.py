@@ -21,6 +21,7 @@ name the host of a URL only.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import errno
 import json
 import os
 import re
@@ -181,6 +182,119 @@ def previous_successes(text):
             if source:
                 found[source.group(1)] = float(match.group('value'))
     return found
+
+
+# ``offsite-backup wal-push`` (one run per WAL segment, as the server's user): per repository the
+# newest archiving and a failure counter that survives from one run to the next
+WAL_METRICS_HELP = (
+    ('backup_wal_last_archived_timestamp_seconds', 'gauge',
+     'Unix time a WAL file of the set was last archived complete to the repository'),
+    ('backup_wal_archive_failures_total', 'counter',
+     'wal-push runs in which the repository did not take the WAL file (all runs since the metrics file began)'),
+)
+_SAMPLE_RE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE_RE = re.compile(r'\\(.)')
+
+
+def wal_metrics_path(config, job):
+    """Where wal-push keeps its series (and so its counter): beside the runner's textfile,
+    ``<name>-wal.prom`` (the runner rewrites its own file whole); without a textfile, a state
+    file in the job's local directory (only pushed). None: no metrics configured."""
+    textfile = (config or {}).get('textfile')
+    if textfile:
+        return '%s-wal.prom' % textfile['path'][:-len('.prom')]
+    if (config or {}).get('pushgateway'):
+        return os.path.join(job['local']['path'], '.%s-wal.prom' % job['name'])
+    return None
+
+
+def parse_samples(text):
+    """{(name, sorted label items): value} of the samples in Prometheus text ``text``."""
+    found = {}
+    for line in (text or '').splitlines():
+        match = _SAMPLE_RE.match(line.strip())
+        if not match:
+            continue
+        labels = tuple(sorted((k, _UNESCAPE_RE.sub(lambda m: '\n' if m.group(1) == 'n' else m.group(1), v))
+                              for k, v in _LABEL_RE.findall(match.group('labels'))))
+        try:
+            found[(match.group('name'), labels)] = float(match.group('value'))
+        except ValueError:
+            continue
+    return found
+
+
+def update_wal_samples(samples, job, set_name, outcomes, now):
+    """``samples`` (parse_samples) after one wal-push: the archiving time of each repository that
+    holds the file now, one more failure for each that does not; every failure series starts at 0
+    so that ``increase()`` sees the first one."""
+    for outcome in outcomes:
+        if not outcome:
+            continue
+        labels = tuple(sorted(dict(job=job, source=set_name,
+                                   repository=outcome.get('repository') or outcome.get('type') or 'unknown').items()))
+        failures = ('backup_wal_archive_failures_total', labels)
+        samples.setdefault(failures, 0)
+        if outcome.get('status') == 'failed':
+            samples[failures] += 1
+        else:
+            samples[('backup_wal_last_archived_timestamp_seconds', labels)] = int(now)
+    return samples
+
+
+def render_samples(samples, helps):
+    out = []
+    for name, kind, text in helps:
+        mine = sorted((labels, value) for (n, labels), value in samples.items() if n == name)
+        if not mine:
+            continue
+        out += ['# HELP %s %s' % (name, text), '# TYPE %s %s' % (name, kind)]
+        out += ['%s%s %s' % (name, _labels(**dict(labels)), ('%d' % value) if value == int(value) else value)
+                for labels, value in mine]
+    return '\n'.join(out) + '\n' if out else ''
+
+
+def record_wal_push(config, job, set_name, outcomes, host, logger, now=None):
+    """After a wal-push: update its series in the metrics file under a lock (two pushes at once
+    each add their own failure), written aside and renamed (node_exporter may read at any
+    moment); push this set's series to the Pushgateway when one is configured. Never raises:
+    a metrics problem is a warning, never a failed archive_command."""
+    path = wal_metrics_path(config, job)
+    if path is None:
+        return None
+    now = time.time() if now is None else now
+    text = None
+    try:
+        import fcntl
+        with open(path + '.lock', 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path) as handle:
+                    samples = parse_samples(handle.read())
+            except (IOError, OSError) as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                samples = {}
+            update_wal_samples(samples, job['name'], set_name, outcomes, now)
+            text = render_samples(samples, WAL_METRICS_HELP)
+            partial = '%s.%d.tmp' % (path, os.getpid())
+            with open(partial, 'w') as handle:
+                handle.write(text)
+            os.chmod(partial, 0o644)
+            os.rename(partial, path)
+    except (IOError, OSError) as exc:
+        logger.warning('writing WAL metrics to %s failed (%s); the WAL file is archived all the same'
+                       % (path, exc.strerror or exc))
+        return None
+    gateway = (config or {}).get('pushgateway')
+    if gateway:
+        mine = dict((key, value) for key, value in parse_samples(text).items() if ('source', set_name) in key[1])
+        url = '%s/metrics/job/%s/instance/%s/source/%s' % (
+            gateway['url'].rstrip('/'), quote(job['name'], safe=''), quote(host, safe=''), quote(set_name, safe=''))
+        monitor = Monitor(dict(config, timeout=min(config.get('timeout', 10), 5)), job['name'], host, logger)
+        monitor._send('WAL metrics push', url, render_samples(mine, WAL_METRICS_HELP), 'text/plain; version=0.0.4')
+    return path
 
 
 class Monitor(object):

@@ -208,9 +208,13 @@ def push(set_name, path, repositories, min_success=None, compression='zstd', lev
         outcomes = [None] * len(repositories)
 
         def work(index, options):
-            outcome = {'type': options.get('type'), 'location': None}
+            # ``repository``: the metrics label (series_name), known before connecting
+            outcome = {'type': options.get('type'), 'location': None,
+                       'repository': options.get('name') or options.get('type')}
             try:
-                with open_repository(options, log) as repo:
+                store = open_repository(options, log)
+                outcome['repository'] = store.series_name()
+                with store as repo:
                     outcome['location'] = repo.location(directory(set_name))
                     outcome['status'] = _push_one(repo, set_name, wal.name, artifact, payload, data)
             except BaseException as exc:  # each repository fails alone (a bug in one too)
