@@ -150,6 +150,12 @@ def qlit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def scratch_database(db: str, what: str) -> str:
+    """A database a benchmark restores into: named after ``db``, what for and this process, so
+    that two benchmarks running at once never drop each other's."""
+    return f"{db}_{what}_{os.getpid()}"
+
+
 def drop_db(name: str) -> None:
     psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -321,6 +327,12 @@ def s3_settings(args) -> tuple[dict, object]:
     return s3, svc
 
 
+def database_argument(ap) -> None:
+    """--database: the benchmark database to build or reuse, instead of the scale's default
+    name (two benchmarks of different scales or versions at once must not share one)."""
+    ap.add_argument("--database", help="database to build/reuse (default: the scale's, e.g. offsite_bench)")
+
+
 def s3_arguments(ap) -> None:
     """The options s3_settings reads: the harness's state file, or an endpoint and its keys."""
     ap.add_argument("--services-state", help="state file of `python -m tests.harness.services up`")
@@ -454,7 +466,7 @@ def run_round(rep: int, args, db: str, facts: dict, s3: dict, client, work: Path
     if not local_dir.exists() and not quick:
         subprocess.run([pg_dump, "-Fd", "-Z0", "-f", str(local_dir), db], env=pg_env(), check=True)
 
-    target = f"{db}_restored"
+    target = scratch_database(db, "restored")
     create = f"psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE \"{target}\"'"
 
     def restore_step(key: str, cmd: str | None = None, spec: dict | None = None) -> None:
@@ -714,7 +726,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--repeat", type=int, help="rounds (median reported); default 3 full, 1 small")
     ap.add_argument("--quick", action="store_true", help="only the rows the targets need (no sweeps)")
-    ap.add_argument("--database", help="database to build/reuse (default offsite_bench[_small])")
+    database_argument(ap)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the database even if its marker matches")
     ap.add_argument("--work-dir", help="scratch directory for dumps (default: a new one under $TMPDIR)")
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
@@ -739,7 +751,7 @@ def main(argv=None) -> int:
         for rep in range(args.repeat):
             run_round(rep, args, db, facts, s3, client, work, samples, sizes)
     finally:
-        drop_db(f"{db}_restored")
+        drop_db(scratch_database(db, "restored"))
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         try:

@@ -48,11 +48,12 @@ def report_of(directory: Path, kind: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
+    bench.database_argument(ap)
     bench.s3_arguments(ap)
     args = ap.parse_args(argv)
 
     cfg = bench.SCALES[args.scale]
-    db = cfg["database"]
+    db = args.database or cfg["database"]
     bench.build_database(db, cfg, rebuild=False)
     s3, client, svc = bench.s3_bucket(args)
     prefix = "dr-bench-%s" % uuid.uuid4().hex[:6]

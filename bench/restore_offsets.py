@@ -73,7 +73,7 @@ def engine_restore(work: Path, kwargs: dict, offsets: bool, what: str) -> dict:
 def run_round(rep: int, db: str, facts: dict, files: dict, repos: dict, work: Path, samples: dict) -> None:
     bench.log(f"round {rep + 1}")
     pg_restore = bench.pg_tool("pg_restore")
-    target = f"{db}_offsets"
+    target = bench.scratch_database(db, "offsets")
     create = f"psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE \"{target}\"'"
     steps = [("local_seekable_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['seekable']}"),
              ("local_pipe_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['pipe']}")]
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--database")
+    bench.database_argument(ap)
     ap.add_argument("--work-dir")
     ap.add_argument("--results-dir", default=str(bench.REPO / "bench" / "results"))
     bench.s3_arguments(ap)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         for rep in range(args.repeat):
             run_round(rep, db, facts, files, repos, work, samples)
     finally:
-        bench.drop_db(f"{db}_offsets")
+        bench.drop_db(bench.scratch_database(db, "offsets"))
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         try:

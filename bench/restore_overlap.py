@@ -109,7 +109,7 @@ def run_round(rep: int, db: str, facts: dict, files: dict, s3: dict, link: str |
               work: Path, samples: dict) -> None:
     bench.log(f"round {rep + 1}")
     pg_restore = bench.pg_tool("pg_restore")
-    target = f"{db}_overlap"
+    target = bench.scratch_database(db, "overlap")
     create = f"psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE \"{target}\"'"
 
     def restore(endpoint: str, follow: bool) -> dict:
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 3 full, 1 small)")
     ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
-    ap.add_argument("--database")
+    bench.database_argument(ap)
     ap.add_argument("--work-dir")
     ap.add_argument("--results-dir", default=str(bench.REPO / "bench" / "results"))
     bench.s3_arguments(ap)
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         for rep in range(repeat):
             run_round(rep, db, facts, files, s3, proxy.endpoint_url if proxy else None, key, work, samples)
     finally:
-        bench.drop_db(f"{db}_overlap")
+        bench.drop_db(bench.scratch_database(db, "overlap"))
         if proxy is not None:
             proxy.close()
         if not args.work_dir:

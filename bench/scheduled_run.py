@@ -307,11 +307,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process per GB (issue 14) instead")
     ap.add_argument("--baseline", help="with --cpu: a git revision whose engine runs the same job too")
     ap.add_argument("--s3-copies", type=int, default=1, help="with --cpu: S3 repositories the run feeds at once")
+    bench.database_argument(ap)
     bench.s3_arguments(ap)
     args = ap.parse_args(argv)
     cfg = bench.SCALES[args.scale]
     repeat = args.repeat or (5 if args.scale == "full" else 1)
-    db = cfg["database"]
+    db = args.database or cfg["database"]
     bench.build_database(db, cfg, rebuild=False)
     facts = bench.database_facts(db)
     s3, client, svc = bench.s3_bucket(args)
