@@ -43,6 +43,9 @@ TIME = "/usr/bin/time"  # GNU time (Debian package: time)
 SCALES = {
     "full": {"pgbench_scale": 50, "random_mib": 160, "database": "offsite_bench", "repeat": 3},
     "small": {"pgbench_scale": 5, "random_mib": 16, "database": "offsite_bench_small", "repeat": 1},
+    # the scale check (bench/scale_check.py): 10x full; pgbench generates it server-side (G)
+    "10g": {"pgbench_scale": 500, "random_mib": 1600, "database": "offsite_bench_10g", "repeat": 1,
+            "init_steps": "dtGvp"},
 }
 MARKER_VERSION = 1
 BLOB_ROW_KIB = 64
@@ -262,7 +265,8 @@ def build_database(db: str, cfg: dict, rebuild: bool) -> dict:
     start = time.perf_counter()
     drop_db(db)
     psql("postgres", f"CREATE DATABASE \"{db}\" TEMPLATE template0 ENCODING 'UTF8'")
-    subprocess.run([pg_tool("pgbench"), "-i", "-q", "-s", str(cfg["pgbench_scale"]), db],
+    steps = ["-I", cfg["init_steps"]] if cfg.get("init_steps") else []
+    subprocess.run([pg_tool("pgbench"), "-i", "-q", "-s", str(cfg["pgbench_scale"])] + steps + [db],
                    env=pg_env(), check=True, stdout=subprocess.DEVNULL)
     rows = cfg["random_mib"] * 1024 // BLOB_ROW_KIB
     per_row = BLOB_ROW_KIB  # KiB, 1 KiB per gen_random_bytes call

@@ -43,10 +43,11 @@ def group_of(comm: str) -> str:
 
 class CpuSampler:
     def __init__(self, root_pid: int, app_names: tuple[str, ...], pg_env: dict, psql: str = "psql",
-                 interval: float = 0.02, database: str | None = None):
+                 interval: float = 0.02, database: str | None = None, database_prefix: str | None = None):
         self.root_pid = root_pid
         self.app_names = app_names
         self.database = database  # other engines (tests running meanwhile) share the application_name
+        self.database_prefix = database_prefix  # or: databases whose name starts so (a restore's scratch)
         self.interval = interval
         self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start) -> (group, cpu)
         self.backends: set[int] = set()
@@ -59,6 +60,8 @@ class CpuSampler:
     def _find_backends(self) -> None:
         names = ", ".join("'%s'" % n for n in self.app_names)
         where = f" AND datname = '{self.database}'" if self.database else ""
+        if self.database_prefix:
+            where += f" AND starts_with(datname, '{self.database_prefix}')"
         self.session.stdin.write(f"SELECT pid FROM pg_stat_activity WHERE application_name IN ({names}){where};\n"
                                  f"\\echo {_MARK}\n")
         self.session.stdin.flush()
@@ -84,6 +87,9 @@ class CpuSampler:
             if pid not in tree:
                 tree.add(pid)
                 todo.extend(children.get(pid, []))
+        if self.database_prefix:
+            self.backends.update(pid for pid, stat in stats.items()
+                                 if stat[0] == "postgres" and self._backend_of_prefix(pid))
         for pid in tree | self.backends:
             stat = stats.get(pid)
             if stat is None:
@@ -91,6 +97,20 @@ class CpuSampler:
             comm, dummy, cpu, start = stat
             group = "PostgreSQL backend" if pid in self.backends else group_of(comm)
             self.seen[(pid, start)] = (group, cpu)
+
+    def _backend_of_prefix(self, pid: int) -> bool:
+        """A backend connected to a database named ``database_prefix``...: its title is
+        ``postgres: [<cluster_name>:] <user> <database> <client> <activity>`` (also catches connections that live
+        shorter than ``_find_backends``' period, e.g. pg_restore's)."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                title = handle.read().decode(errors="replace").split()
+        except OSError:
+            return False
+        if not title or title[0] != "postgres:":
+            return False
+        fields = title[2:] if len(title) > 1 and title[1].endswith(":") else title[1:]  # cluster_name
+        return len(fields) > 1 and fields[1].startswith(self.database_prefix)
 
     def _run(self) -> None:
         polls = 0

@@ -10,6 +10,8 @@
 #   bench/run.sh --offsets [--scale small]     # restore with/without TOC data offsets (bench/restore_offsets.py)
 #   bench/run.sh --overlap [--scale small]     # restore overlapped with the download, targets PASS/MISS
 #                                              # (bench/restore_overlap.py)
+#   bench/run.sh --scale-check     # dump + upload + restore at ~1 GB and ~10 GB: memory flat, time
+#                                  # linear (bench/scale_check.py; builds a 10 GB database once)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -47,5 +49,8 @@ elif [ "${1:-}" = "--offsets" ]; then
 elif [ "${1:-}" = "--overlap" ]; then
     shift
     SCRIPT="$REPO/bench/restore_overlap.py"
+elif [ "${1:-}" = "--scale-check" ]; then
+    shift
+    SCRIPT="$REPO/bench/scale_check.py"
 fi
 "$PY" "$SCRIPT" --services-state "$STATE" "$@"
