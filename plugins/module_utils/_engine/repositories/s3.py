@@ -55,6 +55,27 @@ def _boto():
     return boto3, botocore
 
 
+_LOADER = []
+_LOADER_LOCK = threading.Lock()
+
+
+def _session(boto3, **settings):
+    """A boto3 session of its own (credentials resolved per repository, as before) whose
+    botocore data loader is shared by every S3 repository of this process, so the S3 service
+    model is parsed once: a new loader per repository cost ~0.1 CPU s and ~13 MiB each."""
+    import botocore.session
+    core = botocore.session.Session()
+    with _LOADER_LOCK:
+        if _LOADER:
+            core.register_component('data_loader', _LOADER[0])
+        else:
+            _LOADER.append(core.get_component('data_loader'))
+        session = boto3.session.Session(botocore_session=core, **settings)
+        paths = _LOADER[0].search_paths  # boto3 appends its own data directory per session
+        paths[:] = [path for n, path in enumerate(paths) if path not in paths[:n]]
+    return session
+
+
 def checksum_setting(endpoint_url, requested='auto'):
     """botocore 1.36+ sends CRC checksums by default, which many S3-compatible stores reject.
     ``auto`` keeps them for AWS and asks for them only when required elsewhere."""
@@ -154,11 +175,10 @@ class S3Repository(StreamingStore, Repository):
     def client(self):
         if self._client is None:
             boto3 = _boto()[0]
-            session = boto3.session.Session(
-                aws_access_key_id=self.options.get('access_key'),
-                aws_secret_access_key=self.options.get('secret_key'),
-                aws_session_token=self.options.get('session_token'),
-                region_name=self.options.get('region'))
+            session = _session(boto3, aws_access_key_id=self.options.get('access_key'),
+                               aws_secret_access_key=self.options.get('secret_key'),
+                               aws_session_token=self.options.get('session_token'),
+                               region_name=self.options.get('region'))
             self._client = session.client('s3', endpoint_url=self.endpoint_url, config=self.client_config())
         return self._client
 
