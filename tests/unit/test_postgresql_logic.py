@@ -52,3 +52,44 @@ def test_count_mismatch_names_the_tables():
     assert '3 table(s) differ' in text
     assert 'public.b: 5 rows, 4 restored' in text and 'app.c: 1 rows, table missing' in text
     assert 'x.y: not in the backup' in text and 'not touched' in text
+
+
+class _RecordingSource(object):
+    """A PostgresqlSource whose psql calls are recorded and answered from ``answers``."""
+
+    @staticmethod
+    def make(database, answers, **options):
+        from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
+        from ansible_collections.offsite.backup.plugins.module_utils._engine.sources.postgresql import PostgresqlSource
+        source = PostgresqlSource(dict({'type': 'postgresql', 'database': database}, **options), CommandLog())
+        source.calls = []
+
+        def psql(sql, db, what):
+            source.calls.append(sql)
+            return next((rows for start, rows in answers if sql.startswith(start)), [])
+        source._psql = psql
+        return source
+
+
+@pytest.mark.parametrize('exists', [False, True])
+def test_the_swap_commits_synchronously_in_the_renaming_transaction(exists, monkeypatch):
+    """The loaders commit without waiting for the WAL flush; the rename that makes their work
+    visible commits with synchronous_commit on whatever the server's default, in the same
+    session and transaction as the rename (one psql call, SET first), so the restored database
+    is durable before it is in place."""
+    answers = [('SELECT 1 FROM pg_database', [['1']] if exists else []), ('SELECT pid', [])]
+    source = _RecordingSource.make('crm', answers)
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import lifeline
+    monkeypatch.setattr(lifeline, 'check', lambda: None)  # another test's guard may linger in this worker
+    result = source._swap('crm_restore_0123abcd', 'replace')
+    [rename] = [sql for sql in source.calls if 'RENAME TO' in sql]
+    statements = [part.strip() for part in rename.split(';')]
+    assert statements[0] == 'SET synchronous_commit = on'
+    assert 'ALTER DATABASE "crm_restore_0123abcd" RENAME TO "crm"' in statements
+    assert result['replaced'] is exists
+
+
+def test_loaders_commit_asynchronously_with_more_memory_for_index_builds():
+    source = _RecordingSource.make('crm', [('SELECT greatest', [['262144']])])
+    options = source.load_env()['PGOPTIONS'].split()
+    assert options == ['-c', 'synchronous_commit=off', '-c', 'maintenance_work_mem=262144kB']
