@@ -50,10 +50,13 @@ TARGET = 1.3
 
 class Throttle:
     """A loopback TCP proxy to ``port`` passing at most ``rate`` bytes/s from clients to the
-    server, shared by all connections (one link); replies pass unthrottled."""
+    server (``direction="up"``: an upload) or from the server to clients (``"down"``: a
+    download), shared by all connections (one link); the other direction passes unthrottled."""
 
-    def __init__(self, port: int, rate: float):
-        self.port, self.rate = port, rate
+    def __init__(self, port: int, rate: float, direction: str = "up"):
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction {direction!r}: up or down")
+        self.port, self.rate, self.up = port, rate, direction == "up"
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint_url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
         self.lock = threading.Lock()
@@ -75,8 +78,8 @@ class Throttle:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.port))
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, self.up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, not self.up), daemon=True).start()
 
     def _pump(self, source, sink, paced: bool) -> None:
         try:
