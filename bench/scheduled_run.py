@@ -235,12 +235,17 @@ def cpu_markdown(samples: dict, meta: dict) -> tuple[str, list]:
     totals = [f"**{med(k, 'cpu_with_backend') / raw_gb:.2f}**" for k in keys]
     lines.append("| **total incl. backend** | " + " | ".join(totals) + " |")
     lines.append("| wall seconds | " + " | ".join(f"{med(k, 'seconds'):.2f}" for k in keys) + " |")
+    lines.append("| peak RSS of the largest process, MiB (max) | "
+                 + " | ".join(f"{max(s['tree_rss_mib'] for s in samples[k]):.0f}" for k in keys) + " |")
     reference = med("cpu_reference", "cpu_with_backend")
     checks = []
     for k in keys[1:]:
         ratio = med(k, "cpu_with_backend") / reference
         checks.append((f"CPU of the scheduled run ({k[len('cpu_run_'):]}) <= {CPU_TARGET}x the reference",
                        f"{ratio:.2f}x", ratio <= CPU_TARGET))
+        rss = max(s["tree_rss_mib"] for s in samples[k])
+        checks.append((f"peak memory of the scheduled run ({k[len('cpu_run_'):]}) < {TARGETS['run_rss_mib']} MB",
+                       f"{rss:.0f} MiB", rss * 1.048576 < TARGETS["run_rss_mib"]))
     lines += ["", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {name} | {text} | {'**PASS**' if ok else '**MISS**'} |" for name, text, ok in checks]
     return "\n".join(lines) + "\n", checks
