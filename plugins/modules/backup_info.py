@@ -225,6 +225,30 @@ repository_check:
       description: The repository checked (no credentials).
       type: str
   sample: {ok: true, read_data_subset: "10%", location: /srv/restic}
+recovery_window:
+  description:
+    - For a set with base backups (C(postgresql_physical)) and archived WAL in this repository, the span a
+      point-in-time restore can reach (docs/pitr.md); null otherwise.
+  returned: always
+  type: dict
+  contains:
+    earliest:
+      description: The oldest complete base backup's end (C(source.stop_time)).
+      type: str
+    latest:
+      description: When the newest archived WAL segment was stored (its manifest's C(created)).
+      type: str
+    newest_wal:
+      description: That segment's file name.
+      type: str
+    earliest_timestamp:
+      description: RV(recovery_window.earliest) as Unix time.
+      type: float
+    latest_timestamp:
+      description: RV(recovery_window.latest) as Unix time.
+      type: float
+  sample: {earliest: '2026-12-06T03:00:41Z', latest: '2026-12-06T16:30:00Z', newest_wal: '000000010000000A000000FF',
+           earliest_timestamp: 1796526041.0, latest_timestamp: 1796574600.0}
 location:
   description: Where the set lives (no credentials).
   returned: always

@@ -60,6 +60,7 @@ def normalise(result, rpo_seconds=None, rto_seconds=None):
     out['checks'] = list(result.get('checks') or [])
     out['skipped_repositories'] = list(result.get('skipped_repositories') or [])
     out['error'] = result.get('error') or None
+    out['point_in_time'] = point_in_time(result.get('point_in_time'))
     own_rpo, own_rto = result.get('rpo_seconds'), result.get('rto_seconds')
     out['rpo_seconds'] = _seconds(rpo_seconds if own_rpo in (None, '') else own_rpo)
     out['rto_seconds'] = _seconds(rto_seconds if own_rto in (None, '') else own_rto)
@@ -76,6 +77,32 @@ def normalise(result, rpo_seconds=None, rto_seconds=None):
         out['success'] = False
         out['error'] = '; '.join(([out['error']] if out['error'] else []) + missed)
     return out
+
+
+PIT_KEYS = ('target', 'chosen', 'reached', 'window_start', 'window_end', 'newest_wal')
+
+
+def point_in_time(facts):
+    """A point-in-time set's facts (or None): the moment recovered to (``target``, ``chosen``
+    random or given), the last transaction replayed (``reached``), the recovery window and its
+    newest WAL segment, and the restore's phases."""
+    if not facts:
+        return None
+    if not isinstance(facts, dict) or not facts.get('target'):
+        raise ConfigError('point_in_time must be a mapping with target (got %r)' % (facts,))
+    out = dict((key, facts.get(key) or None) for key in PIT_KEYS)
+    out['phases'] = dict((k, _seconds(v)) for k, v in (facts.get('phases') or {}).items())
+    return out
+
+
+def pit_line(s):
+    """One sentence on a point-in-time set: the moment, how it was chosen, what was reached, the window."""
+    pit = s['point_in_time']
+    return ('point in time %s (%s, in the window %s .. %s, newest WAL %s), recovered to the last transaction at %s; '
+            'RPO achieved (now - newest archived WAL) %s, RTO %s' % (
+                pit['target'], pit['chosen'] or 'given', pit['window_start'] or '?', pit['window_end'] or '?',
+                pit['newest_wal'] or '?', pit['reached'] or 'n/a', human_duration(s['age_seconds']),
+                human_duration(s['recovery_seconds'])))
 
 
 def build(kind, results, started, finished, host=None, rpo_seconds=None, steps=None, rto_seconds=None,
@@ -180,6 +207,8 @@ def markdown(report):
                   '- repositories skipped: %s' % ('; '.join(s['skipped_repositories']) or 'none'),
                   '- restore: %s, %s: %s' % (
                       human_duration(s['restore_seconds']), recovery_heading(report), human_duration(s['recovery_seconds']))]
+        if s.get('point_in_time'):
+            lines.append('- %s' % pit_line(s))
         for c in s['checks']:
             lines.append('- [%s] %s' % ('x' if c.get('ok') else ' ', c.get('name')))
             lines += ['  - %s: `%s`' % (label, value) for label, value in check_lines(c)]
@@ -383,6 +412,8 @@ def page(report, history):
                         esc('; '.join(s['skipped_repositories']) or 'none'),
                         human_duration(s['restore_seconds']), esc(recovery_heading(report)),
                         human_duration(s['recovery_seconds'])))
+        if s.get('point_in_time'):
+            body.append('<p class="point-in-time">%s</p>' % esc(pit_line(s)))
         if s['checks']:
             body.append('<table class="checks"><thead><tr><th>check</th><th>query</th><th>expected</th><th>got</th>'
                         '<th>result</th></tr></thead><tbody>')
@@ -439,6 +470,10 @@ def _label(value):
     return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
 
 
+def _timestamp(text):
+    return None if not text else round(mf.parse_time(text).timestamp(), 3)
+
+
 def metrics(report):
     """The report in Prometheus text format, for a Pushgateway (``dr_<kind>_*`` per set; a
     rebuild's own recovery time and objective without a set label)."""
@@ -453,6 +488,15 @@ def metrics(report):
         ('recovery_seconds', 'gauge', 'RTO achieved: start of the restore to the target answering its checks',
          lambda s: s['recovery_seconds'] if report['kind'] == 'drill' else None),
         ('rto_seconds', 'gauge', 'recovery time objective', lambda s: s.get('rto_seconds')),
+        # point-in-time sets only: the RPO achieved is now - the newest archived WAL segment
+        ('pitr_rpo_seconds', 'gauge', 'point-in-time set: seconds from the newest archived WAL segment to the drill',
+         lambda s: s['age_seconds'] if s.get('point_in_time') else None),
+        ('pitr_rto_seconds', 'gauge', 'point-in-time set: start of the restore to the scratch server answering its checks',
+         lambda s: s['recovery_seconds'] if s.get('point_in_time') else None),
+        ('pitr_target_timestamp_seconds', 'gauge', 'point-in-time set: the moment recovered to (Unix time)',
+         lambda s: _timestamp((s.get('point_in_time') or {}).get('target'))),
+        ('pitr_reached_timestamp_seconds', 'gauge', 'point-in-time set: the last transaction replayed (Unix time)',
+         lambda s: _timestamp((s.get('point_in_time') or {}).get('reached'))),
     ]
     whole = {'recovery_seconds': report.get('recovery_seconds'), 'rto_seconds': report.get('rto_seconds')}
     lines = []

@@ -6,6 +6,7 @@ __metaclass__ = type
 
 import traceback
 
+from .. import window
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
 from ..errors import ConfigError, DependencyError
@@ -37,6 +38,9 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, s
                   'repository': repo.series_name(), 'total_size': sum(b.size or 0 for b in catalog.backups),
                   'stored_bytes': catalog.stored_bytes(),
                   'suspect': [b.id for b in catalog.suspect]}
+        # sets with base backups only: a WAL listing costs a request
+        result['recovery_window'] = (window.recovery_window(repo, catalog)
+                                     if any(window.base_backup_end(b) for b in catalog.trusted) else None)
         if catalog.suspect:
             result['warnings'] = [catalog.describe_suspect(b) for b in catalog.suspect]
         if repository_check:

@@ -1,0 +1,112 @@
+# Copyright (c) offsite.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The recovery window of a set (oldest base backup's end .. newest archived WAL segment), the
+drill's moment inside it, and a point-in-time set in the drill report and its metrics."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import datetime
+import json
+import random
+import struct
+
+import pytest
+
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill_report, wal, window
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import NotFoundError
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
+
+UTC = datetime.timezone.utc
+
+
+class _Backup(object):
+    def __init__(self, stop_time, fmt="basebackup"):
+        self.manifest = {"source": {"format": fmt, "stop_time": stop_time}}
+
+
+class _Catalog(object):
+    name = "crm_cluster"
+
+    def __init__(self, *backups):
+        self.trusted = list(backups)
+
+
+def _push(tmp_path, repo, name, when):
+    path = tmp_path / name
+    path.write_bytes(struct.pack("<HHIQI4xQII", 0xD110, 0x0006, 1, 0, 0, 42, 16 << 20, 8192) + b"\x00" * 64)
+    wal.push("crm_cluster", str(path), [repo], now=when)
+
+
+def test_the_window_runs_from_the_oldest_base_backup_end_to_the_newest_segment_of_any_timeline(tmp_path):
+    (tmp_path / "repo").mkdir()
+    repo = {"type": "local", "path": str(tmp_path / "repo")}
+    t = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+    _push(tmp_path, repo, "000000010000000000000007", t + datetime.timedelta(minutes=7))
+    _push(tmp_path, repo, "000000010000000000000009", t + datetime.timedelta(minutes=9))   # old timeline's tail
+    _push(tmp_path, repo, "00000002.history", t + datetime.timedelta(minutes=30))           # not a segment
+    _push(tmp_path, repo, "000000020000000000000008", t + datetime.timedelta(minutes=20))   # newer, lower number
+    catalog = _Catalog(_Backup("2026-12-06T12:05:00Z"), _Backup("2026-12-06T12:01:00Z"), _Backup(None, "custom"))
+    with open_repository(repo) as store:
+        found = window.recovery_window(store, catalog)
+        assert found == {"earliest": "2026-12-06T12:01:00Z", "latest": "2026-12-06T12:20:00Z",
+                         "newest_wal": "000000020000000000000008",
+                         "earliest_timestamp": t.timestamp() + 60, "latest_timestamp": t.timestamp() + 1200}
+        assert window.recovery_window(store, _Catalog(_Backup(None, "custom"))) is None
+        other = _Catalog(_Backup("2026-12-06T12:01:00Z"))
+        other.name = "erp_cluster"
+        assert window.recovery_window(store, other) is None                     # no WAL of that set
+
+
+def test_a_random_moment_is_a_whole_second_inside_the_window_before_its_margin():
+    seed = random.randrange(2 ** 32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    w = {"earliest": "2026-12-06T12:00:00Z", "latest": "2026-12-06T12:02:00Z",
+         "earliest_timestamp": 1796558400.0, "latest_timestamp": 1796558520.0}
+    seen = set()
+    for dummy in range(300):
+        moment = window.choose_moment(w, "random", margin=60, rng=rng)
+        assert moment.microsecond == 0 and moment.tzinfo is not None
+        seen.add(moment.timestamp() - 1796558400)
+    assert min(seen) == 1 and max(seen) == 60                                   # both ends reached
+    with pytest.raises(NotFoundError, match="shorter than the margin"):
+        window.choose_moment(w, "random", margin=120)
+    assert window.choose_moment(w, "2026-12-06T12:01:30Z").timestamp() == 1796558490
+    with pytest.raises(NotFoundError, match="outside the recovery window"):
+        window.choose_moment(w, "2026-12-06T12:03:00Z")
+    with pytest.raises(NotFoundError, match="no recovery window"):
+        window.choose_moment(None, "random")
+
+
+def _pit_set(**extra):
+    return dict({"name": "crm_cluster", "success": True, "age_seconds": 42.5, "restore_seconds": 30,
+                 "recovery_seconds": 31.25, "rpo_seconds": 3600, "rto_seconds": 14400,
+                 "point_in_time": {"target": "2026-12-06T12:01:30Z", "chosen": "random",
+                                   "reached": "2026-12-06T12:01:29.5Z", "window_start": "2026-12-06T12:00:00Z",
+                                   "window_end": "2026-12-06T12:02:00Z", "newest_wal": "000000010000000000000009",
+                                   "phases": {"recovery_seconds": "3.5"}}}, **extra)
+
+
+def test_a_point_in_time_set_in_the_report_and_its_metrics(tmp_path):
+    started = datetime.datetime(2026, 12, 6, 12, 3, tzinfo=UTC)
+    report = drill_report.build("drill", [_pit_set(), {"name": "crm_db", "success": True, "age_seconds": 100}],
+                                started, started + datetime.timedelta(minutes=1), host="drill1", rpo_seconds=93600,
+                                rto_seconds=14400)
+    pit = report["sets"][0]["point_in_time"]
+    assert pit["phases"] == {"recovery_seconds": 3.5} and report["sets"][1]["point_in_time"] is None
+    text = drill_report.metrics(report)
+    assert 'dr_drill_pitr_rpo_seconds{set="crm_cluster"} 42.5' in text
+    assert 'dr_drill_pitr_rto_seconds{set="crm_cluster"} 31.25' in text
+    assert 'dr_drill_pitr_target_timestamp_seconds{set="crm_cluster"} 1796558490.0' in text
+    assert 'dr_drill_pitr_reached_timestamp_seconds{set="crm_cluster"} 1796558489.5' in text
+    assert 'set="crm_db"' not in "\n".join(line for line in text.splitlines() if "pitr" in line)
+    paths = drill_report.write(report, str(tmp_path))
+    md = open(paths["markdown"]).read()
+    assert ("point in time 2026-12-06T12:01:30Z (random, in the window 2026-12-06T12:00:00Z .. 2026-12-06T12:02:00Z, "
+            "newest WAL 000000010000000000000009), recovered to the last transaction at 2026-12-06T12:01:29.5Z; "
+            "RPO achieved (now - newest archived WAL) 42.5 s, RTO 31.2 s") in md
+    assert 'class="point-in-time"' in open(paths["html"]).read()
+    assert json.load(open(paths["json"]))["sets"][0]["point_in_time"]["target"] == "2026-12-06T12:01:30Z"
+    with pytest.raises(Exception, match="point_in_time must be a mapping with target"):
+        drill_report.build("drill", [_pit_set(point_in_time={"chosen": "random"})], started, started)
