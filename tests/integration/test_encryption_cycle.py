@@ -353,3 +353,19 @@ def test_runner_job_encrypts_with_age(sample_db, workdir, db_names):
     assert_ok(r, "restore")
     assert pg.fingerprint(target) == pg.fingerprint(sample_db)
     assert secret not in (workdir / "encjob.log").read_text()
+
+    # `offsite-backup restore` of the same job decrypts with --identity-file; without an identity
+    # it fails before anything is created
+    cli = [str(VENV_BIN / "python"), "-m", "ansible_collections.offsite.backup.plugins.module_utils._engine.cli",
+           "restore", str(path), "--set", "crm_db", "--from", "0"]
+    refused = db_names("cli")
+    bare = subprocess.run(cli + ["--database", refused], env=env, text=True, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=300, check=False)
+    assert bare.returncode != 0 and "identity_file" in bare.stderr, bare.stderr + bare.stdout
+    assert not pg.database_exists(refused)
+    by_cli = db_names("cli")
+    restored = subprocess.run(cli + ["--database", by_cli, "--identity-file", str(workdir / "ops.agekey")], env=env,
+                              text=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False)
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    assert pg.fingerprint(by_cli) == pg.fingerprint(sample_db)
+    assert secret not in restored.stdout + restored.stderr

@@ -303,7 +303,8 @@ def cmd_restore(args):
         target['path'] = args.path
     result = operations.restore(args.set, repository, target, backup=args.backup, mode=args.mode,
                                 work_dir=args.work_dir, clock_skew=job.get('clock_skew'),
-                                signing=jobs.trusted_keys(job), log=CommandLog())
+                                encryption=_decryption(job, args), signing=jobs.trusted_keys(job),
+                                log=CommandLog())
     for warning in result.get('warnings', []):
         sys.stderr.write('offsite-backup: warning: %s\n' % warning)
     for item in result.get('cleaned') or []:
@@ -449,14 +450,19 @@ def _wal_metrics(job, name, outcomes):
     monitoring.record_wal_push(config, job, name, outcomes, host, logger)
 
 
-def cmd_wal_fetch(args):
-    """restore_command: 0 served, 1 in no repository, EXIT_ABORT_RECOVERY otherwise (main)."""
-    wal, job, name = _wal_job(args)
+def _decryption(job, args):
+    """The job's encryption settings, with the identity of --identity-file when given."""
     encryption = dict(job.get('encryption') or {})
     if args.identity_file:
         encryption['identity_file'] = args.identity_file
+    return encryption or None
+
+
+def cmd_wal_fetch(args):
+    """restore_command: 0 served, 1 in no repository, EXIT_ABORT_RECOVERY otherwise (main)."""
+    wal, job, name = _wal_job(args)
     try:
-        result = wal.fetch(name, args.wal_file, args.dest_path, job['repositories'], encryption=encryption,
+        result = wal.fetch(name, args.wal_file, args.dest_path, job['repositories'], encryption=_decryption(job, args),
                            signing=job.get('signing'), log=CommandLog())
     except wal.NotArchived as exc:
         sys.stderr.write('offsite-backup: %s\n' % exc)
@@ -493,6 +499,8 @@ def parser():
     restore.add_argument('--path', help='restore files into this directory instead of the source\'s')
     restore.add_argument('--mode', default='create', choices=['create', 'replace'])
     restore.add_argument('--work-dir', help='scratch directory for the download (default: TMPDIR)')
+    restore.add_argument('--identity-file', help='age identity (private key) file to decrypt with; '
+                                                 'default: the job\'s encryption.identity_file')
     watch = common(commands.add_parser('monitor', help='read every repository and export what is there'))
     watch.add_argument('--textfile', help='write the metrics to this .prom file (node_exporter textfile collector)')
     watch.add_argument('--pushgateway', help='push the metrics to this Pushgateway URL')
