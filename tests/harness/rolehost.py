@@ -4,14 +4,17 @@ SSH to this machine, and where users that a role creates log in with their own
 
     RootSshd()   .port, .private_key, .known_hosts, .host_key, .dropin_dir, .reload(), .inventory(path)
     RUNNER_DIR   the client role's install directory for the tests that apply the role
+    runner_dir_lock()  take it first (another checkout may be using it)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,12 +22,36 @@ from tests.harness.services import LOOPBACK, REPO_ROOT, Service, _kill, _run, _s
 
 SSHD = "/usr/sbin/sshd"
 
+def _runner_key() -> str:
+    """What the client role installs into its virtualenv from PyPI: its defaults (the package
+    list, pip arguments) and this Python. The engine wheel is not part of it: the role replaces
+    the wheel in place when it changes (its own marker), in seconds."""
+    defaults = (REPO_ROOT / "roles" / "client" / "defaults" / "main.yml").read_bytes()
+    return hashlib.sha256(defaults + sys.version.encode()).hexdigest()[:12]
+
+
 #: The client role's install directory (virtualenv from PyPI, engine wheel) for every test that
-#: applies the role to this machine (tests/integration/test_roles.py, test_drill_command.py):
-#: built by the first of them and reused by the others and by later runs. One per checkout, so
-#: two checkouts on one machine never install their engines into the same one; the tests that
-#: use it run one after the other (xdist group "role-runner", tests/integration/conftest.py).
-RUNNER_DIR = Path("/var/tmp") / f"offsite-role-test-runner-{hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]}"
+#: applies the role to this machine (tests/integration/test_roles.py, test_drill_command.py,
+#: test_wal_archiving.py): built by the first of them and reused by the others, by later runs and
+#: by other checkouts of the same role defaults, so that a fresh clone does not install the
+#: virtualenv from PyPI again (about a minute of a CI run). Tests that use it hold
+#: ``runner_dir_lock()`` first: two role runs at once would pip-install into the same one. Within
+#: one run they are one xdist group ("role-runner", tests/integration/conftest.py) anyway; the
+#: lock is for two checkouts testing at the same time.
+RUNNER_DIR = Path("/var/tmp") / f"offsite-role-test-runner-{_runner_key()}"
+
+_runner_lock = None
+
+
+def runner_dir_lock() -> Path:
+    """Take RUNNER_DIR for this test process until it exits (waiting while another process holds
+    it); returns RUNNER_DIR."""
+    global _runner_lock
+    if _runner_lock is None:
+        lock = open(f"{RUNNER_DIR}.lock", "a+")  # noqa: SIM115 - held until the process exits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _runner_lock = lock
+    return RUNNER_DIR
 
 
 class RootSshd(Service):

@@ -14,7 +14,7 @@ import yaml
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
 from tests.harness.monitoring import HttpReceiver
-from tests.harness.rolehost import RUNNER_DIR
+from tests.harness.rolehost import runner_dir_lock
 from tests.integration.helpers import cli, local_repo, pg_source, s3_keys, s3_repo
 
 CRON_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LOGNAME": "root"}
@@ -93,7 +93,7 @@ def test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them(moto, bucke
         content["repositories"][0] = dict(content["repositories"][0], access_key="${S3_ACCESS_KEY}",
                                           secret_key="${S3_SECRET_KEY}")
         secrets = {"S3_ACCESS_KEY": moto.access_key, "S3_SECRET_KEY": moto.secret_key}
-        client = {"client_manage_packages": False, "client_install_dir": str(RUNNER_DIR),
+        client = {"client_manage_packages": False, "client_install_dir": str(runner_dir_lock()),
                   "client_config_dir": str(workdir / "etc"), "client_log_dir": str(workdir / "log"),
                   "client_command": str(workdir / "bin" / "offsite-backup"),
                   "client_monitor_textfile_dir": str(workdir / "prom"),

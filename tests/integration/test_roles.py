@@ -22,7 +22,7 @@ import pytest
 
 from tests.harness.ansible import run_playbook
 from tests.harness.monitoring import HttpReceiver, Pushgateway
-from tests.harness.rolehost import RUNNER_DIR, RootSshd
+from tests.harness.rolehost import RUNNER_DIR, RootSshd, runner_dir_lock
 from tests.harness.services import _ssh_keygen
 from tests.integration.helpers import pg_source, s3_keys
 
@@ -59,7 +59,7 @@ def client_vars(workdir, job_name, moto, bucket, database, receiver, pushgateway
     config = workdir / "etc"
     return {
         "client_manage_packages": True,
-        "client_install_dir": str(RUNNER_DIR),
+        "client_install_dir": str(runner_dir_lock()),
         "client_config_dir": str(config),
         "client_log_dir": str(workdir / "log"),
         "client_command": str(workdir / "bin" / "offsite-backup"),

@@ -319,7 +319,7 @@ def test_a_promoted_server_archives_its_new_timeline_beside_the_old(cluster):
 
 def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(cluster):
     from tests.harness.ansible import run_playbook
-    from tests.harness.rolehost import RUNNER_DIR
+    from tests.harness.rolehost import runner_dir_lock
 
     pg = cluster
     pg.start(archive_mode="off")
@@ -329,7 +329,7 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
     name = "walrole%s" % uuid.uuid4().hex[:6]
     job = {k: v for k, v in job_for(pg, [{"type": "local", "path": nas}]).items() if k not in ("name", "log")}
     restart = "runuser -u postgres -- %s/pg_ctl -D %s -l %s -w -t 60 -m fast restart" % (pg.bindir, pg.datadir, pg.log)
-    client = {"client_manage_packages": False, "client_install_dir": str(RUNNER_DIR),
+    client = {"client_manage_packages": False, "client_install_dir": str(runner_dir_lock()),
               "client_config_dir": os.path.join(pg.home, "etc"), "client_log_dir": os.path.join(pg.home, "log"),
               "client_command": os.path.join(pg.home, "bin", "offsite-backup"),
               "client_wal_config_dir": os.path.join(pg.home, "wal-etc"),
