@@ -41,7 +41,7 @@ SCRIPT = str(Path(__file__).resolve())
 KIND = "overlap"
 ROWS = [
     ("local_seekable_j2", "local `pg_restore -j2`, seekable custom file (best local restore)"),
-    ("seed_gunzip_psql", "seed: `gunzip -c file.sql.gz | psql` (local file)"),
+    ("seed_gunzip_psql", "seed: `gunzip -c file.sql.gz \\| psql` (local file)"),
     ("ours_s3_serial", "ours from S3 (loopback), jobs 2, download then restore (before)"),
     ("ours_s3", "ours from S3 (loopback), jobs 2, overlapped"),
     ("download_link", "download alone behind the link (boto3 get_object)"),
