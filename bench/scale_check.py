@@ -22,7 +22,7 @@ The databases are built once (``bench.build_database``: pgbench scale 50 / 500 p
 MiB of incompressible bytes; the 10 GB one takes ~10 GB of disk, the restore another ~10 GB plus
 its ~8.5 GB work file) and kept for the next run; ``--drop-after`` removes them.
 
-    bench/run.sh --scale-check                       # ~1 GB and ~10 GB (about an hour here)
+    bench/run.sh --scale-check                       # ~1 GB and ~10 GB (18 min at load 17-22, + the build)
     bench/run.sh --scale-check --large small         # smoke test: ~100 MB vs ~1 GB
 """
 from __future__ import annotations
