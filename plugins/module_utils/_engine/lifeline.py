@@ -17,6 +17,7 @@
 
 Child processes die with the engine even on SIGKILL, which no handler sees:
 ``commands`` starts every tool with the kernel's parent-death signal (``die_with_parent``).
+A daemon a restore starts on purpose (a PostgreSQL server) has no such parent: ``warden``.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
