@@ -368,12 +368,22 @@ options:
         choices: [latest, immediate]
       recovery_target_action:
         description:
-          - 'What happens at the target: C(promote) ends recovery; the server then runs on O(target.port) as a
-            primary on a new timeline.'
+          - 'What happens at the target. C(promote): recovery ends there and the server is restarted with its
+            own settings on O(target.port), a primary on a new timeline (result C(state=running)).'
+          - 'C(pause): the server is left running in recovery, paused at the target, read-only, on
+            O(target.port) but only on the private socket directory the result names (C(state=paused),
+            C(socket_directory)); inspect the data, then C(SELECT pg_wal_replay_resume()) ends recovery there,
+            or stop it and restore again. It fetches no more WAL and no secret stays on disk. Needs
+            O(target.recovery_target_time) or O(target.recovery_target=immediate): C(latest) has no target to
+            pause at.'
+          - 'C(shutdown): recovery ends at the target (a new timeline), the server is stopped cleanly and not
+            started (C(state=stopped)); the data directory holds the final settings and starts as it is
+            (C(pg_ctl start), or the service). Unlike PostgreSQL''s own C(shutdown) it is not left in
+            recovery: that would need the recovery job file, with its keys, on its next start.'
           - Used by C(postgresql_physical).
           - Defaults to C(promote).
         type: str
-        choices: [promote]
+        choices: [promote, pause, shutdown]
       os_user:
         description:
           - 'When the restore runs as root: the system user that owns the data directory and runs the server

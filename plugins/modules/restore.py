@@ -149,8 +149,10 @@ restored:
   description:
     - What was restored (database or path, whether it replaced one).
     - For a C(postgresql_physical) target (point-in-time recovery, docs/pitr.md) the V(data_directory) and V(port) of
-      the running restored server, V(reached_time) (the last transaction replayed) and V(reached_lsn), the new
-      V(timeline), and V(phases) (V(extract_seconds), V(recovery_seconds), V(promote_seconds), V(restart_seconds)).
+      the restored server, its V(state) (V(running), V(paused) or V(stopped), after O(target.recovery_target_action)),
+      V(reached_time) (the last transaction replayed) and V(reached_lsn), the V(timeline), and V(phases)
+      (V(extract_seconds), V(recovery_seconds), V(promote_seconds), V(restart_seconds) or V(stop_seconds)); when
+      paused, V(socket_directory) (its only socket) and V(resume) (the command that ends recovery there).
   returned: when restored
   type: dict
   sample: {"type": "postgresql", "database": "crm_db_test"}

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import tarfile
+import time
 
 import pytest
 
 from ansible_collections.offsite.backup.plugins.module_utils._engine import catalog as cat
+from ansible_collections.offsite.backup.plugins.module_utils._engine import scratch as leases
+from ansible_collections.offsite.backup.plugins.module_utils._engine import warden
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import (ConfigError, IntegrityError,
                                                                                     NotFoundError, SourceError,
@@ -174,3 +178,79 @@ def test_extract_writes_only_files_and_directories_inside(tmp_path, bad):
 def test_extract_of_garbage_is_an_integrity_error(tmp_path):
     with pytest.raises(IntegrityError, match="not a readable tar"):
         phys.extract(io.BytesIO(b"\x01" * 2048), str(tmp_path))
+
+
+def test_pause_needs_a_target_to_pause_at(tmp_path):
+    with pytest.raises(ConfigError, match="pause needs a target"):
+        target(data_directory=str(tmp_path / "a"), port=1, recovery_target_action="pause").check_target("create")
+    with pytest.raises(ConfigError, match="pause needs a target"):
+        target(data_directory=str(tmp_path / "a"), port=1, recovery_target="latest",
+               recovery_target_action="pause").check_target("create")
+    for ok in ({"recovery_target": "immediate"}, {"recovery_target_time": "2026-12-06T12:00:00Z"}):
+        assert target(data_directory=str(tmp_path / "a"), port=1, recovery_target_action="pause",
+                      **ok).check_target("create") == {"exists": False}
+
+
+def test_a_killed_restores_directory_is_no_obstacle_a_live_ones_is(tmp_path):
+    """The lease inside: a dead owner's directory will be swept (check_target lets it pass and
+    sweep_scratch removes what it created); a live owner's is not empty."""
+    directory = tmp_path / "restored"
+    directory.mkdir()
+    (directory / "PG_VERSION").write_text("15\n")
+    lease = directory / phys.LEASE_FILE
+    lease.write_text(json.dumps(dict(leases.lease(), created=True)))
+    with pytest.raises(TargetError, match="not empty"):
+        target(data_directory=str(directory), port=1).check_target("create")
+    dead = dict(leases.lease(), pid=2 ** 22 + 7, created=True)  # above pid_max: never running
+    lease.write_text(json.dumps(dead))
+    tgt = target(data_directory=str(directory), port=1)
+    assert tgt.check_target("create") == {"exists": True}
+    sweep = tgt.sweep_scratch(leases.Sweep())
+    assert sweep.removed == [f"data directory {directory} of a killed restore"] and not directory.exists()
+    # a directory it was given empty is emptied, not removed
+    directory.mkdir()
+    (directory / "base").mkdir()
+    (directory / phys.LEASE_FILE).write_text(json.dumps(dict(dead, created=False)))
+    target(data_directory=str(directory), port=1).sweep_scratch(leases.Sweep())
+    assert directory.is_dir() and os.listdir(directory) == []
+
+
+S = MB16
+
+
+@pytest.mark.parametrize("names, reached, gap", [
+    ([], "0/3000060", None),                                            # nothing archived
+    (["000000010000000000000003", "000000010000000000000004"], "0/4000100", None),  # reached the newest
+    (["000000010000000000000003", "000000010000000000000004"], "0/5000000", None),  # a switch: ends at the boundary
+    (["000000010000000000000003", "000000010000000000000004", "000000010000000000000005"], "0/4000000",
+     {"newest": "000000010000000000000005", "missing": [],
+      "why": "the segment after 000000010000000000000003 could not be replayed"}),
+    (["000000010000000000000003", "000000010000000000000005", "000000010000000000000006"], "0/3000100",
+     {"newest": "000000010000000000000006", "missing": ["000000010000000000000004"],
+      "why": "missing from the archive: 000000010000000000000004"}),
+    # the newest timeline counts: timeline 1's later segments belong to a branch not followed
+    (["000000010000000000000009", "000000020000000000000004"], "0/4000100", None),
+    (["0000000100000000000000FF", "000000010000000100000001"], "0/FF000100",
+     {"newest": "000000010000000100000001", "missing": ["000000010000000100000000"],
+      "why": "missing from the archive: 000000010000000100000000"}),
+])
+def test_archive_gap(names, reached, gap):
+    assert phys.archive_gap(set(names), reached, S) == gap
+
+
+def test_the_warden_undoes_when_the_engine_vanishes_and_not_after_done(tmp_path):
+    kept, removed = tmp_path / "kept", tmp_path / "removed"
+    for path in (kept, removed):
+        (path / "base").mkdir(parents=True)
+    with warden.Warden() as guard:
+        guard.watch(directory=str(kept), created=True, stop=["false"])
+    assert guard.proc.returncode == 0 and (kept / "base").is_dir()  # the engine said done
+    guard = warden.Warden().__enter__()
+    guard.watch(directory=str(removed), created=True, stop=["false"])
+    guard.proc.stdin.close()  # what the kernel does when the engine is killed
+    deadline = time.monotonic() + 30
+    while removed.exists():
+        assert time.monotonic() < deadline, "the warden did not remove the directory"
+        time.sleep(0.05)
+    guard.proc.kill()  # it would linger a few seconds watching for a late postmaster
+    guard.proc.wait()

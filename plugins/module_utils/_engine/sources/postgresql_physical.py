@@ -36,7 +36,8 @@ import tarfile
 import tempfile
 import time
 
-from .. import commands, lifeline
+from .. import commands, lifeline, warden
+from .. import scratch as leases
 from .. import manifest as mf
 from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
 from ..schema import Option
@@ -47,6 +48,10 @@ from .postgresql_sql import major, parse_version
 FORMAT = 'basebackup'  # a pg_basebackup tar (base.tar with pg_wal and backup_manifest)
 CHECKPOINTS = ('fast', 'spread')
 RECOVERY_TARGETS = ('latest', 'immediate')
+ACTIONS = ('promote', 'pause', 'shutdown')
+# inside the data directory while a restore writes it: whose it is (scratch.lease), and whether the
+# restore created the directory; a killed restore's is found by sweep_scratch
+LEASE_FILE = '.offsite-restore.owner'
 FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_version_num'), "
              "(SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datallowconn), "
              "(SELECT coalesce(string_agg(spcname, ',' ORDER BY spcname), '') FROM pg_tablespace "
@@ -79,9 +84,18 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
         Option('recovery_target', roles=('restore',), choices=RECOVERY_TARGETS, description=[
             'Without O(.recovery_target_time): C(latest) replays all archived WAL (the default); C(immediate) '
             'stops as soon as the base backup is consistent (no WAL archive needed).']),
-        Option('recovery_target_action', roles=('restore',), default='promote', choices=('promote',), description=[
-            'What happens at the target: C(promote) ends recovery; the server then runs on O(.port) as a '
-            'primary on a new timeline.']),
+        Option('recovery_target_action', roles=('restore',), default='promote', choices=ACTIONS, description=[
+            'What happens at the target. C(promote): recovery ends there and the server is restarted with its own '
+            'settings on O(.port), a primary on a new timeline (result C(state=running)).',
+            'C(pause): the server is left running in recovery, paused at the target, read-only, on O(.port) but '
+            'only on the private socket directory the result names (C(state=paused), C(socket_directory)); '
+            'inspect the data, then C(SELECT pg_wal_replay_resume()) ends recovery there, or stop it and restore '
+            'again. It fetches no more WAL and no secret stays on disk. Needs O(.recovery_target_time) or '
+            'O(.recovery_target=immediate): C(latest) has no target to pause at.',
+            'C(shutdown): recovery ends at the target (a new timeline), the server is stopped cleanly and not '
+            'started (C(state=stopped)); the data directory holds the final settings and starts as it is '
+            '(C(pg_ctl start), or the service). Unlike PostgreSQL\'s own C(shutdown) it is not left in '
+            'recovery: that would need the recovery job file, with its keys, on its next start.']),
         Option('os_user', roles=('restore',), default='postgres', description=[
             'When the restore runs as root: the system user that owns the data directory and runs the server '
             '(and C(restore_command)). Otherwise the restoring user does.']),
@@ -217,17 +231,43 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
         if mode != 'create':
             raise ConfigError('a postgresql_physical target restores with mode: create only',
                               'restore into an empty or absent data_directory, then switch to it')
-        self._target_time()
+        moment = self._target_time()
+        if (self.options.get('recovery_target_action') == 'pause' and moment is None
+                and self.options.get('recovery_target') != 'immediate'):
+            raise ConfigError('recovery_target_action pause needs a target to pause at',
+                              'give recovery_target_time or recovery_target: immediate (latest ends recovery at '
+                              'the end of the archive); nothing was written')
         directory = self._data_directory()
         exists = os.path.lexists(directory)
         if exists and not os.path.isdir(directory):
             raise TargetError('%s exists and is not a directory' % directory, 'choose an absent or empty data_directory')
-        if exists and os.listdir(directory):
+        if exists and os.listdir(directory) and not leases.owner_gone(leases.read_owner(
+                os.path.join(directory, LEASE_FILE))):
             raise TargetError('data directory %s is not empty and mode is create' % directory,
                               'choose an absent or empty directory; it was left alone')
         if _listening(self.port):
             raise TargetError('port %d is in use on this node' % self.port, 'choose a free port for the restored server')
         return {'exists': exists}
+
+    def sweep_scratch(self, sweep):
+        """The data directory a killed restore was writing (its lease inside, its owner provably
+        gone): the server stopped if one still runs there, the directory removed when that restore
+        created it, emptied when it was given empty."""
+        directory = self.options.get('data_directory')
+        if not directory:
+            return sweep
+        directory = os.path.abspath(directory)
+        owner = leases.read_owner(os.path.join(directory, LEASE_FILE))
+        if owner is None:
+            return sweep
+
+        def remove():
+            version = _read(os.path.join(directory, 'PG_VERSION')).strip()
+            if version and os.path.exists(os.path.join(directory, 'postmaster.pid')):
+                _Server(self, {'server_major': version}).stop(directory)
+            _undo(directory, owner.get('created'))
+        sweep.judge('data directory %s of a killed restore' % directory, owner, remove)
+        return sweep
 
     def _data_directory(self):
         directory = self.options.get('data_directory')
@@ -248,14 +288,25 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
             raise ConfigError('backup %s is not a base backup' % manifest.get('id'))
         server = _Server(self, facts)
         directory = self._data_directory()
+        with warden.Warden() as guard:
+            # should the engine die (kill -9) from here on, the warden stops the server and
+            # removes what was written; the lease lets a later sweep do it if the warden died too
+            return self._restore_into(stream, manifest, prove, facts, server, directory, guard)
+
+    def _restore_into(self, stream, manifest, prove, facts, server, directory, guard):
         created = not os.path.exists(directory)
+        guard.watch(directory=directory, created=created, stop=server.stop_argv(directory))
         phases = {}
         started = time.time()
+        lease = os.path.join(directory, LEASE_FILE)
         try:
             if created:
                 os.makedirs(directory, 0o700)
             server.own(directory)
             os.chmod(directory, 0o700)
+            fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, 'w') as handle:
+                json.dump(dict(leases.lease(), created=created), handle)
             scratch = tempfile.mkdtemp(prefix='.offsite-restore-', dir=directory)
             extract(stream, scratch)
             if prove:
@@ -271,22 +322,29 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
             os.rmdir(scratch)
             server.own(directory, recursive=True)
             phases['extract_seconds'] = round(time.time() - started, 3)
-            reached = server.recover(directory, self._archive, self._target_time(), phases, manifest.get('encryption'))
+            reached = server.recover(directory, self._archive, self._target_time(), phases, manifest.get('encryption'),
+                                     guard, facts)
+            os.unlink(lease)
         except BaseException:
             server.stop(directory)
             server.remove_run_dir()
-            if created:
-                shutil.rmtree(directory, ignore_errors=True)
-            elif os.path.isdir(directory):
-                for entry in os.listdir(directory):
-                    full = os.path.join(directory, entry)
-                    if os.path.isdir(full):
-                        shutil.rmtree(full, ignore_errors=True)
-                    else:
-                        os.unlink(full)
+            _undo(directory, created)
             raise
         return dict(reached, data_directory=directory, port=self.port, phases=phases,
                     system_identifier=facts.get('system_identifier'))
+
+
+def _undo(directory, created):
+    """Remove a data directory the restore created; empty one it was given empty."""
+    if created:
+        shutil.rmtree(directory, ignore_errors=True)
+    elif os.path.isdir(directory):
+        for entry in os.listdir(directory):
+            full = os.path.join(directory, entry)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.unlink(full)
 
 
 def parse_size(text):
@@ -436,10 +494,15 @@ class _Server(object):
         return rc == 0
 
     # -- recovery ------------------------------------------------------------------------------
-    def recover(self, directory, archive, moment, phases, encrypted=None):
+    def recover(self, directory, archive, moment, phases, encrypted=None, guard=None, facts=None):
+        """Recovery to the target, then the action: the ``restored`` facts (``state``: running,
+        paused or stopped)."""
         if not archive:
             raise ConfigError('a postgresql_physical restore needs the set\'s repositories for its WAL')
+        self.archive, self.facts, self.moment = archive, facts or {}, moment
         self.run_dir = tempfile.mkdtemp(prefix='offsite-pitr-')
+        if guard is not None:
+            guard.watch(remove=[self.run_dir])
         self.own(self.run_dir)
         self.log_file = os.path.join(self.run_dir, 'recovery.log')
         conf = os.path.join(directory, 'postgresql.auto.conf')
@@ -447,6 +510,7 @@ class _Server(object):
         job = self._write_job(archive, encrypted or {})
         command = '%s wal-fetch %s %%f %%p' % (self.options.get('offsite_backup_command', '/usr/local/bin/offsite-backup'),
                                                shlex.quote(job))
+        # always pause at a target: the restore looks at where recovery stopped before it acts
         settings = [('restore_command', command), ('recovery_target_action', 'pause')]
         if moment is not None:
             settings.append(('recovery_target_time', moment.strftime('%Y-%m-%d %H:%M:%S+00')))
@@ -473,21 +537,31 @@ class _Server(object):
         state = self._wait(directory, started + timeout, moment)
         phases['recovery_seconds'] = round(time.time() - started, 3)
         reached = {'reached_time': state[2] or None, 'reached_lsn': state[3] or None}
-        if state[0] == 't':
+        self._check_identity()
+        action = self.options.get('recovery_target_action', 'promote')
+        final = '\n# offsite.backup: the restored server\nport = %d\n' % self.port
+        if not self.options.get('keep_archiving'):
+            final += "archive_mode = 'off'\n"
+        if state[0] == 't':  # paused at the target
+            if action == 'pause':
+                return self._leave_paused(conf, original + final, settings, reached)
             started = time.time()
             lifeline.check('promoting the restored server')
             if self._query('SELECT pg_promote(true, 600)') != ['t']:
                 self._failed(moment)
             phases['promote_seconds'] = round(time.time() - started, 3)
+        elif moment is None and self.options.get('recovery_target') != 'immediate':
+            self._check_complete(reached)  # latest: the end of the archive, not a hole before it
         started = time.time()
         self._stop_fast(directory)
-        final = '\n# offsite.backup: the restored server\nport = %d\n' % self.port
-        if not self.options.get('keep_archiving'):
-            final += "archive_mode = 'off'\n"
         self._write(conf, original + final)
         signal = os.path.join(directory, 'recovery.signal')
         if os.path.exists(signal):
             os.unlink(signal)
+        if action == 'shutdown':
+            phases['stop_seconds'] = round(time.time() - started, 3)
+            self.remove_run_dir()
+            return dict(reached, state='stopped', timeline=self._timeline(directory))
         logs = os.path.join(directory, 'log')
         if not os.path.isdir(logs):
             os.mkdir(logs, 0o700)
@@ -499,15 +573,53 @@ class _Server(object):
                               'see %s' % os.path.join(logs, 'offsite-restore.log'))
         phases['restart_seconds'] = round(time.time() - started, 3)
         self.remove_run_dir()
+        return dict(reached, state='running', timeline=self._timeline(directory))
+
+    def _timeline(self, directory):
         rc, out, dummy = self._run('pg_controldata', directory)
         timeline = re.search(r"Latest checkpoint's TimeLineID:\s*(\d+)", out)
-        reached['timeline'] = int(timeline.group(1)) if timeline else None
-        return reached
+        return int(timeline.group(1)) if timeline else None
+
+    def _leave_paused(self, conf, final, settings, reached):
+        """recovery_target_action pause: the server stays in recovery at the target on its private
+        socket. Its restore_command becomes one that finds nothing (a resume ends recovery there and
+        needs no more WAL; PostgreSQL 14 and later reload it), so the job file and the identity copy
+        are removed; only the socket stays in the run directory."""
+        kept = [(k, v) for k, v in settings if k != 'restore_command']
+        self._write(conf, final + '# offsite.backup: recovery settings of the paused restore (unused once it is '
+                    'promoted)\n' + ''.join('%s = %s\n' % (k, _quote(v)) for k, v in [('restore_command', 'false')] + kept))
+        reloaded = self._query('SELECT pg_reload_conf()') == ['t'] and self._poll(
+            lambda: self._query("SELECT current_setting('restore_command')") == ['false'], 10)
+        if reloaded:
+            for name in os.listdir(self.run_dir):
+                if not name.startswith('.s.PGSQL.') and name != 'recovery.log':
+                    os.unlink(os.path.join(self.run_dir, name))
+        state = self._query('SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state()')
+        if state != ['t', 'paused']:
+            raise TargetError('the restored server did not stay paused at the target (%s)' % (state,),
+                              'the server was stopped and the data directory removed')
+        return dict(reached, state='paused', socket_directory=self.run_dir, timeline=self._timeline_in_recovery(),
+                    recovery_job_kept=not reloaded,
+                    resume="psql -h %s -p %d -c 'SELECT pg_wal_replay_resume()'" % (self.run_dir, self.port))
+
+    def _timeline_in_recovery(self):
+        row = self._query('SELECT timeline_id FROM pg_control_checkpoint()')
+        return int(row[0]) if row and row[0].isdigit() else None
+
+    def _poll(self, condition, seconds):
+        deadline = time.time() + seconds
+        while not condition():
+            if time.time() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def _wait(self, directory, deadline, moment):
         """Until recovery paused at its target, or ended by itself (``latest``): the state row."""
         while True:
-            state = self._query("SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state(), "
+            # pg_get_wal_replay_pause_state() is an error once recovery has ended (latest)
+            state = self._query("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN "
+                                "pg_get_wal_replay_pause_state() ELSE '' END, "
                                 "coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
                                 "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), coalesce(pg_last_wal_replay_lsn()::text, '')")
             if state and (state[0] == 'f' or state[1] == 'paused'):
@@ -521,23 +633,63 @@ class _Server(object):
             lifeline.check('waiting for recovery')
             time.sleep(0.5)
 
+    def _check_identity(self):
+        """PostgreSQL treats a segment of another cluster like the end of the WAL (a LOG line) and
+        goes on; the restore does not: it is the wrong archive, not the end of the right one."""
+        text = _read(self.log_file)
+        if 'from different database system' in text:
+            raise IntegrityError('the archive holds WAL of another cluster: %s' % _said(text, 'different database system'),
+                                 'another cluster archives into this set, or the wrong set was given; the server was '
+                                 'stopped and the data directory removed')
+
+    def _check_complete(self, reached):
+        """``latest`` ended: fail when the archive holds WAL beyond where recovery stopped (a missing
+        or unreadable segment in between); reaching an earlier point is not what was asked."""
+        gap = self._gap(reached.get('reached_lsn'))
+        if gap:
+            raise IntegrityError('recovery to latest stopped at %s (WAL %s) but the archive holds WAL up to %s: %s'
+                                 % (reached.get('reached_time') or 'the base backup', reached.get('reached_lsn'),
+                                    gap['newest'], gap['why']),
+                                 'restore with a recovery_target_time at or before %s to get the data up to the hole, '
+                                 'or put the missing segment back; the server was stopped and the data directory '
+                                 'removed' % (reached.get('reached_time') or 'the base backup\'s end'))
+
+    def _gap(self, reached_lsn):
+        """{newest, why} when the archive's newest timeline has segments after the one holding
+        ``reached_lsn``, else None."""
+        try:
+            names = archived_segments(self.archive, self.log)
+        except Exception as exc:  # the check must not turn a good restore into a crash
+            self.log.record(['# could not list the archive to check for holes: %s' % exc])
+            return None
+        return archive_gap(names, reached_lsn, int(self.facts.get('wal_segment_size') or 16 * 1024 * 1024))
+
     def _failed(self, moment):
         """The server stopped (or would not start): raise what its log says."""
         text = _read(self.log_file)
+        # (a history file not found is PostgreSQL probing for timelines, not a problem)
         fatal = [line.strip() for line in text.splitlines()
-                 if 'FATAL' in line or 'PANIC' in line or line.startswith('offsite-backup')]
+                 if ('FATAL' in line or 'PANIC' in line or line.startswith('offsite-backup'))
+                 and not re.search(r'no repository holds WAL file [0-9A-F]{8}\.history', line)]
         said = ' / '.join(fatal[-4:]) or text.strip()[-800:] or 'no log'
+        self._check_identity()
         if 'recovery ended before configured recovery target was reached' in text:
-            raise NotFoundError('the archived WAL ends before the recovery target %s: %s'
-                                % (mf.format_time(moment) if moment else '', said),
+            last = re.findall(r'last completed transaction was at log time ([0-9-]+ [0-9:.]+[+-][0-9:]+)', text)
+            reached = ('the last transaction replayed was at %s' % last[-1]) if last else 'no transaction was replayed'
+            gap = self._gap(_last_lsn(text)) if getattr(self, 'archive', None) else None
+            if gap:
+                raise IntegrityError('recovery stopped before the recovery target %s at a hole in the archive (%s; it '
+                                     'holds WAL up to %s): %s' % (mf.format_time(moment) if moment else '',
+                                                                  gap['why'], gap['newest'], reached),
+                                     'put the missing segment back, or choose a recovery_target_time before the hole; '
+                                     'nothing is running')
+            raise NotFoundError('the archived WAL ends before the recovery target %s (%s): %s'
+                                % (mf.format_time(moment) if moment else '', reached, said),
                                 'choose an earlier recovery_target_time (the archive\'s newest segment bounds the '
                                 'window), or check that archiving works; nothing is running')
         if 'before consistent recovery point' in text:
             raise NotFoundError('the recovery target lies before the base backup was consistent: %s' % said,
                                 'choose a later recovery_target_time; nothing is running')
-        if 'from different database system' in text:
-            raise IntegrityError('the archive holds WAL of another cluster: %s' % said,
-                                 'another cluster archives into this set, or the wrong set was given; nothing is running')
         if 'wal-fetch' in text or 'could not restore file' in text or 'restore_command' in text:
             raise IntegrityError('recovery could not fetch the WAL it needs: %s' % said,
                                  'see the offsite-backup lines of the message for the segment and the repository; '
@@ -548,6 +700,10 @@ class _Server(object):
         rc, out, err = self._run('pg_ctl', '-D', directory, '-m', 'fast', '-w', '-t', '600', 'stop')
         if rc != 0:
             raise TargetError('the restored server did not stop for its restart: %s' % (out + err).strip()[-500:])
+
+    def stop_argv(self, directory):
+        """What stops a server in ``directory`` at once (the warden runs it should the engine die)."""
+        return self._argv('pg_ctl', '-D', directory, '-m', 'immediate', '-w', '-t', '60', 'stop')
 
     def stop(self, directory):
         """After a failure: stop whatever runs in ``directory`` now (best effort)."""
@@ -599,6 +755,57 @@ class _Server(object):
             handle.write(data)
         os.chmod(path, 0o600)
         self.own(path)
+
+
+def archived_segments(archive, log):
+    """The names of the WAL segments (not history, backup or partial files) the archive's
+    repositories hold with a manifest: a file of any of them counts."""
+    from .. import wal
+    from ..repositories import open_repository
+    prefix = wal.directory(archive['name'])
+    names = set()
+    for options in archive['repositories']:
+        with open_repository(options, log) as repo:
+            for item in repo.list(prefix):
+                name = item.key[len(prefix):]
+                if name.endswith(wal.MANIFEST_EXT) and re.match(r'^[0-9A-F]{24}$', name[:-len(wal.MANIFEST_EXT)]):
+                    names.add(name[:-len(wal.MANIFEST_EXT)])
+    return names
+
+
+def archive_gap(names, reached_lsn, size):
+    """{newest, missing, why} when the newest timeline among the archived segment ``names`` has
+    a segment after the one holding the byte before ``reached_lsn`` (where replay ended), else None."""
+    if not names or not reached_lsn:
+        return None
+    per_id = 0x100000000 // size
+    timeline = max(int(n[:8], 16) for n in names)
+    positions = sorted(int(n[8:16], 16) * per_id + int(n[16:24], 16) for n in names if int(n[:8], 16) == timeline)
+    lsn = parse_lsn(reached_lsn)
+    at = (lsn - 1) // size if lsn else 0
+    if positions[-1] <= at:
+        return None
+
+    def name(position):
+        return '%08X%08X%08X' % (timeline, position // per_id, position % per_id)
+    held = set(positions)
+    missing = [name(p) for p in range(at + 1, positions[-1]) if p not in held]
+    if missing:
+        why = 'missing from the archive: %s' % ', '.join(missing[:3] + (['...'] if len(missing) > 3 else []))
+    else:
+        why = 'the segment after %s could not be replayed' % name(at)
+    return {'newest': name(positions[-1]), 'missing': missing, 'why': why}
+
+
+def _said(text, needle):
+    lines = [line.strip() for line in text.splitlines() if needle in line]
+    return lines[-1] if lines else needle
+
+
+def _last_lsn(text):
+    """Where replay ended, from the server log (``redo done at X/Y``), or None."""
+    found = re.findall(r'redo done at ([0-9A-F]+/[0-9A-F]+)', text)
+    return found[-1] if found else None
 
 
 def _read(path):
