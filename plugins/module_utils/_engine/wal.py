@@ -166,7 +166,9 @@ class _Payload(object):
                 raw = HashingReader(source)
                 stored = HashingWriter(out)
                 with encryption.encrypting(stored) as sink:
-                    compress(raw, sink, compression, level)
+                    # threads=0: zstd in this thread; a worker thread's job buffers cost ~16 MiB
+                    # of a process started per segment (bench/wal_push_memory.py)
+                    compress(raw, sink, compression, level, threads=0)
             self.raw_size, self.raw_sha256 = raw.size, raw.hexdigest()
             self.size, self.sha256 = stored.size, stored.hexdigest()
         except BaseException:
