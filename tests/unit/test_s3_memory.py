@@ -9,8 +9,10 @@ import io
 import os
 import threading
 import time
+import tracemalloc
 
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import s3
+from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import _Limited
 
 read_part = s3.read_part
 _SendingBudget = s3._SendingBudget
@@ -35,6 +37,25 @@ def test_read_part_fills_exactly_and_stops_at_the_end():
                                   read_part(reader, 2 * MIB), read_part(reader, 2 * MIB))
     assert bytes(first) + bytes(second) + bytes(last) == data
     assert (len(first), len(second), len(last), len(after)) == (2 * MIB, MIB, 123, 0)
+
+
+def test_a_small_object_of_known_size_gets_a_buffer_of_its_size():
+    """A put of known size reads through ``_Limited``: a manifest (or a WAL segment) must not
+    cost a whole 8 MiB part (wal-push's peak memory, bench/wal_push_memory.py)."""
+    data = os.urandom(5000)
+    reader = _Limited(Trickle(data, 700), len(data))
+    tracemalloc.start()
+    try:
+        part = read_part(reader, 8 * MIB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bytes(part) == data
+    assert peak < MIB, "read_part allocated %d bytes for a 5000-byte object" % peak
+    # the last part of a larger object: only what is left
+    reader = _Limited(io.BytesIO(os.urandom(3 * MIB)), 2 * MIB + 10)
+    assert (len(read_part(reader, 2 * MIB)), len(read_part(reader, 2 * MIB)), len(read_part(reader, 2 * MIB))) == (
+        2 * MIB, 10, 0)
 
 
 def test_one_upload_never_waits_for_the_budget():

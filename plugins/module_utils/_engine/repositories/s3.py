@@ -559,7 +559,10 @@ def _etag_md5(etag):
 
 def read_part(reader, size):
     """Up to ``size`` bytes of ``reader`` (fewer only at its end) in one buffer allocated once:
-    collecting pieces and joining them would hold every part twice while it is read."""
+    collecting pieces and joining them would hold every part twice while it is read. A reader
+    of known length (a put's, ``_Limited``) holds no more than its ``left``: a small object (a
+    manifest, a WAL segment) gets a buffer of its own size, not of a whole part."""
+    size = max(0, min(size, getattr(reader, 'left', size)))
     part = bytearray(size)
     view, filled = memoryview(part), 0
     while filled < size:
