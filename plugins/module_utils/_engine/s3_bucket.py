@@ -90,7 +90,7 @@ class BucketSettings(object):
 
     def _missing(self, call, codes):
         """Run ``call``; the error codes in ``codes`` mean "not configured" and give None."""
-        botocore = _boto()[1]
+        botocore = _boto()
         try:
             return call()
         except botocore.exceptions.ClientError as exc:

@@ -41,39 +41,38 @@ _AUTH_CODES = ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'I
 
 
 def _boto():
-    """boto3 and botocore, imported on first use: they take most of a second to import, and
-    a task that never touches S3 should not pay for that."""
+    """botocore, imported on first use: it takes most of a second to import, and a task that
+    never touches S3 should not pay for that. boto3 itself is not imported: the engine makes its
+    own uploads (multipart, checksums) on a botocore client, and boto3's import (s3transfer and
+    its resources) adds ~3 MiB to a process that wal-push starts once per WAL segment
+    (bench/wal_push_memory.py)."""
     try:
-        import boto3
         import botocore.config
         import botocore.exceptions
+        import botocore.session
     except ImportError:
         raise DependencyError(
-            'the Python library boto3 is missing on this node (needed for s3 repositories)',
+            'the Python library boto3 (botocore) is missing on this node (needed for s3 repositories)',
             'pip install boto3 into the interpreter that runs the modules '
             '(ansible_python_interpreter), e.g. the offsite.backup.client role\'s virtualenv')
-    return boto3, botocore
+    return botocore
 
 
 _LOADER = []
 _LOADER_LOCK = threading.Lock()
 
 
-def _session(boto3, **settings):
-    """A boto3 session of its own (credentials resolved per repository, as before) whose
-    botocore data loader is shared by every S3 repository of this process, so the S3 service
-    model is parsed once: a new loader per repository cost ~0.1 CPU s and ~13 MiB each."""
-    import botocore.session
-    core = botocore.session.Session()
+def _session():
+    """A botocore session of its own (credentials resolved per repository, as before) whose data
+    loader is shared by every S3 repository of this process, so the S3 service model is parsed
+    once: a new loader per repository cost ~0.1 CPU s and ~13 MiB each."""
+    core = _boto().session.Session()
     with _LOADER_LOCK:
         if _LOADER:
             core.register_component('data_loader', _LOADER[0])
         else:
             _LOADER.append(core.get_component('data_loader'))
-        session = boto3.session.Session(botocore_session=core, **settings)
-        paths = _LOADER[0].search_paths  # boto3 appends its own data directory per session
-        paths[:] = [path for n, path in enumerate(paths) if path not in paths[:n]]
-    return session
+    return core
 
 
 def checksum_setting(endpoint_url, requested='auto'):
@@ -149,7 +148,7 @@ class S3Repository(StreamingStore, Repository):
 
     # -- connection ---------------------------------------------------------------------
     def client_config(self):
-        botocore = _boto()[1]
+        botocore = _boto()
         params = dict(
             region_name=self.options.get('region'),
             retries={'total_max_attempts': self.retries + 1, 'mode': 'standard'},
@@ -174,12 +173,14 @@ class S3Repository(StreamingStore, Repository):
     @property
     def client(self):
         if self._client is None:
-            boto3 = _boto()[0]
-            session = _session(boto3, aws_access_key_id=self.options.get('access_key'),
-                               aws_secret_access_key=self.options.get('secret_key'),
-                               aws_session_token=self.options.get('session_token'),
-                               region_name=self.options.get('region'))
-            self._client = session.client('s3', endpoint_url=self.endpoint_url, config=self.client_config())
+            # what boto3.session.Session(keys, region).client('s3', ...) does, without boto3
+            session = _session()
+            keys = (self.options.get('access_key'), self.options.get('secret_key'), self.options.get('session_token'))
+            if any(keys):
+                session.set_credentials(*keys)
+            if self.options.get('region') is not None:
+                session.set_config_variable('region', self.options.get('region'))
+            self._client = session.create_client('s3', endpoint_url=self.endpoint_url, config=self.client_config())
         return self._client
 
     def location(self, key=''):
@@ -194,7 +195,7 @@ class S3Repository(StreamingStore, Repository):
     @contextlib.contextmanager
     def _errors(self, doing, key=''):
         """Turn boto's exceptions into messages an operator can act on."""
-        botocore = _boto()[1]
+        botocore = _boto()
         try:
             yield
         except botocore.exceptions.NoCredentialsError:
@@ -421,7 +422,7 @@ class S3Repository(StreamingStore, Repository):
         at a cost that grows with the bucket; a bucket that was versioned once may still hold
         old versions, so anything but a clear "never" lists them."""
         if self._versioned is None:
-            botocore = _boto()[1]
+            botocore = _boto()
             try:
                 self._versioned = bool(self.client.get_bucket_versioning(Bucket=self.bucket).get('Status'))
             except botocore.exceptions.ClientError as exc:
@@ -431,7 +432,7 @@ class S3Repository(StreamingStore, Repository):
     def _versions(self, key):
         """[(version id, is delete marker)] of exactly ``key``, or None if listing versions is
         refused (a key without s3:ListBucketVersions)."""
-        botocore = _boto()[1]
+        botocore = _boto()
         full = self._key(key)
         found = []
         try:
@@ -462,7 +463,7 @@ class S3Repository(StreamingStore, Repository):
     def bucket_has_locks(self):
         """True or False once known; None when this key may not read the bucket's lock setting."""
         if self._bucket_locks is None:
-            botocore = _boto()[1]
+            botocore = _boto()
             try:
                 config = self.client.get_object_lock_configuration(Bucket=self.bucket)
                 self._bucket_locks = config.get('ObjectLockConfiguration', {}).get('ObjectLockEnabled') == 'Enabled'
@@ -518,7 +519,7 @@ class S3Repository(StreamingStore, Repository):
     def abort_incomplete_uploads(self, prefix, before, dry_run=False):
         """Abort multipart uploads under ``prefix`` started before ``before`` (a killed upload
         leaves its parts billed but invisible); a key that may not list them aborts nothing."""
-        botocore = _boto()[1]
+        botocore = _boto()
         strip = len(self.prefix) + 1 if self.prefix else 0
         aborted = []
         try:
