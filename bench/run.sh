@@ -12,6 +12,10 @@
 #                                              # (bench/restore_overlap.py)
 #   bench/run.sh --scale-check     # dump + upload + restore at ~1 GB and ~10 GB: memory flat, time
 #                                  # linear (bench/scale_check.py; builds a 10 GB database once)
+#   bench/run.sh --pitr [--scale small] [--wal-mib N]   # PITR: base backup to S3 and point-in-time
+#                                              # restore from S3 against pg_basebackup / tar x + cp replay
+#                                              # (bench/pitr.py); --pitr-memory: peak RSS of wal-push per
+#                                              # repository type (bench/wal_push_memory.py)
 #
 # Other arguments go to bench/bench.py (see its --help). Results: Markdown on stdout, JSON and
 # Markdown in bench/results/ (git-ignored).
@@ -27,6 +31,11 @@ if [ "${1:-}" = "--rsync" ]; then  # rsync snapshots: needs only the harness's s
 fi
 
 "$REPO/scripts/bootstrap.sh" >&2
+
+if [ "${1:-}" = "--pitr-memory" ]; then  # starts its own cluster and moto
+    shift
+    exec "$PY" "$REPO/bench/wal_push_memory.py" "$@"
+fi
 
 mkdir -p "$REPO/bench/results"
 STATE="$REPO/bench/results/.services-$$.json"
@@ -52,5 +61,8 @@ elif [ "${1:-}" = "--overlap" ]; then
 elif [ "${1:-}" = "--scale-check" ]; then
     shift
     SCRIPT="$REPO/bench/scale_check.py"
+elif [ "${1:-}" = "--pitr" ]; then
+    shift
+    SCRIPT="$REPO/bench/pitr.py"
 fi
 "$PY" "$SCRIPT" --services-state "$STATE" "$@"
