@@ -3,7 +3,8 @@ archives its WAL with wal-push into a local repository, has a base backup, and a
 rows one transaction at a time, each recording its time; the drill restores the set into a
 scratch data directory on a free port, to a random moment of the recovery window, checks it,
 stops the scratch server and removes its directory, and reports the moment, the RPO achieved and
-the RTO (report and pushed metrics).
+the RTO (report and pushed metrics). Then ``offsite-backup drill`` does the same from the job file,
+on the same archive.
 
 Exactness, and the clock-granularity margin: the rows the restore must hold are taken from
 PostgreSQL's own commit timestamps (``track_commit_timestamp``), the very values recovery compares
@@ -23,11 +24,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.ansible import REPO_ROOT, run_playbook
 from tests.harness.monitoring import HttpReceiver
 from tests.harness.services import LOOPBACK
 from tests.harness.walcluster import WalCluster, cli_prefix
+from tests.integration.helpers import cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -121,3 +124,27 @@ def test_the_drill_restores_a_random_moment_with_exactly_the_rows_committed_befo
         scratch = [p for p in os.listdir(src.home) if p.startswith(SET + "_drill_")]
         assert scratch == []
         assert running_in(os.path.join(src.home, SET + "_drill_")) == []
+
+        # the same drill without a controller: offsite-backup drill JOB, on the same archive
+        job = yaml.safe_load(Path(src.job).read_text())
+        job["drill"] = {"report_dir": str(workdir / "cmd-reports"), "scratch_root": src.home,
+                        "point_in_time": "random", "point_in_time_margin": 10,
+                        "restore_options": {SET: {"offsite_backup_command": cli_prefix()}},
+                        "queries": {SET: sets[0]["queries"]}}
+        job["log"] = {"path": str(workdir / "drill-cmd.log")}
+        cmd_job = workdir / "job.yml"
+        cmd_job.write_text(yaml.safe_dump(job))
+        result = cli("drill", str(cmd_job), "--json")
+        assert result.stdout, result.stderr
+        (drilled,) = json.loads(result.stdout)["sets"]
+        pit = drilled["point_in_time"]
+        print("point in time drawn by the command:", pit)
+        assert result.returncode == 0 and drilled["success"] is True, result.stderr + json.dumps(drilled)
+        newest = int(next(c for c in drilled["checks"] if c["name"] == "newest row")["got"])
+        expected = src.sql("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM ledger "
+                           f"WHERE pg_xact_commit_timestamp(xmin) <= '{pit['target']}'")
+        assert expected == ",".join(str(i) for i in range(1, newest + 1)) and 5 <= newest < 55
+        assert pit["window_start"] < pit["target"] < pit["window_end"] and pit["reached"] <= pit["target"][:-1] + ".9Z"
+        assert 0 <= drilled["age_seconds"] < 3600
+        assert [p for p in os.listdir(src.home) if p.startswith("drill_")] == []
+        assert running_in(os.path.join(src.home, "drill_")) == []

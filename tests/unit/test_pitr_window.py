@@ -110,3 +110,16 @@ def test_a_point_in_time_set_in_the_report_and_its_metrics(tmp_path):
     assert json.load(open(paths["json"]))["sets"][0]["point_in_time"]["target"] == "2026-12-06T12:01:30Z"
     with pytest.raises(Exception, match="point_in_time must be a mapping with target"):
         drill_report.build("drill", [_pit_set(point_in_time={"chosen": "random"})], started, started)
+
+
+def test_the_drill_section_takes_a_point_in_time_and_checks_it():
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import drill
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import ConfigError
+    job = {"sources": [{"name": "crm_cluster"}]}
+    assert drill.settings(dict(job, drill={"point_in_time": "random"}))["point_in_time_margin"] == 60
+    assert drill.settings(dict(job, drill={"point_in_time": "2026-12-05T14:32:00Z", "point_in_time_margin": 5,
+                                           "restore_options": {"crm_cluster": {"os_user": "postgres"}}}))
+    for bad in ({"point_in_time": "yesterday"}, {"point_in_time_margin": -1}, {"point_in_time_margin": True},
+                {"restore_options": {"erp": {}}}):
+        with pytest.raises(ConfigError):
+            drill.settings(dict(job, drill=bad))

@@ -59,6 +59,11 @@ FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_
 _UNITS = {'B': 1, 'kB': 1024, 'MB': 1024 ** 2, 'GB': 1024 ** 3, 'TB': 1024 ** 4}
 
 
+def runuser():
+    """util-linux's runuser: in /usr/sbin, which cron's PATH (/usr/bin:/bin) lacks."""
+    return shutil.which('runuser') or shutil.which('runuser', path='/usr/sbin:/sbin') or 'runuser'
+
+
 class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRestore, Source):
     type = 'postgresql_physical'
     DESCRIPTION = ('C(postgresql_physical) for a whole PostgreSQL cluster as a base backup (C(pg_basebackup)), '
@@ -124,6 +129,56 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
 
     def describe(self):
         return 'PostgreSQL cluster on %s (base backup)' % self._where()
+
+    # -- the drill's scratch server (drill.py) --------------------------------------------------
+    def scratch_target(self, token, scratch_root):
+        """A scratch data directory under ``scratch_root`` and a free port: the drill's restore
+        target (it adds the recovery target), never the source."""
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            port = probe.getsockname()[1]
+        keep = ('user', 'password', 'maintenance_db', 'os_user', 'bin_dir', 'offsite_backup_command')
+        options = dict((k, v) for k, v in self.options.items() if k in keep)
+        return dict(options, type=self.type, port=port,
+                    data_directory=os.path.join(scratch_root, 'drill_%s' % token))
+
+    def _scratch_user(self):
+        return self.options.get('os_user', 'postgres') if os.geteuid() == 0 else None
+
+    def _scratch_bindir(self, directory):
+        return self.options.get('bin_dir') or '/usr/lib/postgresql/%s/bin' % _read(
+            os.path.join(directory, 'PG_VERSION')).strip()
+
+    def answer(self, sql):
+        """One value from the restored server, through its own socket (postmaster.pid), as the
+        server's user when we are root (its pg_hba may allow local peer connections only)."""
+        directory = self._data_directory()
+        lines = _read(os.path.join(directory, 'postmaster.pid')).splitlines()
+        if len(lines) < 5:
+            raise TargetError('no server runs in %s' % directory, 'the restore did not leave it running')
+        argv = [os.path.join(self._scratch_bindir(directory), 'psql'), '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
+                '-h', lines[4] or '127.0.0.1', '-p', str(self.port), '-U', self.user, '--no-password',
+                '-d', self.options.get('maintenance_db', 'postgres'), '-c', sql]
+        user = self._scratch_user()
+        rc, out, err = commands.run(([runuser(), '-u', user, '--'] if user else []) + argv, self.log, cwd='/',
+                                    env=self._env())
+        if rc != 0:
+            raise TargetError('the verification query failed on the restored server: %s' % err.strip()[-500:])
+        rows = [line for line in out.splitlines() if line]
+        return rows[0] if rows else ''
+
+    def drop(self):
+        """Stop the scratch server and remove its data directory; best effort, never raises."""
+        try:
+            directory = self._data_directory()
+            if os.path.exists(os.path.join(directory, 'postmaster.pid')):
+                user = self._scratch_user()
+                argv = [os.path.join(self._scratch_bindir(directory), 'pg_ctl'), '-D', directory, '-m', 'fast', '-w',
+                        '-t', '120', 'stop']
+                commands.run(([runuser(), '-u', user, '--'] if user else []) + argv, self.log, cwd='/')
+            shutil.rmtree(directory, ignore_errors=True)
+        except Exception:  # a drill's cleanup: reported by what is left, never raised
+            pass
 
     # -- backup side ---------------------------------------------------------------------
     def artifact(self):
@@ -464,7 +519,7 @@ class _Server(object):
 
     def _argv(self, tool, *args):
         argv = [os.path.join(self.bindir, tool)] + list(args)
-        return ['runuser', '-u', self.user, '--'] + argv if self.user else argv
+        return [runuser(), '-u', self.user, '--'] + argv if self.user else argv
 
     def _run(self, tool, *args, **kwargs):
         return commands.run(self._argv(tool, *args), self.log, cwd='/', **kwargs)
