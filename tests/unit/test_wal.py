@@ -184,3 +184,24 @@ def test_a_missing_file_everywhere_is_not_archived_but_an_unreachable_repository
     with pytest.raises(Exception) as raised:
         wal.fetch("crm_cluster", SEGMENT, str(tmp_path / "out"), repos + [{"type": "local", "path": "/nonexistent/r"}])
     assert not isinstance(raised.value, wal.NotArchived)
+
+
+@pytest.mark.parametrize("key, expected", [
+    (".wal/crm_cluster/000000010000000000000001.json", ("000000010000000000000001", "manifest")),
+    (".wal/crm_cluster/000000010000000000000001.wal.zst.age", ("000000010000000000000001", "payload")),
+    (".wal/crm_cluster/000000010000000000000001.wal", ("000000010000000000000001", "payload")),
+    (".wal/crm_cluster/000000010000000000000001.wal.gz.1a2b3c4d.partial", ("000000010000000000000001", "upload")),
+    (".wal/crm_cluster/00000002.history.json", ("00000002.history", "manifest")),
+    (".wal/crm_cluster/000000010000000000000003.partial.wal.zst", ("000000010000000000000003.partial", "payload")),
+    (".wal/crm_cluster/000000010000000000000003.00000028.backup.json",
+     ("000000010000000000000003.00000028.backup", "manifest")),
+    (".wal/crm_cluster/000000010000000000000001.json.bak", None),
+    (".wal/crm_cluster/sub/000000010000000000000001.json", None),
+    (".wal/crm_cluster2/000000010000000000000001.json", None),
+    ("crm_cluster/000000010000000000000001.json", None),
+    (".wal/crm_cluster/../x/000000010000000000000001.json", None),
+    (".wal/crm_cluster/0000000100000000000000ab.json", None),
+])
+def test_keys_of_a_wal_directory(key, expected):
+    parsed = wal.parse_key("crm_cluster", key)
+    assert (parsed and (parsed[0].name, parsed[1])) == (expected or None)

@@ -54,6 +54,11 @@ MANIFEST_FIELDS = ('format_version', 'kind', 'name', 'id', 'created', 'artifact'
                    'sha256', 'raw_size', 'raw_sha256')
 
 WalFile = collections.namedtuple('WalFile', 'name kind timeline log seg')
+# a key of a set's WAL directory: the WAL file's name, then what the object is of it: its manifest,
+# its payload, or a payload upload a store left behind (local and SFTP write ``<key>.<8 hex>.partial``)
+_KEY_RE = re.compile(r'^(?P<name>[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)'
+                     r'(?:(?P<manifest>\.json)|(?P<payload>\.wal(?:\.zst|\.gz)?(?:\.age|\.gpg)?)'
+                     r'(?P<upload>\.[0-9a-f]{8}\.partial)?)$')
 
 
 def parse_name(name):
@@ -75,6 +80,65 @@ def parse_name(name):
 def directory(set_name):
     """The key prefix holding a set's WAL."""
     return '%s/%s/' % (WAL_DIR, mf.validate_name(set_name))
+
+
+class Stored(object):
+    """One WAL file as a listing of its set's directory shows it: its manifest, its payloads
+    (normally one), and payload uploads a store left behind. ``complete`` as wal-fetch sees it:
+    a manifest and a payload (the payload's size is in the manifest, read by those who need it)."""
+
+    def __init__(self, wal_file):
+        self.file = wal_file
+        self.name = wal_file.name
+        self.manifest = None   # ObjectInfo
+        self.payloads = []     # ObjectInfo
+        self.uploads = []      # ObjectInfo of ``.partial`` uploads
+
+    @property
+    def complete(self):
+        return self.manifest is not None and bool(self.payloads)
+
+    @property
+    def objects(self):
+        """Every object of the file, manifest first: the order to delete them in (an interrupted
+        deletion leaves a payload without manifest, which nothing takes for an archived file)."""
+        return ([self.manifest] if self.manifest else []) + self.payloads + self.uploads
+
+    @property
+    def stored_bytes(self):
+        return sum(o.size or 0 for o in self.objects)
+
+
+def parse_key(set_name, key):
+    """``(WalFile, role)`` of a key listed under ``directory(set_name)``, role ``manifest``,
+    ``payload`` or ``upload``; None for anything else (a listing is input too: such a key was
+    never written by wal-push and is never ours to delete)."""
+    prefix = directory(set_name)
+    if not isinstance(key, str) or not key.startswith(prefix):
+        return None
+    match = _KEY_RE.match(key[len(prefix):])
+    if not match:
+        return None
+    role = 'manifest' if match.group('manifest') else 'upload' if match.group('upload') else 'payload'
+    return parse_name(match.group('name')), role
+
+
+def list_stored(repo, set_name):
+    """The WAL files of ``set_name`` in ``repo`` from one listing: ``({name: Stored}, [keys of
+    other objects under the set's WAL directory])``."""
+    files, other = {}, []
+    for info in repo.list(directory(set_name)):
+        parsed = parse_key(set_name, info.key)
+        if parsed is None:
+            other.append(info.key)
+            continue
+        wal_file, role = parsed
+        stored = files.setdefault(wal_file.name, Stored(wal_file))
+        if role == 'manifest':
+            stored.manifest = info
+        else:
+            (stored.payloads if role == 'payload' else stored.uploads).append(info)
+    return files, sorted(other)
 
 
 def manifest_key(set_name, wal_name):
@@ -137,7 +201,7 @@ def loads(data, where, set_name, wal_name):
         raise IntegrityError('WAL manifest %s describes %r of set %r (artifact %r), not %s of %s'
                              % (where, manifest['id'], manifest['name'], artifact, wal_name, set_name),
                              'the object was altered or copied; another repository may hold a good copy')
-    if manifest.get('compression') not in COMPRESSION_EXT_FOR:
+    if not isinstance(manifest.get('compression'), str) or manifest['compression'] not in COMPRESSION_EXT_FOR:
         raise IntegrityError('WAL manifest %s names the compression %r' % (where, manifest.get('compression')),
                              'upgrade the offsite.backup collection')
     return manifest
