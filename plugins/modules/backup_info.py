@@ -210,6 +210,110 @@ stored_bytes:
       description: All of the above.
       type: int
   sample: {complete: 1048576000, incomplete: 0, leftovers: 0, total: 1048576000}
+recovery_window:
+  description:
+    - For a set of base backups (C(postgresql_physical)), the moments point-in-time recovery from this repository
+      can reach, from its base backups and the archived WAL in C(.wal/<name>/) (docs/pitr.md, "The recovery window").
+      Null for other sets, and when the repository holds no WAL of the set.
+    - Only listings and a few small objects are read (the manifests of the segments a chain ends on, the timeline
+      history files when not encrypted); M(offsite.backup.verify) reads every WAL manifest.
+  returned: always
+  type: dict
+  sample:
+    set: crm_cluster
+    location: s3://crm-backups/prod/.wal/crm_cluster/
+    earliest: '2026-11-29T02:04:11Z'
+    earliest_backup: crm_cluster_20261129T020000Z
+    latest: '2026-12-06T14:31:40Z'
+    latest_segment: 000000020000000B0000003C
+    newest_wal: 000000020000000B0000003C
+    earliest_timestamp: 1796436251.0
+    latest_timestamp: 1796999500.0
+    continuous: true
+    gaps: []
+    segments: 1517
+    files: 1519
+    segment_size: 16777216
+    segment_size_from: base backup crm_cluster_20261206T020000Z
+    timelines:
+      - {timeline: 1, segments: 1401, first: 000000010000000A000000C4, last: 000000010000000B00000020, history: false}
+      - {timeline: 2, segments: 116, first: 000000020000000B00000020, last: 000000020000000B0000003C, history: true}
+    notes: []
+    problems: []
+  contains:
+    earliest:
+      description:
+        - The earliest reachable moment - C(source.stop_time) of the oldest complete, trusted base backup (it is
+          consistent from then on). Null without one.
+      type: str
+    earliest_backup:
+      description: That base backup's id.
+      type: str
+    latest:
+      description:
+        - The latest reachable moment - when C(wal-push) stored the newest segment of an unbroken chain from a base
+          backup (the C(created) of its WAL manifest), or that base backup's C(stop_time) if later. Every transaction
+          in that chain committed before this time; the last one can be up to C(archive_timeout) plus the archive
+          lag earlier. A O(offsite.backup.restore#module:target.recovery_target_time) needs a commit after it in the
+          archive, so the practical limit is the last commit before RV(recovery_window.latest).
+      type: str
+    latest_segment:
+      description: The segment RV(recovery_window.latest) is the time of.
+      type: str
+    newest_wal:
+      description: The same as RV(recovery_window.latest_segment) (the name the DR drill reports).
+      type: str
+    earliest_timestamp:
+      description: RV(recovery_window.earliest) as Unix time.
+      type: float
+    latest_timestamp:
+      description: RV(recovery_window.latest) as Unix time.
+      type: float
+    continuous:
+      description: Whether recovery from the oldest base backup reaches RV(recovery_window.latest_segment) without a gap.
+      type: bool
+    gaps:
+      description:
+        - Missing segments on the paths recovery takes, each C({timeline, first_missing, last_missing, segments});
+          C(last_missing) null when nothing is archived after C(first_missing). Recovery to C(latest) across a gap
+          ends early, at the segment before it.
+      type: list
+      elements: dict
+    timelines:
+      description: Per timeline - C(timeline), C(segments), C(first), C(last), C(history) (its C(.history) file is archived).
+      type: list
+      elements: dict
+    segments:
+      description: Complete segments (manifest and payload) of all timelines.
+      type: int
+    files:
+      description: WAL files with a manifest (segments, C(.partial), C(.backup) and C(.history) files).
+      type: int
+    stored_bytes:
+      description: Bytes of the set's WAL directory.
+      type: int
+    segment_size:
+      description: The WAL segment size the names are read with.
+      type: int
+    segment_size_from:
+      description: Where it came from - the base backup recording it, or C(assumed) (16 MiB, PostgreSQL's default).
+      type: str
+    base_backups:
+      description:
+        - Per base backup, newest first - C(id), C(stop_time), C(start_segment), C(timeline), C(recovery_timeline)
+          (the timeline recovery to C(latest) ends on), C(reaches_segment), C(reaches_time), C(newest_segment),
+          C(first_missing), C(switches_inferred) (the timeline switches were inferred from names, as a history file is
+          encrypted), C(problem).
+      type: list
+      elements: dict
+    notes:
+      description: What the figures rest on (an assumed segment size, switches inferred, no base backup).
+      type: list
+      elements: str
+    problems:
+      description: What M(offsite.backup.verify) would fail on that this listing already shows (gaps, unreadable history files).
+      type: list
+      elements: str
 repository_check:
   description: The result of O(repository_check).
   returned: when O(repository_check) is set
@@ -225,30 +329,6 @@ repository_check:
       description: The repository checked (no credentials).
       type: str
   sample: {ok: true, read_data_subset: "10%", location: /srv/restic}
-recovery_window:
-  description:
-    - For a set with base backups (C(postgresql_physical)) and archived WAL in this repository, the span a
-      point-in-time restore can reach (docs/pitr.md); null otherwise.
-  returned: always
-  type: dict
-  contains:
-    earliest:
-      description: The oldest complete base backup's end (C(source.stop_time)).
-      type: str
-    latest:
-      description: When the newest archived WAL segment was stored (its manifest's C(created)).
-      type: str
-    newest_wal:
-      description: That segment's file name.
-      type: str
-    earliest_timestamp:
-      description: RV(recovery_window.earliest) as Unix time.
-      type: float
-    latest_timestamp:
-      description: RV(recovery_window.latest) as Unix time.
-      type: float
-  sample: {earliest: '2026-12-06T03:00:41Z', latest: '2026-12-06T16:30:00Z', newest_wal: '000000010000000A000000FF',
-           earliest_timestamp: 1796526041.0, latest_timestamp: 1796574600.0}
 location:
   description: Where the set lives (no credentials).
   returned: always

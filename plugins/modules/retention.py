@@ -21,6 +21,12 @@ description:
   - With O(backups) instead of O(repository) it only plans, touching nothing, so you can see
     what a policy keeps over a year.
   - Calendar buckets are taken in O(timezone), so an operator in Paris gets Paris days and weeks.
+  - For a set of base backups (C(postgresql_physical)) it also deletes the archived WAL that no remaining base
+    backup needs - everything before the oldest remaining base backup's start segment, and what lies on
+    earlier timelines - oldest first, each file's manifest before its payload (RV(wal)). The newest base
+    backup and all WAL from its start on always stay. With no remaining base backup that records where its WAL
+    starts, all WAL is kept, with a warning. Nothing outside the set's C(.wal/<name>/) directory is touched.
+    See docs/pitr.md.
 extends_documentation_fragment:
   - offsite.backup.attributes
   - offsite.backup.repository
@@ -285,6 +291,50 @@ damaged:
   type: list
   sample: []
   elements: dict
+wal:
+  description:
+    - The archived WAL of a set of base backups (C(postgresql_physical)), in C(.wal/<name>/) of the repository.
+  returned: with repository, for a set with base backups
+  type: dict
+  sample: {"location": "s3://crm-backups/prod/.wal/crm_cluster/", "files": 412, "kept": 301,
+           "remove": ["000000010000000A000000FE", "000000010000000A000000FF"],
+           "removed": ["000000010000000A000000FE", "000000010000000A000000FF"], "removed_bytes": 4194304,
+           "locked": [], "oldest_needed": "000000010000000B00000000", "anchor": "crm_cluster_20261129T020000Z"}
+  contains:
+    location:
+      description: The set's WAL directory, without credentials.
+      type: str
+    files:
+      description: WAL files found (segments, C(.partial), C(.backup) and C(.history) files).
+      type: int
+    kept:
+      description: WAL files that stay.
+      type: int
+    remove:
+      description: Names of the WAL files no remaining base backup needs, oldest first (in check mode, deleted by a real run).
+      type: list
+      elements: str
+    removed:
+      description: Names of the WAL files deleted (empty in check mode).
+      type: list
+      elements: str
+    removed_bytes:
+      description: Bytes of RV(wal.remove) (manifests, payloads, leftover uploads).
+      type: int
+    locked:
+      description: WAL files to remove that are still under S3 Object Lock, each C({file, retain_until}); nothing of them was deleted.
+      type: list
+      elements: dict
+    oldest_needed:
+      description: The start segment of the oldest remaining base backup; null when all WAL is kept.
+      type: str
+    anchor:
+      description: The id of that base backup.
+      type: str
+    note:
+      description: Why all WAL was kept (no remaining base backup says where its WAL starts); also a warning.
+      type: str
+      returned: when all WAL is kept for that reason
 cost:
   description: The estimate asked for with O(estimate_cost); amounts in each provider's currency.
   returned: when O(estimate_cost) is given

@@ -22,6 +22,11 @@ description:
   - With several repositories, they must hold the same backups with the same checksums; a copy
     missing or different on one provider is a failure. Backups older than the oldest one some
     repository holds are not compared, since retention may keep more in one place.
+  - For a set of base backups (C(postgresql_physical)), the archived WAL too - every WAL manifest is read and must
+    be well-formed with its payload of the recorded size, and from each complete base backup's start segment to the
+    newest archived segment, across timeline switches (following the C(.history) files, read with the key in
+    O(encryption) when they are encrypted), no segment may be missing. A gap is a failure naming the first missing
+    segment and the repository; recovery to C(latest) across it would end early without an error. See docs/pitr.md.
   - A repository type with its own integrity check (restic) has it run too.
   - Fails when any check failed, with every result in RV(repositories) and RV(failures).
 extends_documentation_fragment:
@@ -156,6 +161,13 @@ repositories:
       description: The result of the repository's own check (restic).
       type: dict
       returned: when the repository type has one
+    wal:
+      description:
+        - For a set of base backups, its recovery window as M(offsite.backup.backup_info) returns it
+          (RV(offsite.backup.backup_info#module:recovery_window)), from every manifest read, plus C(damaged) (the WAL
+          files whose manifest is unreadable or whose payload is missing or of another size).
+      type: dict
+      returned: for a set with base backups
     backups:
       description: Every backup found, newest first.
       type: list

@@ -255,7 +255,8 @@ def verified(row):
 
 def cmd_list(args):
     job, secrets = load_job(args)
-    rows = jobs.listing(job)
+    windows = []
+    rows = jobs.listing(job, windows=windows)
     if args.json:
         sys.stdout.write(json.dumps(rows, sort_keys=True, default=str) + '\n')
         return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
@@ -274,11 +275,35 @@ def cmd_list(args):
             state = 'UNAUTHENTIC: %s' % row['authenticity_problem']
         table.append((row['set'], row['repository'], row['id'], human_age(age), human_bytes(row.get('size')),
                       verified(row), state))
+    _print_table(table)
+    if windows:
+        sys.stdout.write('\nRecovery windows (point-in-time recovery, docs/pitr.md):\n')
+        _print_table([('SET', 'REPOSITORY', 'EARLIEST', 'LATEST', 'SEGMENTS', 'TIMELINES', 'STATE')]
+                     + [window_row(w) for w in windows])
+    return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
+
+
+def window_row(window):
+    """One line of ``list``'s recovery windows: backup_info's ``recovery_window`` of a place."""
+    if window['gaps']:
+        first = window['gaps'][0]
+        state = 'GAP: %s missing%s' % (first['first_missing'], ' (and %d more)' % (len(window['gaps']) - 1)
+                                       if len(window['gaps']) > 1 else '')
+    elif window.get('problems'):
+        state = 'PROBLEM: %s' % window['problems'][0]
+    elif not window['earliest']:
+        state = 'no base backup'
+    else:
+        state = 'continuous'
+    return (window['set'], window['repository'], window['earliest'] or '-', window['latest'] or '-',
+            str(window['segments']), ','.join(str(t['timeline']) for t in window['timelines']) or '-', state)
+
+
+def _print_table(table):
     widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         cells = [str(c).ljust(w) for c, w in zip(line, widths)] + [str(line[-1])]
         sys.stdout.write('  '.join(cells).rstrip() + '\n')
-    return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
 
 
 def cmd_restore(args):

@@ -392,6 +392,9 @@ def _retention(name, repository, policy, job, dry_run, log, logger):
     done = {'location': outcome['location'], key: list(outcome['remove']), 'suspect': outcome['suspect']}
     if outcome.get('unauthentic'):
         done['unauthentic'] = outcome['unauthentic']
+    if outcome.get('wal'):
+        done['wal'] = {key: len(outcome['wal']['remove']), 'kept': outcome['wal']['kept'],
+                       'oldest_needed': outcome['wal']['oldest_needed']}
     return done
 
 
@@ -402,8 +405,10 @@ def trusted_keys(job):
     return trusted or None
 
 
-def listing(job, log=None):
-    """Every backup of every set in the local copy and each repository, for ``list``."""
+def listing(job, log=None, windows=None):
+    """Every backup of every set in the local copy and each repository, for ``list``; with
+    ``windows`` (a list), the recovery window of each set of base backups with archived WAL
+    in each place is appended to it (``set``, ``repository`` and backup_info's ``recovery_window``)."""
     from . import operations
     rows = []
     places = [('local', local_repository(job))] + [('%s #%d' % (r['type'], i), r)
@@ -419,4 +424,7 @@ def listing(job, log=None):
             for backup in found['backups']:
                 rows.append(dict(backup, set=entry['name'], repository=label, location=found['location'],
                                  verify=repo.get('verify', 'full')))
+            window = found.get('recovery_window')
+            if windows is not None and window and window['files']:
+                windows.append(dict(window, set=entry['name'], repository=label))
     return rows

@@ -25,6 +25,7 @@ import tempfile
 
 from . import commands
 from . import manifest as mf
+from . import walchain
 from .catalog import Catalog, legacy_timezone
 from .commands import CommandLog
 from .encryption import Encryption, decrypter
@@ -132,6 +133,8 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
                 if backup.id in sample:
                     _read_backup(repo, backup, enc, entry, report, log)
                 report['backups'].append(entry)
+            if walchain.has_base_backups(catalog.backups):
+                _verify_wal(repo, name, [b for b in complete if not verifier.problem(b)], enc, report)
             if complete:
                 report['newest'] = {'id': complete[0].id, 'created': mf.format_time(complete[0].created),
                                     'age_seconds': int((now - complete[0].created).total_seconds())}
@@ -151,6 +154,20 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
         report['error_kind'] = exc.kind
         report['failures'].append('%s: %s' % (report['location'] or options.get('type'), exc))
     return report
+
+
+def _verify_wal(repo, name, bases, enc, report):
+    """The WAL of a set with base backups (docs/pitr.md, "verify"): every manifest readable and
+    well-formed with its payload of the recorded size, and from each base backup's start segment
+    an unbroken path to the newest archived segment, across timeline switches."""
+    window, problems = walchain.inspect(repo, name, bases, enc, check_manifests=True)
+    report['wal'] = window
+    where = window['location'] if window else report['location']
+    seen = set()
+    for problem in problems:
+        if problem not in seen:
+            seen.add(problem)
+            report['failures'].append('%s: WAL of %s: %s' % (where, name, problem))
 
 
 def _read_backup(repo, backup, enc, entry, report, log):

@@ -6,9 +6,10 @@ __metaclass__ = type
 
 import traceback
 
-from .. import window
+from .. import walchain
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
+from ..encryption import Encryption
 from ..errors import ConfigError, DependencyError
 from ..repositories import open_repository
 from ..repositories.base import SelfCheckingStore
@@ -39,8 +40,13 @@ def info(name, repository, query=None, repository_check=None, clock_skew=None, s
                   'stored_bytes': catalog.stored_bytes(),
                   'suspect': [b.id for b in catalog.suspect]}
         # sets with base backups only: a WAL listing costs a request
-        result['recovery_window'] = (window.recovery_window(repo, catalog)
-                                     if any(window.base_backup_end(b) for b in catalog.trusted) else None)
+        result['recovery_window'] = None
+        if walchain.has_base_backups(catalog.backups):
+            bases = [b for b in catalog.trusted if not verifier.problem(b)]
+            window, problems = walchain.inspect(repo, name, bases, Encryption({}, log))
+            if window is not None and window['files']:  # null without archived WAL (the drill asks)
+                window['problems'] = problems
+                result['recovery_window'] = window
         if catalog.suspect:
             result['warnings'] = [catalog.describe_suspect(b) for b in catalog.suspect]
         if repository_check:

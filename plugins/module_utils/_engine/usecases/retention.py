@@ -9,6 +9,7 @@ import datetime
 
 from .. import costs
 from .. import manifest as mf
+from .. import wal, walchain
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
 from ..errors import BackupError, ConfigError
@@ -110,6 +111,9 @@ def retention(name, repository, policy, timezone='UTC', incomplete_grace=DEFAULT
                 for key in keys:
                     repo.delete(key)
                 removed.append(backup_id)
+        # after the base backups: what remains of them decides which WAL is still needed
+        gone = set(removed) if not check_mode else remove_ids - set(entry['id'] for entry in locked)
+        wal_result = _wal_retention(repo, name, catalog, gone, check_mode)
         lock_extended = _extend_locks(repo, by_id, decided, policy, now, repository, check_mode)
         aborted = repo.abort_incomplete_uploads(name + '/', cutoff, dry_run=check_mode)
         if not check_mode:
@@ -119,7 +123,7 @@ def retention(name, repository, policy, timezone='UTC', incomplete_grace=DEFAULT
                     cleaned.append(key)
         result = dict(decided.as_dict(), **{
             'changed': bool(len(locked) < len(remove_ids) or cleaned or lock_extended or aborted
-                            or (check_mode and (leftovers or partials))),
+                            or (check_mode and (leftovers or partials)) or (wal_result and wal_result['remove'])),
             'removed': removed,
             'locked': locked,
             'lock_extended': lock_extended,
@@ -130,6 +134,10 @@ def retention(name, repository, policy, timezone='UTC', incomplete_grace=DEFAULT
             'damaged': [dict(id=b.id, problem=b.problem) for b in catalog.incomplete if b.manifest_key],
             'location': repo.location(name),
         })
+        if wal_result is not None:
+            result['wal'] = wal_result
+            if wal_result.get('note'):
+                result.setdefault('warnings', []).append(wal_result['note'])
         if unauthentic:
             result['unauthentic'] = unauthentic
             result.setdefault('warnings', []).append(
@@ -142,6 +150,51 @@ def retention(name, repository, policy, timezone='UTC', incomplete_grace=DEFAULT
                 '%s; it is kept and not counted as the newest backup: check it, and delete it '
                 'by hand if it is bogus' % catalog.describe_suspect(b) for b in catalog.suspect)
         return result
+
+
+def _wal_retention(repo, name, catalog, gone, check_mode):
+    """The WAL of ``name`` (``.wal/<name>/``) that no remaining base backup needs, deleted oldest
+    first, each file's manifest before its payload (docs/pitr.md, "Retention"). Only for a set
+    with base backups (a manifest recording ``wal_start``); None otherwise. ``gone``: the ids
+    this run deletes (or would). Nothing outside the set's WAL directory is touched."""
+    if not walchain.has_base_backups(catalog.backups):
+        return None
+    stored, dummy = wal.list_stored(repo, name)
+    result = {'location': repo.location(wal.directory(name)), 'files': len(stored), 'remove': [], 'removed': [],
+              'locked': [], 'kept': len(stored), 'removed_bytes': 0, 'oldest_needed': None, 'anchor': None}
+    anchors, problems = [], []
+    for backup in catalog.complete:  # every complete base backup this run leaves, whatever kept it
+        if backup.id in gone:
+            continue
+        anchor, problem = walchain.anchor_of(backup)
+        if anchor:
+            anchors.append(anchor)
+        elif problem:
+            problems.append(problem)
+    if problems or not anchors:
+        if stored:
+            result['note'] = ('all %d WAL files of %s in %s are kept: %s' % (
+                len(stored), name, result['location'], '; '.join(problems[:3]) if problems else
+                'no complete base backup of the set is kept there, so nothing says which WAL is needed'))
+        return result
+    oldest = min(anchors, key=lambda a: (a.log, a.seg, a.timeline))
+    result['oldest_needed'], result['anchor'] = oldest.start, oldest.backup
+    keep, remove = walchain.plan_retention([s.file for s in stored.values()], anchors)
+    for wal_file in remove:
+        entry = stored[wal_file.name]
+        keys = [o.key for o in entry.objects]
+        until = [u for u in (repo.locked_until(k) for k in keys) if u is not None]
+        if until:  # nothing of a locked file is deleted: its manifest would go and its payload stay
+            result['locked'].append({'file': wal_file.name, 'retain_until': mf.format_time(max(until))})
+            continue
+        result['remove'].append(wal_file.name)
+        result['removed_bytes'] += entry.stored_bytes
+        if not check_mode:
+            for key in keys:  # manifest first: what is left of an interrupted run is no archived file
+                repo.delete(key)
+            result['removed'].append(wal_file.name)
+    result['kept'] = len(stored) - len(result['remove'])
+    return result
 
 
 def check_grace(hours):
