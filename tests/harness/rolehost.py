@@ -22,6 +22,7 @@ from tests.harness.services import LOOPBACK, REPO_ROOT, Service, _kill, _run, _s
 
 SSHD = "/usr/sbin/sshd"
 
+
 def _runner_key() -> str:
     """What the client role installs into its virtualenv from PyPI: its defaults (the package
     list, pip arguments) and this Python. The engine wheel is not part of it: the role replaces
