@@ -273,7 +273,7 @@ def test_restore_immediate_and_bad_input(cluster, workdir, moto, bucket, restore
     st = os.stat(good)
     assert oct(st.st_mode & 0o777) == "0o700" and pwd.getpwuid(st.st_uid).pw_name == "postgres"
     # the recovery job file (S3 keys, the identity) is gone; no secret in the output
-    assert not any(p.startswith("offsite-pitr-") for p in os.listdir("/tmp") if os.path.exists(f"/tmp/{p}/recovery.yml")
+    assert not any(p.startswith("offsite-restore-pitr-") for p in os.listdir("/tmp") if os.path.exists(f"/tmp/{p}/recovery.yml")
                    and open(f"/tmp/{p}/recovery.yml").read().find(bucket) >= 0)
     assert cluster.password not in r.output and repo["secret_key"] not in r.output
     auto = (Path(good) / "postgresql.auto.conf").read_text()
@@ -394,6 +394,9 @@ def test_pause_leaves_it_paused_at_the_target_and_shutdown_leaves_it_stopped(arc
     while pg.run_sql("postgres", "SELECT pg_is_in_recovery()", env=env).strip() != "f":
         assert time.monotonic() < deadline, "the resumed server did not end recovery"
         time.sleep(0.1)
+    subprocess.run(_as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", paused_dir, "-m", "fast", "-w", "stop"]),
+                   cwd="/", capture_output=True, check=True)
+    shutil.rmtree(sock)
 
     stopped = r.result("shutdown")["restored"]
     assert stopped["state"] == "stopped" and stopped["timeline"] == 2
@@ -529,8 +532,13 @@ def test_a_restore_killed_with_sigkill_leaves_no_server_and_no_directory(archive
         if "warden" in scenario:
             assert restored_running(datadir)  # nobody cleaned up: the lease says whose it was
             swept = operations.cleanup({"type": "postgresql_physical", "data_directory": datadir, "port": port})
-            assert swept["removed"] == [f"data directory {datadir} of a killed restore"], swept
+            assert f"data directory {datadir} of a killed restore" in swept["removed"], swept
         _poll(lambda: not os.path.exists(datadir), f"{datadir} removed")
         nothing_left(datadir, port)
+        # the recovery's run directory, the job file with the repository's keys in it, is gone too
+        calls = Path(gates, "calls").read_text().split()
+        for run_dir in {os.path.dirname(word) for word in calls if word.endswith("/recovery.yml")}:
+            assert os.path.basename(run_dir).startswith("offsite-restore-pitr-")
+            _poll(lambda: not os.path.exists(run_dir), f"{run_dir} removed")
         procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
         assert gates not in procs  # no restore_command waits at the gate either

@@ -52,6 +52,8 @@ ACTIONS = ('promote', 'pause', 'shutdown')
 # inside the data directory while a restore writes it: whose it is (scratch.lease), and whether the
 # restore created the directory; a killed restore's is found by sweep_scratch
 LEASE_FILE = '.offsite-restore.owner'
+# the recovery's run directory (socket, job file, log) in TMPDIR: a scratch work directory
+RUN_DIR_PREFIX = 'offsite-restore-pitr-'
 FACTS_SQL = ("SELECT current_setting('server_version'), current_setting('server_version_num'), "
              "(SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datallowconn), "
              "(SELECT coalesce(string_agg(spcname, ',' ORDER BY spcname), '') FROM pg_tablespace "
@@ -555,7 +557,9 @@ class _Server(object):
         if not archive:
             raise ConfigError('a postgresql_physical restore needs the set\'s repositories for its WAL')
         self.archive, self.facts, self.moment = archive, facts or {}, moment
-        self.run_dir = tempfile.mkdtemp(prefix='offsite-pitr-')
+        # a work directory with its lease (scratch.py): a sweep removes it, and the job file's
+        # secrets, when a killed restore's warden did not
+        self.run_dir = leases.make_work_dir(tempfile.gettempdir(), prefix=RUN_DIR_PREFIX)
         if guard is not None:
             guard.watch(remove=[self.run_dir])
         self.own(self.run_dir)
@@ -645,10 +649,10 @@ class _Server(object):
                     'promoted)\n' + ''.join('%s = %s\n' % (k, _quote(v)) for k, v in [('restore_command', 'false')] + kept))
         reloaded = self._query('SELECT pg_reload_conf()') == ['t'] and self._poll(
             lambda: self._query("SELECT current_setting('restore_command')") == ['false'], 10)
-        if reloaded:
-            for name in os.listdir(self.run_dir):
-                if not name.startswith('.s.PGSQL.') and name != 'recovery.log':
-                    os.unlink(os.path.join(self.run_dir, name))
+        for name in os.listdir(self.run_dir):
+            # the lease goes in any case: the run directory of a server left running is no scratch
+            if name == leases.OWNER_FILE or (reloaded and not name.startswith('.s.PGSQL.') and name != 'recovery.log'):
+                os.unlink(os.path.join(self.run_dir, name))
         state = self._query('SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state()')
         if state != ['t', 'paused']:
             raise TargetError('the restored server did not stay paused at the target (%s)' % (state,),
