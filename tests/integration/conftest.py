@@ -16,9 +16,7 @@ own services, names and ports; the few tests that share something else are put i
 
 from __future__ import annotations
 
-import resource
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -111,55 +109,6 @@ def pytest_xdist_make_scheduler(config, log):
             return serial_group_of_id(nodeid) or super()._split_scope(nodeid)
 
     return SerialGroupScheduling(config, log)
-
-
-# -- CPU seconds per test: where a 2-core CI machine's time goes --------------------------------
-#: junit property of every integration test: CPU seconds (user + system) of the test process and
-#: of the children it waited for (ansible-playbook, the engine, pg_dump, pip...) from its setup to
-#: its teardown. Servers shared by many tests (moto, sshd) are counted when they stop, and the
-#: PostgreSQL/MariaDB/Redis servers not at all.
-CPU_PROPERTY = "cpu_seconds"
-_CPU_STARTED = pytest.StashKey[float]()
-_CPU_LEDGER: list[tuple[float, str]] = []   # (CPU seconds, test id), in the process that reports
-
-
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item):
-    item.stash[_CPU_STARTED] = _cpu_seconds()
-    yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    yield
-    if _CPU_STARTED in item.stash:
-        item.user_properties.append((CPU_PROPERTY, round(_cpu_seconds() - item.stash[_CPU_STARTED], 2)))
-
-
-def pytest_runtest_logreport(report):
-    # (in the controller of a pytest-xdist run too: the workers' reports carry the property)
-    cpu = dict(report.user_properties).get(CPU_PROPERTY) if report.when == "teardown" else None
-    if cpu is not None:
-        _CPU_LEDGER.append((cpu, report.nodeid))
-
-
-def pytest_terminal_summary(terminalreporter, config):
-    """The CPU hogs, next to --durations' wall-clock list; all of them in tests/output/cpu.tsv."""
-    if not _CPU_LEDGER or hasattr(config, "workerinput"):
-        return
-    ledger = sorted(_CPU_LEDGER, reverse=True)
-    terminalreporter.write_sep("=", f"integration tests: {sum(cpu for cpu, dummy in ledger):.0f} CPU s "
-                                    f"(test processes and their children), the 25 heaviest")
-    for cpu, nodeid in ledger[:25]:
-        terminalreporter.write_line(f"{cpu:8.1f} CPU s  {nodeid}")
-    out = Path(str(config.rootpath)) / "tests" / "output"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu.tsv").write_text("".join(f"{cpu}\t{nodeid}\n" for cpu, nodeid in ledger))
 
 
 def pytest_configure(config):
