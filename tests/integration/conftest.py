@@ -43,6 +43,12 @@ SERIAL_GROUPS = {
         "test_drill_command.py::test_role_schedules_the_drill_and_the_monitor_and_cron_runs_them",
         "test_wal_archiving.py::test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing",
     ),
+    # not a conflict: both use the module-scoped restic_pool (about 100 `restic backup` runs, the
+    # longest set-up of the suite), built once per worker; on one worker it is built once
+    "restic-pool": (
+        "test_restic.py::test_our_retention_plan_agrees_with_restic_forget",
+        "test_restic.py::test_generated_sets_and_policies_plan_as_restic_forget",
+    ),
 }
 
 
