@@ -45,6 +45,11 @@ SERIAL_GROUPS = {
     ),
     # not a conflict: both use the module-scoped restic_pool (about 100 `restic backup` runs, the
     # longest set-up of the suite), built once per worker; on one worker it is built once
+    # the same for the module-scoped PostgreSQL clusters of the point-in-time tests (one with a
+    # base backup, one archiving its WAL): built once, not once per worker that gets a test
+    "pitr-clusters": (
+        "test_pitr_base.py",
+    ),
     "restic-pool": (
         "test_restic.py::test_our_retention_plan_agrees_with_restic_forget",
         "test_restic.py::test_generated_sets_and_policies_plan_as_restic_forget",
