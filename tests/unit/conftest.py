@@ -29,6 +29,19 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine.repositorie
     LocalRepository)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_lifeline():
+    """Each test starts with lifeline's process-wide state as a new process has it. A test that
+    stops a guarded restore with a signal leaves ``stopped`` set (a real process ends there), and
+    ``lifeline.check()`` in a later test on the same worker would then refuse to swap."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import lifeline
+    saved = dict(lifeline._state)
+    lifeline._state.update(ancestors=None, stopped=None, raised=False)
+    yield
+    lifeline._state.clear()
+    lifeline._state.update(saved)
+
+
 @pytest.fixture
 def repo_options(tmp_path):
     """Options of a local repository in an existing, empty directory."""
