@@ -183,7 +183,8 @@ def test_controller_killed_never_swaps(dumped, victim, tmp_path, slow_tools):
     play.join(60)
     time.sleep(10)  # longer than the shim's delay: a restore still running would have swapped by now
     assert_untouched(db, before)
-    assert processes_naming(db) == []
+    # (a backend ends when it sees its killed client's socket close: wait for that, bounded)
+    assert wait_until(lambda: processes_naming(db) == [], timeout=60), processes_naming(db)
     assert scratch_databases(db) == []
     assert not list(tmp_path.glob("offsite-restore-*"))
 
