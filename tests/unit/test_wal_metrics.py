@@ -11,6 +11,7 @@ __metaclass__ = type
 import logging
 import multiprocessing
 import os
+import signal
 import struct
 
 import yaml
@@ -83,8 +84,15 @@ def test_pushes_at_the_same_time_each_add_their_failure(tmp_path):
     (tmp_path / "prom").mkdir()
     config = {"textfile": {"path": str(tmp_path / "prom" / "offsite_backup_crm.prom")}}
     job = {"name": "crm", "local": {"path": str(tmp_path)}}
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # Workers end on the queue's sentinels (close, join), not on the SIGTERM of the pool's exit:
+    # a test before this one in the worker process may have left a SIGTERM handler that does not
+    # exit (ansible-runner's interface installs one), and a forked worker inherits it; killed
+    # while it waits on the queue's lock, it would then wait for ever.
+    with multiprocessing.get_context("fork").Pool(4, initializer=signal.signal,
+                                                  initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         pool.map(_fail_once, [(config, job)] * 40)
+        pool.close()
+        pool.join()
     samples, dummy = _samples(tmp_path)
     assert samples[_key("backup_wal_archive_failures_total", "nas")] == 40
 
