@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: CPU seconds of each ansible-playbook run (the controller, its workers and the modules), in the
+#: order of the runs; tests/conftest.py files them under the test that ran them
+RUN_CPU: list[float] = []
 COLLECTIONS_PATH = REPO_ROOT / ".cache" / "collections"
 
 _CALLBACK_NAME = "offsite_harness_results"
@@ -249,8 +253,11 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
         cmd += list(extra_args or [])
         cmd.append(str(pb_path))
 
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, env=run_env, cwd=str(cwd) if cwd else td, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        RUN_CPU.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
         events, stats = [], {}
         if results_path.exists():
