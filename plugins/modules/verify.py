@@ -26,7 +26,10 @@ description:
     be well-formed with its payload of the recorded size, and from each complete base backup's start segment to the
     newest archived segment, across timeline switches (following the C(.history) files, read with the key in
     O(encryption) when they are encrypted), no segment may be missing. A gap is a failure naming the first missing
-    segment and the repository; recovery to C(latest) across it would end early without an error. See docs/pitr.md.
+    segment and the repository; recovery to C(latest) across it would end early without an error. With trusted keys
+    in O(signing), every WAL manifest must be signed by one of them, as C(offsite-backup wal-fetch) requires; an
+    unsigned, wrongly signed or changed one is a failure naming the file (C(error=integrity)), and counts as missing.
+    See docs/pitr.md.
   - A repository type with its own integrity check (restic) has it run too.
   - Fails when any check failed, with every result in RV(repositories) and RV(failures).
 extends_documentation_fragment:
@@ -165,7 +168,9 @@ repositories:
       description:
         - For a set of base backups, its recovery window as M(offsite.backup.backup_info) returns it
           (RV(offsite.backup.backup_info#module:recovery_window)), from every manifest read, plus C(damaged) (the WAL
-          files whose manifest is unreadable or whose payload is missing or of another size).
+          files whose manifest is unreadable or whose payload is missing or of another size, or that are not
+          authentic) and C(unauthentic) (those of them whose signature is missing or does not verify with a
+          trusted key).
       type: dict
       returned: for a set with base backups
     backups:

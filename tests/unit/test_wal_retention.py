@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, note, seed, settings, strategies as st
@@ -35,9 +36,10 @@ from ansible_collections.offsite.backup.plugins.module_utils._engine import mani
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations, wal, walchain
 from ansible_collections.offsite.backup.plugins.module_utils._engine.encryption import Encryption
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog
-from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError
+from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import BackupError, IntegrityError
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import ObjectInfo
 from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
+from ansible_collections.offsite.backup.plugins.module_utils._engine.signing import Signer
 from ansible_collections.offsite.backup.plugins.module_utils._engine.verify import verify
 
 SEED = int(os.environ.get('WAL_PROPERTY_SEED') or random.SystemRandom().randrange(2 ** 32))
@@ -172,7 +174,7 @@ def test_a_newest_timeline_that_is_not_a_child_is_what_postgresql_refuses():
 
 
 # -- against repositories ----------------------------------------------------------------------
-def _put_base(repo, number, created, timeline=1, extra=None):
+def _put_base(repo, number, created, timeline=1, extra=None, signing=None):
     backup_id = mf.make_id(SET, created)
     data = b'base backup %d' % number
     facts = {'type': 'postgresql_physical', 'format': 'basebackup', 'timeline': timeline,
@@ -184,11 +186,11 @@ def _put_base(repo, number, created, timeline=1, extra=None):
     manifest = mf.build(SET, backup_id, created, 'tar.zst', 'zstd', 'basebackup', len(data),
                         hashlib.sha256(data).hexdigest(), len(data), facts, [], 1.0)
     repo.put_bytes('%s/%s' % (SET, manifest['artifact']), data)
-    repo.put_bytes(mf.manifest_key(SET, backup_id), mf.dumps(manifest))
+    repo.put_bytes(mf.manifest_key(SET, backup_id), mf.dumps(Signer(signing, CommandLog()).sign(manifest)))
     return backup_id
 
 
-def _put_wal(repo, name, created, set_name=SET, content=None):
+def _put_wal(repo, name, created, set_name=SET, content=None, signing=None):
     """``name`` pushed by wal-push itself (zstd, manifest last) at ``created``."""
     folder = os.path.join(repo.root, '.incoming')
     os.makedirs(folder, exist_ok=True)
@@ -196,7 +198,7 @@ def _put_wal(repo, name, created, set_name=SET, content=None):
     with open(path, 'wb') as handle:
         handle.write(content or ('payload of %s' % name).encode())
     try:
-        wal.push(set_name, path, [{'type': 'local', 'path': repo.root}], now=created)
+        wal.push(set_name, path, [{'type': 'local', 'path': repo.root}], now=created, signing=signing)
     finally:
         os.unlink(path)
         os.rmdir(folder)
@@ -302,6 +304,92 @@ def test_a_damaged_wal_manifest_is_a_clear_verify_failure(archive_repo, damage, 
         verify(SET, [options], now=NOW)
     assert 'WAL file 000000010000000100000003 is damaged' in str(raised.value) and expected in str(raised.value)
     assert 'segment 000000010000000100000003 is missing' in str(raised.value)
+
+
+def test_verify_reads_each_wal_manifest_once(archive_repo):
+    """One GET per manifest (the chains' ends and the history file are not read again); the
+    listing is all a repository API offers in bulk, so N files are still N requests."""
+    options, repo = archive_repo
+    reads = []
+    original = type(repo).get_bytes
+
+    def spy(self, key):
+        reads.append(key)
+        return original(self, key)
+
+    type(repo).get_bytes = spy
+    try:
+        verify(SET, [options], now=NOW)
+    finally:
+        type(repo).get_bytes = original
+    wal_reads = [k for k in reads if k.startswith('.wal/')]
+    assert sorted(wal_reads) == sorted(set(wal_reads)) and len(wal_reads) == 18 + 1 + 1 + 3
+
+
+# -- signed WAL: verify checks what wal-fetch checks -----------------------------------------
+@pytest.fixture(scope='module')
+def ssh_keys(tmp_path_factory):
+    base = tmp_path_factory.mktemp('walkeys')
+    found = {}
+    for label in ('server', 'other'):
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', label, '-f', str(base / label)],
+                       check=True, capture_output=True)
+        found[label] = (str(base / label), (base / (label + '.pub')).read_text().strip())
+    return found
+
+
+@pytest.fixture
+def signed_repo(tmp_path, ssh_keys):
+    """A signed base backup at segment 3 and signed WAL 1..6 of timeline 1."""
+    options = {'type': 'local', 'path': str(tmp_path)}
+    repo = open_repository(options)
+    signing = {'key_file': ssh_keys['server'][0]}
+    _put_base(repo, 3, NOW - datetime.timedelta(days=1), signing=signing)
+    for number in range(1, 7):
+        _put_wal(repo, walchain.segment_name(1, number, MB16), NOW - datetime.timedelta(hours=7 - number),
+                 signing=signing)
+    return options, repo
+
+
+def _resigned(manifest, key_file):
+    unsigned = dict((k, v) for k, v in manifest.items() if k != 'signature')
+    return Signer({'key_file': key_file}, CommandLog()).sign(unsigned) if key_file else unsigned
+
+
+@pytest.mark.parametrize('forgery, expected', [
+    ('unsigned', 'backup 000000010000000000000005 is not signed'),
+    ('other key', 'does not verify with any trusted key'),
+    ('changed', 'does not verify with any trusted key'),
+])
+def test_verify_refuses_the_wal_wal_fetch_would_refuse(signed_repo, ssh_keys, forgery, expected):
+    options, repo = signed_repo
+    trusted = {'trusted_keys': [ssh_keys['server'][1]]}
+    log = CommandLog()
+    done = verify(SET, [options, dict(options)], now=NOW, signing=trusted, log=log)
+    assert done['ok'] and done['repositories'][0]['wal']['continuous']
+    # each signature is checked once, however many repositories hold the same manifest
+    assert sum(' -Y verify ' in c for c in log.commands) == 1 + 6
+
+    name = '000000010000000000000005'
+    key = wal.manifest_key(SET, name)
+    manifest = json.loads(repo.get_bytes(key))
+    if forgery == 'changed':
+        manifest['created'] = mf.format_time(NOW)  # any field: the signature no longer covers it
+    else:
+        manifest = _resigned(manifest, ssh_keys['other'][0] if forgery == 'other key' else None)
+    before = _keys(repo.root)
+    repo.put_bytes(key, mf.dumps(manifest))
+    with pytest.raises(IntegrityError) as raised:
+        verify(SET, [options], now=NOW, signing=trusted)
+    message = str(raised.value)
+    assert raised.value.kind == 'integrity'
+    assert 'WAL file %s is not authentic (wal-fetch refuses it)' % name in message and expected in message
+    # it counts as missing: recovery from the base backup stops before it
+    assert 'segment %s is missing' % name in message
+    window = raised.value.details['repositories'][0]['wal']
+    assert window['unauthentic'] == [name] and window['damaged'] == [name] and not window['continuous']
+    assert _keys(repo.root) == before  # verify only reads
+    assert verify(SET, [options], now=NOW)['ok']  # without trusted keys, as wal-fetch: accepted
 
 
 def test_history_files_are_read_as_wal_fetch_reads_them(archive_repo):

@@ -134,7 +134,7 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
                     _read_backup(repo, backup, enc, entry, report, log)
                 report['backups'].append(entry)
             if walchain.has_base_backups(catalog.backups):
-                _verify_wal(repo, name, [b for b in complete if not verifier.problem(b)], enc, report)
+                _verify_wal(repo, name, [b for b in complete if not verifier.problem(b)], enc, report, verifier)
             if complete:
                 report['newest'] = {'id': complete[0].id, 'created': mf.format_time(complete[0].created),
                                     'age_seconds': int((now - complete[0].created).total_seconds())}
@@ -156,11 +156,12 @@ def _verify_repository(options, name, wanted, enc, max_age_seconds, now, skew, l
     return report
 
 
-def _verify_wal(repo, name, bases, enc, report):
+def _verify_wal(repo, name, bases, enc, report, verifier):
     """The WAL of a set with base backups (docs/pitr.md, "verify"): every manifest readable and
-    well-formed with its payload of the recorded size, and from each base backup's start segment
-    an unbroken path to the newest archived segment, across timeline switches."""
-    window, problems = walchain.inspect(repo, name, bases, enc, check_manifests=True)
+    well-formed with its payload of the recorded size, signed by a trusted key when ``verifier``
+    trusts any (as wal-fetch requires), and from each base backup's start segment an unbroken
+    path to the newest archived segment, across timeline switches."""
+    window, problems = walchain.inspect(repo, name, bases, enc, check_manifests=True, verifier=verifier)
     report['wal'] = window
     where = window['location'] if window else report['location']
     seen = set()

@@ -326,10 +326,11 @@ def _count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_history(repo, set_name, stored, enc):
+def read_history(repo, set_name, stored, enc, manifest=None):
     """The entries of a history file, fetched and proven as wal-fetch does; ValueError or
-    BackupError when it cannot be read (encrypted without a key) or is not a history."""
-    manifest = read_manifest(repo, set_name, stored)
+    BackupError when it cannot be read (encrypted without a key) or is not a history.
+    ``manifest``: its read_manifest, when the caller has it already."""
+    manifest = manifest or read_manifest(repo, set_name, stored)
     if manifest['raw_size'] > MAX_HISTORY_BYTES:
         raise IntegrityError('%s records %r bytes: not a timeline history file' % (stored.name, manifest['raw_size']))
     fd, path = tempfile.mkstemp(prefix='offsite-history-')
@@ -349,14 +350,23 @@ def _time(value):
     return mf.format_time(value) if value else None
 
 
-def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None):
+def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None, verifier=None):
     """The recovery window of ``set_name`` in ``repo`` from its trusted ``backups`` (newest
     first) and its WAL: the dict backup_info returns as ``recovery_window`` (None when the set
     has neither WAL nor base backups here), and a list of problems (verify's failures: a gap
     in a base backup's path, damaged manifests; only with ``check_manifests`` are all
-    manifests read)."""
+    manifests read, and with a ``verifier`` (signing.Verifier) their signatures checked as
+    wal-fetch checks them: a file wal-fetch would refuse counts as missing)."""
     if stored is None:
         stored, dummy = wal.list_stored(repo, set_name)
+    manifests = {}
+
+    def manifest_of(name):
+        """read_manifest once per file: verify reads them all, then the chains' ends again."""
+        if name not in manifests:
+            manifests[name] = read_manifest(repo, set_name, stored[name])
+        return manifests[name]
+
     anchors, problems, notes = [], [], []
     for backup in backups:
         anchor, problem = anchor_of(backup)
@@ -367,17 +377,23 @@ def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None):
     if not stored and not anchors and not problems:
         return None, []
     size, size_from = choose_segment_size(anchors)
-    damaged = {}
+    damaged, unauthentic = {}, []
     if check_manifests:
         for name in sorted(stored):
-            entry = stored[name]
-            if entry.manifest is None:
+            if stored[name].manifest is None:
                 continue
             try:
-                read_manifest(repo, set_name, entry)
+                manifest = manifest_of(name)
             except Exception as exc:  # storage is input: whatever a manifest holds ends here
                 damaged[name] = _said(exc)
                 problems.append('WAL file %s is damaged: %s' % (name, _said(exc)))
+                continue
+            # the very check wal-fetch makes before it serves the file (None without trusted keys)
+            forged = verifier.problem(wal._Signed(set_name, name, manifest)) if verifier else None
+            if forged:
+                damaged[name] = forged
+                unauthentic.append(name)
+                problems.append('WAL file %s is not authentic (wal-fetch refuses it): %s' % (name, forged))
     complete = [s.file for s in stored.values() if s.complete and s.name not in damaged]
     archive = Archive(complete, size)
     for name in archive.misfits:
@@ -386,7 +402,7 @@ def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None):
     for timeline in sorted(archive.history_tls):
         entry = stored[wal_history_name(timeline)]
         try:
-            archive.histories[timeline] = read_history(repo, set_name, entry, enc)
+            archive.histories[timeline] = read_history(repo, set_name, entry, enc, manifest_of(entry.name))
         except ConfigError:  # encrypted, and no key here (backup_info never has one)
             unreadable.append(timeline)
         except Exception as exc:  # damaged, forged, not a history: reported, never a crash
@@ -403,7 +419,7 @@ def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None):
         name = archive.name(*point)
         if name not in times:
             try:
-                times[name] = mf.parse_time(read_manifest(repo, set_name, stored[name])['created'])
+                times[name] = mf.parse_time(manifest_of(name)['created'])
             except Exception as exc:
                 problems.append('WAL file %s: %s' % (name, _said(exc)))
                 times[name] = None
@@ -468,6 +484,8 @@ def inspect(repo, set_name, backups, enc, check_manifests=False, stored=None):
     }
     if damaged:
         window['damaged'] = sorted(damaged)
+    if unauthentic:
+        window['unauthentic'] = unauthentic
     return window, problems
 
 
