@@ -452,6 +452,28 @@ def test_any_history_text_parses_or_is_a_value_error(text):
     assert all(1 <= parent < 5 for parent, dummy in entries)
 
 
+def test_list_json_holds_backup_infos_recovery_window_per_place(archive_repo, tmp_path, capsys):
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import cli
+    options, repo = archive_repo
+    repo.delete(wal.manifest_key(SET, '000000010000000100000005'))  # a gap, so there is something to show
+    (tmp_path / 'empty-local').mkdir()
+    job = tmp_path / 'job.json'  # JSON is YAML
+    job.write_text(json.dumps({'name': 'crm', 'local': {'path': str(tmp_path / 'empty-local')},
+                               'sources': [{'name': SET, 'source': {'type': 'postgresql_physical'}}],
+                               'repositories': [options]}))
+    assert cli.main(['list', str(job), '--json']) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(listed) == ['backups', 'recovery_windows']
+    assert [(b['set'], b['repository']) for b in listed['backups']] == [(SET, 'local #0')] * 3
+    # the same source of truth as backup_info: its recovery_window, with the set and the place
+    expected = dict(operations.info(SET, options)['recovery_window'], set=SET, repository='local #0')
+    assert listed['recovery_windows'] == [json.loads(json.dumps(expected))]
+    assert listed['recovery_windows'][0]['gaps'][0]['first_missing'] == '000000010000000100000005'
+    assert cli.main(['list', str(job)]) == 0
+    text = capsys.readouterr().out
+    assert 'GAP: 000000010000000100000005 missing' in text.split('Recovery windows')[1]
+
+
 def test_list_prints_a_window_line_per_place():
     from ansible_collections.offsite.backup.plugins.module_utils._engine.cli import window_row
     window = {'set': SET, 'repository': 's3 #0', 'earliest': '2026-12-01T02:00:00Z', 'latest': '2026-12-06T14:31:40Z',

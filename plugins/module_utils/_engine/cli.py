@@ -257,8 +257,9 @@ def cmd_list(args):
     job, secrets = load_job(args)
     windows = []
     rows = jobs.listing(job, windows=windows)
-    if args.json:
-        sys.stdout.write(json.dumps(rows, sort_keys=True, default=str) + '\n')
+    if args.json:  # the shape is docs/role-client.md's ("offsite-backup list --json")
+        sys.stdout.write(json.dumps({'backups': rows, 'recovery_windows': windows}, sort_keys=True, default=str)
+                         + '\n')
         return EXIT_FAILED if any('error' in r for r in rows) else EXIT_OK
     now = mf.utcnow()
     table = [('SET', 'REPOSITORY', 'BACKUP', 'AGE', 'SIZE', 'VERIFIED', 'STATE')]
