@@ -1,7 +1,7 @@
 # Copyright (c) offsite.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The recovery window of a set (oldest base backup's end .. newest archived WAL segment), the
-drill's moment inside it, and a point-in-time set in the drill report and its metrics."""
+"""The drill's moment inside a set's recovery window (the window itself is walchain's:
+test_wal_retention.py), and a point-in-time set in the drill report and its metrics."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -9,53 +9,13 @@ __metaclass__ = type
 import datetime
 import json
 import random
-import struct
 
 import pytest
 
-from ansible_collections.offsite.backup.plugins.module_utils._engine import drill_report, wal, window
+from ansible_collections.offsite.backup.plugins.module_utils._engine import drill_report, window
 from ansible_collections.offsite.backup.plugins.module_utils._engine.errors import NotFoundError
-from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories import open_repository
 
 UTC = datetime.timezone.utc
-
-
-class _Backup(object):
-    def __init__(self, stop_time, fmt="basebackup"):
-        self.manifest = {"source": {"format": fmt, "stop_time": stop_time}}
-
-
-class _Catalog(object):
-    name = "crm_cluster"
-
-    def __init__(self, *backups):
-        self.trusted = list(backups)
-
-
-def _push(tmp_path, repo, name, when):
-    path = tmp_path / name
-    path.write_bytes(struct.pack("<HHIQI4xQII", 0xD110, 0x0006, 1, 0, 0, 42, 16 << 20, 8192) + b"\x00" * 64)
-    wal.push("crm_cluster", str(path), [repo], now=when)
-
-
-def test_the_window_runs_from_the_oldest_base_backup_end_to_the_newest_segment_of_any_timeline(tmp_path):
-    (tmp_path / "repo").mkdir()
-    repo = {"type": "local", "path": str(tmp_path / "repo")}
-    t = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
-    _push(tmp_path, repo, "000000010000000000000007", t + datetime.timedelta(minutes=7))
-    _push(tmp_path, repo, "000000010000000000000009", t + datetime.timedelta(minutes=9))   # old timeline's tail
-    _push(tmp_path, repo, "00000002.history", t + datetime.timedelta(minutes=30))           # not a segment
-    _push(tmp_path, repo, "000000020000000000000008", t + datetime.timedelta(minutes=20))   # newer, lower number
-    catalog = _Catalog(_Backup("2026-12-06T12:05:00Z"), _Backup("2026-12-06T12:01:00Z"), _Backup(None, "custom"))
-    with open_repository(repo) as store:
-        found = window.recovery_window(store, catalog)
-        assert found == {"earliest": "2026-12-06T12:01:00Z", "latest": "2026-12-06T12:20:00Z",
-                         "newest_wal": "000000020000000000000008",
-                         "earliest_timestamp": t.timestamp() + 60, "latest_timestamp": t.timestamp() + 1200}
-        assert window.recovery_window(store, _Catalog(_Backup(None, "custom"))) is None
-        other = _Catalog(_Backup("2026-12-06T12:01:00Z"))
-        other.name = "erp_cluster"
-        assert window.recovery_window(store, other) is None                     # no WAL of that set
 
 
 def test_a_random_moment_is_a_whole_second_inside_the_window_before_its_margin():

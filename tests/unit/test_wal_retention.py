@@ -280,6 +280,7 @@ def test_the_window_and_the_gaps_backup_info_and_verify_report(archive_repo):
     assert window['latest'] == mf.format_time(NOW - datetime.timedelta(minutes=60 - 0x10C % 16))
     assert [t['timeline'] for t in window['timelines']] == [1, 2] and window['segments'] == 18 + 3
     assert window['notes'] == []
+    assert operations.info('crm_other', options)['recovery_window'] is None  # WAL, but no base backup
     assert verify(SET, [options], now=NOW)['ok']
 
     repo.delete(wal.manifest_key(SET, '000000010000000100000005'))  # a hole, as wal-fetch sees it

@@ -1,11 +1,8 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The recovery window of a set in one repository (point-in-time recovery, docs/pitr.md): from
-the oldest kept base backup's end (consistent from then on) to the newest archived WAL
-segment's time (when wal-push stored it), and a moment inside it for the DR drill.
-
-Only the newest segment of each timeline has its manifest read (one small object per
-timeline), whatever the length of the archive.
+"""A moment inside a set's recovery window for the DR drill (point-in-time recovery,
+docs/pitr.md). The window itself is walchain.inspect's: backup_info's ``recovery_window``, from
+the oldest trusted base backup's end to the newest segment recovery reaches without a gap.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -15,55 +12,7 @@ import math
 import random
 
 from . import manifest as mf
-from . import wal
-from .errors import ConfigError, NotFoundError
-
-
-def base_backup_end(backup):
-    """When a base backup had ended (consistent from then on), or None for other backups."""
-    facts = (backup.manifest or {}).get('source') or {}
-    if facts.get('format') != 'basebackup' or not facts.get('stop_time'):
-        return None
-    return mf.parse_time(facts['stop_time'])
-
-
-def newest_segment(repo, set_name):
-    """(file name, its manifest) of the newest archived segment of ``set_name`` in ``repo``, by
-    the time it was archived, among the newest of each timeline; None without WAL."""
-    newest = {}
-    for obj in repo.list(wal.directory(set_name)):
-        name = obj.key.rsplit('/', 1)[-1]
-        if not name.endswith(wal.MANIFEST_EXT):
-            continue
-        try:
-            found = wal.parse_name(name[:-len(wal.MANIFEST_EXT)])
-        except ConfigError:
-            continue  # not ours
-        if found.kind not in ('segment', 'partial'):
-            continue
-        order = (found.log, found.seg, found.kind == 'segment')
-        if found.timeline not in newest or order > newest[found.timeline][0]:
-            newest[found.timeline] = (order, found.name, obj.key)
-    best = None
-    for dummy, name, key in newest.values():
-        manifest = wal.loads(repo.get_bytes(key), repo.location(key), set_name, name)
-        if best is None or manifest['created'] > best[1]['created']:
-            best = (name, manifest)
-    return best
-
-
-def recovery_window(repo, catalog):
-    """``{earliest, latest, newest_wal, earliest_timestamp, latest_timestamp}`` of the catalog's
-    set in ``repo``, or None when it has no base backup or no archived WAL."""
-    ends = [end for end in (base_backup_end(b) for b in catalog.trusted) if end is not None]
-    if not ends:
-        return None
-    newest = newest_segment(repo, catalog.name)
-    if newest is None:
-        return None
-    earliest, latest = min(ends), mf.parse_time(newest[1]['created'])
-    return {'earliest': mf.format_time(earliest), 'latest': mf.format_time(latest), 'newest_wal': newest[0],
-            'earliest_timestamp': earliest.timestamp(), 'latest_timestamp': latest.timestamp()}
+from .errors import NotFoundError
 
 
 def choose_moment(window, point_in_time, margin=60, rng=None):
