@@ -67,8 +67,8 @@ def pytest_terminal_summary(terminalreporter, config):
                                     f"(test processes and their children), the 25 heaviest")
     for cpu, nodeid in ledger[:25]:
         terminalreporter.write_line(f"{cpu:8.1f} CPU s  {nodeid}")
-    terminalreporter.write_line(f"of which ansible-playbook: {sum(runs for dummy, runs, _ in _ANSIBLE_LEDGER)} "
-                                f"runs, {sum(cpu for cpu, dummy, _ in _ANSIBLE_LEDGER):.0f} CPU s (ansible.tsv)")
+    runs, cpu = (sum(entry[i] for entry in _ANSIBLE_LEDGER) for i in (1, 0))
+    terminalreporter.write_line(f"of which ansible-playbook: {runs} runs, {cpu:.0f} CPU s (ansible.tsv)")
     out = Path(str(config.rootpath)) / "tests" / "output"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu.tsv").write_text("".join(f"{cpu}\t{nodeid}\n" for cpu, nodeid in ledger))
