@@ -154,6 +154,80 @@ tests:
       - eval_time: 35m
         alertname: WalArchiveFailing
         exp_alerts: []
+  # WalArchiveStale with wal-status: every cluster archived until 10m, then nothing more
+  - interval: 1m
+    input_series:
+      - series: 'backup_wal_last_archived_timestamp_seconds{job="crm", source="crm_cluster", repository="nas", instance="idle"}'
+        values: '0+60x10 600x30'
+      - series: 'backup_wal_last_archived_timestamp_seconds{job="crm", source="crm_cluster", repository="nas", instance="busy"}'
+        values: '0+60x10 600x30'
+      - series: 'backup_wal_last_archived_timestamp_seconds{job="crm", source="crm_cluster", repository="nas", instance="failing"}'
+        values: '0+60x10 600x30'
+      - series: 'backup_wal_last_archived_timestamp_seconds{job="crm", source="crm_cluster", repository="nas", instance="blind"}'
+        values: '0+60x10 600x30'
+      # idle: wal-status reads every minute that no completed segment waits
+      - series: 'backup_wal_status_timestamp_seconds{job="crm", source="crm_cluster", instance="idle"}'
+        values: '0+60x40'
+      - series: 'backup_wal_unarchived_segments{job="crm", source="crm_cluster", instance="idle"}'
+        values: '0x40'
+      # busy: written from 11m on, a segment switched and not archived (archive_command hangs)
+      - series: 'backup_wal_status_timestamp_seconds{job="crm", source="crm_cluster", instance="busy"}'
+        values: '0+60x40'
+      - series: 'backup_wal_unarchived_segments{job="crm", source="crm_cluster", instance="busy"}'
+        values: '0x10 1x30'
+      # failing: every push fails from 11m on, segments pile up
+      - series: 'backup_wal_status_timestamp_seconds{job="crm", source="crm_cluster", instance="failing"}'
+        values: '0+60x40'
+      - series: 'backup_wal_unarchived_segments{job="crm", source="crm_cluster", instance="failing"}'
+        values: '0x10 1+1x30'
+      - series: 'backup_wal_archive_failures_total{job="crm", source="crm_cluster", repository="nas", instance="failing"}'
+        values: '0x10 1+1x30'
+      # blind: wal-status stopped at 5m (its last reading: nothing waits): staleness alone decides
+      - series: 'backup_wal_status_timestamp_seconds{job="crm", source="crm_cluster", instance="blind"}'
+        values: '0+60x5 300x35'
+      - series: 'backup_wal_unarchived_segments{job="crm", source="crm_cluster", instance="blind"}'
+        values: '0x40'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: WalArchiveStale
+        exp_alerts: []
+      - eval_time: 16m
+        alertname: WalArchiveStale
+        exp_alerts:
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: busy}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 6m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on busy."
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: failing}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 6m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on failing."
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: blind}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 6m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on blind."
+      - eval_time: 16m
+        alertname: WalArchiveFailing
+        exp_alerts:
+          - exp_labels: {severity: critical, job: crm, source: crm_cluster, repository: nas, instance: failing}
+            exp_annotations:
+              summary: "WAL archiving of crm/crm_cluster to nas is failing"
+              description: "Below min_success PostgreSQL keeps its segments and pg_wal grows; see the PostgreSQL log on failing."
+      - eval_time: 40m
+        alertname: WalArchiveStale
+        exp_alerts:
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: busy}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 30m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on busy."
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: failing}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 30m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on failing."
+          - exp_labels: {severity: warning, job: crm, source: crm_cluster, repository: nas, instance: blind}
+            exp_annotations:
+              summary: "No WAL of crm/crm_cluster reached nas for 30m 0s"
+              description: "Point-in-time recovery from this repository ends that long ago. See pg_stat_archiver and the PostgreSQL log on blind."
 """
 
 

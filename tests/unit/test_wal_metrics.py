@@ -121,3 +121,72 @@ def test_the_set_series_go_to_the_pushgateway_in_the_runner_group(tmp_path):
     assert 'backup_wal_archive_failures_total{job="crm",repository="nas",source="crm_cluster"} 1' in second["body"]
     assert ('backup_wal_last_archived_timestamp_seconds{job="crm",repository="nas",source="crm_cluster"} 1800000060'
             in second["body"])
+
+
+MB16 = 16 << 20
+
+
+def test_the_backlog_counts_only_segments_postgresql_switched_away_from():
+    """wal-status's backlog: bytes after the end of the last archived segment, and the completed
+    segments among them; an idle cluster's current segment (a few records, never switched: no
+    writes, no archive_timeout switch) is no segment waiting."""
+    last = "000000010000000000000003"                  # ends at 0/4000000
+    assert monitoring.wal_backlog(0x4000000, last, MB16) == (0, 0)            # just switched, archived
+    assert monitoring.wal_backlog(0x4000060, last, MB16) == (0x60, 0)         # idle: a standby snapshot record
+    assert monitoring.wal_backlog(0x5000000, last, MB16) == (MB16, 1)         # switched, not archived
+    assert monitoring.wal_backlog(0x7000028, last, MB16) == (3 * MB16 + 0x28, 3)
+    assert monitoring.wal_backlog(0x3800000, last, MB16) == (0, 0)            # the archiver is ahead of the read
+    # the segment a .backup history or a .partial file (promotion) belongs to counts as archived
+    assert monitoring.wal_backlog(0x5000000, last + ".00000028.backup", MB16) == (MB16, 1)
+    assert monitoring.wal_backlog(0x5000000, last + ".partial", MB16) == (MB16, 1)
+    # high log ids and another segment size: 000000020000000A00000001 with 64 MB segments
+    # (64 segments per log id) is segment 10 * 64 + 1, ending at A/8000000
+    assert monitoring.wal_backlog((0xA << 32) + 0x8000000, "000000020000000A00000001", 64 << 20) == (0, 0)
+    assert monitoring.wal_backlog((0xA << 32) + 0xC000000, "000000020000000A00000001", 64 << 20) == (64 << 20, 1)
+    # cannot be told: nothing archived yet, a timeline history file last
+    assert monitoring.wal_backlog(0x5000000, "", MB16) is None
+    assert monitoring.wal_backlog(0x5000000, "00000002.history", MB16) is None
+
+
+def test_wal_status_and_wal_push_keep_each_others_series(tmp_path):
+    (tmp_path / "prom").mkdir()
+    config = {"textfile": {"path": str(tmp_path / "prom" / "offsite_backup_crm.prom")}}
+    job = {"name": "crm", "local": {"path": str(tmp_path)}}
+    status = 'backup_wal_%s{job="crm",source="crm_cluster"}'
+    monitoring.record_wal_push(config, job, "crm_cluster", [{"repository": "nas", "status": "stored"}], None, LOGGER,
+                               now=1800000000)
+    monitoring.record_wal_status(config, job, "crm_cluster", (MB16 + 5, 1), None, LOGGER, now=1800000030)
+    monitoring.record_wal_push(config, job, "crm_cluster", [{"repository": "nas", "status": "failed"}], None, LOGGER,
+                               now=1800000060)
+    samples, text = _samples(tmp_path)
+    assert samples[_key("backup_wal_last_archived_timestamp_seconds", "nas")] == 1800000000
+    assert samples[_key("backup_wal_archive_failures_total", "nas")] == 1
+    assert status % "unarchived_segments" + " 1\n" in text and status % "unarchived_bytes" + " 16777221\n" in text
+    assert status % "status_timestamp_seconds" + " 1800000030\n" in text
+    assert "# TYPE backup_wal_unarchived_segments gauge" in text
+    # a reading that cannot tell the backlog drops the old one (no stale 0 that silences the alert)
+    monitoring.record_wal_status(config, job, "crm_cluster", None, None, LOGGER, now=1800000090)
+    samples, text = _samples(tmp_path)
+    assert "unarchived" not in text and status % "status_timestamp_seconds" + " 1800000090\n" in text
+    assert samples[_key("backup_wal_archive_failures_total", "nas")] == 1
+
+
+def test_a_linked_metrics_file_is_written_beside_its_target(tmp_path):
+    """The client role links the collector's <name>-wal.prom (a directory only root writes) to a
+    directory the server's user owns: the lock, the partial file and the rename happen there, and
+    the link stays a link."""
+    (tmp_path / "prom").mkdir()
+    (tmp_path / "walmetrics").mkdir()
+    link = tmp_path / "prom" / "offsite_backup_crm-wal.prom"
+    link.symlink_to(tmp_path / "walmetrics" / "offsite_backup_crm-wal.prom")
+    config = {"textfile": {"path": str(tmp_path / "prom" / "offsite_backup_crm.prom")}}
+    job = {"name": "crm", "local": {"path": str(tmp_path)}}
+    for outcome in ("stored", "failed"):
+        assert monitoring.record_wal_push(config, job, "crm_cluster", [{"repository": "nas", "status": outcome}],
+                                          None, LOGGER) == str(link)
+    monitoring.record_wal_status(config, job, "crm_cluster", (0, 0), None, LOGGER)
+    assert link.is_symlink() and sorted(os.listdir(tmp_path / "prom")) == [link.name]
+    assert sorted(os.listdir(tmp_path / "walmetrics")) == [link.name, link.name + ".lock"]
+    samples, text = _samples(tmp_path)
+    assert samples[_key("backup_wal_archive_failures_total", "nas")] == 1
+    assert 'backup_wal_unarchived_segments{job="crm",source="crm_cluster"} 0' in text

@@ -9,6 +9,7 @@
     offsite-backup drill /etc/offsite-backup/crm.yml
     offsite-backup cleanup /etc/offsite-backup/crm.yml [--set crm_db] [--dry-run]
     offsite-backup wal-push /etc/offsite-backup/crm.yml %p            (PostgreSQL's archive_command)
+    offsite-backup wal-status /etc/offsite-backup/crm.yml             (WAL not archived yet, as metrics)
     offsite-backup wal-fetch /etc/offsite-backup/crm.yml %f %p        (restore_command; docs/pitr.md)
 
 The client role installs the engine as the package ``offsite_backup`` (one wheel, see
@@ -476,6 +477,39 @@ def _wal_metrics(job, name, outcomes):
     monitoring.record_wal_push(config, job, name, outcomes, host, logger)
 
 
+WAL_STATUS_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END, "
+    "coalesce(last_archived_wal, ''), current_setting('wal_segment_size') FROM pg_stat_archiver")
+
+
+def cmd_wal_status(args):
+    """Scheduled beside archive_command: how much WAL the cluster of the set wrote and has not
+    archived (backup_wal_unarchived_*), into the job's WAL metrics; WalArchiveStale needs it to
+    tell an idle cluster from one whose WAL waits. A standby (in recovery) is read as unknown."""
+    from . import monitoring
+    from .sources import open_source
+    from .sources.postgresql_physical import parse_lsn, parse_size
+    wal, job, name = _wal_job(args)
+    options = dict([entry for entry in job['sources'] if entry['name'] == name][0]['source'])
+    options.update((key, value) for key, value in (('host', args.host), ('port', args.port)) if value is not None)
+    source = open_source(options, CommandLog())
+    row = source._psql(WAL_STATUS_SQL, options.get('maintenance_db', 'postgres'), 'reading pg_stat_archiver')[0]
+    backlog = None
+    if row[0] != 't':
+        backlog = monitoring.wal_backlog(parse_lsn(row[1]), row[2], parse_size(row[3]))
+    config = job['monitoring']
+    logger = logging.getLogger('offsite-backup.wal-status')
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+    host = config.get('instance') or (socket.getfqdn() if config.get('pushgateway') else None)
+    path = monitoring.record_wal_status(config, job, name, backlog, host, logger)
+    result = {'set': name, 'last_archived_wal': row[2] or None, 'in_recovery': row[0] == 't', 'metrics': path,
+              'unarchived_bytes': backlog and backlog[0], 'unarchived_segments': backlog and backlog[1]}
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
+    return EXIT_OK
+
+
 def _decryption(job, args):
     """The job's encryption settings, with the identity of --identity-file when given."""
     encryption = dict(job.get('encryption') or {})
@@ -546,6 +580,11 @@ def parser():
     push = common(commands.add_parser('wal-push', help='archive one WAL file (PostgreSQL\'s archive_command)'))
     push.add_argument('wal_path', help='%%p: the file to archive')
     push.add_argument('--set', help='backup set the WAL belongs to (default: the job\'s postgresql_physical source)')
+    status = common(commands.add_parser('wal-status', help='export the WAL the cluster wrote and has not archived '
+                                                           '(scheduled beside archive_command)'))
+    status.add_argument('--set', help='backup set the WAL belongs to (default: the job\'s postgresql_physical source)')
+    status.add_argument('--host', help='connect here instead of the source\'s host (a socket directory)')
+    status.add_argument('--port', type=int, help='connect to this port instead of the source\'s')
     fetch = common(commands.add_parser('wal-fetch', help='fetch one archived WAL file (restore_command)'))
     fetch.add_argument('wal_file', help='%%f: the name of the file wanted')
     fetch.add_argument('dest_path', help='%%p: where to write it')
@@ -574,7 +613,7 @@ def main(argv=None):
         raise
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
                'drill': cmd_drill, 'cleanup': cmd_cleanup, 'wal-push': cmd_wal_push,
-               'wal-fetch': cmd_wal_fetch}[args.command]
+               'wal-status': cmd_wal_status, 'wal-fetch': cmd_wal_fetch}[args.command]
     if args.command == 'wal-fetch':
         # any failure but "not archived" must stop recovery, a wrong job file or key included
         failed = config_failed = EXIT_ABORT_RECOVERY

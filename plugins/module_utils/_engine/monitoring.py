@@ -255,46 +255,116 @@ def render_samples(samples, helps):
     return '\n'.join(out) + '\n' if out else ''
 
 
-def record_wal_push(config, job, set_name, outcomes, host, logger, now=None):
-    """After a wal-push: update its series in the metrics file under a lock (two pushes at once
-    each add their own failure), written aside and renamed (node_exporter may read at any
-    moment); push this set's series to the Pushgateway when one is configured. Never raises:
-    a metrics problem is a warning, never a failed archive_command."""
+def _rewrite_wal_file(path, change):
+    """Apply ``change`` to the samples of the WAL metrics file under an exclusive ``flock`` of
+    ``<file>.lock`` (wal-push and wal-status each keep the other's series), written aside and
+    renamed (node_exporter may read at any moment); the new text. A symlink (the client role
+    links the collector's ``<name>-wal.prom`` to a directory only the server's user writes) is
+    followed: the lock, the partial file and the rename are beside its target."""
+    import fcntl
+    path = os.path.realpath(path)
+    with open(path + '.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as handle:
+                samples = parse_samples(handle.read())
+        except (IOError, OSError) as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            samples = {}
+        change(samples)
+        text = render_samples(samples, WAL_FILE_HELP)
+        partial = '%s.%d.tmp' % (path, os.getpid())
+        with open(partial, 'w') as handle:
+            handle.write(text)
+        os.chmod(partial, 0o644)
+        os.rename(partial, path)
+    return text
+
+
+def _record_wal(config, job, set_name, change, helps, host, logger, what):
+    """Write ``change`` into the WAL metrics file and push this set's series of ``helps`` to the
+    Pushgateway when one is configured. Never raises: a metrics problem is a warning."""
     path = wal_metrics_path(config, job)
     if path is None:
         return None
-    now = time.time() if now is None else now
-    text = None
     try:
-        import fcntl
-        with open(path + '.lock', 'a') as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with open(path) as handle:
-                    samples = parse_samples(handle.read())
-            except (IOError, OSError) as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
-                samples = {}
-            update_wal_samples(samples, job['name'], set_name, outcomes, now)
-            text = render_samples(samples, WAL_METRICS_HELP)
-            partial = '%s.%d.tmp' % (path, os.getpid())
-            with open(partial, 'w') as handle:
-                handle.write(text)
-            os.chmod(partial, 0o644)
-            os.rename(partial, path)
+        text = _rewrite_wal_file(path, change)
     except (IOError, OSError) as exc:
-        logger.warning('writing WAL metrics to %s failed (%s); the WAL file is archived all the same'
-                       % (path, exc.strerror or exc))
+        logger.warning('writing WAL metrics to %s failed (%s); %s'
+                       % (path, exc.strerror or exc, what))
         return None
     gateway = (config or {}).get('pushgateway')
     if gateway:
-        mine = dict((key, value) for key, value in parse_samples(text).items() if ('source', set_name) in key[1])
+        names = set(name for name, kind, text_ in helps)
+        mine = dict((key, value) for key, value in parse_samples(text).items()
+                    if ('source', set_name) in key[1] and key[0] in names)
         url = '%s/metrics/job/%s/instance/%s/source/%s' % (
             gateway['url'].rstrip('/'), quote(job['name'], safe=''), quote(host, safe=''), quote(set_name, safe=''))
         monitor = Monitor(dict(config, timeout=min(config.get('timeout', 10), 5)), job['name'], host, logger)
-        monitor._send('WAL metrics push', url, render_samples(mine, WAL_METRICS_HELP), 'text/plain; version=0.0.4')
+        monitor._send('WAL metrics push', url, render_samples(mine, helps), 'text/plain; version=0.0.4')
     return path
+
+
+def record_wal_push(config, job, set_name, outcomes, host, logger, now=None):
+    """After a wal-push: update its series in the metrics file under a lock (two pushes at once
+    each add their own failure), written aside and renamed; push this set's series to the
+    Pushgateway when one is configured. Never raises: a metrics problem is a warning, never a
+    failed archive_command."""
+    now = time.time() if now is None else now
+    return _record_wal(config, job, set_name, lambda samples: update_wal_samples(samples, job['name'], set_name,
+                                                                                 outcomes, now),
+                       WAL_METRICS_HELP, host, logger, 'the WAL file is archived all the same')
+
+
+# ``offsite-backup wal-status`` (scheduled by the client role as the server's user): what the
+# cluster has written and not archived, so that WalArchiveStale tells an idle cluster (nothing
+# to archive) from one whose WAL waits
+WAL_STATUS_HELP = (
+    ('backup_wal_unarchived_segments', 'gauge',
+     'Completed WAL segments after the last archived one: written, switched and not archived'),
+    ('backup_wal_unarchived_bytes', 'gauge',
+     'Bytes of WAL written after the end of the last archived segment (the current segment included)'),
+    ('backup_wal_status_timestamp_seconds', 'gauge',
+     'Unix time wal-status last read the cluster'),
+)
+WAL_FILE_HELP = WAL_METRICS_HELP + WAL_STATUS_HELP
+_WAL_NAME_RE = re.compile(r'^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial|\.[0-9A-F]{8}\.backup)?$')
+
+
+def wal_backlog(current_lsn, last_archived, segment_size):
+    """(bytes, segments) of WAL written and not archived: from the end of the segment
+    ``last_archived`` names (pg_stat_archiver.last_archived_wal; a ``.backup`` or ``.partial``
+    file counts as its segment) to ``current_lsn`` (pg_current_wal_lsn(), an int); segments are
+    the completed ones, those PostgreSQL has switched away from and should have archived: an idle
+    cluster's current segment, however little it holds, is not one. None when it cannot be told:
+    nothing archived yet, or a timeline history file was the last one archived."""
+    match = _WAL_NAME_RE.match(last_archived or '')
+    if not match or not segment_size:
+        return None
+    number = int(match.group(2), 16) * (0x100000000 // segment_size) + int(match.group(3), 16)
+    pending = max(0, current_lsn - (number + 1) * segment_size)
+    return pending, pending // segment_size
+
+
+def update_wal_status(samples, job, set_name, backlog, now):
+    """``samples`` after one wal-status: its read time always; the backlog when it was told."""
+    labels = tuple(sorted(dict(job=job, source=set_name).items()))
+    samples[('backup_wal_status_timestamp_seconds', labels)] = int(now)
+    for name in ('backup_wal_unarchived_bytes', 'backup_wal_unarchived_segments'):
+        samples.pop((name, labels), None)
+    if backlog is not None:
+        samples[('backup_wal_unarchived_bytes', labels)] = backlog[0]
+        samples[('backup_wal_unarchived_segments', labels)] = backlog[1]
+    return samples
+
+
+def record_wal_status(config, job, set_name, backlog, host, logger, now=None):
+    """After a wal-status: its series in the WAL metrics file (and the Pushgateway)."""
+    now = time.time() if now is None else now
+    return _record_wal(config, job, set_name, lambda samples: update_wal_status(samples, job['name'], set_name,
+                                                                                backlog, now),
+                       WAL_STATUS_HELP, host, logger, 'the cluster was read all the same')
 
 
 class Monitor(object):
