@@ -328,17 +328,23 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
     os.makedirs(os.path.join(pg.home, "bin"))
     name = "walrole%s" % uuid.uuid4().hex[:6]
     job = {k: v for k, v in job_for(pg, [{"type": "local", "path": nas}]).items() if k not in ("name", "log")}
+    collector = os.path.join(pg.home, "node-exporter")   # node_exporter's textfile directory: root's, 0755
+    os.mkdir(collector)
+    os.chmod(collector, 0o755)
+    job["monitoring"] = {"textfile": {"path": os.path.join(collector, "offsite_backup_%s.prom" % name)}}
     restart = "runuser -u postgres -- %s/pg_ctl -D %s -l %s -w -t 60 -m fast restart" % (pg.bindir, pg.datadir, pg.log)
     client = {"client_manage_packages": False, "client_install_dir": str(runner_dir_lock()),
               "client_config_dir": os.path.join(pg.home, "etc"), "client_log_dir": os.path.join(pg.home, "log"),
               "client_command": os.path.join(pg.home, "bin", "offsite-backup"),
               "client_wal_config_dir": os.path.join(pg.home, "wal-etc"),
+              "client_wal_metrics_dir": os.path.join(pg.home, "wal-metrics"),
               "client_jobs": [{"name": name, "schedule": "0 2 * * 0", "job": job, "signing_key": True,
                                "wal_archiving": {"host": pg.sockdir, "port": pg.port, "set": "crm_cluster",
                                                  "restart_command": restart}}]}
     play = [{"name": "database host", "hosts": "localhost", "gather_facts": False, "vars": client,
              "roles": ["offsite.backup.client"]}]
     cron = "/etc/cron.d/offsite-backup-%s" % name
+    status_cron = cron + "-wal-status"
     try:
         first = run_playbook(play)
         assert first.rc == 0, first.output
@@ -352,13 +358,46 @@ def test_the_client_role_turns_archiving_on_and_a_second_run_changes_nothing(clu
         segment = pg.switch_wal()
         pg.wait_archived(segment)
         assert stored(None, None, {"type": "local", "path": nas})[segment]["signature"]  # signed by the copied key
+        # its metrics reach the collector through a link; the collector's directory stays root's
+        prom = os.path.join(collector, "offsite_backup_%s-wal.prom" % name)
+        target = os.path.join(pg.home, "wal-metrics", name, os.path.basename(prom))
+        assert os.readlink(prom) == target and os.listdir(collector) == [os.path.basename(prom)]
+        assert os.stat(collector).st_uid == 0 and oct(os.stat(collector).st_mode & 0o777) == "0o755"
+        assert os.stat(os.path.dirname(target)).st_uid == pg.uid
+        assert 'backup_wal_last_archived_timestamp_seconds{job="%s"' % name in open(prom).read()
+        # wal-status, as its cron entry runs it (the server's user, every minute)
+        status_line = open(status_cron).read().strip().splitlines()[-1]
+        assert status_line.startswith("* * * * * postgres %s wal-status " % client["client_command"])
+
+        def wal_status() -> dict:
+            r = subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c", status_line.split(None, 6)[6] + " --json"],
+                               capture_output=True, text=True, timeout=120, check=False)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+
+        # idle (whatever records the server writes by itself): no completed segment waits, once
+        # the archiver has caught up
+        deadline = time.monotonic() + 120
+        while (idle := wal_status())["unarchived_segments"] != 0 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert idle["unarchived_segments"] == 0 and idle["last_archived_wal"] >= segment, idle
         again = run_playbook(play)
         assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.output
         # the weekly base backup beside: the job's own schedule
         assert open(cron).read().strip().splitlines()[-1].startswith("0 2 * * 0 root ")
+        # written and not archived (the repository gone: every push fails): the segment waits
+        os.rename(nas, nas + ".gone")
+        written = pg.switch_wal()
+        busy = wal_status()
+        assert busy["unarchived_segments"] >= 1 and busy["unarchived_bytes"] >= 16 << 20, busy
+        assert busy["last_archived_wal"] < written
+        text = open(prom).read()
+        assert 'backup_wal_unarchived_segments{job="%s",source="crm_cluster"} %d\n' % (name, busy["unarchived_segments"]) in text
+        assert 'backup_wal_last_archived_timestamp_seconds{job="%s"' % name in text
     finally:
-        if os.path.exists(cron):
-            os.unlink(cron)
+        for path in (cron, status_cron):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def test_postgresql_stops_recovery_at_a_damaged_segment_instead_of_ending_early(cluster):
