@@ -157,8 +157,14 @@ class PlaybookResult:
         return [n for n, t in self.tasks.items() if t["failed"] and not t.get("ignored")]
 
 
-def _venv_bin(name: str) -> str:
-    for d in (Path(sys.executable).parent, REPO_ROOT / ".venv" / "bin"):
+#: where ansible-playbook comes from: scripts/bootstrap.sh's controller virtualenv (ansible-core on
+#: the distribution's optimised Python: most of a run's CPU is the controller's), else the venv.
+#: The modules run on the venv's Python either way (ansible_python_interpreter below).
+CONTROLLER_BIN = REPO_ROOT / ".cache" / "controller-venv" / "bin"
+
+
+def controller_bin(name: str) -> str:
+    for d in (CONTROLLER_BIN, Path(sys.executable).parent, REPO_ROOT / ".venv" / "bin"):
         p = d / name
         if p.exists():
             return str(p)
@@ -177,7 +183,7 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
                  inventory: str = "localhost,", connection: str | None = "local", diff: bool = False,
                  verbosity: int = 0, tags: list[str] | None = None, cwd: str | Path | None = None,
                  timeout: float | None = 900, extra_args: list[str] | None = None) -> PlaybookResult:
-    """Run ``ansible-playbook`` from the venv against ``inventory`` and collect the results.
+    """Run ``ansible-playbook`` (CONTROLLER_BIN) against ``inventory`` and collect the results.
 
     ``playbook``: a path, or a list of play dicts (or of task dicts, wrapped in a localhost
     play) written to a temporary .yml. ``env`` is added to the environment (e.g. AWS_* or PG*).
@@ -239,7 +245,7 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
         if env:
             run_env.update({k: str(v) for k, v in env.items()})
 
-        cmd = [_venv_bin("ansible-playbook"), "-i", inventory, "-e", f"@{ev_path}"]
+        cmd = [controller_bin("ansible-playbook"), "-i", inventory, "-e", f"@{ev_path}"]
         if connection:
             cmd += ["-c", connection]
         if check:

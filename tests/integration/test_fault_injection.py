@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from tests.harness import REPO_ROOT, VENV_BIN, pg
-from tests.harness.ansible import run_playbook
+from tests.harness.ansible import controller_bin, run_playbook
 from tests.harness.faults import COLLECTIONS, seed
 from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, rsync_repo, running, s3_repo,
                                        sftp_repo, watching)
@@ -535,7 +535,7 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
         return True
 
     with open(workdir / "play.out", "w") as out:
-        proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+        proc = subprocess.Popen([controller_bin("ansible-playbook"), "-i", "localhost,", "-c", "local",
                                  "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
