@@ -365,6 +365,11 @@ def test_restore_to_a_time_keeps_what_was_committed_before_it(archived, restored
     rows = restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger")
     assert rows == ",".join(str(i) for i in range(1, 21))
     assert not Path(datadir, ".offsite-restore.owner").exists()
+    # wal-fetch's prefetcher ran (segments came from its spool), and ended with its spool
+    assert restored["phases"]["wal_prefetched"] >= 1, restored["phases"]
+    assert not Path(datadir, "offsite_wal_spool").exists()
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert not [line for line in procs.splitlines() if "wal-fetch" in line and datadir in line], procs
 
 
 def test_pause_leaves_it_paused_at_the_target_and_shutdown_leaves_it_stopped(archived, restored_dirs):

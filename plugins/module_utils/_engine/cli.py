@@ -22,16 +22,25 @@ wrong, 3 another run of the job holds the lock. ``wal-fetch`` differs (PostgreSQ
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import argparse
+import sys
+
+from . import walspool
+
+# restore_command's fast path: a segment the prefetcher spooled is renamed into place before
+# anything else is imported (walspool.py; it runs once per 16 MiB of WAL replayed)
+if sys.argv[1:2] == ['wal-fetch'] and walspool.serve(sys.argv[1:]) == 0:
+    raise SystemExit(0)
+
+import argparse  # noqa: E402 (after the fast path)
 import collections
 import contextlib
+import functools
 import json
 import logging
 import logging.handlers
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -521,9 +530,10 @@ def _decryption(job, args):
 def cmd_wal_fetch(args):
     """restore_command: 0 served, 1 in no repository, EXIT_ABORT_RECOVERY otherwise (main)."""
     wal, job, name = _wal_job(args)
+    fetch = functools.partial(wal.fetch, name, repositories=job['repositories'], encryption=_decryption(job, args),
+                              signing=job.get('signing'), system_identifier=args.system_identifier)
     try:
-        result = wal.fetch(name, args.wal_file, args.dest_path, job['repositories'], encryption=_decryption(job, args),
-                           signing=job.get('signing'), log=CommandLog())
+        result = fetch(args.wal_file, args.dest_path, log=CommandLog())
     except wal.NotArchived as exc:
         sys.stderr.write('offsite-backup: %s\n' % exc)
         return EXIT_FAILED
@@ -531,7 +541,28 @@ def cmd_wal_fetch(args):
         sys.stderr.write('offsite-backup: warning: %s skipped: %s\n' % (problem['location'], problem['error']))
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
+    if args.spool and args.prefetch > 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _prefetch(args, wal, fetch, result)
     return EXIT_OK
+
+
+def _prefetch(args, wal, fetch, result):
+    """Start (or redirect) the prefetcher of ``--spool`` after ``result`` was fetched (walspool.py)."""
+    size = result.get('raw_size') or 0
+    segment_size = size if (1 << 20) <= size <= (1 << 30) and not size & (size - 1) else walspool.DEFAULT_SEGMENT_SIZE
+
+    def work(spool, key, want):
+        session, log = wal.Session(), CommandLog()
+        try:
+            walspool.prefetch(spool, key, want, lambda name, path: fetch(name, path, log=log, session=session),
+                              wal.NotArchived, count=args.prefetch, segment_size=segment_size)
+        finally:
+            session.close()
+
+    walspool.start(args.spool, walspool.key_text(args.job, args.set, args.system_identifier), args.wal_file, work,
+                   segment_size)
 
 
 def parser():
@@ -591,6 +622,12 @@ def parser():
     fetch.add_argument('--set', help='backup set the WAL belongs to (default: the job\'s postgresql_physical source)')
     fetch.add_argument('--identity-file', help='age identity (private key) file to decrypt with; '
                                                'default: the job\'s encryption.identity_file')
+    fetch.add_argument('--system-identifier', help='the cluster the restore recovers: a segment of another one is '
+                                                   'refused (integrity)')
+    fetch.add_argument('--spool', help='fetch the next segments ahead into this private directory (0700, the '
+                                       'server\'s user\'s; the restore creates and removes it) and serve them from it')
+    fetch.add_argument('--prefetch', type=int, default=walspool.PREFETCH,
+                       help='segments kept ahead in --spool (default %d)' % walspool.PREFETCH)
     return top
 
 
@@ -611,6 +648,8 @@ def main(argv=None):
         if exc.code and argv[:1] == ['wal-fetch']:
             return EXIT_ABORT_RECOVERY  # argparse's 2 would read as "not archived": recovery would end early
         raise
+    if argv[:1] == ['wal-fetch'] and walspool.serve(argv) == 0:
+        return EXIT_OK
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
                'drill': cmd_drill, 'cleanup': cmd_cleanup, 'wal-push': cmd_wal_push,
                'wal-status': cmd_wal_status, 'wal-fetch': cmd_wal_fetch}[args.command]

@@ -340,11 +340,56 @@ class NotArchived(BackupError):
     kind = 'not_found'
 
 
-def fetch(set_name, wal_name, dest, repositories, encryption=None, signing=None, log=None):
+class Session(object):
+    """Repositories kept connected over many fetches (the prefetcher's): ``fetch(..., session=)``.
+    A repository that failed is connected afresh on its next use."""
+
+    def __init__(self, log=None):
+        self.log = log
+        self.open = {}
+
+    def repository(self, index, options, log):
+        repo = self.open.get(index)
+        if repo is None:
+            repo = open_repository(options, log)
+            repo.__enter__()
+            self.open[index] = repo
+        return _Kept(self, index, repo)
+
+    def drop(self, index):
+        repo = self.open.pop(index, None)
+        if repo is not None:
+            try:
+                repo.__exit__(None, None, None)
+            except Exception:
+                pass
+
+    def close(self):
+        for index in list(self.open):
+            self.drop(index)
+
+
+class _Kept(object):
+    def __init__(self, session, index, repo):
+        self.session, self.index, self.repo = session, index, repo
+
+    def __enter__(self):
+        return self.repo
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            self.session.drop(self.index)
+        return False
+
+
+def fetch(set_name, wal_name, dest, repositories, encryption=None, signing=None, log=None, system_identifier=None,
+          session=None):
     """Write the WAL file ``wal_name`` of ``set_name`` to ``dest``, proven, from the first
     repository (in order) with a good copy. NotArchived when every repository answered without
     it; any other BackupError when none had a good copy and one failed (unreachable, damaged,
-    undecryptable, unsigned). Returns ``{'file', 'location', 'raw_size', 'problems'}``."""
+    undecryptable, unsigned, or a segment of another cluster than ``system_identifier``, the
+    one the restore recovers). Returns ``{'file', 'location', 'raw_size', 'problems'}``.
+    ``session``: a Session keeping the repositories connected (the prefetcher's)."""
     from .signing import Verifier
     log = log or CommandLog()
     wal = parse_name(wal_name)
@@ -354,10 +399,10 @@ def fetch(set_name, wal_name, dest, repositories, encryption=None, signing=None,
     verifier = Verifier(signing, log)
     key = manifest_key(set_name, wal.name)
     problems = []
-    for options in repositories:
+    for index, options in enumerate(repositories):
         location = options.get('type')
         try:
-            with open_repository(options, log) as repo:
+            with (session.repository(index, options, log) if session else open_repository(options, log)) as repo:
                 location = repo.location(key)
                 # a listing fails where the repository itself is missing (an unmounted disk, a
                 # deleted bucket), where a stat only says "no such object": only then is it absent
@@ -365,6 +410,7 @@ def fetch(set_name, wal_name, dest, repositories, encryption=None, signing=None,
                     continue
                 manifest = loads(repo.get_bytes(key), location, set_name, wal.name)
                 verifier.check(_Signed(set_name, wal.name, manifest), 'WAL file %s' % location)
+                _check_cluster(manifest, system_identifier, location)
                 raw_size = _fetch_one(repo, directory(set_name) + manifest['artifact'], manifest, dest, enc,
                                       repo.location(directory(set_name) + manifest['artifact']))
         except BaseException as exc:
@@ -382,6 +428,16 @@ def fetch(set_name, wal_name, dest, repositories, encryption=None, signing=None,
             'recovery stops here rather than end early; fix the repository or the keys and start it again',
             details={'problems': problems})
     raise NotArchived('no repository holds WAL file %s of set %s' % (wal.name, set_name))
+
+
+def _check_cluster(manifest, expected, where):
+    """A segment of another cluster is the wrong archive, not the end of the right one (PostgreSQL
+    would only log it and end recovery there)."""
+    found = manifest.get('system_identifier')
+    if expected and found and str(found) != str(expected):
+        raise IntegrityError('%s is WAL of another cluster (system identifier %s; the restore recovers %s)'
+                             % (manifest.get('id'), found, expected),
+                             'another cluster archives into this set, or the wrong set was given')
 
 
 def _failure(kind):

@@ -10,11 +10,14 @@ the postmaster would keep running on the port, half recovered, in a directory no
 
 The warden is started first (its own session, so a signal to the engine's process group does
 not reach it). It reads what to undo as JSON lines on its stdin, each replacing the last:
-``{"stop": [argv...], "directory": path, "created": bool, "remove": [paths]}``. At end of file:
+``{"stop": [argv...], "directory": path, "created": bool, "remove": [paths], "prefetcher": path}``.
+At end of file:
 
 - after a line ``"done"`` (``disarm``): it exits, changing nothing (the restore finished, or
   cleaned up after itself);
-- otherwise the engine died: it runs ``stop`` whenever ``<directory>/postmaster.pid`` exists,
+- otherwise the engine died: it kills wal-fetch's prefetcher (the pid in the ``prefetcher`` lock
+  file, while a process holds that lock: walspool.py), runs ``stop`` whenever
+  ``<directory>/postmaster.pid`` exists,
   removes ``directory`` (when the restore created it) or empties it (when it was given empty),
   removes ``remove``, and repeats this until the directory stays gone or empty for a moment (a
   ``pg_ctl start`` orphaned mid-way may still fork its postmaster).
@@ -44,7 +47,25 @@ if done or not spec.get('directory'):
 directory = spec['directory']
 pid_file = os.path.join(directory, 'postmaster.pid')
 
+def kill_prefetcher():
+    import fcntl, signal
+    path = spec.get('prefetcher')
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except (OSError, TypeError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: by the prefetcher whose pid it holds
+        try:
+            os.kill(int(open(path).read().strip()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    finally:
+        os.close(fd)
+
 def undo():
+    kill_prefetcher()
     if os.path.exists(pid_file) and spec.get('stop'):
         subprocess.run(spec['stop'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, cwd='/', timeout=120)

@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import time
 
-from .. import commands, lifeline, warden
+from .. import commands, lifeline, walspool, warden
 from .. import scratch as leases
 from .. import manifest as mf
 from ..errors import ConfigError, DependencyError, IntegrityError, NotFoundError, SourceError, TargetError
@@ -319,6 +319,7 @@ class PostgresqlPhysicalSource(PostgresqlConnection, ReplaysArchive, StreamingRe
             return sweep
 
         def remove():
+            walspool.stop(os.path.join(directory, walspool.SPOOL_NAME))  # its wal-fetch prefetcher
             version = _read(os.path.join(directory, 'PG_VERSION')).strip()
             if version and os.path.exists(os.path.join(directory, 'postmaster.pid')):
                 _Server(self, {'server_major': version}).stop(directory)
@@ -508,6 +509,7 @@ class _Server(object):
         self.port = source.port
         self.run_dir = None
         self.log_file = None
+        self.spool = None
 
     # -- as the server's user ------------------------------------------------------------------
     def own(self, path, recursive=False):
@@ -567,8 +569,19 @@ class _Server(object):
         conf = os.path.join(directory, 'postgresql.auto.conf')
         original = _read(conf)
         job = self._write_job(archive, encrypted or {})
-        command = '%s wal-fetch %s %%f %%p' % (self.options.get('offsite_backup_command', '/usr/local/bin/offsite-backup'),
-                                               shlex.quote(job))
+        # the prefetcher's spool (walspool.py): the server's user's, inside the data directory (it
+        # goes with it); removed, and the prefetcher ended, once recovery reached its end
+        self.spool = os.path.join(directory, walspool.SPOOL_NAME)
+        shutil.rmtree(self.spool, ignore_errors=True)  # never another restore's (the tar's)
+        os.mkdir(self.spool, 0o700)
+        self.own(self.spool)
+        if guard is not None:
+            guard.watch(prefetcher=os.path.join(self.spool, walspool.LOCK_FILE))
+        command = '%s wal-fetch %s %%f %%p --spool %s' % (
+            self.options.get('offsite_backup_command', '/usr/local/bin/offsite-backup'), shlex.quote(job),
+            shlex.quote(self.spool))
+        if self.facts.get('system_identifier'):
+            command += ' --system-identifier %s' % shlex.quote(str(self.facts['system_identifier']))
         # always pause at a target: the restore looks at where recovery stopped before it acts
         settings = [('restore_command', command), ('recovery_target_action', 'pause')]
         if moment is not None:
@@ -595,6 +608,7 @@ class _Server(object):
             self._failed(moment)
         state = self._wait(directory, started + timeout, moment)
         phases['recovery_seconds'] = round(time.time() - started, 3)
+        phases['wal_prefetched'] = self.stop_prefetch()
         reached = {'reached_time': state[2] or None, 'reached_lsn': state[3] or None}
         self._check_identity()
         action = self.options.get('recovery_target_action', 'promote')
@@ -764,8 +778,14 @@ class _Server(object):
         """What stops a server in ``directory`` at once (the warden runs it should the engine die)."""
         return self._argv('pg_ctl', '-D', directory, '-m', 'immediate', '-w', '-t', '60', 'stop')
 
+    def stop_prefetch(self):
+        """End wal-fetch's prefetcher and remove its spool: how many segments came from it."""
+        spool, self.spool = self.spool, None
+        return walspool.stop(spool) if spool else 0
+
     def stop(self, directory):
         """After a failure: stop whatever runs in ``directory`` now (best effort)."""
+        self.stop_prefetch()
         if os.path.exists(os.path.join(directory, 'postmaster.pid')):
             self._run('pg_ctl', '-D', directory, '-m', 'immediate', '-w', '-t', '60', 'stop')
 
