@@ -17,13 +17,16 @@
 #               and shared by every clone with the same requirements; it is checked (python runs,
 #               `pip freeze` as recorded when it was built) before each use and rebuilt when that
 #               fails. OFFSITE_VENV_CACHE=0: a .venv of the clone's own.
-#   controller  .cache/controller-venv: where the tests' ansible-playbook runs (tests/harness/
-#               ansible.py). The distribution's Python (/usr/bin/python3, or
+#   controller  .cache/controller-venv: where the tests' ansible-playbook and its modules run
+#               (tests/harness/ansible.py). The distribution's Python (/usr/bin/python3, or
 #               OFFSITE_CONTROLLER_PYTHON) when it is another one than the venv's, with ansible-core
-#               and its dependencies at the venv's versions: Debian's build is optimised (PGO, LTO)
-#               where pyenv's is not, and the controller is most of the CPU of an ansible-playbook
-#               run (~20% less CPU per run measured). The modules still run on the venv's Python.
-#               Otherwise a link to .venv. Kept for the machine like the venv.
+#               and the engine's requirements (requirements.txt) at the venv's versions: Debian's
+#               build is optimised (PGO, LTO) where pyenv's is not, and ansible-playbook runs are
+#               most of the tests' CPU (a one-task run: controller 20%, module 35% less CPU).
+#               It is also the Python our users' Debian nodes run the modules with (3.11.2: no
+#               tarfile extraction filter, the engine's own checks alone). The tests themselves, the
+#               offsite-backup command and the PITR clusters' archive/restore commands stay on the
+#               venv's. Otherwise a link to .venv. Kept for the machine like the venv.
 #   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
 #   awx         awx.awx, for linting and checking the AWX definitions
 #   s3rver      s3rver (npm) in .cache/npm: the second S3 implementation of the repository
@@ -300,11 +303,10 @@ if step controller; then
             && "$controller_python" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
             && [ "$("$controller_python" -c 'import sys; print(sys.version_info[:2])')" \
                  = "$("$VENV/bin/python" -c 'import sys; print(sys.version_info[:2])')" ]; then
-        # ansible-core and what it imports, at the versions the venv has
-        pins="$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null \
-                | grep -iE '^(ansible-core|jinja2|markupsafe|pyyaml|cryptography|cffi|pycparser|packaging|resolvelib)==' \
-                | sort -f)"
-        key="$( { echo "$pins"; "$controller_python" -c 'import sys; print(sys.executable, sys.version)'; } \
+        # ansible-core and the engine's requirements, each package at the version the venv has
+        pins="$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' | sort -f)"
+        ansible_core="$(grep -i '^ansible-core==' <<<"$pins")"
+        key="$( { echo "$pins"; cat "$REPO/requirements.txt"; "$controller_python" -c 'import sys; print(sys.executable, sys.version)'; } \
                 | sha256sum | cut -c1-16)"
         cached="$CACHE_DIR/controller-$key"
         install -d -m 0755 "$CACHE_DIR"
@@ -316,8 +318,8 @@ if step controller; then
             rm -rf "$cached"
             say "controller: creating $cached with $controller_python"
             "$controller_python" -m venv "$cached"
-            # shellcheck disable=SC2086  # one requirement per word
-            "$cached/bin/python" -m pip install -q --disable-pip-version-check $pins \
+            "$cached/bin/python" -m pip install -q --disable-pip-version-check "$ansible_core" \
+                -r "$REPO/requirements.txt" -c <(echo "$pins") \
                 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
             touch "$cached/.done"
         fi

@@ -157,9 +157,9 @@ class PlaybookResult:
         return [n for n, t in self.tasks.items() if t["failed"] and not t.get("ignored")]
 
 
-#: where ansible-playbook comes from: scripts/bootstrap.sh's controller virtualenv (ansible-core on
-#: the distribution's optimised Python: most of a run's CPU is the controller's), else the venv.
-#: The modules run on the venv's Python either way (ansible_python_interpreter below).
+#: where ansible-playbook comes from, and the Python its modules run with: scripts/bootstrap.sh's
+#: controller virtualenv (ansible-core and the engine's requirements on the distribution's
+#: optimised Python: most of the tests' CPU is ansible-playbook runs), else the venv
 CONTROLLER_BIN = REPO_ROOT / ".cache" / "controller-venv" / "bin"
 
 
@@ -211,7 +211,7 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
         # an (empty) ansible.cfg in the run directory: no ansible.cfg of the cwd, ~ or /etc applies
         (tdp / "ansible.cfg").write_text("[defaults]\n")
 
-        ev = {"ansible_python_interpreter": sys.executable}
+        ev = {"ansible_python_interpreter": controller_bin("python")}
         if extravars:
             ev.update(extravars)
         ev_path = tdp / "extravars.json"

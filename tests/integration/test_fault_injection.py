@@ -536,7 +536,7 @@ def test_killed_playbook_leaves_no_half_written_backup(moto, bucket, source_db, 
 
     with open(workdir / "play.out", "w") as out:
         proc = subprocess.Popen([controller_bin("ansible-playbook"), "-i", "localhost,", "-c", "local",
-                                 "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
+                                 "-e", f"ansible_python_interpreter={controller_bin('python')}", str(playbook)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         with watching(lambda: upload_started(proc)):
