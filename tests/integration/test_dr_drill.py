@@ -16,19 +16,15 @@ from tests.harness import pg
 from tests.harness.ansible import REPO_ROOT, run_playbook
 from tests.harness.monitoring import HttpReceiver
 from tests.harness.services import free_port
+from tests.integration.backups import backup_by_cron
 from tests.integration.helpers import pg_source, s3_keys, s3_repo
 
 DRILL = REPO_ROOT / "playbooks" / "dr_drill.yml"
 
 
 def backup_to(repo: dict, name: str, database: str, dumps: Path) -> str:
-    r = run_playbook([
-        {"name": "dump", "offsite.backup.dump": {"name": name, "source": pg_source(database), "dest": str(dumps)},
-         "register": "d"},
-        {"name": "upload", "offsite.backup.upload": {"backup": "{{ d.backup.path }}", "repository": repo}},
-    ])
-    assert r.rc == 0, r.output
-    return r.result("dump")["backup"]["id"]
+    dumps.mkdir(parents=True, exist_ok=True)
+    return backup_by_cron(dumps, name, pg_source(database), [repo])["id"]
 
 
 def drill_databases(sets=("crm", "erp")) -> list[str]:
