@@ -29,7 +29,8 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from tests.harness import COLLECTIONS_PATH, VENV_BIN
+from tests.harness import COLLECTIONS_PATH
+from tests.harness.ansible import controller_bin
 
 CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
 
@@ -202,12 +203,14 @@ def kill_pg_dump(db: str) -> int:
 
 
 def cli(*args, env_extra=None, wrap=()):
-    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes);
-    ``wrap``: a command line it runs under (see cli_read_only)."""
+    """Run the command with cron's minimal environment (no terminal: stdin/stdout are pipes),
+    on the Python the modules run with (tests.harness.ansible.CONTROLLER_BIN: the distribution's
+    where there is one, as on a Debian node); ``wrap``: a command line it runs under (see
+    cli_read_only)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SHELL": "/bin/sh", "LANG": "C",
            "PYTHONPATH": str(COLLECTIONS_PATH)}
     env.update(env_extra or {})
-    return subprocess.run([*wrap, str(VENV_BIN / "python"), "-m", CLI_MODULE, *args], env=env, text=True,
+    return subprocess.run([*wrap, controller_bin("python"), "-m", CLI_MODULE, *args], env=env, text=True,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False)
 
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.monitoring import Pushgateway
 from tests.harness.services import free_port
-from tests.harness import COLLECTIONS_PATH
-from tests.integration.helpers import CLI_MODULE, VENV_BIN, cli, local_repo, pg_source, s3_keys, s3_repo, sftp_repo
+from tests.harness import COLLECTIONS_PATH, VENV_BIN
+from tests.integration.helpers import CLI_MODULE, cli, local_repo, pg_source, s3_keys, s3_repo, sftp_repo
 
 RULES = Path(__file__).resolve().parents[2] / "roles" / "client" / "files" / "offsite-backup.rules.yml"
 
