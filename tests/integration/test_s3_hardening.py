@@ -24,7 +24,12 @@ from pathlib import Path
 import pytest
 
 from tests.harness.ansible import run_playbook
+from tests.harness.faults import COLLECTIONS
 from tests.integration.helpers import s3_head, s3_keys, s3_repo
+
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
@@ -48,26 +53,38 @@ def _hardened(moto, bucket, **extra) -> dict:
     return args
 
 
+def _dump(src, dest, name="site") -> dict:
+    """A backup of ``src`` in ``dest``: state for the test, written by the engine (the dump
+    module's own runs are tested in test_backup_cycle.py)."""
+    return operations.dump(name, {"type": "files", "paths": [str(src)]}, str(dest), compression="none")["backup"]
+
+
 def _dump_and_upload(src, dest, repo, count=1, name="site") -> list[dict]:
-    """``count`` backups of ``src`` (one second apart: ids have one-second resolution), uploaded."""
-    tasks = []
+    """``count`` backups of ``src`` (one second apart: ids have one-second resolution), uploaded:
+    the state the test starts from, written by the engine, not by a playbook (the upload module's
+    Object Lock check: test_upload_with_object_lock_needs_a_lock_enabled_bucket)."""
+    backups = []
     for n in range(count):
         if n:
-            tasks.append({"name": f"tick{n}", "ansible.builtin.pause": {"seconds": 1}})
-        tasks.append({"name": f"dump{n}", "offsite.backup.dump": {
-            "name": name, "source": {"type": "files", "paths": [str(src)]}, "dest": str(dest), "compression": "none"},
-            "register": f"d{n}"})
-        upload = {"backup": "{{ d%d.backup }}" % n, "repository": repo}
-        tasks.append({"name": f"upload{n}", "offsite.backup.upload": upload})
-    r = run_playbook(tasks)
-    assert r.rc == 0, r.output
-    return [r.result(f"dump{n}")["backup"] for n in range(count)]
+            time.sleep(1)
+        backups.append(_dump(src, dest, name))
+        uploaded = operations.upload(backups[-1], [repo])
+        assert [x["status"] for x in uploaded["repositories"]] == ["uploaded"], uploaded
+    return backups
+
+
+def _retention_task(repo, policy, name="retention", **extra) -> dict:
+    args = {"name": "site", "repository": repo, "policy": policy}
+    args.update(extra)
+    return {"name": name, "offsite.backup.retention": args}
 
 
 def _retention(repo, policy, check=False, **extra):
-    args = {"name": "site", "repository": repo, "policy": policy}
-    args.update(extra)
-    return run_playbook([{"name": "retention", "offsite.backup.retention": args}], check=check)
+    return run_playbook([_retention_task(repo, policy, **extra)], check=check)
+
+
+def _info_task(repo) -> dict:
+    return {"name": "info", "offsite.backup.backup_info": {"name": "site", "repository": repo}}
 
 
 def _versions(moto, bucket, key) -> list:
@@ -123,23 +140,26 @@ def test_bucket_check_mode_creates_nothing_then_hardens_and_a_second_run_changes
     # someone else's lifecycle rule survives our changes
     c.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": list(rules.values()) + [
         {"ID": "theirs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 5}}]})
-    r = run_playbook([task])
+    # a second run changes nothing, then a changed option changes only the lifecycle (one run)
+    r = run_playbook([task, dict(task, name="60 days", **{BUCKET_MODULE: _hardened(moto, bucket, transition_days=60)})])
     assert r.rc == 0, r.output
     assert r.tasks["bucket"]["changed"] is False, r.result("bucket")["changes"]
-    r = run_playbook([dict(task, **{BUCKET_MODULE: _hardened(moto, bucket, transition_days=60)})])
-    assert r.rc == 0 and r.result("bucket")["changes"] == ["lifecycle"], r.output
+    assert r.result("60 days")["changes"] == ["lifecycle"], r.output
     rules = {r["ID"]: r for r in c.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert rules["offsite-backup-archive"]["Transitions"][0]["Days"] == 60 and "theirs" in rules
 
 
 def test_bucket_refuses_what_s3_cannot_do(moto):
     bucket = moto.create_bucket(f"offsite-hard-{_uid()}", ObjectLockEnabledForBucket=True)
-    r = run_playbook([{"name": "bucket", BUCKET_MODULE: _hardened(moto, bucket, object_lock_enabled=False)}])
+    # two cases, one run: the first one's failure is ignored, the second one's ends the play
+    r = run_playbook([{"name": "bucket", BUCKET_MODULE: _hardened(moto, bucket, object_lock_enabled=False),
+                       "ignore_errors": True},
+                      {"name": "versioning", BUCKET_MODULE: _hardened(moto, bucket, versioning=False)}])
     assert r.rc != 0
+    assert r.status("bucket") == "failed" and r.tasks["bucket"]["ignored"], r.output
     res = r.result("bucket")
     assert res["error"] == "config" and "cannot turn it off" in res["msg"]
-    r = run_playbook([{"name": "bucket", BUCKET_MODULE: _hardened(moto, bucket, versioning=False)}])
-    assert r.rc != 0 and "contradicts Object Lock" in r.result("bucket")["msg"]
+    assert r.status("versioning") == "failed" and "contradicts Object Lock" in r.result("versioning")["msg"]
 
 
 def test_generated_iam_policy_lets_the_key_upload_but_not_delete(moto, files):
@@ -179,10 +199,7 @@ def test_generated_iam_policy_lets_the_key_upload_but_not_delete(moto, files):
 def test_upload_with_object_lock_needs_a_lock_enabled_bucket(moto, bucket, files):
     src, dest = files
     repo = s3_repo(moto, bucket, object_lock_mode="compliance", object_lock_days=1)
-    r = run_playbook([
-        {"name": "dump", "offsite.backup.dump": {"name": "site", "source": {"type": "files", "paths": [str(src)]},
-                                                 "dest": str(dest), "compression": "none"}, "register": "d"},
-        {"name": "upload", "offsite.backup.upload": {"backup": "{{ d.backup }}", "repository": repo}}])
+    r = run_playbook([{"name": "upload", "offsite.backup.upload": {"backup": _dump(src, dest), "repository": repo}}])
     assert r.rc != 0
     res = r.result("upload")
     assert res["error"] == "config" and "does not have Object Lock enabled" in res["msg"]
@@ -190,8 +207,8 @@ def test_upload_with_object_lock_needs_a_lock_enabled_bucket(moto, bucket, files
 
 
 def test_retention_skips_locked_backups_whole_and_extends_monthly_locks(moto, files):
-    bucket = f"offsite-hard-{_uid()}"
-    assert run_playbook([{"name": "bucket", BUCKET_MODULE: _hardened(moto, bucket)}]).rc == 0
+    # what retention needs of the bucket: Object Lock (the s3_bucket module is tested above)
+    bucket = moto.create_bucket(f"offsite-hard-{_uid()}", ObjectLockEnabledForBucket=True)
     repo = s3_repo(moto, bucket, object_lock_mode="governance", object_lock_days=2, part_size=5)
     src, dest = files
     oldest, middle, newest = _dump_and_upload(src, dest, repo, count=3)
@@ -211,7 +228,8 @@ def test_retention_skips_locked_backups_whole_and_extends_monthly_locks(moto, fi
     assert [x["id"] for x in r.result("retention")["locked"]] == [middle["id"]]
     assert s3_keys(moto, bucket) == before
 
-    r = _retention(repo, policy)
+    # a real run, and a second one that changes nothing (one playbook)
+    r = run_playbook([_retention_task(repo, policy), _retention_task(repo, policy, name="again")])
     assert r.rc == 0, r.output
     res = r.result("retention")
     assert res["remove"] == [middle["id"]] and res["removed"] == []
@@ -225,10 +243,8 @@ def test_retention_skips_locked_backups_whole_and_extends_monthly_locks(moto, fi
         assert s3_head(moto, bucket, key % (backup["id"], "tar"))["ObjectLockRetainUntilDate"] == horizon
         assert s3_head(moto, bucket, key % (backup["id"], "manifest.json"))["ObjectLockRetainUntilDate"] == horizon
     assert s3_keys(moto, bucket) == before
-
-    r = _retention(repo, policy)
-    assert r.rc == 0 and r.tasks["retention"]["changed"] is False, r.output
-    assert r.result("retention")["lock_extended"] == []
+    assert r.tasks["again"]["changed"] is False, r.output
+    assert r.result("again")["lock_extended"] == []
 
     # the manifest's lock runs out first: the backup is still skipped whole (never an orphan artifact)
     past = now - datetime.timedelta(minutes=1)
@@ -239,13 +255,12 @@ def test_retention_skips_locked_backups_whole_and_extends_monthly_locks(moto, fi
 
     # both locks ran out: every version of both objects goes, none is left behind a delete marker
     _set_lock(moto, bucket, key % (middle["id"], "tar"), past)
-    r = _retention(repo, policy)
+    r = run_playbook([_retention_task(repo, policy), _info_task(repo)])
     assert r.rc == 0, r.output
     assert r.result("retention")["removed"] == [middle["id"]] and r.result("retention")["locked"] == []
     for ext in ("tar", "manifest.json"):
         assert _versions(moto, bucket, key % (middle["id"], ext)) == []
-    info = run_playbook([{"name": "info", "offsite.backup.backup_info": {"name": "site", "repository": repo}}])
-    assert [b["id"] for b in info.result("info")["backups"]] == [newest["id"], oldest["id"]]
+    assert [b["id"] for b in r.result("info")["backups"]] == [newest["id"], oldest["id"]]
 
 
 # -- interrupted uploads ----------------------------------------------------------------------
@@ -261,11 +276,7 @@ def test_killed_multipart_upload_leaves_no_backup_and_retention_aborts_it(moto, 
     src = tmp_path / "big"
     src.mkdir()
     (src / "blob.bin").write_bytes(os.urandom(48 * 1024 * 1024))
-    dest = tmp_path / "dest"
-    r = run_playbook([{"name": "dump", "offsite.backup.dump": {
-        "name": "site", "source": {"type": "files", "paths": [str(src)]}, "dest": str(dest), "compression": "none"}}])
-    assert r.rc == 0, r.output
-    backup = r.result("dump")["backup"]
+    backup = _dump(src, tmp_path / "dest")
     repo = s3_repo(moto, bucket, part_size=5, concurrency=1)
 
     env = dict(os.environ, PYTHONPATH=str(ROOT / ".cache" / "collections"))
@@ -282,25 +293,25 @@ def test_killed_multipart_upload_leaves_no_backup_and_retention_aborts_it(moto, 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    # nothing that looks like a backup: no object at all, only the invisible upload
+    # nothing that looks like a backup: no object at all, only the invisible upload; info and
+    # retention in check mode (one run) leave that upload alone
     assert s3_keys(moto, bucket) == []
-    info = run_playbook([{"name": "info", "offsite.backup.backup_info": {"name": "site", "repository": repo}}])
-    assert info.rc == 0 and info.result("info")["count"] == 0, info.output
-    assert [u["Key"] for u in c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == [
-        f"backups/site/{backup['id']}.tar"]
-
-    r = _retention(repo, {"keep_last": 1}, check=True, incomplete_grace=0)
-    assert r.rc == 0 and r.tasks["retention"]["changed"] is True, r.output
+    pending = [f"backups/site/{backup['id']}.tar"]
+    assert [u["Key"] for u in c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == pending
+    r = run_playbook([_info_task(repo), dict(_retention_task(repo, {"keep_last": 1}, incomplete_grace=0),
+                                             check_mode=True)])
+    assert r.rc == 0 and r.result("info")["count"] == 0, r.output
+    assert r.tasks["retention"]["changed"] is True, r.output
     assert r.result("retention")["incomplete_uploads_aborted"] == [f"site/{backup['id']}.tar"]
-    assert len(c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1  # a dry run
+    assert [u["Key"] for u in c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == pending  # a dry run
 
-    r = _retention(repo, {"keep_last": 1}, incomplete_grace=0)
+    # retention aborts it, and the next upload (same run) uploads the backup whole
+    r = run_playbook([_retention_task(repo, {"keep_last": 1}, incomplete_grace=0),
+                      {"name": "upload", "offsite.backup.upload": {"backup": backup, "repository": repo}}])
     assert r.rc == 0, r.output
     assert r.result("retention")["incomplete_uploads_aborted"] == [f"site/{backup['id']}.tar"]
     assert r.tasks["retention"]["changed"] is True
+    assert r.result("upload")["repositories"][0]["status"] == "uploaded", r.output
+    # the killed upload is gone (aborted, not completed by the upload: it has a new upload id)
     assert c.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-    # the next run uploads it whole
-    r = run_playbook([{"name": "upload", "offsite.backup.upload": {"backup": backup, "repository": repo}}])
-    assert r.rc == 0 and r.result("upload")["repositories"][0]["status"] == "uploaded", r.output
     assert s3_head(moto, bucket, f"backups/site/{backup['id']}.tar")["ContentLength"] == backup["size"]
