@@ -5,12 +5,18 @@ really hold."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.harness.ansible import run_playbook
+from tests.harness.faults import COLLECTIONS
 from tests.integration.helpers import local_repo, s3_head, s3_repo
+
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+from ansible_collections.offsite.backup.plugins.module_utils._engine import operations  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
@@ -18,24 +24,21 @@ GIB = 1024 ** 3
 IGNORE = {"ignore_errors": True}
 
 
-def _dump(src, dest):
-    return {"name": "dump", "offsite.backup.dump": {
-        "name": "bill", "source": {"type": "files", "paths": [str(src)]}, "dest": str(dest), "compression": "none"}}
-
-
 @pytest.fixture
 def two_backups(moto, bucket, tmp_path):
-    """Two backups of set ``bill`` in a local repository and in S3; returns both repositories."""
+    """Two backups of set ``bill`` in a local repository and in S3; returns both repositories.
+    The state the tests start from, so the engine writes it, not a playbook (the dump and upload
+    modules' own runs are tested in test_backup_cycle.py)."""
     src, dest, disk = tmp_path / "src", tmp_path / "dest", tmp_path / "repo"
     for path in (src, dest, disk):
         path.mkdir()
     (src / "data.bin").write_bytes(os.urandom(300 * 1024))
     repos = [local_repo(disk), s3_repo(moto, bucket, prefix="bill")]
-    upload = {"name": "upload", "offsite.backup.upload": {"backup": "{{ dump.backup }}", "repositories": repos}}
     for round_ in range(2):
         (src / "grows.txt").write_text("x" * (1000 * (round_ + 1)))
-        r = run_playbook([dict(_dump(src, dest), register="dump"), upload])
-        assert r.rc == 0, r.output
+        backup = operations.dump("bill", {"type": "files", "paths": [str(src)]}, str(dest), compression="none")["backup"]
+        uploaded = operations.upload(backup, repos)
+        assert [x["status"] for x in uploaded["repositories"]] == ["uploaded"] * 2, uploaded
     return disk, repos
 
 
