@@ -14,6 +14,8 @@ the fixtures, and direct (non-Ansible) looks into the services to check real out
     cli(*args) -> the offsite-backup command run as cron runs it (CompletedProcess)
     with watching(poll): ... -> poll() called in a thread while the block runs, until it returns True
     partial_bytes(directory) -> bytes in the .partial files there (a dump being written)
+    engine_dump(name, source, dest, **options) -> the backup dict, written by the engine in this process
+    engine_upload(backup, repositories) -> upload's result, the engine in this process (all "uploaded")
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -251,3 +254,28 @@ def partial_bytes(directory) -> int:
         return sum(p.stat().st_size for p in directory.glob("*.partial")) if directory.is_dir() else 0
     except OSError:
         return 0
+
+
+# --- state for a test, without a playbook -----------------------------------------------------
+
+
+def _operations():
+    if str(COLLECTIONS_PATH) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS_PATH))
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import operations
+    return operations
+
+
+def engine_dump(name: str, source: dict, dest, **options) -> dict:
+    """``dump``'s ``backup`` of ``source`` into ``dest``, made by the engine in this process: the
+    state a test starts from (a backup to restore from), without an ansible-playbook run (~2 CPU s).
+    Only where the dump module's own run is tested elsewhere."""
+    return _operations().dump(name, source, str(dest), **options)["backup"]
+
+
+def engine_upload(backup: dict, repositories: list) -> dict:
+    """``upload`` of ``backup`` to ``repositories`` by the engine in this process (state for a
+    test, like engine_dump); every repository must have taken it."""
+    result = _operations().upload(backup, repositories)
+    assert [x["status"] for x in result["repositories"]] == ["uploaded"] * len(repositories), result
+    return result

@@ -22,8 +22,8 @@ import pytest
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
 from tests.harness.pg import leftover_databases
-from tests.integration.helpers import (local_repo, pg_source, pg_target, s3_exists, s3_head, s3_keys, s3_repo,
-                                       sftp_repo, storagebox_repo, tree)
+from tests.integration.helpers import (engine_dump, engine_upload, local_repo, pg_source, pg_target, s3_exists, s3_head, s3_keys,
+                                       s3_repo, sftp_repo, storagebox_repo, tree)
 
 pytestmark = pytest.mark.integration
 
@@ -222,10 +222,13 @@ def test_upload_check_real_check_real(moto, sshd, bucket, sample_db, workdir, sf
     def statuses(r, task):
         return [x["status"] for x in r.result(task)["repositories"]]
 
+    # the backup to upload (the dump module: test_full_cycle_every_repository_type)
+    backup = engine_dump("crm", pg_source(sample_db), workdir / "dest")
+    extravars = {"dumped": {"backup": backup}}
+
     # check: would upload, uploads nothing
-    r = run_playbook([dump_task("crm", pg_source(sample_db), workdir / "dest"), upload("check 1", True)])
-    assert_ok(r, "dump", "check 1")
-    backup = r.result("dump")["backup"]
+    r = run_playbook([upload("check 1", True)], extravars=extravars)
+    assert_ok(r, "check 1")
     assert r.tasks["check 1"]["changed"] is True
     assert statuses(r, "check 1") == ["would upload"] * 3, r.result("check 1")
     assert s3_keys(moto, bucket) == []
@@ -234,7 +237,6 @@ def test_upload_check_real_check_real(moto, sshd, bucket, sample_db, workdir, sf
     # real: uploads
     art_key = f"idem/crm/{backup['id']}.dump.zst"
     man_key = f"idem/crm/{backup['id']}.manifest.json"
-    extravars = {"dumped": {"backup": backup}}
     r = run_playbook([upload("real 1", False)], extravars=extravars)
     assert_ok(r, "real 1")
     assert r.tasks["real 1"]["changed"] is True
@@ -263,16 +265,13 @@ def test_upload_check_real_check_real(moto, sshd, bucket, sample_db, workdir, sf
 @pytest.mark.s3
 def test_retention_check_then_real_deletes_exactly_the_plan(moto, bucket, sample_db, workdir):
     repo = s3_repo(moto, bucket, prefix="ret")
-    tasks = [
-        {"name": "dumps", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(workdir / "dest"),
-                                 "tags": "{{ item }}"},
-         "loop": [["monthly"], ["daily"], ["daily"], ["daily"]], "register": "dumps"},
-        {"name": "uploads", UPLOAD: {"backup": "{{ item.backup }}", "repository": repo},
-         "loop": "{{ dumps.results }}", "loop_control": {"label": "{{ item.backup.id }}"}},
-    ]
-    r = run_playbook(tasks)
-    assert_ok(r, "dumps", "uploads")
-    ids = [x["backup"]["id"] for x in r.result("dumps")["results"]]
+    # the backups to keep or remove, made by the engine (the dump and upload modules:
+    # test_full_cycle_every_repository_type)
+    ids = []
+    for tags in (["monthly"], ["daily"], ["daily"], ["daily"]):
+        backup = engine_dump("crm", pg_source(sample_db), workdir / "dest", tags=tags)
+        engine_upload(backup, [repo])
+        ids.append(backup["id"])
     assert len(set(ids)) == 4, ids  # same second: the -N suffix keeps them apart
     all_keys = sorted(f"ret/crm/{i}{suffix}" for i in ids for suffix in (".dump.zst", ".manifest.json"))
     assert s3_keys(moto, bucket) == all_keys
@@ -314,9 +313,7 @@ def test_retention_check_then_real_deletes_exactly_the_plan(moto, bucket, sample
 
 def test_dump_and_restore_check_mode_write_nothing(sample_db, workdir, unique_db_name):
     repo_dir = workdir / "repo"
-    r = run_playbook([dump_task("crm", pg_source(sample_db), repo_dir)])
-    assert_ok(r, "dump")
-    made = r.result("dump")["backup"]
+    made = engine_dump("crm", pg_source(sample_db), repo_dir)  # the backup to restore (in check mode)
 
     check_dest = workdir / "never-created"
     tasks = [
@@ -479,8 +476,9 @@ def test_restore_replace_and_open_sessions(sample_db, workdir, db_names):
         return {"name": task, RESTORE: {"name": "crm", "repository": local_repo(dest),
                                         "target": pg_target(target, mode="replace", **target_opts)}}
 
-    r = run_playbook([dump_task("crm", pg_source(sample_db), dest), restore("replace")])
-    assert_ok(r, "dump", "replace")
+    engine_dump("crm", pg_source(sample_db), dest)  # the backup to restore (the dump module: above)
+    r = run_playbook([restore("replace")])
+    assert_ok(r, "replace")
     res = r.result("replace")
     assert res["restored"] == {"database": target, "replaced": True,
                                "verified_tables": len(source_fp["tables"])}, res
