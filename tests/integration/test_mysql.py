@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.ansible import run_playbook
 from tests.harness.containers import fake_docker_env, invocations
-from tests.integration.helpers import local_repo
+from tests.integration.helpers import engine_dump, local_repo
 
 pytestmark = pytest.mark.integration
 
@@ -123,19 +123,17 @@ def test_mysql_cycle_create_and_replace(names, tmp_path):
     assert sql("SELECT COUNT(*) FROM audit", dst).strip() == "1"
 
     # replace: a changed target becomes the backup again, nothing left behind
+    # and then (same run) create refuses the existing database and changes nothing
     sql("DELETE FROM customers; DROP VIEW big_orders; CREATE TABLE extra (a INT)", dst)
-    r = run_playbook([restore_task("shop", tmp_path, source(dst), mode="replace")])
-    assert r.rc == 0, r.output
+    r = run_playbook([restore_task("shop", tmp_path, source(dst), mode="replace"),
+                      dict(restore_task("shop", tmp_path, source(dst)), name="create")])
+    assert r.rc != 0
+    assert r.status("restore") == "changed", r.output
     assert r.result("restore")["restored"]["replaced"] is True
+    assert r.status("create") == "failed" and r.result("create")["error"] == "target", r.output
     expected["audit"] = fingerprint(src)["audit"]
     assert fingerprint(dst) == expected
     assert leftovers(dst) == []
-
-    # create refuses an existing database and changes nothing
-    r = run_playbook([restore_task("shop", tmp_path, source(dst))])
-    assert r.rc != 0
-    assert r.result("restore")["error"] == "target"
-    assert fingerprint(dst) == expected
 
 
 def test_mysql_password_never_in_commands_and_wrong_password_fails(names, tmp_path):
@@ -147,12 +145,14 @@ def test_mysql_password_never_in_commands_and_wrong_password_fails(names, tmp_pa
         f"GRANT ALL ON *.* TO '{user}'@'%'; GRANT ALL ON *.* TO '{user}'@'localhost'")
     try:
         good = source(src, user=user, password=secret)
-        r = run_playbook([dump_task("pw", good, tmp_path / "ok")])
-        assert r.rc == 0, r.output
-        assert secret not in json.dumps(r.result("dump")) and secret not in r.output
-        r = run_playbook([dump_task("pw", dict(good, password="wrong"), tmp_path / "bad")])
+        # one run: the good dump, then the wrong password (which ends the play)
+        r = run_playbook([dump_task("pw", good, tmp_path / "ok"),
+                          dict(dump_task("pw", dict(good, password="wrong"), tmp_path / "bad"), name="wrong")])
         assert r.rc != 0
-        res = r.result("dump")
+        assert r.status("dump") == "changed", r.output
+        assert secret not in json.dumps(r.result("dump")) and secret not in r.output
+        assert r.status("wrong") == "failed", r.output
+        res = r.result("wrong")
         assert res["error"] == "source" and "refused user" in res["msg"], res
         assert not list((tmp_path / "bad").rglob("*.sql*")), "no artifact after a refused dump"
     finally:
@@ -185,8 +185,7 @@ def test_mysql_failed_restores_leave_target_untouched(names, tmp_path):
     create_sample(dst)
     sql("INSERT INTO audit VALUES ('the old target')", dst)
     before = fingerprint(dst)
-    r = run_playbook([dump_task("fail", source(src), tmp_path, compression="none")])
-    assert r.rc == 0, r.output
+    engine_dump("fail", source(src), tmp_path, compression="none")  # the dump module: the tests above
 
     # recorded counts that the restored rows do not match: refused before the swap
     _rewrite_backup(tmp_path / "fail", counts={f"{src}.orders": 499})
@@ -259,10 +258,11 @@ def test_mysql_several_databases_in_one_snapshot(names, tmp_path):
     drop(second)
     sql("INSERT INTO audit VALUES ('first changed')", first)
     changed_first = fingerprint(first)
-    r = run_playbook([restore_task("multi", tmp_path, {"type": "mysql", "databases": [second]})])
-    assert r.rc == 0, r.output
+    # and (same run) one database of a multi-database backup cannot be restored with `database`
+    one = names("myone")
+    r = run_playbook([restore_task("multi", tmp_path, {"type": "mysql", "databases": [second]}),
+                      dict(restore_task("multi", tmp_path, source(one)), name="one")])
+    assert r.status("restore") == "changed", r.output
     assert fingerprint(second) == want[second] and fingerprint(first) == changed_first
-
-    # one database of a multi-database backup cannot be restored with `database`
-    r = run_playbook([restore_task("multi", tmp_path, source(names("myone")))])
-    assert r.rc != 0 and r.result("restore")["error"] == "config"
+    assert r.rc != 0 and r.status("one") == "failed" and r.result("one")["error"] == "config", r.output
+    assert one not in databases()
