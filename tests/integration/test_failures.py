@@ -1,5 +1,6 @@
-"""Bad input: every case is a real ``ansible-playbook`` run that fails with a clear message, a
-non-zero exit status and an ``error`` kind, and leaves NOTHING half-written behind.
+"""Bad input: every case is a real ``ansible-playbook`` task that fails with a clear message, a
+failed status and an ``error`` kind, and leaves NOTHING half-written behind. (Most cases are
+tasks of one playbook, each with its own state: see the ``failures`` fixture.)
 
 After each failure the test looks at the real state: the bucket / directory of the repository
 (no object, no manifest, no pending multipart upload), the dump directory (no artifact that
@@ -147,27 +148,190 @@ def dumped(source_db, tmp_path_factory):
     return {"dest": str(dest), "backup": operations.dump(SET, pg_source(source_db), str(dest))["backup"]}
 
 
-@pytest.fixture
-def victim_db(unique_db_name):
-    """An existing database with known content, and its fingerprint."""
-    make_small_db(unique_db_name)
-    return unique_db_name, pg.fingerprint(unique_db_name)
+# --- the failure cases that need only their own state: one ansible-playbook run -------------
+#
+# Every case of sections 1, 2, 4, 5, 6, 8, 11, 13 and 14 is one task of ONE playbook (the
+# module-scoped ``failures`` fixture), with its own state: its own bucket, directory, work_dir,
+# tmpfs and database. Each task but the last is run with ignore_errors, so that the next case
+# runs too; the last one ends the play with a non-zero exit status. Each test then checks its
+# own task's result and its own state, which no other case touched. (One playbook per case
+# cost ~1.5 CPU s of ansible-playbook start-up and module payload per case.)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 1 MiB tmpfs (needs root / CAP_SYS_ADMIN); unmounted afterwards."""
-    mnt = tmp_path / "tiny"
+def _mount_tiny(mnt: Path) -> bool:
+    """A 1 MiB tmpfs at ``mnt`` (needs root / CAP_SYS_ADMIN); False when it cannot be mounted."""
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False).returncode == 0
+
+
+def _umount(mnt: Path) -> None:
+    if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def _store_corrupted(moto, dumped, repo_dir: Path | None, bucket: str | None, where: str) -> dict:
+    """The good backup stored the way upload stores it (upload itself is tested elsewhere), then
+    one byte of the stored artifact flipped; the manifest kept. Returns the repository."""
+    backup = dumped["backup"]
+    art_name = Path(backup["path"]).name
+    man_name = Path(backup["manifest"]).name
+    if bucket:
+        repo = s3_repo(moto, bucket, **FAST)
+        s3 = moto.client()
+        for path in (backup["path"], backup["manifest"]):
+            body = Path(path).read_bytes()
+            if path == backup["path"]:
+                body = flip_byte(body, where)
+            s3.put_object(Bucket=bucket, Key=f"{repo['prefix']}/{SET}/{Path(path).name}",
+                          Body=body, Metadata={"sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()})
+        assert any(k.endswith(man_name) for k in s3_keys(moto, bucket))
+    else:
+        repo = local_repo(repo_dir)
+        (repo_dir / SET).mkdir(parents=True)
+        for path in (backup["path"], backup["manifest"]):
+            shutil.copyfile(path, repo_dir / SET / Path(path).name)
+        art = repo_dir / SET / art_name
+        art.write_bytes(flip_byte(art.read_bytes(), where))
+        assert (repo_dir / SET / man_name).exists()
+    return repo
+
+
+CORRUPTED = [("local", "middle", 2), ("s3", "middle", 2), ("local", "start", 2), ("s3", "middle", 1),
+             ("local", "end", 1)]
+CORRUPTED_IDS = ["local-middle-file", "s3-middle-file", "local-start-file", "s3-middle-streamed",
+                 "local-end-streamed"]
+HOST_KEY_CASES = ["known_hosts_without_server", "known_hosts_other_key", "pinned_other_key"]
+
+
+@pytest.fixture(scope="module")
+def failures(moto, sshd, dumped, source_db, tmp_path_factory):
+    """One playbook with every case below as a task: {"r": the run, case: what it needs to check}."""
+    base = tmp_path_factory.mktemp("failures")
+    tasks, ctx, databases, mounts = [], {}, [], []
+
+    def add(case, module, **args):
+        tasks.append(task(case, module, **args))
+
+    def victim(case) -> str:
+        db = f"offsite_restore_{_uid()}"
+        databases.append(db)
+        make_small_db(db)
+        ctx[case]["db"], ctx[case]["before"] = db, pg.fingerprint(db)
+        return db
+
     try:
-        yield mnt
+        # 1. wrong S3 credentials: a bucket each
+        for which in ("wrong_secret", "unknown_access_key"):
+            bucket = moto.create_bucket(f"offsite-test-{_uid()}")
+            bad_secret = "wrong-" + _uid() + "-" + moto.secret_key[:6]
+            repo = s3_repo(moto, bucket, secret_key=bad_secret, **FAST)
+            if which == "unknown_access_key":
+                repo["access_key"] = "AKIAOFFSITEUNKNOWN00"
+            ctx[f"creds {which}"] = {"bucket": bucket, "bad_secret": bad_secret}
+            add(f"creds {which}", "upload", backup=dumped["backup"], repositories=[repo])
+
+        # 2. missing bucket: a name each, a restore target that must not appear
+        for module in ("upload", "backup_info", "restore"):
+            missing = f"offsite-missing-{_uid()}"
+            db = f"offsite_restore_{_uid()}"
+            databases.append(db)
+            repo = s3_repo(moto, missing, **FAST)
+            ctx[f"missing {module}"] = {"missing": missing, "db": db}
+            if module == "upload":
+                add(f"missing {module}", module, backup=dumped["backup"], repositories=[repo])
+            elif module == "backup_info":
+                add(f"missing {module}", module, name=SET, repository=repo)
+            else:
+                add(f"missing {module}", module, name=SET, repository=repo, target=pg_target(db))
+
+        # 4. untrusted host keys and 5. a wrong SSH key: a directory each
+        other_key = " ".join(Path(sshd.wrong_private_key + ".pub").read_text().split()[:2])
+        for case in HOST_KEY_CASES:
+            path = sftp_dir(sshd, "hostkey")
+            repo = sftp_repo(sshd, path, **FAST)
+            kh = base / f"known_hosts-{case}"
+            if case == "known_hosts_without_server":
+                kh.write_text(f"[192.0.2.7]:2222 {sshd.host_key}\n")  # some other host only
+                repo["known_hosts"] = str(kh)
+            elif case == "known_hosts_other_key":
+                kh.write_text(f"[127.0.0.1]:{sshd.port} {other_key}\n")
+                repo["known_hosts"] = str(kh)
+            else:
+                del repo["known_hosts"]
+                repo["host_key"] = other_key
+            ctx[f"hostkey {case}"] = {"path": path}
+            add(f"hostkey {case}", "upload", backup=dumped["backup"], repositories=[repo])
+        path = sftp_dir(sshd, "wrongkey")
+        ctx["wrong ssh key"] = {"path": path}
+        add("wrong ssh key", "upload", backup=dumped["backup"],
+            repositories=[sftp_repo(sshd, path, private_key=sshd.wrong_private_key, **FAST)])
+
+        # 6. a database that does not exist
+        missing = f"offsite_nosuchdb_{_uid()}"
+        ctx["nonexistent database"] = {"missing": missing, "dest": base / "nonexistent-dest"}
+        add("nonexistent database", "dump", name=SET, source=pg_source(missing),
+            dest=str(ctx["nonexistent database"]["dest"]))
+
+        # 8. corrupted artifacts: a repository (directory or bucket), work_dir and target each
+        for (kind, where, jobs), case_id in zip(CORRUPTED, CORRUPTED_IDS):
+            case = f"corrupted {case_id}"
+            ctx[case] = {"workdir": base / f"work-{case_id}", "jobs": jobs}
+            ctx[case]["workdir"].mkdir()
+            bucket = moto.create_bucket(f"offsite-test-{_uid()}") if kind == "s3" else None
+            repo = _store_corrupted(moto, dumped, base / f"repo-{case_id}", bucket, where)
+            db = victim(case)
+            add(case, "restore", name=SET, repository=repo, work_dir=str(ctx[case]["workdir"]),
+                target=pg_target(db, mode="replace", terminate_connections=True, jobs=jobs))
+
+        # 11. mode: create on an existing database
+        case = "create onto existing"
+        ctx[case] = {"workdir": base / "work-create"}
+        ctx[case]["workdir"].mkdir()
+        db = victim(case)
+        add(case, "restore", name=SET, repository=local_repo(dumped["dest"]),
+            work_dir=str(ctx[case]["workdir"]), target=pg_target(db, mode="create"))
+
+        # 13. a full disk while dumping, 14. a work_dir too small: a tmpfs each
+        full, small = base / "tiny-full", base / "tiny-workdir"
+        if _mount_tiny(full) and _mount_tiny(small):
+            mounts += [full, small]
+            ctx["full disk"] = {"mnt": full}
+            add("full disk", "dump", name=SET, source=pg_source(source_db), dest=str(full))
+            case = "work_dir too small"
+            ctx[case] = {"mnt": small}
+            db = victim(case)
+            add(case, "restore", name=SET, repository=local_repo(dumped["dest"]), work_dir=str(small),
+                target=pg_target(db, mode="replace"))
+        else:
+            mounts += [m for m in (full, small) if os.path.ismount(m)]
+
+        for t in tasks[:-1]:
+            t["ignore_errors"] = True
+        r = play(*tasks)
+        assert r.rc != 0, f"the last case should have ended the play\n{r.output}"
+        assert r.stats["localhost"]["failed"] == 1 and r.stats["localhost"]["ignored"] == len(tasks) - 1, r.output
+        ctx["r"] = r
+        yield ctx
     finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        for mnt in mounts:
+            _umount(mnt)
+        for db in databases:
+            pg.drop_database(db)
+
+
+def failed_case(failures, name: str, kind: str, *words: str) -> dict:
+    """Case ``name`` of the ``failures`` run failed, with error ``kind`` and every one of
+    ``words`` in its ``msg`` (see assert_failed); returns the module result."""
+    r = failures["r"]
+    assert r.status(name) == "failed", f"{name}: {r.status(name)}\n{r.output}"
+    res = r.result(name)
+    msg = res.get("msg", "")
+    assert res.get("error") == kind, f"error kind {res.get('error')!r} != {kind!r}: {msg}"
+    for w in words:
+        assert w in msg, f"{w!r} not in msg: {msg}"
+    assert "Traceback" not in msg
+    return res
 
 
 # --- 1. wrong S3 credentials ------------------------------------------------------------------
@@ -175,18 +339,15 @@ def tiny_tmpfs(tmp_path):
 
 @pytest.mark.s3
 @pytest.mark.parametrize("which", ["wrong_secret", "unknown_access_key"])
-def test_wrong_s3_credentials(moto, bucket, dumped, which):
-    bad_secret = "wrong-" + _uid() + "-" + moto.secret_key[:6]
-    repo = s3_repo(moto, bucket, secret_key=bad_secret, **FAST)
-    if which == "unknown_access_key":
-        repo["access_key"] = "AKIAOFFSITEUNKNOWN00"
-    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
-    res = assert_failed(r, "upload", "repository", "refused the credentials", bucket,
-                        "check access_key/secret_key")
+def test_wrong_s3_credentials(moto, failures, which):
+    case = failures[f"creds {which}"]
+    bucket = case["bucket"]
+    res = failed_case(failures, f"creds {which}", "repository", "refused the credentials", bucket,
+                      "check access_key/secret_key")
     assert res["repositories"][0]["status"] == "failed"
     assert s3_keys(moto, bucket) == []
     assert no_pending_uploads(moto, bucket)
-    assert_no_secret(r, bad_secret, moto.secret_key)
+    assert_no_secret(failures["r"], case["bad_secret"], moto.secret_key)
 
 
 # --- 2. missing bucket ------------------------------------------------------------------------
@@ -194,21 +355,14 @@ def test_wrong_s3_credentials(moto, bucket, dumped, which):
 
 @pytest.mark.s3
 @pytest.mark.parametrize("module", ["upload", "backup_info", "restore"])
-def test_missing_bucket(moto, dumped, unique_db_name, module):
-    missing = f"offsite-missing-{_uid()}"
-    repo = s3_repo(moto, missing, **FAST)
-    if module == "upload":
-        t = task(module, module, backup=dumped["backup"], repositories=[repo])
-    elif module == "backup_info":
-        t = task(module, module, name=SET, repository=repo)
-    else:
-        t = task(module, module, name=SET, repository=repo, target=pg_target(unique_db_name))
-    r = play(t)
-    assert_failed(r, module, "not_found", f"bucket {missing} does not exist at {moto.endpoint_url}",
-                  "create it or fix `bucket`")
+def test_missing_bucket(moto, failures, module):
+    case = failures[f"missing {module}"]
+    missing = case["missing"]
+    failed_case(failures, f"missing {module}", "not_found", f"bucket {missing} does not exist at {moto.endpoint_url}",
+                "create it or fix `bucket`")
     assert missing not in [b["Name"] for b in moto.client().list_buckets()["Buckets"]]
-    assert not pg.database_exists(unique_db_name)
-    assert_no_secret(r, moto.secret_key)
+    assert not pg.database_exists(case["db"])
+    assert_no_secret(failures["r"], moto.secret_key)
 
 
 # --- 3. unreachable host ----------------------------------------------------------------------
@@ -247,53 +401,36 @@ def test_unreachable_host(sshd, dumped, kind, tmp_path):
 
 
 @pytest.mark.sftp
-@pytest.mark.parametrize("case", ["known_hosts_without_server", "known_hosts_other_key", "pinned_other_key"])
-def test_host_key_not_trusted(sshd, dumped, tmp_path, case):
-    path = sftp_dir(sshd, "hostkey")
-    other_key = " ".join(Path(sshd.wrong_private_key + ".pub").read_text().split()[:2])
-    repo = sftp_repo(sshd, path, **FAST)
+@pytest.mark.parametrize("case", HOST_KEY_CASES)
+def test_host_key_not_trusted(sshd, failures, case):
     if case == "known_hosts_without_server":
-        kh = tmp_path / "known_hosts"
-        kh.write_text(f"[192.0.2.7]:2222 {sshd.host_key}\n")  # some other host only
-        repo["known_hosts"] = str(kh)
         words = ["host key", f"127.0.0.1:{sshd.port}", "unknown", "ssh-keyscan"]
-    elif case == "known_hosts_other_key":
-        kh = tmp_path / "known_hosts"
-        kh.write_text(f"[127.0.0.1]:{sshd.port} {other_key}\n")
-        repo["known_hosts"] = str(kh)
-        words = ["host key", f"127.0.0.1:{sshd.port}", "does NOT match"]
     else:
-        del repo["known_hosts"]
-        repo["host_key"] = other_key
         words = ["host key", f"127.0.0.1:{sshd.port}", "does NOT match"]
-    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
-    assert_failed(r, "upload", "repository", *words)
-    assert files(path) == []
+    failed_case(failures, f"hostkey {case}", "repository", *words)
+    assert files(failures[f"hostkey {case}"]["path"]) == []
 
 
 # --- 5. wrong SSH key -------------------------------------------------------------------------
 
 
 @pytest.mark.sftp
-def test_wrong_ssh_key(sshd, dumped):
-    path = sftp_dir(sshd, "wrongkey")
-    repo = sftp_repo(sshd, path, private_key=sshd.wrong_private_key, **FAST)
-    r = play(task("upload", "upload", backup=dumped["backup"], repositories=[repo]))
-    assert_failed(r, "upload", "repository", "refused the SSH key", sshd.wrong_private_key,
-                  f"user {sshd.user}")
-    assert files(path) == []
-    assert_no_secret(r, Path(sshd.wrong_private_key).read_text().splitlines()[1])
+def test_wrong_ssh_key(sshd, failures):
+    failed_case(failures, "wrong ssh key", "repository", "refused the SSH key", sshd.wrong_private_key,
+                f"user {sshd.user}")
+    assert files(failures["wrong ssh key"]["path"]) == []
+    assert_no_secret(failures["r"], Path(sshd.wrong_private_key).read_text().splitlines()[1])
 
 
 # --- 6. nonexistent database ------------------------------------------------------------------
 
 
-def test_dump_nonexistent_database(workdir):
-    missing = f"offsite_nosuchdb_{_uid()}"
-    dest = workdir / "dest"
-    r = play(task("dump", "dump", name=SET, source=pg_source(missing), dest=str(dest)))
-    assert_failed(r, "dump", "not_found", f"database {missing} does not exist", "127.0.0.1:5432")
-    assert files(dest) == []
+def test_dump_nonexistent_database(failures):
+    case = failures["nonexistent database"]
+    missing = case["missing"]
+    failed_case(failures, "nonexistent database", "not_found", f"database {missing} does not exist",
+                "127.0.0.1:5432")
+    assert files(case["dest"]) == []
     assert not pg.database_exists(missing)
 
 
@@ -326,54 +463,19 @@ def test_wrong_postgresql_password(scram_pg, dumped, workdir, module):
 # --- 8. corrupted artifact --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,where,jobs", [("local", "middle", 2), ("s3", "middle", 2), ("local", "start", 2),
-                                             ("s3", "middle", 1), ("local", "end", 1)],
-                         ids=["local-middle-file", "s3-middle-file", "local-start-file",
-                              "s3-middle-streamed", "local-end-streamed"])
-def test_corrupted_artifact_leaves_target_untouched(moto, bucket, dumped, victim_db, workdir, kind, where, jobs):
+@pytest.mark.parametrize("case_id", CORRUPTED_IDS)
+def test_corrupted_artifact_leaves_target_untouched(dumped, failures, case_id):
     """jobs 2 loads from the work file as it arrives, jobs 1 streams: either way into a scratch
     database that is dropped when the checksum fails, and the target keeps its data."""
-    if kind == "local":
-        repo = local_repo(workdir / "repo")
-        (workdir / "repo").mkdir()
-    else:
-        repo = s3_repo(moto, bucket, **FAST)
+    case = failures[f"corrupted {case_id}"]
     backup = dumped["backup"]
-    art_name = Path(backup["path"]).name
-    man_name = Path(backup["manifest"]).name
-    # the good backup, stored the way upload stores it (upload itself is tested elsewhere)
-    for path in (backup["path"], backup["manifest"]):
-        if kind == "s3":
-            body = Path(path).read_bytes()
-            moto.client().put_object(Bucket=bucket, Key=f"{repo['prefix']}/{SET}/{Path(path).name}",
-                                     Body=body, Metadata={"sha256": hashlib.sha256(body).hexdigest()})
-        else:
-            (Path(repo["path"]) / SET).mkdir(exist_ok=True)
-            shutil.copyfile(path, Path(repo["path"]) / SET / Path(path).name)
-
-    # flip one byte in the middle of the stored artifact; keep the manifest
-    if kind == "s3":
-        s3 = moto.client()
-        key = f"{repo['prefix']}/{SET}/{art_name}"
-        obj = s3.get_object(Bucket=bucket, Key=key)
-        s3.put_object(Bucket=bucket, Key=key, Body=flip_byte(obj["Body"].read(), where),
-                      Metadata=obj["Metadata"])
-        assert any(k.endswith(man_name) for k in s3_keys(moto, bucket))
-    else:
-        art = Path(repo["path"]) / SET / art_name
-        art.write_bytes(flip_byte(art.read_bytes(), where))
-        assert (Path(repo["path"]) / SET / man_name).exists()
-
-    db, before = victim_db
-    r = play(task("restore", "restore", name=SET, repository=repo, work_dir=str(workdir),
-                  target=pg_target(db, mode="replace", terminate_connections=True, jobs=jobs)))
-    res = assert_failed(r, "restore", "integrity", "does not match its manifest checksum",
-                        art_name, backup["sha256"])
-    if jobs > 1:  # loading into the scratch database may have begun; nothing after the checksum ran
+    res = failed_case(failures, f"corrupted {case_id}", "integrity", "does not match its manifest checksum",
+                      Path(backup["path"]).name, backup["sha256"])
+    if case["jobs"] > 1:  # loading into the scratch database may have begun; nothing after the checksum ran
         assert not any("--section=post-data" in c or "RENAME TO" in c for c in res.get("executed_commands", []))
-    assert pg.fingerprint(db) == before
-    assert scratch_databases(db) == []
-    assert not [p for p in workdir.iterdir() if p.name.startswith("offsite-restore-")]
+    assert pg.fingerprint(case["db"]) == case["before"]
+    assert scratch_databases(case["db"]) == []
+    assert not [p for p in case["workdir"].iterdir() if p.name.startswith("offsite-restore-")]
 
 
 # --- 9. truncated upload (artifact without manifest) ------------------------------------------
@@ -488,17 +590,16 @@ def test_dump_interrupted_midway(big_db, workdir, how):
 # --- 11. mode: create on an existing database -------------------------------------------------
 
 
-def test_restore_create_onto_existing_database(dumped, victim_db, workdir):
-    db, before = victim_db
-    r = play(task("restore", "restore", name=SET, repository=local_repo(dumped["dest"]),
-                  work_dir=str(workdir), target=pg_target(db, mode="create")))
-    res = assert_failed(r, "restore", "target", f"database {db} already exists", "mode is create",
-                        "mode: replace")
+def test_restore_create_onto_existing_database(failures):
+    case = failures["create onto existing"]
+    db = case["db"]
+    res = failed_case(failures, "create onto existing", "target", f"database {db} already exists",
+                      "mode is create", "mode: replace")
     # nothing downloaded: no scratch directory in work_dir, no restore tool ran
-    assert list(workdir.iterdir()) == []
+    assert list(case["workdir"].iterdir()) == []
     assert not any("pg_restore" in c or ("psql" in c and "CREATE DATABASE" in c)
                    for c in res.get("executed_commands", []))
-    assert pg.fingerprint(db) == before
+    assert pg.fingerprint(db) == case["before"]
     assert scratch_databases(db) == []
 
 
@@ -559,26 +660,29 @@ def test_concurrent_dump_is_refused(source_db, workdir):
 # --- 13. full disk while dumping --------------------------------------------------------------
 
 
-def test_dump_into_full_disk(source_db, tiny_tmpfs):
-    r = play(task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(tiny_tmpfs)))
-    assert_failed(r, "dump", "disk_full", "no space left", str(tiny_tmpfs), "partial dump was removed")
-    assert backup_files(tiny_tmpfs) == []
-    st = os.statvfs(tiny_tmpfs)
+def test_dump_into_full_disk(failures):
+    if "full disk" not in failures:
+        pytest.skip("cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN)")
+    mnt = failures["full disk"]["mnt"]
+    failed_case(failures, "full disk", "disk_full", "no space left", str(mnt), "partial dump was removed")
+    assert backup_files(mnt) == []
+    st = os.statvfs(mnt)
     assert st.f_bfree * st.f_frsize > 900 * 1024  # the space was given back
 
 
 # --- 14. restore work_dir too small -----------------------------------------------------------
 
 
-def test_restore_work_dir_too_small(dumped, victim_db, tiny_tmpfs):
-    db, before = victim_db
+def test_restore_work_dir_too_small(dumped, failures):
+    if "work_dir too small" not in failures:
+        pytest.skip("cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN)")
+    case = failures["work_dir too small"]
+    db, mnt = case["db"], case["mnt"]
     raw_mib = dumped["backup"]["raw_size"] // 2 ** 20
     assert raw_mib >= 2, "the sample must be bigger than the tmpfs for this test to mean anything"
-    r = play(task("restore", "restore", name=SET, repository=local_repo(dumped["dest"]),
-                  work_dir=str(tiny_tmpfs), target=pg_target(db, mode="replace")))
-    res = assert_failed(r, "restore", "disk_full", str(tiny_tmpfs), f"needs about {raw_mib} MiB",
-                        "work_dir")
+    res = failed_case(failures, "work_dir too small", "disk_full", str(mnt), f"needs about {raw_mib} MiB",
+                      "work_dir")
     assert re.search(r"has \d+ MiB free", res["msg"])
-    assert files(tiny_tmpfs) == []
-    assert pg.fingerprint(db) == before
+    assert files(mnt) == []
+    assert pg.fingerprint(db) == case["before"]
     assert scratch_databases(db) == []
