@@ -50,6 +50,11 @@ SERIAL_GROUPS = {
     "pitr-clusters": (
         "test_pitr_base.py",
     ),
+    # not a conflict: test_failures.py's module-scoped `failures` fixture runs most of its cases
+    # as one playbook (~26 CPU s), once per worker that gets one of them
+    "failures-batch": (
+        "test_failures.py",
+    ),
     "restic-pool": (
         "test_restic.py::test_our_retention_plan_agrees_with_restic_forget",
         "test_restic.py::test_generated_sets_and_policies_plan_as_restic_forget",
