@@ -20,7 +20,8 @@
 #   controller  .cache/controller-venv: where the tests' ansible-playbook and its modules run
 #               (tests/harness/ansible.py). The distribution's Python (/usr/bin/python3, or
 #               OFFSITE_CONTROLLER_PYTHON) when it is another one than the venv's, with ansible-core
-#               and the engine's requirements (requirements.txt) at the venv's versions: Debian's
+#               and the engine's requirements (requirements.txt, prometheus_client for its monitor
+#               command) at the venv's versions: Debian's
 #               build is optimised (PGO, LTO) where pyenv's is not, and ansible-playbook runs are
 #               most of the tests' CPU (a one-task run: controller 20%, module 35% less CPU).
 #               It is also the Python our users' Debian nodes run the modules with (3.11.2: no
@@ -306,7 +307,7 @@ if step controller; then
         # ansible-core and the engine's requirements, each package at the version the venv has
         pins="$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' | sort -f)"
         ansible_core="$(grep -i '^ansible-core==' <<<"$pins")"
-        key="$( { echo "$pins"; cat "$REPO/requirements.txt"; "$controller_python" -c 'import sys; print(sys.executable, sys.version)'; } \
+        key="$( { echo "$pins"; cat "$REPO/requirements.txt"; echo prometheus_client; "$controller_python" -c 'import sys; print(sys.executable, sys.version)'; } \
                 | sha256sum | cut -c1-16)"
         cached="$CACHE_DIR/controller-$key"
         install -d -m 0755 "$CACHE_DIR"
@@ -318,8 +319,10 @@ if step controller; then
             rm -rf "$cached"
             say "controller: creating $cached with $controller_python"
             "$controller_python" -m venv "$cached"
+            # (prometheus_client: the engine's monitor command, which the client role installs
+            # on the nodes that run it)
             "$cached/bin/python" -m pip install -q --disable-pip-version-check "$ansible_core" \
-                -r "$REPO/requirements.txt" -c <(echo "$pins") \
+                -r "$REPO/requirements.txt" prometheus_client -c <(echo "$pins") \
                 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
             touch "$cached/.done"
         fi
