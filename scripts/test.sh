@@ -4,7 +4,7 @@
 #   ansible-test sanity, ansible-lint.
 # Exits non-zero when any stage fails. Extra arguments go to pytest.
 #
-# pytest runs the tests in TEST_WORKERS pytest-xdist workers (default 4: the integration tests
+# pytest runs the tests in TEST_WORKERS pytest-xdist workers (default 5: the integration tests
 # mostly wait for servers and subprocesses; --dist loadgroup; tests that must not run at the same
 # time are grouped in tests/integration/conftest.py, SERIAL_GROUPS), after a plain collection,
 # and scripts/check_test_count.py then checks that every collected test ran. TEST_WORKERS=1 runs
@@ -78,7 +78,7 @@ fi
 
 stage "unit and integration tests"
 pytest_tests() {
-    local workers="${TEST_WORKERS:-4}"
+    local workers="${TEST_WORKERS:-5}"
     if [ "$workers" -gt 1 ]; then
         .venv/bin/python -m pytest -p no:xdist --collect-only -q "$@" >"$OUT/collected.txt" || return
         .venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=50 --junitxml="$OUT/pytest.xml" "$@" || return
