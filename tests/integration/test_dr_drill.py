@@ -16,15 +16,15 @@ from tests.harness import pg
 from tests.harness.ansible import REPO_ROOT, run_playbook
 from tests.harness.monitoring import HttpReceiver
 from tests.harness.services import free_port
-from tests.integration.backups import backup_by_cron
-from tests.integration.helpers import pg_source, s3_keys, s3_repo
+from tests.integration.helpers import engine_dump, engine_upload, pg_source, s3_keys, s3_repo
 
 DRILL = REPO_ROOT / "playbooks" / "dr_drill.yml"
 
 
 def backup_to(repo: dict, name: str, database: str, dumps: Path) -> str:
-    dumps.mkdir(parents=True, exist_ok=True)
-    return backup_by_cron(dumps, name, pg_source(database), [repo])["id"]
+    backup = engine_dump(name, pg_source(database), dumps)
+    engine_upload(backup, [repo])
+    return backup["id"]
 
 
 def drill_databases(sets=("crm", "erp")) -> list[str]:
