@@ -221,7 +221,7 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
 
         run_env = dict(os.environ)
         for k in list(run_env):
-            if k.startswith("ANSIBLE_"):
+            if k.startswith("ANSIBLE_") or k == "PYTHONDONTWRITEBYTECODE":
                 del run_env[k]
         run_env.update({
             "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_PATH),
@@ -238,7 +238,8 @@ def run_playbook(playbook, extravars: dict | None = None, check: bool = False, e
             "ANSIBLE_LOCAL_TEMP": str(tdp / "local_tmp"),
             "ANSIBLE_CONFIG": str(tdp / "ansible.cfg"),
             "OFFSITE_HARNESS_RESULTS": str(results_path),
-            "PYTHONDONTWRITEBYTECODE": "1",
+            # compiled plugins and module sources outside the collection's tree (the repository)
+            "PYTHONPYCACHEPREFIX": str(REPO_ROOT / ".cache" / "pycache"),
             # ansible-core 2.19 imports cryptography's deprecated DSA: silence only that warning
             "PYTHONWARNINGS": "ignore:DSA is deprecated:UserWarning",
         })
