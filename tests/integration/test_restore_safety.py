@@ -168,6 +168,13 @@ def assert_untouched(db, fingerprint):
     assert pg.fingerprint(db) == fingerprint, "the target database changed"
 
 
+def assert_no_process_naming(db):
+    """No process names ``db``. A backend ends when it sees its client's socket close (the
+    fingerprint's pg_dump, or a killed client): on a loaded machine that takes a moment, so the
+    check waits for it, bounded."""
+    assert wait_until(lambda: processes_naming(db) == [], timeout=60), processes_naming(db)
+
+
 def test_controller_killed_never_swaps(dumped, victim, tmp_path, slow_tools):
     """SIGKILL of ansible-playbook while loading: the module stops, removes its scratch
     database and work directory, and never swaps (on the old code it swapped ~8 s later)."""
@@ -183,8 +190,7 @@ def test_controller_killed_never_swaps(dumped, victim, tmp_path, slow_tools):
     play.join(60)
     time.sleep(10)  # longer than the shim's delay: a restore still running would have swapped by now
     assert_untouched(db, before)
-    # (a backend ends when it sees its killed client's socket close: wait for that, bounded)
-    assert wait_until(lambda: processes_naming(db) == [], timeout=60), processes_naming(db)
+    assert_no_process_naming(db)
     assert scratch_databases(db) == []
     assert not list(tmp_path.glob("offsite-restore-*"))
 
@@ -203,7 +209,7 @@ def test_sigterm_stops_and_cleans_up(dumped, victim, tmp_path, slow_tools):
     assert r.result("restore")["error"] == "interrupted", r.output
     assert "SIGTERM" in r.result("restore")["msg"]
     assert_untouched(db, before)
-    assert processes_naming(db) == []
+    assert_no_process_naming(db)
     assert scratch_databases(db) == []
     assert not list(tmp_path.glob("offsite-restore-*"))
 
@@ -337,7 +343,7 @@ def test_cli_parent_killed_never_swaps(dumped, victim, tmp_path, slow_tools):
             shell.kill()
     time.sleep(10)  # longer than the shim's delay: a restore still running would have swapped by now
     assert_untouched(db, before)
-    assert processes_naming(db) == []
+    assert_no_process_naming(db)
     assert scratch_databases(db) == []
     assert not list(tmp_path.glob("offsite-restore-*"))
 
