@@ -24,6 +24,11 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 # cryptography deprecates DSA: every ansible command printed a CryptographyDeprecationWarning.
 # Only that message is silenced (a UserWarning subclass); the venv's cryptography stays current.
 export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:DSA is deprecated:UserWarning"
+# The engine runs as hundreds of short processes (the offsite-backup command, the fault-injection
+# driver, archive_command): each compiled it from source again (~0.3 CPU s) where the
+# environment forbids writing bytecode. The __pycache__ directories are ignored by git and by
+# sanity.sh's copy.
+unset PYTHONDONTWRITEBYTECODE
 
 OUT="$REPO/tests/output"
 mkdir -p "$OUT"

@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import REPO_ROOT, VENV_BIN, pg
+from tests.harness import REPO_ROOT, pg
 from tests.harness.ansible import controller_bin, run_playbook
 from tests.harness.faults import COLLECTIONS, seed
 from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, rsync_repo, running, s3_repo,
@@ -90,7 +90,7 @@ class Engine:
         out, err = self.workdir / "engine.out", self.workdir / "engine.err"
         started = time.monotonic()
         with open(out, "w") as stdout, open(err, "w") as stderr:
-            proc = subprocess.Popen([str(VENV_BIN / "python"), "-m", "tests.harness.faults", *args], cwd=REPO_ROOT,
+            proc = subprocess.Popen([controller_bin("python"), "-m", "tests.harness.faults", *args], cwd=REPO_ROOT,
                                     env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                     start_new_session=True)
             with watching(lambda: watch(proc)) if watch else contextlib.nullcontext():
