@@ -2,6 +2,7 @@
 per test (tests/output/cpu.tsv), and how many of them its ansible-playbook runs took
 (tests/output/ansible.tsv)."""
 
+import os
 import resource
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.harness.ansible import RUN_CPU  # noqa: E402  (found through the path above)
+from tests.harness import RESTIC_BIN  # noqa: E402
+
+# restic for every test and what it starts (ansible-playbook, the engine)
+os.environ["PATH"] = f"{RESTIC_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 # -- CPU seconds per test: where a 2-core CI machine's time goes --------------------------------

@@ -16,3 +16,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 COLLECTIONS_PATH = REPO_ROOT / ".cache" / "collections"
+#: restic as the tests run it, first on their PATH (tests/conftest.py): the real one, whose local
+#: repositories get cheap key-derivation parameters (tests/harness/restic_keys.py)
+RESTIC_BIN = REPO_ROOT / "tests" / "harness" / "restic_bin"

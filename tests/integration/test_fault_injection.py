@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import REPO_ROOT, pg
+from tests.harness import REPO_ROOT, RESTIC_BIN, pg
 from tests.harness.ansible import controller_bin, run_playbook
 from tests.harness.faults import COLLECTIONS, seed
 from tests.integration.helpers import (partial_bytes, pg_dump_pids, pg_source, rsync_repo, running, s3_repo,
@@ -80,7 +80,8 @@ class Engine:
         self.seconds = 0.0  # spent in the engine's runs (the rest is checking)
 
     def run(self, *args, fault=None, trace=None, watch=None, timeout=180) -> subprocess.CompletedProcess:
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C", "TZ": "UTC",
+        # (cron's PATH, after the tests' restic: tests/conftest.py)
+        env = {"PATH": f"{RESTIC_BIN}:/usr/bin:/bin", "HOME": "/root", "LANG": "C", "TZ": "UTC",
                "PYTHONPATH": f"{COLLECTIONS}:{REPO_ROOT}"}
         if fault:
             env["OFFSITE_FAULT"] = json.dumps(fault)

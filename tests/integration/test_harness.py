@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -168,3 +169,23 @@ def test_command_line_starts_the_root_sshd_of_the_role_tests(tmp_path):
     assert not os.path.exists(sshd["root_keys"])        # root's extra authorized_keys file is gone
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", sshd["port"]), timeout=2).close()
+
+
+# --- restic ----------------------------------------------------------------------------------
+
+
+def test_restic_init_on_the_tests_path_makes_cheap_keys_that_still_check_the_password(tmp_path):
+    """tests/harness/restic_bin/restic: a local repository it initialises works with its password
+    at N=2**10 (restic reads the parameters from the key file), and a wrong one is refused."""
+    assert shutil.which("restic").startswith(str(REPO_ROOT / "tests" / "harness"))
+    env = dict(os.environ, RESTIC_REPOSITORY=str(tmp_path / "repo"), RESTIC_PASSWORD="right-one")
+    subprocess.run(["restic", "init"], env=env, check=True, capture_output=True)
+    (key,) = (tmp_path / "repo" / "keys").iterdir()
+    assert {k: json.loads(key.read_text())[k] for k in ("N", "r", "p")} == {"N": 1024, "r": 1, "p": 1}
+    subprocess.run(["restic", "backup", "--stdin", "--stdin-filename", "x"], input=b"data", env=env, check=True,
+                   capture_output=True)
+    dumped = subprocess.run(["restic", "dump", "latest", "x"], env=env, check=True, capture_output=True)
+    assert dumped.stdout == b"data"
+    wrong = subprocess.run(["restic", "snapshots"], env=dict(env, RESTIC_PASSWORD="wrong-one"), capture_output=True,
+                           text=True)
+    assert wrong.returncode != 0 and "wrong password" in wrong.stderr
