@@ -21,8 +21,8 @@ import jinja2
 import pytest
 import yaml
 
-from tests.harness import COLLECTIONS_PATH, VENV_BIN, pg
-from tests.harness.ansible import REPO_ROOT
+from tests.harness import COLLECTIONS_PATH, pg
+from tests.harness.ansible import CONTROLLER_BIN, REPO_ROOT, controller_bin
 from tests.harness.monitoring import HttpReceiver
 from tests.integration.helpers import CLI_MODULE, pg_target, s3_keys, s3_repo
 from tests.integration.test_dr_drill import backup_to
@@ -95,7 +95,7 @@ def test_job_templates_take_their_settings_from_the_inventory(moto, bucket, samp
     shutil.copytree(AWX / "project", pdd / "project")
     command = workdir / "bin" / "offsite-backup"       # where this inventory's client role put it
     command.parent.mkdir()
-    command.write_text(f"#!/bin/sh\nPYTHONPATH={COLLECTIONS_PATH} exec {VENV_BIN / 'python'} -m {CLI_MODULE} \"$@\"\n")
+    command.write_text(f"#!/bin/sh\nPYTHONPATH={COLLECTIONS_PATH} exec {controller_bin('python')} -m {CLI_MODULE} \"$@\"\n")
     command.chmod(0o755)
 
     with HttpReceiver() as rx:
@@ -132,7 +132,8 @@ def test_job_templates_take_their_settings_from_the_inventory(moto, bucket, samp
             injected_env({"aws_access_key_id": moto.access_key, "aws_secret_access_key": moto.secret_key,
                           "b2_application_key_id": "", "b2_application_key": "", "pgpassword": ""}),
             ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_PATH), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
-            PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"))
+            # (the tests' controller: tests/harness/ansible.py)
+            PATH=f"{CONTROLLER_BIN}{os.pathsep}{os.environ['PATH']}"))
 
         drill, out = run_template(pdd, "dr_drill.yml", survey_answers("dr_drill.yml", offsite_dr_hosts="drill"))
         assert drill.rc == 0, out
