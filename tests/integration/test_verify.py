@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import local_repo, pg_source, s3_keys, s3_repo
+from tests.integration.helpers import engine_dump, engine_upload, local_repo, pg_source, s3_keys, s3_repo
 
 pytestmark = pytest.mark.integration
 
-DUMP = "offsite.backup.dump"
-UPLOAD = "offsite.backup.upload"
 VERIFY = "offsite.backup.verify"
 
 
@@ -39,22 +37,19 @@ def test_verify_proves_and_catches_damage(moto, bucket, sample_db, workdir):
     disk.mkdir()
     repos = [s3_repo(moto, bucket, prefix="v"), local_repo(disk)]
     key = {"identity_file": str(workdir / "dr.agekey")}
-    setup = []
-    for i in range(3):
-        setup += [
-            {"name": f"dump {i}", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(dest),
-                                         "encryption": {"recipients": [pub]}}, "register": f"d{i}"},
-            {"name": f"upload {i}", UPLOAD: {"backup": f"{{{{ d{i}.backup }}}}", "repositories": repos}},
-        ]
+    ids = []
+    for dummy in range(3):  # the backups to verify (dump and upload are tested elsewhere)
+        backup = engine_dump("crm", pg_source(sample_db), dest, encryption={"recipients": [pub]})
+        engine_upload(backup, repos)
+        ids.append(backup["id"])
     checks = [
         {"name": "full", VERIFY: {"name": "crm", "repositories": repos, "read_data": "all", "max_age": "1h",
                                   "encryption": key}},
         {"name": "sample", VERIFY: {"name": "crm", "repositories": repos, "read_data": "1"}},
         {"name": "listing", VERIFY: {"name": "crm", "repository": repos[1]}},
     ]
-    r = run_playbook(setup + checks)
+    r = run_playbook(checks)
     assert r.rc == 0, r.output
-    ids = [r.result(f"dump {i}")["backup"]["id"] for i in range(3)]
     full = r.result("full")
     assert full["ok"] and full["consistent"] and full["failures"] == [] and not r.tasks["full"]["changed"]
     assert full["checked"] == 6 and full["read"] == 6
@@ -124,11 +119,9 @@ def test_verify_validates_file_archives_and_plain_backups(workdir):
     (src / "a.txt").write_text("alpha\n")
     disk = workdir / "offsite"
     pub = age_key(workdir / "k.agekey")
+    engine_dump("files", {"type": "files", "paths": [str(src)]}, disk, encryption={"recipients": [pub]})
+    engine_dump("plain", {"type": "files", "paths": [str(src)]}, disk)
     r = run_playbook([
-        {"name": "dump encrypted", DUMP: {"name": "files", "source": {"type": "files", "paths": [str(src)]},
-                                          "dest": str(disk), "encryption": {"recipients": [pub]}}},
-        {"name": "dump plain", DUMP: {"name": "plain", "source": {"type": "files", "paths": [str(src)]},
-                                      "dest": str(disk)}},
         {"name": "verify files", VERIFY: {"name": "files", "repository": local_repo(disk), "read_data": "all",
                                           "encryption": {"identity_file": str(workdir / "k.agekey")}}},
         {"name": "verify plain required", VERIFY: {"name": "plain", "repository": local_repo(disk),
