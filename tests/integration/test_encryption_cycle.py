@@ -23,7 +23,7 @@ import pytest
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
 from tests.harness.pg import leftover_databases
-from tests.integration.helpers import local_repo, pg_source, pg_target, s3_repo, tree
+from tests.integration.helpers import engine_dump, local_repo, pg_source, pg_target, s3_repo, tree
 
 pytestmark = pytest.mark.integration
 
@@ -168,12 +168,10 @@ def test_bad_input_never_reaches_the_target(sample_db, workdir, db_names):
     cases = ["wrong_key", "flipped", "flipped_and_rehashed", "truncated", "manifest_checksum",
              "unencrypted", "no_identity"]
     dest = {c: workdir / c for c in cases}
-    dumps = [{"name": f"dump {c}", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(dest[c]),
-                                          **({} if c == "unencrypted" else {"encryption": {"recipients": [pub]}})},
-              "register": f"dump_{c}"} for c in cases]
-    r = run_playbook(dumps)
-    assert_ok(r, *[d["name"] for d in dumps])
-    backups = {c: r.result(f"dump {c}")["backup"] for c in cases}
+    # the backups to damage (the dump module's own run: the tests above)
+    backups = {c: engine_dump("crm", pg_source(sample_db), dest[c],
+                              **({} if c == "unencrypted" else {"encryption": {"recipients": [pub]}}))
+               for c in cases}
 
     def damage(case, fn):
         art = Path(backups[case]["path"])
@@ -297,9 +295,7 @@ def test_dr_drill_restores_an_encrypted_backup(sample_db, workdir):
     from tests.harness.ansible import REPO_ROOT
     pub, secret = age_key(workdir / "dr.agekey")
     disk = workdir / "offsite"
-    r = run_playbook([{"name": "dump", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(disk),
-                                              "encryption": {"recipients": [pub]}}}])
-    assert_ok(r, "dump")
+    engine_dump("crm", pg_source(sample_db), disk, encryption={"recipients": [pub]})  # the backup to drill
     users = pg.run_sql(sample_db, "SELECT count(*) FROM public.users").strip()
     sets = [{"name": "crm", "repositories": [local_repo(disk)],
              "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"},
