@@ -19,7 +19,7 @@ import yaml
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import cli, local_repo, pg_source, pg_target, s3_repo, sftp_repo
+from tests.integration.helpers import cli, engine_dump, engine_upload, local_repo, pg_source, pg_target, s3_repo, sftp_repo
 
 pytestmark = pytest.mark.integration
 
@@ -118,17 +118,16 @@ def test_forged_and_unsigned_backups_are_refused(moto, sshd, bucket, sample_db, 
         {"name": "dump good", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(workdir / "copies"),
                                      "signing": signing}, "register": "good"},
         {"name": "upload good", UPLOAD: {"backup": "{{ good.backup }}", "repositories": repos}},
-        {"name": "dump victim", DUMP: {"name": "crm", "source": pg_source(sample_db),
-                                       "dest": str(workdir / "copies"), "signing": signing}, "register": "victim"},
-        {"name": "upload victim", UPLOAD: {"backup": "{{ victim.backup }}", "repositories": repos}},
-        # the attacker's own dump: made with the same tool, but without the server's key
-        {"name": "dump evil", DUMP: {"name": "crm", "source": pg_source(evil_db), "dest": str(workdir / "evil")}},
-        {"name": "dump unsigned", DUMP: {"name": "unsigned", "source": pg_source(sample_db),
-                                         "dest": str(disk)}},
     ]
     r = run_playbook(dumps)
     assert r.rc == 0, r.output
-    good, victim = r.result("dump good")["backup"], r.result("dump victim")["backup"]
+    good = r.result("dump good")["backup"]
+    # the rest of the starting state, by the engine in this process (dump and upload: above)
+    victim = engine_dump("crm", pg_source(sample_db), workdir / "copies", signing=signing)  # newer than good
+    engine_upload(victim, repos)
+    # the attacker's own dump: made with the same tool, but without the server's key
+    evil = engine_dump("crm", pg_source(evil_db), workdir / "evil")
+    engine_dump("unsigned", pg_source(sample_db), disk)
     assert good["signed_by"] == " ".join(server_pub.split()[:2])
     stored = json.loads((disk / "crm" / f"{good['id']}.manifest.json").read_text())
     assert stored["signature"]["public_key"] == good["signed_by"]
@@ -138,8 +137,7 @@ def test_forged_and_unsigned_backups_are_refused(moto, sshd, bucket, sample_db, 
         == stored["signature"]
     assert "PRIVATE KEY" not in r.output and all("PRIVATE" not in c for c in r.result("dump good")["executed_commands"])
 
-    Attacker(moto, bucket, disk, Path(sftp_dir)).replace(victim["id"], victim["path"].split(".", 1)[1],
-                                                         r.result("dump evil")["backup"])
+    Attacker(moto, bucket, disk, Path(sftp_dir)).replace(victim["id"], victim["path"].split(".", 1)[1], evil)
 
     trusted = {"trusted_keys": [server_pub]}
     kept = db("kept")
@@ -298,9 +296,7 @@ def test_dr_drill_checks_signatures(sample_db, workdir):
     server_pub = (workdir / "signing_key.pub").read_text().strip()
     other_pub = ssh_key(workdir / "other_key")
     disk = workdir / "offsite"
-    r = run_playbook([{"name": "dump", DUMP: {"name": "crm", "source": pg_source(sample_db), "dest": str(disk),
-                                              "signing": {"key_file": str(workdir / "signing_key")}}}])
-    assert r.rc == 0, r.output
+    engine_dump("crm", pg_source(sample_db), disk, signing={"key_file": str(workdir / "signing_key")})  # to drill
     sets = [{"name": "crm", "repositories": [local_repo(disk)],
              "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"}}]
     drill = str(REPO_ROOT / "playbooks" / "dr_drill.yml")
