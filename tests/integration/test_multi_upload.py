@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.ansible import run_playbook
 from tests.harness.services import free_port
-from tests.integration.helpers import local_repo, s3_exists, s3_repo, sftp_repo
+from tests.integration.helpers import engine_dump, local_repo, s3_exists, s3_repo, sftp_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.sftp]
 
@@ -32,16 +32,13 @@ def _uid() -> str:
 
 @pytest.fixture(scope="module")
 def dumped(tmp_path_factory):
-    """A 20 MiB files backup in a local directory: dump's ``backup`` result."""
+    """A 20 MiB files backup in a local directory: dump's ``backup`` result, made by the engine
+    in this process (the dump module's own run is tested elsewhere; here only upload is)."""
     src = tmp_path_factory.mktemp("multi-src")
     (src / "blob.bin").write_bytes(os.urandom(20 * 1024 * 1024))
     (src / "note.txt").write_text("several repositories at once\n")
     dest = tmp_path_factory.mktemp("multi-dest")
-    r = run_playbook([{"name": "dump", "offsite.backup.dump": {
-        "name": "multi", "source": {"type": "files", "paths": [str(src)]}, "dest": str(dest),
-        "compression": "none"}}])
-    assert r.rc == 0, r.output
-    return r.result("dump")["backup"]
+    return engine_dump("multi", {"type": "files", "paths": [str(src)]}, dest, compression="none")
 
 
 @pytest.fixture

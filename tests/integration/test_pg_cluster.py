@@ -14,7 +14,7 @@ import pytest
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import local_repo, pg_source, pg_target
+from tests.integration.helpers import engine_dump, local_repo, pg_source, pg_target
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,9 @@ def test_row_count_mismatch_fails_before_the_swap(sample_db, workdir):
     """A manifest that records more rows than the artifact holds: the restore into the scratch
     database succeeds, the count check refuses it, the existing target keeps its data."""
     dest = workdir / "dest"
-    r = run_playbook([task("dump", "dump", name="crm", dest=str(dest), source=pg_source(sample_db))])
-    assert_ok(r, "dump")
-    path, data = manifest_of(r)
+    backup = engine_dump("crm", pg_source(sample_db), dest)  # the dump module: the test above
+    path = Path(backup["manifest"])
+    data = json.loads(path.read_text())
     data["source"]["counts"]["tables"]["public.users"] += 1
     path.write_text(json.dumps(data))
     pg.run_sql(sample_db, "CREATE TABLE public.written_after_backup AS SELECT 1 AS x")  # the target differs now
@@ -178,10 +178,10 @@ def test_cluster_restore_with_a_bad_database_swaps_nothing(scram_pg, workdir):
         scram_sql(scram_pg, db, "CREATE TABLE t AS SELECT generate_series(1, 10) AS i")
     dest = workdir / "dest"
     try:
-        r = run_playbook([task("dump", "dump", name="cl", dest=str(dest),
-                               source=scram_conn(scram_pg, databases=[one, two]))])
-        assert_ok(r, "dump")
-        path, data = manifest_of(r)
+        # the dump module's run of a cluster: test_whole_cluster_roles_first_then_every_database
+        backup = engine_dump("cl", scram_conn(scram_pg, databases=[one, two]), dest)
+        path = Path(backup["manifest"])
+        data = json.loads(path.read_text())
         data["source"]["databases"][1]["counts"]["tables"]["public.t"] = 11
         path.write_text(json.dumps(data))
         for db in (one, two):

@@ -28,7 +28,7 @@ import yaml
 
 from tests.harness import COLLECTIONS_PATH, VENV_BIN, pg
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import CLI_MODULE, _descendants, cli, local_repo, pg_source, pg_target
+from tests.integration.helpers import CLI_MODULE, _descendants, cli, engine_dump, local_repo, pg_source, pg_target
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +83,10 @@ def source_db():
 
 @pytest.fixture(scope="module")
 def dumped(source_db, tmp_path_factory):
+    """A local repository holding a backup of ``source_db``, dumped by the engine in this process
+    (what is tested here is restore and cleanup, not the dump module)."""
     dest = tmp_path_factory.mktemp("killdump")
-    r = run_playbook([task("dump", "dump", name=SET, source=pg_source(source_db), dest=str(dest))])
-    assert r.rc == 0, r.output
+    engine_dump(SET, pg_source(source_db), dest)
     return str(dest)
 
 

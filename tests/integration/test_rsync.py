@@ -24,7 +24,7 @@ import pytest
 
 from tests.harness import pg
 from tests.harness.ansible import run_playbook
-from tests.integration.helpers import pg_source, pg_target, tree
+from tests.integration.helpers import engine_dump, pg_source, pg_target, tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.sftp]
 
@@ -32,7 +32,6 @@ SNAPSHOT = "offsite.backup.snapshot"
 INFO = "offsite.backup.backup_info"
 RETENTION = "offsite.backup.retention"
 RESTORE = "offsite.backup.restore"
-DUMP = "offsite.backup.dump"
 UPLOAD = "offsite.backup.upload"
 
 
@@ -197,12 +196,11 @@ def test_restore_refuses_a_snapshot_changed_on_the_server(sshd, server_dir, web_
 def test_pg_dump_upload_and_restore_over_rsync(sshd, server_dir, sample_db, unique_db_name, tmp_path):
     root = server_dir("rsync-pg")
     repo = rsync_repo(sshd, root)
-    r = play([t("dump", DUMP, "dumped", name="crm", source=pg_source(sample_db), dest=str(tmp_path / "local")),
-              t("upload", UPLOAD, backup="{{ dumped.backup }}", repository=repo),
-              t("upload again", UPLOAD, backup="{{ dumped.backup }}", repository=repo),
+    backup = engine_dump("crm", pg_source(sample_db), tmp_path / "local")  # the dump module: elsewhere
+    r = play([t("upload", UPLOAD, backup=backup, repository=repo),
+              t("upload again", UPLOAD, backup=backup, repository=repo),
               t("restore", RESTORE, name="crm", repository=repo, target=pg_target(unique_db_name))])
     assert_ok(r)
-    backup = r.result("dump")["backup"]
     up = r.result("upload")["repositories"][0]
     assert up["status"] == "uploaded" and up["location"].startswith("rsync://"), up
     assert r.result("upload again")["repositories"][0]["status"] == "unchanged"
@@ -225,10 +223,8 @@ def test_times_on_a_node_in_honolulu_and_an_old_backup_being_uploaded(sshd, serv
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("aloha\n")
-    r = play([t("dump", DUMP, name="site", source={"type": "files", "paths": [str(site)]},
-                dest=str(tmp_path / "local"), compression="none")], env=honolulu)
-    assert_ok(r)
-    backup = r.result("dump")["backup"]
+    # the backup (its id and times are UTC whatever the node's TZ), made by the engine here
+    backup = engine_dump("site", {"type": "files", "paths": [str(site)]}, tmp_path / "local", compression="none")
     three_days_ago = time.time() - 3 * 86400
     os.utime(backup["path"], (three_days_ago, three_days_ago))
     stored = Path(root) / "site" / os.path.basename(backup["path"])
@@ -318,9 +314,8 @@ def test_full_target_fails_clearly_and_leaves_nothing_complete(sshd, full_server
     set_dir = Path(full_server_dir) / "data"
     assert not set_dir.exists() or [p.name for p in set_dir.iterdir() if not p.name.startswith(".")] == []
 
-    r = play([t("dump", DUMP, "dumped", name="files", source={"type": "files", "paths": [str(big)]},
-                dest=str(tmp_path / "local"), compression="none"),
-              t("upload", UPLOAD, backup="{{ dumped.backup }}", repository=repo)])
+    backup = engine_dump("files", {"type": "files", "paths": [str(big)]}, tmp_path / "local", compression="none")
+    r = play([t("upload", UPLOAD, backup=backup, repository=repo)])
     assert_failed(r, "upload", "disk_full", "no space left")
     files_dir = Path(full_server_dir) / "files"
     assert not files_dir.exists() or not any(p.name.endswith(".manifest.json") for p in files_dir.iterdir())
