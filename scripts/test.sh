@@ -14,7 +14,7 @@
 # (one after the other) during pytest, their output kept in tests/output/{sanity,lint}.log and
 # printed after pytest's; TEST_CONCURRENT=0 runs them after pytest instead. Every stage runs to
 # the end; the run fails when any of them failed. The last lines give each stage's wall-clock
-# and CPU seconds (user + system of its processes).
+# and CPU seconds (user + system of its processes), and the whole machine's busy and idle CPU.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO" || exit 2
@@ -65,6 +65,12 @@ show_checks() {
     cat "$OUT/lint.log"
 }
 
+# busy and idle CPU of the whole machine, in clock ticks (/proc/stat: user nice system idle
+# iowait irq softirq steal): the servers (PostgreSQL, moto, sshd) and the kernel too
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+read -r busy_before idle_before < <(machine_ticks)
+started_at=$SECONDS
+
 stage "bootstrap"
 timed bootstrap scripts/bootstrap.sh || exit 1
 
@@ -109,6 +115,12 @@ for name in bootstrap pytest sanity lint; do
     printf '%-10s %5d s wall %7s CPU s   exit %d\n' "$name" "$wall" "$cpu" "$status"
     [ "$status" -eq 0 ] || failed=1
 done
+read -r busy_after idle_after < <(machine_ticks)
+# On a 2-core machine the run is CPU-bound: its wall-clock time is close to busy / cores.
+awk -v busy=$((busy_after - busy_before)) -v idle=$((idle_after - idle_before)) -v hz="$(getconf CLK_TCK)" \
+    -v wall=$((SECONDS - started_at)) -v cores="$(nproc)" \
+    'BEGIN { printf "%-10s %5d s wall %7.1f CPU s busy, %.1f idle, on %d cores (every process)\n",
+                    "machine", wall, busy / hz, idle / hz, cores }'
 uptime
 if [ "$failed" -ne 0 ]; then
     stage "FAILED"
