@@ -117,3 +117,28 @@ def test_s3_repositories_of_a_process_parse_the_service_model_once():
     assert [c._request_signer._credentials.access_key for c in clients] == ['one', 'two']
     paths = loaders[0].search_paths
     assert len(paths) == len(set(paths))  # boto3 adds its data directory once, not per session
+
+
+def test_a_part_buffer_is_used_again_and_never_shows_the_last_parts_bytes():
+    parts = s3.PARTS
+    parts.clear()
+    first = read_part(io.BytesIO(b"a" * MIB), MIB)
+    parts.give(first)
+    # the next part of that size gets the same buffer; a short one holds only its own bytes
+    again = read_part(io.BytesIO(b"b" * MIB), MIB)
+    assert again is first and bytes(again) == b"b" * MIB
+    parts.give(again)
+    short = read_part(io.BytesIO(b"c" * 10), MIB)
+    assert bytes(short) == b"c" * 10
+    parts.give(short)
+    assert parts.free
+
+
+def test_part_buffers_go_when_no_upload_runs():
+    budget = _SendingBudget()
+    parts = s3.PARTS
+    need = budget.register(2 * MIB)
+    parts.give(bytearray(MIB))
+    assert parts.free
+    budget.unregister(need)
+    assert not parts.free

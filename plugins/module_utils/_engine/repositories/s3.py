@@ -334,6 +334,7 @@ class S3Repository(StreamingStore, Repository):
                 failure.append(exc)
             finally:
                 SENDING.give(len(data))
+                PARTS.give(data)
                 slots.release()
 
         try:
@@ -564,7 +565,7 @@ def read_part(reader, size):
     of known length (a put's, ``_Limited``) holds no more than its ``left``: a small object (a
     manifest, a WAL segment) gets a buffer of its own size, not of a whole part."""
     size = max(0, min(size, getattr(reader, 'left', size)))
-    part = bytearray(size)
+    part = PARTS.take(size)
     view, filled = memoryview(part), 0
     while filled < size:
         data = reader.read(min(size - filled, MIB))
@@ -599,6 +600,8 @@ class _SendingBudget(object):
     def unregister(self, need):
         with self.cond:
             self.needs.remove(need)
+            if not self.needs:
+                PARTS.clear()  # no upload running: their buffers go
             self.cond.notify_all()
 
     def take(self, size):
@@ -614,6 +617,39 @@ class _SendingBudget(object):
 
 
 SENDING = _SendingBudget()
+
+
+class _PartBuffers(object):
+    """Part buffers used again by the next part of the same size, while uploads run.
+
+    Why: a part of 8 MiB or more freed by one thread and allocated again by another is not
+    given back to the system by glibc's malloc, which raises its mmap threshold to the largest
+    block freed; each thread's arena then keeps the parts it freed. A scheduled run feeding two
+    S3 repositories peaked at 153 MiB this way; a new mapping per part instead costs a page
+    fault per 4 KiB (0.2-0.3 CPU s per GB). Never more buffers exist than parts were in memory
+    at once before; ``clear`` drops them when no upload runs."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.free = []
+
+    def take(self, size):
+        with self.lock:
+            for i, buffer in enumerate(self.free):
+                if len(buffer) == size:
+                    return self.free.pop(i)
+        return bytearray(size)
+
+    def give(self, buffer):
+        with self.lock:
+            self.free.append(buffer)
+
+    def clear(self):
+        with self.lock:
+            del self.free[:]
+
+
+PARTS = _PartBuffers()
 
 
 def _now():
