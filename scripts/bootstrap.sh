@@ -28,9 +28,11 @@
 #               tarfile extraction filter, the engine's own checks alone). It keeps the code that
 #               its modules compile from their AnsiballZ zips (tests/harness/zip_bytecode.py: 0.45
 #               CPU s less per task) and the parsed routing metadata of ansible-core
-#               (routing_cache.py: 0.1 CPU s less per run). The tests themselves, the
-#               offsite-backup command and the PITR clusters' archive/restore commands stay on the
-#               venv's. Otherwise a link to .venv. Kept for the machine like the venv.
+#               (routing_cache.py: 0.1 CPU s less per run). The tests' offsite-backup command
+#               runs on it too (tests/integration/helpers.py cli); the tests themselves stay on the
+#               venv's Python, and the PITR clusters' archive/restore commands on the system
+#               python3 -S with the venv's site-packages (tests/harness/walcluster.py, as the
+#               postgres user runs them). Otherwise a link to .venv. Kept for the machine like the venv.
 #   collection  .cache/collections/ansible_collections/offsite/backup -> repo root (symlink)
 #   awx         awx.awx, for linting and checking the AWX definitions
 #   s3rver      s3rver (npm) in .cache/npm: the second S3 implementation of the repository
