@@ -205,3 +205,20 @@ def test_a_missing_file_everywhere_is_not_archived_but_an_unreachable_repository
 def test_keys_of_a_wal_directory(key, expected):
     parsed = wal.parse_key("crm_cluster", key)
     assert (parsed and (parsed[0].name, parsed[1])) == (expected or None)
+
+
+def test_a_wal_push_process_imports_only_what_archiving_needs():
+    """archive_command starts one wal-push per 16 MiB segment: what the command imports is its
+    memory floor (issue 17: < 60 MB, bench/wal_push_memory.py). boto3 (the engine uses
+    botocore), the log file's handlers (wal-push logs to no file) and zoneinfo (retention's
+    time zones) stay out of it."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from ansible_collections.offsite.backup.plugins.module_utils._engine import cli, wal\n"
+            "print(' '.join(sorted(m for m in ('boto3', 'logging.handlers', 'zoneinfo') if m in sys.modules)))")
+    module = os.path.abspath(wal.__file__)
+    collections = module[:module.index(os.sep + "ansible_collections" + os.sep)]
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=collections),
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == [], r.stdout

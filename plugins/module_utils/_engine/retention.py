@@ -86,11 +86,6 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 
 from .manifest import clock_skew as parse_clock_skew, format_duration
 
-try:  # zoneinfo is Python 3.9+; on older Pythons only UTC is available
-    from zoneinfo import ZoneInfo
-except ImportError:  # pragma: no cover
-    ZoneInfo = None
-
 UNITS = ("hourly", "daily", "weekly", "monthly", "yearly")
 COUNT_KEYS = ("keep_last",) + tuple("keep_" + u for u in UNITS)
 WITHIN_KEYS = ("keep_within",) + tuple("keep_within_" + u for u in UNITS)
@@ -284,7 +279,9 @@ def _zone(tz):
         return tz
     if tz in ("UTC", "Etc/UTC", None):
         return timezone.utc
-    if ZoneInfo is None:
+    try:  # imported here: wal-push (a process per WAL segment) never needs it
+        from zoneinfo import ZoneInfo
+    except ImportError:  # pragma: no cover  (Python < 3.9: only UTC)
         raise PolicyError("time zone %r needs Python 3.9+ (zoneinfo); use 'UTC'" % (tz,))
     try:
         return ZoneInfo(tz)
