@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 from tests.harness.services import MotoS3  # noqa: E402
 from tests.harness.walcluster import WalCluster  # noqa: E402
 
-TARGETS = {"max_lag_seconds": 60, "peak_rss_mib": 60}
+# "< 60 MB" read strictly, as bench/wal_push_memory.py does: 57.2 MiB
+TARGETS = {"max_lag_seconds": 60, "peak_rss_mib": round(60 * 1000 * 1000 / 1024 / 1024, 1)}
 
 
 def main(argv=None) -> int:
