@@ -11,7 +11,8 @@ md5s (ours, or the store's ETags of parts it checked against the signed hash) to
 whole object is those parts. Our own sha256 travels in the object metadata when it is known before the
 upload starts (not for a dump streamed while it is written: its manifest carries it).
 Parts in memory are bounded per upload (``concurrency``) and across the uploads of a process
-(``SENDING``), so several S3 repositories at once cost about the memory of one.
+(``SENDING``), so several S3 repositories at once cost about the memory of one; a part's buffer
+serves the next part (``PARTS``), so the allocator does not keep every part it ever freed.
 
 Object Lock (``object_lock_mode`` + ``object_lock_days``) puts a retention on every object it
 writes, so that a thief holding this key cannot delete recent backups. "Deleting" a key deletes
