@@ -11,6 +11,7 @@ tests/integration/test_pitr_base.py."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import importlib.util
 import itertools
 import json
 import os
@@ -125,6 +126,27 @@ def test_the_command_line_of_the_fast_path():
     assert walspool.following(_name(0xFF), 16 << 20) == "000000010000000100000000"
     assert walspool.following("0000000200000003000000FE", 16 << 20) == "0000000200000003000000FF"
     assert walspool.following("000000020000000300000003", 1 << 30) == "000000020000000400000000"
+
+
+def test_one_wal_fetch_process_asks_the_spool_once(monkeypatch, tmp_path):
+    """The fast path runs when the command line module is imported; main() must not try again
+    for the same arguments: a second try waits for a segment being prefetched a second time
+    (up to walspool.WAIT_SECONDS) before fetching it the ordinary way."""
+    asked = []
+    monkeypatch.setattr(walspool, "serve", lambda argv: asked.append(list(argv)))  # nothing spooled
+    monkeypatch.setattr(walspool, "_ASKED", [])
+    argv = ["wal-fetch", str(tmp_path / "missing.yml"), _name(3), str(tmp_path / "RECOVERYXLOG"),
+            "--spool", str(tmp_path / "spool")]
+    monkeypatch.setattr(sys, "argv", ["offsite-backup"] + argv)
+    spec = importlib.util.find_spec(CLI[-1])
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)  # as ``python -m ...cli wal-fetch ...`` starts
+    assert asked == [argv]
+    assert cli.main(argv) == cli.EXIT_ABORT_RECOVERY  # no job file: recovery must stop, not end
+    assert asked == [argv]
+    other = argv[:2] + [_name(4)] + argv[3:]
+    assert cli.main(other) == cli.EXIT_ABORT_RECOVERY  # called with other arguments: it asks
+    assert asked == [argv, other]
 
 
 def test_the_fast_path_serves_only_a_segment_of_its_own_restore(restore, tmp_path):

@@ -28,7 +28,7 @@ from . import walspool
 
 # restore_command's fast path: a segment the prefetcher spooled is renamed into place before
 # anything else is imported (walspool.py; it runs once per 16 MiB of WAL replayed)
-if sys.argv[1:2] == ['wal-fetch'] and walspool.serve(sys.argv[1:]) == 0:
+if sys.argv[1:2] == ['wal-fetch'] and walspool.serve_once(sys.argv[1:]) == 0:
     raise SystemExit(0)
 
 import argparse  # noqa: E402 (after the fast path)
@@ -666,7 +666,7 @@ def main(argv=None):
         if exc.code and argv[:1] == ['wal-fetch']:
             return EXIT_ABORT_RECOVERY  # argparse's 2 would read as "not archived": recovery would end early
         raise
-    if argv[:1] == ['wal-fetch'] and walspool.serve(argv) == 0:
+    if argv[:1] == ['wal-fetch'] and walspool.serve_once(argv) == 0:  # once: the import may have asked
         return EXIT_OK
     handler = {'run': cmd_run, 'list': cmd_list, 'restore': cmd_restore, 'monitor': cmd_monitor,
                'drill': cmd_drill, 'cleanup': cmd_cleanup, 'wal-push': cmd_wal_push,

@@ -123,6 +123,19 @@ def serve(argv):
     return 0
 
 
+_ASKED = []  # the arguments serve_once was called with in this process
+
+
+def serve_once(argv):
+    """``serve``, asked at most once per process for the same arguments: the command line module
+    asks when it is imported and its ``main`` asks again, and each ask waits for a segment being
+    prefetched (up to WAIT_SECONDS) before the caller fetches it the ordinary way."""
+    if list(argv) in _ASKED:
+        return None
+    _ASKED.append(list(argv))
+    return serve(argv)
+
+
 def _take(spool, name, dest):
     """Rename the spooled ``name`` to ``dest``; when the prefetcher is fetching it right now, wait
     for it as long as that lasts (it is alive and still at it). False: not spooled."""
