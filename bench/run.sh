@@ -10,6 +10,8 @@
 #   bench/run.sh --offsets [--scale small]     # restore with/without TOC data offsets (bench/restore_offsets.py)
 #   bench/run.sh --overlap [--scale small]     # restore overlapped with the download, targets PASS/MISS
 #                                              # (bench/restore_overlap.py)
+#   bench/run.sh --order [--scale small]       # restore behind a link: pg_dump's data order against the
+#                                              # largest table's data first (bench/restore_order.py)
 #   bench/run.sh --scale-check     # dump + upload + restore at ~1 GB and ~10 GB: memory flat, time
 #                                  # linear (bench/scale_check.py; builds a 10 GB database once)
 #   bench/run.sh --pitr [--scale small] [--wal-mib N]   # PITR: base backup to S3 and point-in-time
@@ -58,6 +60,9 @@ elif [ "${1:-}" = "--offsets" ]; then
 elif [ "${1:-}" = "--overlap" ]; then
     shift
     SCRIPT="$REPO/bench/restore_overlap.py"
+elif [ "${1:-}" = "--order" ]; then
+    shift
+    SCRIPT="$REPO/bench/restore_order.py"
 elif [ "${1:-}" = "--scale-check" ]; then
     shift
     SCRIPT="$REPO/bench/scale_check.py"
