@@ -116,19 +116,9 @@ def markdown(samples: dict, meta: dict) -> tuple[str, list]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_child":
-        return restore_rounds.child_main(argv[1], argv[2])
-    ap = restore_rounds.arguments(__doc__, None)
-    ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
-    args = ap.parse_args(argv)
-    LINK_MIB.append(args.link_mib)
-
-    def close(context):
-        if context.get("proxy") is not None:
-            context["proxy"].close()
-    return restore_rounds.run(args, KIND, "Restore overlapped with the download", prepare, run_round, markdown,
-                              cleanup=close)
+    return restore_rounds.main_behind_link(argv, __doc__, KIND, "Restore overlapped with the download", prepare,
+                                           run_round, markdown, LINK_MIB,
+                                           help_text="MiB/s of the throttled link (0: loopback only)")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,27 @@ def run(args, kind: str, what: str, prepare, round_, markdown, cleanup=None) -> 
     return 0
 
 
+def main_behind_link(argv, doc: str, kind: str, what: str, prepare, round_, markdown, link_mib: list,
+                     help_text: str = "MiB/s of the throttled link", cleanup=None) -> int:
+    """The command line of a benchmark with a throttled link: its ``_child`` entry, or ``run``
+    with ``--link-mib`` (appended to ``link_mib``, which ``prepare`` reads); the context's
+    ``proxy`` is closed, then ``cleanup(context)`` runs."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_child":
+        return child_main(argv[1], argv[2])
+    ap = arguments(doc, None)
+    ap.add_argument("--link-mib", type=float, default=40, help=help_text)
+    args = ap.parse_args(argv)
+    link_mib.append(args.link_mib)
+
+    def close(context):
+        if context.get("proxy") is not None:
+            context["proxy"].close()
+        if cleanup is not None:
+            cleanup(context)
+    return run(args, kind, what, prepare, round_, markdown, cleanup=close)
+
+
 def header(meta: dict, extra: str = "") -> list:
     return [f"# {meta['what']} ({meta['database']}, {meta['raw_mib']:.0f} MiB archive, {meta['repeat']} rounds, "
             f"medians{extra})", "",
