@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import fcntl
 import glob
 import json
 import os
@@ -431,10 +432,22 @@ def _ssh_keygen(path: str, comment: str) -> str:
     return Path(path + ".pub").read_text().strip()
 
 
+LOGIN_USERS_LOCK = "/tmp/offsite-login-users.lock"
+
+
 def ensure_login_user(user: str) -> pwd.struct_passwd:
-    """Create (if missing) a login user with a home, and make key logins possible."""
+    """Create (if missing) a login user with a home, and make key logins possible. One process
+    at a time: the tests' workers start their sshd at once, and on a new machine two of them
+    both found the user missing, so the second ``useradd`` failed ("already exists"); useradd
+    and usermod also fail, rather than wait, while another holds /etc/passwd's lock."""
     if user in ("backup", "root"):
         raise ValueError(f"refusing to use {user!r} as a throwaway test user")
+    with open(LOGIN_USERS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_login_user(user)
+
+
+def _ensure_login_user(user: str) -> pwd.struct_passwd:
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
