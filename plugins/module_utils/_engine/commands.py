@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -63,17 +64,55 @@ class CommandLog(object):
         return arg
 
 
+# Debian's PostgreSQL client commands (/usr/bin/psql, pg_dump, pg_restore, ...) are links to
+# postgresql-common's pg_wrapper, a Perl script that picks a version and execs it
+PG_WRAPPER = 'pg_wrapper'
+PG_BINROOT = '/usr/lib/postgresql'
+PG_WRAPPER_ENV = {'PGSYSCONFDIR': '/etc/postgresql-common'}  # what pg_wrapper sets when unset
+_PAST_WRAPPER = set()  # the paths which() gave instead of pg_wrapper's links
+
+
 def which(tool, purpose):
     path = shutil.which(tool)
     if not path:
         raise DependencyError('%s is not installed on this node (needed %s)' % (tool, purpose),
                               'install it (Debian: the package that ships %s) or add it to PATH' % tool)
-    return path
+    return _past_pg_wrapper(tool, path)
 
 
-def child_env(extra):
+def _past_pg_wrapper(tool, path):
+    """The program pg_wrapper would exec for ``tool`` at ``path``, or ``path``.
+
+    pg_wrapper costs ~25 ms of CPU a call, and a restore starts dozens of pg_restore and psql
+    processes (one per piece of a table). Given a host, as the engine always gives it, the
+    wrapper runs the newest installed version that has the command (``get_newest_version`` in
+    PgCommon.pm); so does this, with the same PGSYSCONFDIR default (``child_env``). Without a
+    host it would run the default cluster's version, so ``pg_dump --version`` could check
+    another binary than the dump then ran; here both are the same."""
+    if os.path.basename(os.path.realpath(path)) != PG_WRAPPER:
+        return path
+    try:
+        entries = os.listdir(PG_BINROOT)
+    except OSError:
+        return path
+    found = []
+    for entry in entries:
+        program = os.path.join(PG_BINROOT, entry, 'bin', tool)
+        if re.match(r'^\d+(\.\d+)?$', entry) and os.access(program, os.X_OK):
+            found.append((float(entry), program))
+    if not found:
+        return path
+    program = max(found)[1]
+    _PAST_WRAPPER.add(program)
+    return program
+
+
+def child_env(extra, program=None):
     env = dict(os.environ)
     env.update(dict((k, str(v)) for k, v in extra.items() if v is not None))
+    if program in _PAST_WRAPPER:
+        for key, value in PG_WRAPPER_ENV.items():
+            env.setdefault(key, value)
     return env
 
 
@@ -81,7 +120,7 @@ def run(argv, log, env=None, stdin=None, timeout=None, cwd=None):
     """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc. ``cwd``:
     where it runs (a tool run as another user may not enter ours)."""
     log.record(argv)
-    proc = subprocess.run(argv, env=child_env(env or {}), stdin=stdin, stdout=subprocess.PIPE, cwd=cwd,
+    proc = subprocess.run(argv, env=child_env(env or {}, argv[0]), stdin=stdin, stdout=subprocess.PIPE, cwd=cwd,
                           stderr=subprocess.PIPE, timeout=timeout, check=False, preexec_fn=lifeline.prepare())
     return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
             proc.stderr.decode('utf-8', 'replace'))
@@ -95,7 +134,7 @@ def streaming(argv, log, env=None, stdin=None, stdout=None, pass_fds=()):
     child inherits, e.g. the read end of a pipe holding a passphrase (``gpg --passphrase-fd``)."""
     log.record(argv)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, env=child_env(env or {}), stdin=stdin,
+        proc = subprocess.Popen(argv, env=child_env(env or {}, argv[0]), stdin=stdin,
                                 stdout=stdout if stdout is not None else subprocess.PIPE,
                                 stderr=err, pass_fds=pass_fds, preexec_fn=lifeline.prepare())
         proc.stderr_file = err
