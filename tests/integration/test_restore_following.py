@@ -161,3 +161,24 @@ def test_a_large_table_is_loaded_in_pieces_by_several_loaders(sample_db, unique_
     assert len(loaders) >= offsets["loaded_in_pieces"] // 2  # each run loads one piece of a table
     assert result["restored"]["verified_tables"] > 5
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+
+
+def test_a_role_that_is_no_superuser_restores_too(sample_db, unique_db_name, tmp_path):
+    """A superuser's loaders do not zero-fill the WAL files they create (``load_env``); the
+    setting is a superuser's only, and anyone else's connection would be refused with it. A
+    role with CREATEDB restores as it did, its loaders with their other settings."""
+    operations, commands, dummy = engine()
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    _backup(sample_db, tmp_path, repo)
+    role = "offsite_loader_%s" % unique_db_name[-8:]
+    pg.run_sql("postgres", "CREATE ROLE %s LOGIN CREATEDB" % pg.quote_ident(role))
+    try:
+        operations.restore(SET, repo, pg_target(unique_db_name, user=role, jobs=2, no_owner=True),
+                           work_dir=str(tmp_path), log=commands.CommandLog())
+        assert pg.fingerprint(unique_db_name)["tables"] == pg.fingerprint(sample_db)["tables"]
+        assert pg.run_sql("postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s"
+                          % pg.quote_literal(unique_db_name)).strip() == role
+    finally:
+        pg.drop_database(unique_db_name)
+        pg.run_sql("postgres", "DROP ROLE IF EXISTS %s" % pg.quote_ident(role))

@@ -89,7 +89,11 @@ def test_the_swap_commits_synchronously_in_the_renaming_transaction(exists, monk
     assert result['replaced'] is exists
 
 
-def test_loaders_commit_asynchronously_with_more_memory_for_index_builds():
-    source = _RecordingSource.make('crm', [('SELECT greatest', [['262144']])])
+@pytest.mark.parametrize('superuser', ['f', 't'])
+def test_loaders_commit_asynchronously_with_more_memory_for_index_builds(superuser):
+    """And a superuser's loaders do not zero-fill the WAL files they create (a setting only a
+    superuser may change: anyone else's connection would be refused with it)."""
+    source = _RecordingSource.make('crm', [('SELECT greatest', [['262144', superuser]])])
     options = source.load_env()['PGOPTIONS'].split()
-    assert options == ['-c', 'synchronous_commit=off', '-c', 'maintenance_work_mem=262144kB']
+    assert options == ['-c', 'synchronous_commit=off', '-c', 'maintenance_work_mem=262144kB'] + (
+        ['-c', 'wal_init_zero=off'] if superuser == 't' else [])

@@ -469,14 +469,27 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         database's last commits, which nothing trusts before the checksum and the row counts are
         proven, and the swap commits synchronously (``_swap``), which flushes all WAL written
         before it. Index builds get more memory (maintenance_work_mem), never less than the
-        server's setting."""
+        server's setting.
+
+        For a superuser (the setting is theirs only), new WAL files are not filled with zeros
+        first (wal_init_zero off, PostgreSQL 12 on). A cluster that never wrote much WAL, as the
+        new one of a DR rebuild, has none to recycle: a restore creates ~1 GB of WAL files per
+        GB of data, and zero-filling each doubled those writes, with the loaders waiting on
+        ``IO:WALInitWrite`` (measured: the first restore of the ~1 GB benchmark database into a
+        new cluster 7.4-7.7 s with zeros, 6.2-7.2 s without; 5.4-6.3 s once WAL is recycled).
+        The WAL is as durable (fdatasync persists the blocks a write allocates), and a full
+        disk stops the server at the write instead of at the file's creation, both inside the
+        WAL writer's critical section."""
         if getattr(self, '_load_env', None) is None:
-            rows = self._psql("SELECT greatest(setting::bigint, %d) FROM pg_settings WHERE name = "
-                              "'maintenance_work_mem'" % LOAD_MAINTENANCE_WORK_MEM_KB, self._maintenance_db(),
-                              'reading maintenance_work_mem')
+            rows = self._psql("SELECT greatest(setting::bigint, %d), (SELECT rolsuper FROM pg_roles WHERE rolname = "
+                              "current_user) AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'wal_init_zero') "
+                              "FROM pg_settings WHERE name = 'maintenance_work_mem'" % LOAD_MAINTENANCE_WORK_MEM_KB,
+                              self._maintenance_db(), 'reading maintenance_work_mem')
             memory = int(rows[0][0]) if rows else LOAD_MAINTENANCE_WORK_MEM_KB
-            self._load_env = dict(self._env(), PGOPTIONS='-c synchronous_commit=off -c maintenance_work_mem=%dkB'
-                                  % memory)
+            options = '-c synchronous_commit=off -c maintenance_work_mem=%dkB' % memory
+            if rows and rows[0][1:2] == ['t']:
+                options += ' -c wal_init_zero=off'
+            self._load_env = dict(self._env(), PGOPTIONS=options)
         return self._load_env
 
     def _swap(self, scratch, mode):
