@@ -476,15 +476,15 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         new one of a DR rebuild, has none to recycle: a restore creates ~1 GB of WAL files per
         GB of data, and zero-filling each doubled those writes, with the loaders waiting on
         ``IO:WALInitWrite`` (measured: the first restore of the ~1 GB benchmark database into a
-        new cluster 7.4-7.7 s with zeros, 6.2-7.2 s without; 5.4-6.3 s once WAL is recycled).
-        The WAL is as durable (fdatasync persists the blocks a write allocates), and a full
-        disk stops the server at the write instead of at the file's creation, both inside the
-        WAL writer's critical section."""
+        new cluster 7.4-7.7 s with zeros, 6.1-7.2 s without; 5.4-6.3 s once WAL is recycled).
+        The WAL is as durable (fdatasync persists the blocks a write allocates). A full disk
+        stops the server either way, inside the critical section that writes WAL: at the
+        write into the file instead of at its creation."""
         if getattr(self, '_load_env', None) is None:
             rows = self._psql("SELECT greatest(setting::bigint, %d), (SELECT rolsuper FROM pg_roles WHERE rolname = "
                               "current_user) AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'wal_init_zero') "
                               "FROM pg_settings WHERE name = 'maintenance_work_mem'" % LOAD_MAINTENANCE_WORK_MEM_KB,
-                              self._maintenance_db(), 'reading maintenance_work_mem')
+                              self._maintenance_db(), "reading the loaders' settings")
             memory = int(rows[0][0]) if rows else LOAD_MAINTENANCE_WORK_MEM_KB
             options = '-c synchronous_commit=off -c maintenance_work_mem=%dkB' % memory
             if rows and rows[0][1:2] == ['t']:
