@@ -163,6 +163,38 @@ def test_a_large_table_is_loaded_in_pieces_by_several_loaders(sample_db, unique_
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
 
+def test_a_download_that_ends_before_the_scheduler_looks_still_loads_in_pieces(sample_db, unique_db_name, tmp_path,
+                                                                              monkeypatch):
+    """A fast download (a local disk, a small database) can end before the scheduler's first
+    look at the file. The restore then used to give everything to the final ``pg_restore -j``
+    (no table cut into pieces, no schema first): which way it loaded depended on that race, and
+    a test of the pieces failed now and then. Here the scheduler starts only once the download
+    has ended."""
+    operations, commands, dummy = engine()
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import pgcustom
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
+    monkeypatch.setattr(pgcustom, "SEGMENT", 64 * 1024)
+    load = postgresql_following.FollowingLoad
+    finish = load.finish
+    monkeypatch.setattr(load, "start", lambda self: None)
+
+    def late_start_then_finish(self):
+        with self.cond:  # the scheduler's first look waits until finish has looked
+            self.thread.start()
+            return finish(self)
+    monkeypatch.setattr(load, "finish", late_start_then_finish)
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    _backup(sample_db, tmp_path, repo)
+    log = commands.CommandLog()
+    result = operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path), log=log)
+    assert result["data_offsets"]["loaded_while_downloading"] == 0
+    assert result["data_offsets"]["loaded_in_pieces"] > result["data_offsets"]["entries"]
+    restores = [c for c in log.commands if "pg_restore" in c]
+    assert "--section=pre-data" in restores[0] and "--section=post-data" in restores[-1]
+    assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+
+
 def test_a_role_that_is_no_superuser_restores_too(sample_db, unique_db_name, tmp_path):
     """A superuser's loaders do not zero-fill the WAL files they create (``load_env``); the
     setting is a superuser's only, and anyone else's connection would be refused with it. A

@@ -215,9 +215,12 @@ class FollowingLoad(object):
             self.downloaded = True
             during = len(self.plan.tables())
             self.cond.notify_all()
-            # the blocks no loader took yet go to loaders as they free up; then nothing more
-            while self.thread.is_alive() and (self.loaders or (
-                    self.schema == 'loaded' and self.failure is None and self.plan.begun(self._written()))):
+            # the blocks no loader took yet go to loaders as they free up; then nothing more. A
+            # download that ended before the scheduler's first look still gets the schema first
+            # and the pieces: which way a restore loads must not depend on that race
+            while self.thread.is_alive() and (self.loaders or (self.failure is None and (
+                    (self.schema is None and self.plan.toc_ready(self._written()))
+                    or (self.schema == 'loaded' and self.plan.begun(self._written()))))):
                 self.cond.wait(POLL_SECONDS)
             self.draining = True
         offsets = self.recorder.patch(self.path)  # a malformed archive: IntegrityError, the root cause
