@@ -163,8 +163,8 @@ def test_a_large_table_is_loaded_in_pieces_by_several_loaders(sample_db, unique_
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
 
-def test_a_download_that_ends_before_the_scheduler_looks_still_loads_in_pieces(sample_db, unique_db_name, tmp_path,
-                                                                              monkeypatch):
+def test_a_download_that_ends_before_the_scheduler_looks_still_loads_in_pieces(
+        sample_db, unique_db_name, tmp_path, monkeypatch):
     """A fast download (a local disk, a small database) can end before the scheduler's first
     look at the file. The restore then used to give everything to the final ``pg_restore -j``
     (no table cut into pieces, no schema first): which way it loaded depended on that race, and
