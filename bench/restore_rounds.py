@@ -104,14 +104,17 @@ def median(samples: dict, key: str, field: str = "seconds") -> float | None:
 def table(samples: dict, rows: list, reference: str, download: bool = False) -> list:
     """Markdown rows: wall, x the reference row, CPU seconds of the tree (and x its CPU), load."""
     ref, ref_cpu = median(samples, reference), median(samples, reference, "cpu_seconds")
-    head = "| row | wall s | × reference | CPU s (tree) | × reference CPU |" + (" download s |" if download else "")
-    lines = [head + " load (1 min) |", "|---|---:|---:|---:|---:|" + ("---:|" if download else "") + "---:|"]
+    head = ("| row | wall s | × reference | CPU s (tree) | × reference CPU | of which system |"
+            + (" download s |" if download else ""))
+    lines = [head + " load (1 min) |", "|---|---:|---:|---:|---:|---:|" + ("---:|" if download else "") + "---:|"]
     for key, label in rows:
         if not samples.get(key):
             continue
         wall, cpu = median(samples, key), median(samples, key, "cpu_seconds")
         down = median(samples, key, "download_seconds")
+        system = median(samples, key, "sys_seconds")
         lines.append(f"| {label} | {wall:.2f} | {wall / ref:.2f} | {cpu:.2f} | {cpu / ref_cpu:.2f} |"
+                     + f" {'–' if system is None else format(system, '.2f')} |"
                      + (f" {'–' if down is None else format(down, '.2f')} |" if download else "")
                      + f" {median(samples, key, 'load1'):.1f} |")
     return lines
@@ -143,7 +146,7 @@ def run(args, kind: str, what: str, prepare, round_, markdown, cleanup=None) -> 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix=f"offsite-{kind}-"))
     work.mkdir(parents=True, exist_ok=True)
     samples: dict = {}
-    load_start, started = os.getloadavg()[0], time.time()
+    load_start, started, handed_back = os.getloadavg()[0], time.time(), bench.handed_back_kib()
     context: dict = {}
     try:
         context = prepare(db, work, s3)
@@ -164,7 +167,8 @@ def run(args, kind: str, what: str, prepare, round_, markdown, cleanup=None) -> 
             svc.stop()
     meta = {"database": db, "repeat": repeat, "raw_mib": context.get("raw_mib"), "cpus": os.cpu_count(),
             "load_start": load_start, "load_end": os.getloadavg()[0], "what": what,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "handed_back_mib": None if handed_back is None else (bench.handed_back_kib() - handed_back) / 1024}
     meta.update(context.get("meta") or {})
     text, checks = markdown(samples, meta)
     print(text)
@@ -203,4 +207,7 @@ def header(meta: dict, extra: str = "") -> list:
     return [f"# {meta['what']} ({meta['database']}, {meta['raw_mib']:.0f} MiB archive, {meta['repeat']} rounds, "
             f"medians{extra})", "",
             f"load average {meta['load_start']:.2f} at start, {meta['load_end']:.2f} at end; "
-            f"{meta['cpus']} CPUs shared with other sessions", ""]
+            f"{meta['cpus']} CPUs shared with other sessions"
+            + ("" if meta.get("handed_back_mib") is None else
+               f"; {meta['handed_back_mib']:.0f} MiB of free memory handed back to the host during the run "
+               "(bench.handed_back_kib: touching it again costs system CPU)"), ""]
