@@ -151,3 +151,52 @@ def test_a_cluster_that_cannot_be_created_fails_with_its_error_output(moto, buck
     assert failure["error"] == ("PostgreSQL | create the cluster 99/%s: non-zero return code: "
                                 "Error: no initdb program for version 99 found" % cluster), failure["error"]
     assert "no initdb program for version 99" in r.output and password not in r.output
+
+
+def existing_cluster(name, port, *settings):
+    """A cluster made before the rebuild, with ``settings`` appended to its postgresql.conf."""
+    subprocess.run(["pg_createcluster", PG_MAJOR, name, "--port", str(port), "--", "--auth-local=peer",
+                    "--auth-host=scram-sha-256"], capture_output=True, check=True)
+    with open(f"/etc/postgresql/{PG_MAJOR}/{name}/postgresql.conf", "a") as conf:
+        conf.write("".join(f"{line}\n" for line in settings))
+
+
+def test_a_cluster_that_cannot_start_fails_with_pg_ctlclusters_words(moto, bucket, sample_db, workdir, fresh_cluster):
+    """pg_ctlcluster runs in the background while the play polls the port: when the server never
+    answers, the play waits for pg_ctlcluster's verdict and fails with it, before the restore."""
+    cluster, port = fresh_cluster
+    existing_cluster(cluster, port, "shared_buffers = 'plenty'")
+    password = secrets.token_urlsafe(16)
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
+              "database": sample_db}
+    r = run_playbook(str(REBUILD), extravars=rebuild_vars(
+        [{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password))
+    assert r.rc != 0
+    report = json.loads(next((workdir / "reports").glob("rebuild-*.json")).read_text())
+    (failure,) = [s for s in report["sets"] if s["name"] == "rebuild"]
+    assert failure["error"].startswith(f"PostgreSQL | fail when this cluster did not start: {PG_MAJOR}/{cluster}: "
+                                       f"pg_ctlcluster could not start {PG_MAJOR}/{cluster} (exit 1):"), failure["error"]
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in failure["error"]
+    assert [s["name"] for s in report["steps"]] == ["find crm"]   # nothing restored
+    assert password not in r.output
+
+
+def test_a_running_cluster_is_not_started_again(moto, bucket, sample_db, workdir, fresh_cluster):
+    cluster, port = fresh_cluster
+    existing_cluster(cluster, port)
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", PG_MAJOR, cluster, "start"], check=True)
+    password = secrets.token_urlsafe(16)
+    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-p", str(port), "-d", "postgres",
+                    "-c", f"ALTER ROLE postgres PASSWORD '{password}'"], check=True, capture_output=True)
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
+              "database": sample_db}
+    r = run_playbook(str(REBUILD), extravars=rebuild_vars(
+        [{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password))
+    assert r.rc == 0, r.output
+    assert r.status(f"PostgreSQL | start the cluster {PG_MAJOR}/{cluster}") == "skipped"
+    env = {"PGPORT": str(port), "PGPASSWORD": password}
+    assert pg.fingerprint(sample_db, env=env) == pg.fingerprint(sample_db)
