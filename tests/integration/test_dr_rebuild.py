@@ -62,6 +62,15 @@ def rebuild_vars(sets, workdir, cluster, port, password, **extra):
     return values
 
 
+def backed_up_set(moto, bucket, sample_db, workdir, port, password):
+    """The set "crm": a backup of ``sample_db`` in S3, to be restored on ``port`` as postgres."""
+    repo = s3_repo(moto, bucket)
+    backup_to(repo, "crm", sample_db, workdir / "dumps")
+    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
+              "database": sample_db}
+    return [{"name": "crm", "repositories": [repo], "target": target}]
+
+
 def test_rebuild_a_destroyed_server_from_s3(moto, sshd, bucket, sample_db, workdir, fresh_cluster):
     cluster, port = fresh_cluster
     password = secrets.token_urlsafe(16)
@@ -106,12 +115,9 @@ def test_health_url_that_never_answers_fails_with_a_report_and_keeps_the_restore
                                                                                  fresh_cluster):
     cluster, port = fresh_cluster
     password = secrets.token_urlsafe(16)
-    repo = s3_repo(moto, bucket)
-    backup_to(repo, "crm", sample_db, workdir / "dumps")
-    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
-              "database": sample_db}
+    sets = backed_up_set(moto, bucket, sample_db, workdir, port, password)
     r = run_playbook(str(REBUILD), extravars=rebuild_vars(
-        [{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password,
+        sets, workdir, cluster, port, password,
         offsite_dr_health_url=f"http://127.0.0.1:{free_port()}/", offsite_dr_health_timeout=4))
     assert r.rc != 0
     assert "DR rebuild FAILED at Wait for the health URL to answer 200" in r.output
@@ -138,11 +144,8 @@ def test_a_cluster_that_cannot_be_created_fails_with_its_error_output(moto, buck
     """The report and the play say why (pg_createcluster's stderr), not just "non-zero return code"."""
     cluster, port = fresh_cluster
     password = secrets.token_urlsafe(16)
-    repo = s3_repo(moto, bucket)
-    backup_to(repo, "crm", sample_db, workdir / "dumps")
-    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
-              "database": sample_db}
-    values = rebuild_vars([{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password)
+    sets = backed_up_set(moto, bucket, sample_db, workdir, port, password)
+    values = rebuild_vars(sets, workdir, cluster, port, password)
     values["offsite_dr_postgresql"]["version"] = 99          # no such PostgreSQL installed
     r = run_playbook(str(REBUILD), extravars=values, env=dba_environment())
     assert r.rc != 0
@@ -167,12 +170,9 @@ def test_a_cluster_that_cannot_start_fails_with_pg_ctlclusters_words(moto, bucke
     cluster, port = fresh_cluster
     existing_cluster(cluster, port, "shared_buffers = 'plenty'")
     password = secrets.token_urlsafe(16)
-    repo = s3_repo(moto, bucket)
-    backup_to(repo, "crm", sample_db, workdir / "dumps")
-    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
-              "database": sample_db}
+    sets = backed_up_set(moto, bucket, sample_db, workdir, port, password)
     r = run_playbook(str(REBUILD), extravars=rebuild_vars(
-        [{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password))
+        sets, workdir, cluster, port, password))
     assert r.rc != 0
     report = json.loads(next((workdir / "reports").glob("rebuild-*.json")).read_text())
     (failure,) = [s for s in report["sets"] if s["name"] == "rebuild"]
@@ -190,12 +190,9 @@ def test_a_running_cluster_is_not_started_again(moto, bucket, sample_db, workdir
     password = secrets.token_urlsafe(16)
     subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-p", str(port), "-d", "postgres",
                     "-c", f"ALTER ROLE postgres PASSWORD '{password}'"], check=True, capture_output=True)
-    repo = s3_repo(moto, bucket)
-    backup_to(repo, "crm", sample_db, workdir / "dumps")
-    target = {"type": "postgresql", "host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
-              "database": sample_db}
+    sets = backed_up_set(moto, bucket, sample_db, workdir, port, password)
     r = run_playbook(str(REBUILD), extravars=rebuild_vars(
-        [{"name": "crm", "repositories": [repo], "target": target}], workdir, cluster, port, password))
+        sets, workdir, cluster, port, password))
     assert r.rc == 0, r.output
     assert r.status(f"PostgreSQL | start the cluster {PG_MAJOR}/{cluster}") == "skipped"
     env = {"PGPORT": str(port), "PGPASSWORD": password}
