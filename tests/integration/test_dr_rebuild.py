@@ -188,8 +188,9 @@ def test_a_running_cluster_is_not_started_again(moto, bucket, sample_db, workdir
     existing_cluster(cluster, port)
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", PG_MAJOR, cluster, "start"], check=True)
     password = secrets.token_urlsafe(16)
-    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-p", str(port), "-d", "postgres",
-                    "-c", f"ALTER ROLE postgres PASSWORD '{password}'"], check=True, capture_output=True)
+    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(port),
+                    "-d", "postgres", "-f", "-"], input=f"ALTER ROLE postgres PASSWORD '{password}';",
+                   text=True, check=True, capture_output=True)   # on stdin, as the playbook sends it: not in argv
     sets = backed_up_set(moto, bucket, sample_db, workdir, port, password)
     r = run_playbook(str(REBUILD), extravars=rebuild_vars(
         sets, workdir, cluster, port, password))
