@@ -78,3 +78,27 @@ def test_load_reports_yaml_errors(tmp_path):
     path.write_text('')
     with pytest.raises(ConfigError):
         jobs.load(str(path), {})
+
+
+@pytest.mark.parametrize('threads, in_reading_thread', [(0, True), (2, False)])
+def test_compression_threads_reach_the_dump(tmp_path, threads, in_reading_thread):
+    """A job's ``compression_threads`` is what the dump compresses with, 0 included (it was read
+    as ``or 1``). zstd in one thread writes the same bytes however the input is split; with
+    workers, other bytes."""
+    zstandard = pytest.importorskip('zstandard')
+    tree = tmp_path / 'site'
+    tree.mkdir()
+    # compressible and large enough for zstd's worker jobs to cut the frame differently
+    (tree / 'rows.csv').write_bytes(b''.join(b'%d,customer %d,%d\n' % (i, i % 977, i * 7) for i in range(300000)))
+    job = minimal(local={'path': str(tmp_path / 'local')},
+                  sources=[{'name': 'site', 'source': {'type': 'files', 'paths': [str(tree)]}}])
+    job['compression_threads'] = threads
+    [result] = jobs.run(jobs.validate(job))
+    assert result.succeeded, result.error
+    stored = open(result.backup['path'], 'rb').read()
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+    assert len(raw) == result.backup['raw_size']
+    # compress() writes the content size into the frame; a stream cannot: compare without it
+    streamed = zstandard.ZstdCompressor(level=1, threads=0).compressobj()
+    one_thread = streamed.compress(raw) + streamed.flush()
+    assert (stored == one_thread) is in_reading_thread

@@ -329,8 +329,8 @@ def _run_set(job, entry, result, dry_run, log, logger):
     local = job['local']
     _note(logger, 'backup set %s: dumping %s', name, entry['source'].get('type'))
     options = dict(compression=job['compression'], level=job.get('compression_level'), tags=tags,
-                   threads=job.get('compression_threads') or 1, encryption=job.get('encryption'), signing=job.get('signing'),
-                   log=log)
+                   threads=job.get('compression_threads'), encryption=job.get('encryption'),
+                   signing=job.get('signing'), log=log)
     if dry_run or not job['repositories']:
         backup = operations.dump(name, entry['source'], local['path'], check_mode=dry_run, **options)['backup']
     else:

@@ -30,6 +30,8 @@ COMPRESSIONS = ('zstd', 'gzip', 'none')
 COMPRESSION_EXT_FOR = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
 # zstd 1: on database dumps level 3 costs 2-4x the CPU for no better ratio (bench/)
 DEFAULT_LEVEL = {'zstd': 1, 'gzip': 6, 'none': None}
+# zstd worker threads when a caller sets none (the dump module's and a job file's default)
+ZSTD_THREADS = 1
 
 
 def _need_zstd():
@@ -120,15 +122,16 @@ def validate_compression(name, level=None):
         raise ConfigError('gzip level %s is out of range' % level, 'use 1 (fastest) to 9')
 
 
-def compress(reader, sink, compression, level=None, threads=1):
+def compress(reader, sink, compression, level=None, threads=None):
     """Compress everything from ``reader`` into ``sink``; returns the raw byte count."""
     level = level or DEFAULT_LEVEL[compression]
     if compression == 'none':
         return copy(reader, sink)
     if compression == 'zstd':
         _need_zstd()
-        # threads: zstd compresses in its own threads (GIL released) while we read and hash.
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+        # threads > 0: zstd compresses in worker threads of its own while we read and hash;
+        # 0: in this thread (zstd releases the GIL while it compresses)
+        cctx = zstandard.ZstdCompressor(level=level, threads=ZSTD_THREADS if threads is None else threads)
         with cctx.stream_writer(sink, closefd=False) as writer:
             return copy(reader, writer)
     with gzip.GzipFile(fileobj=sink, mode='wb', compresslevel=level, mtime=0) as writer:

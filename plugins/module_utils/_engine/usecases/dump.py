@@ -52,7 +52,7 @@ def set_lock(directory, name):
         handle.close()
 
 
-def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=1,
+def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=None,
          encryption=None, signing=None, check_mode=False, log=None, tee=None):
     """Dump ``source`` into the local directory ``dest`` (the local copy of 3-2-1).
 
