@@ -51,21 +51,21 @@ MARKER_VERSION = 1
 BLOB_ROW_KIB = 64
 
 # the engine's dump variants: (zstd level, compression_threads); MODULE_DEFAULT is what the
-# dump module does when nothing is set (compression_level unset -> 1, compression_threads 1); the
+# dump module does when nothing is set (compression_level unset -> 1, compression_threads 0); the
 # upload rows upload its artifact, so every list holds it
 DUMP_VARIANTS = [(3, 0), (3, -1), (1, 0), (1, -1), (3, 1), (1, 1)]
 DUMP_VARIANTS_QUICK = [(3, 0), (1, 0), (1, 1)]
-MODULE_DEFAULT_DUMP = (1, 1)
+MODULE_DEFAULT_DUMP = (1, 0)
 # the engine's upload variants: (part_size MiB, concurrency); the repository defaults are 8/4
 UPLOAD_VARIANTS = [(16, 4), (8, 4), (32, 4), (64, 4), (16, 2), (16, 8)]
 DEFAULT_UPLOAD = (8, 4)
 RESTORE_JOBS = [2, 4]
 DEFAULT_RESTORE_JOBS = 2  # the engine's default on this machine: min(4, cpu_count)
 # the settings this benchmark recommends (third column of the targets table): zstd level 1
-# (level 3 costs ~2-4x the CPU on this data and compresses no better) with one worker thread
-# (it outruns pg_dump; more only add contention on small machines), 8 MiB parts (memory
+# (level 3 costs ~2-4x the CPU on this data and compresses no better) in the reading thread
+# (it outruns pg_dump; a worker thread only adds CPU on small machines), 8 MiB parts (memory
 # well under 150 MB with concurrency 4), pg_restore -j2 on two cores
-RECOMMENDED_DUMP = (1, 1)
+RECOMMENDED_DUMP = (1, 0)
 RECOMMENDED_UPLOAD = (8, 4)
 RECOMMENDED_RESTORE_JOBS = 2
 

@@ -57,9 +57,10 @@ options:
   compression_threads:
     description:
       - Worker threads for zstd; C(0) compresses in the reading thread, C(-1) uses one per CPU.
-      - One worker at level 1 keeps up with C(pg_dump); more only compete for the CPU (measured in bench/).
+      - At level 1 the reading thread keeps up with C(pg_dump); a worker thread only adds CPU
+        and copies on the database server (measured in bench/).
     type: int
-    default: 1
+    default: 0
   repository:
     description:
       - Not used by dump (it writes to O(dest)); accepted so that C(module_defaults) for
@@ -225,7 +226,7 @@ def main():
             dest=dict(type='path', required=True),
             compression=dict(type='str', choices=['zstd', 'gzip', 'none'], default='zstd'),
             compression_level=dict(type='int'),
-            compression_threads=dict(type='int', default=1),
+            compression_threads=dict(type='int', default=0),
             tags=dict(type='list', elements='str', default=[]),
             repository=dict(type='dict'),
             encryption=dict(type='dict', options=encryption_spec()),

@@ -80,11 +80,11 @@ def test_load_reports_yaml_errors(tmp_path):
         jobs.load(str(path), {})
 
 
-@pytest.mark.parametrize('threads, in_reading_thread', [(0, True), (2, False)])
+@pytest.mark.parametrize('threads, in_reading_thread', [(None, True), (0, True), (2, False)])
 def test_compression_threads_reach_the_dump(tmp_path, threads, in_reading_thread):
     """A job's ``compression_threads`` is what the dump compresses with, 0 included (it was read
-    as ``or 1``). zstd in one thread writes the same bytes however the input is split; with
-    workers, other bytes."""
+    as ``or 1``), and unset is the engine's default: zstd in the reading thread. zstd in one
+    thread writes the same bytes however the input is split; with workers, other bytes."""
     zstandard = pytest.importorskip('zstandard')
     tree = tmp_path / 'site'
     tree.mkdir()
@@ -92,7 +92,8 @@ def test_compression_threads_reach_the_dump(tmp_path, threads, in_reading_thread
     (tree / 'rows.csv').write_bytes(b''.join(b'%d,customer %d,%d\n' % (i, i % 977, i * 7) for i in range(300000)))
     job = minimal(local={'path': str(tmp_path / 'local')},
                   sources=[{'name': 'site', 'source': {'type': 'files', 'paths': [str(tree)]}}])
-    job['compression_threads'] = threads
+    if threads is not None:
+        job['compression_threads'] = threads
     [result] = jobs.run(jobs.validate(job))
     assert result.succeeded, result.error
     stored = open(result.backup['path'], 'rb').read()

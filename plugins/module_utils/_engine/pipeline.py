@@ -30,8 +30,10 @@ COMPRESSIONS = ('zstd', 'gzip', 'none')
 COMPRESSION_EXT_FOR = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
 # zstd 1: on database dumps level 3 costs 2-4x the CPU for no better ratio (bench/)
 DEFAULT_LEVEL = {'zstd': 1, 'gzip': 6, 'none': None}
-# zstd worker threads when a caller sets none (the dump module's and a job file's default)
-ZSTD_THREADS = 1
+# zstd worker threads when a caller sets none (the dump module's and a job file's default): none.
+# At level 1 the reading thread outpaces pg_dump, and a worker added CPU (its job buffers and
+# copies) and memory on the database server (bench/README.md)
+ZSTD_THREADS = 0
 
 
 def _need_zstd():
