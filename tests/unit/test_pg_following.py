@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,3 +156,30 @@ def test_a_malformed_archive_hands_out_nothing_more():
     plan = pgcustom.Following(recorder)
     assert recorder.error
     assert not plan.toc_ready(len(data)) and plan.take(len(data), 2) == []
+
+
+def test_freeing_a_read_range_frees_only_whole_blocks_inside_it(tmp_path):
+    """What a loader has read is given back as a hole, its size kept; a block that holds bytes
+    outside the range (the next piece's start, a block header every later piece repeats)
+    keeps them all. A file system without holes keeps every byte, and says nothing."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
+    data = os.urandom(64 * 1024)
+    path = tmp_path / 'artifact.dump'
+    path.write_bytes(data)
+    if path.stat().st_blksize != 4096:
+        pytest.skip('the figures below are for 4 KiB blocks')
+    holes = postgresql_following._Holes()
+    with open(path, 'r+b') as archive:
+        assert holes.punch(archive, 5000, 8192 + 100) == 5000  # no whole block inside: nothing
+        assert holes.punch(archive, 5000, 40000) == 36864      # blocks 2 to 8 of 4 KiB
+        assert holes.punch(archive, 36864, 36864 + 4095) == 36864
+    after = path.read_bytes()
+    assert len(after) == len(data)
+    assert after[:8192] == data[:8192] and after[36864:] == data[36864:]
+    assert after[8192:36864] == bytes(36864 - 8192)
+    assert path.stat().st_blocks * 512 <= len(data) - (36864 - 8192)
+
+    holes.fallocate = lambda *args: -1  # EOPNOTSUPP, say: from then on nothing is freed
+    with open(path, 'r+b') as archive:
+        assert holes.punch(archive, 36864, 65536) == 36864
+    assert holes.fallocate is None and path.read_bytes()[36864:] == data[36864:]

@@ -27,6 +27,7 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import contextlib
+import ctypes
 import os
 import subprocess
 import threading
@@ -36,6 +37,44 @@ from ..errors import TargetError
 
 POLL_SECONDS = 0.05  # how often the scheduler looks at the file without a new chunk
 PRE_DATA = 'the schema (pre-data)'
+_PUNCH_HOLE = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE (linux/falloc.h)
+
+
+class _Holes(object):
+    """Gives a work file's pages back once a loader has read them: holes punched in the file
+    (``fallocate``), its size kept. Where that is not possible (not Linux, a file system without
+    holes) the file keeps its bytes, as before.
+
+    Why: a piece's bytes are read by its one loader, once; nothing reads them again (the final
+    ``pg_restore`` reads the TOC and the entries no loader took). Kept, every byte of the archive
+    stayed on disk and in the page cache until the end. Freed, the download writes into pages
+    just freed: on a VM that hands free memory back to its host, writing 848 MB with a reader
+    behind that frees what it read took 0.27-0.29 s of system CPU, against 0.76-0.79 s
+    (bench/README.md)."""
+
+    def __init__(self):
+        self.fallocate = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)  # this process's C library
+            self.fallocate = getattr(libc, 'fallocate64', None) or libc.fallocate  # 64-bit offsets
+            self.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        except (OSError, AttributeError):
+            self.fallocate = None
+
+    def punch(self, archive, start, end):
+        """Free the whole blocks of ``archive`` (a file object open for writing) inside
+        [start, end): a block shared with bytes outside that range keeps them. Returns where
+        the next call starts: the end of what was freed, or ``start``."""
+        if self.fallocate is None:
+            return start
+        size = max(4096, os.fstat(archive.fileno()).st_blksize)
+        first, last = -(-start // size) * size, end // size * size
+        if last <= first:
+            return start
+        if self.fallocate(archive.fileno(), _PUNCH_HOLE, first, last - first) != 0:
+            self.fallocate = None  # not supported here: keep every byte from now on
+            return start
+        return last
 
 
 class _Loader(object):
@@ -63,6 +102,7 @@ class FollowingLoad(object):
         self.downloaded = False     # the file is complete (or will never be): feeders stop at its end
         self.closing = False
         self.lists = 0
+        self.holes = _Holes()
         self.thread = threading.Thread(target=self._schedule, name='offsite-restore-following')
         self.thread.daemon = True
 
@@ -112,7 +152,7 @@ class FollowingLoad(object):
         """A loader's pipe: the archive's header and TOC, then each block of ``batch``,
         following the last one while the download writes it."""
         try:
-            with open(self.path, 'rb') as archive:
+            with open(self.path, 'r+b') as archive:  # writable: the pieces read are freed
                 self._copy(archive, proc.stdin, 0, self.recorder.toc_end)
                 for dump_id, n in batch:
                     self._follow(archive, proc.stdin, dump_id, n)
@@ -135,6 +175,8 @@ class FollowingLoad(object):
             head = self.recorder.blocks[dump_id], self.recorder.heads.get(dump_id)
         if n:
             self._copy(archive, pipe, *head)
+        # the block's header is read again by the pieces after each cut: never freed
+        freed = max(pos, head[1] or head[0])
         while True:
             with self.cond:
                 while True:
@@ -151,6 +193,7 @@ class FollowingLoad(object):
                 break
             self._copy(archive, pipe, pos, limit)
             pos = limit
+            freed = self.holes.punch(archive, freed, pos)
         if not last:
             pipe.write(self.recorder.terminator())
 
