@@ -183,3 +183,34 @@ def test_freeing_a_read_range_frees_only_whole_blocks_inside_it(tmp_path):
     with open(path, 'r+b') as archive:
         assert holes.punch(archive, 36864, 65536) == 36864
     assert holes.fallocate is None and path.read_bytes()[36864:] == data[36864:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 48 * 1024), min_size=2, max_size=12, unique=True))
+def test_freeing_pieces_in_turn_keeps_every_byte_outside_them(tmp_path_factory, bounds):
+    """Pieces as a feeder frees them, each from where the previous call said: every byte outside
+    the pieces (what other loaders have yet to read) keeps its value, a byte inside is its own
+    or zero, and a piece's blocks are freed but for the one it shares at each end."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
+    data = os.urandom(48 * 1024) + b'\xff' * 4096  # never zero at the end: a hole there would show
+    path = tmp_path_factory.mktemp('holes') / 'artifact.dump'
+    path.write_bytes(data)
+    bounds = sorted(bounds)
+    pieces = list(zip(bounds[::2], bounds[1::2]))  # every other stretch stays unread
+    holes = postgresql_following._Holes()
+    with open(path, 'r+b') as archive:
+        for start, end in pieces:
+            freed = start
+            for pos in range(start, end, 3001):  # the download's chunks, as _follow copies them
+                freed = holes.punch(archive, freed, min(pos + 3001, end))
+    after = path.read_bytes()
+    assert len(after) == len(data)
+    outside = [0] + [at for piece in pieces for at in piece] + [len(data)]
+    for start, end in zip(outside[::2], outside[1::2]):
+        assert after[start:end] == data[start:end], (start, end)
+    for start, end in pieces:
+        assert all(a == b or a == 0 for a, b in zip(after[start:end], data[start:end])), (start, end)
+    if holes.fallocate is not None and path.stat().st_blksize == 4096:
+        for start, end in pieces:
+            first, last = -(-start // 4096) * 4096, end // 4096 * 4096
+            assert after[first:last] == bytes(max(0, last - first)), (start, end)
