@@ -518,14 +518,19 @@ def run_round(rep: int, args, db: str, facts: dict, s3: dict, client, work: Path
     shutil.rmtree(Path(artifact).parent.parent, ignore_errors=True)
 
 
-def run_encrypted(rep: int, db: str, s3: dict, client, work: Path, samples: dict, sizes: dict) -> None:
-    """Issue 5: the module-default dump + upload again, with age encryption (one recipient)
-    between compression and hashing; compared with the same rows unencrypted."""
+def age_recipient(work: Path) -> str:
+    """The public key of a throwaway age identity in ``work`` (made on first use)."""
     identity = work / "bench.agekey"
     if not identity.exists():
         subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    return subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def run_encrypted(rep: int, db: str, s3: dict, client, work: Path, samples: dict, sizes: dict) -> None:
+    """Issue 5: the module-default dump + upload again, with age encryption (one recipient)
+    between compression and hashing; compared with the same rows unencrypted."""
+    public = age_recipient(work)
     level, threads = MODULE_DEFAULT_DUMP
     dest = work / "dump-age"
     shutil.rmtree(dest, ignore_errors=True)

@@ -25,6 +25,7 @@ CHECKPOINT, and the medians of ``--repeat`` rounds are reported.
     bench/run.sh --scheduled                  # ~1 GB database (built once, then reused), 5 rounds
     bench/run.sh --scheduled --scale small    # smoke test
     bench/run.sh --scheduled --cpu --baseline REV   # CPU seconds per process per GB, REV's engine too
+    bench/run.sh --scheduled --cpu --age            # the same, both encrypting for one age recipient
 
 ``--cpu`` (issue 14, item 4) measures CPU instead of wall time: the scheduled run's CPU seconds
 per process (the engine's Python with its in-process zstd, hashes and S3 client; pg_dump; psql;
@@ -70,9 +71,11 @@ ROWS = [
 ]
 
 
-def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job", copies: int = 1) -> Path:
+def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job", copies: int = 1,
+              age_recipient: str | None = None) -> Path:
     """The job a client role would install: secrets in a 0600 env file, not in the job file.
-    ``copies``: S3 repositories (prefixes ``prefix``, ``prefix-2``, ...) fed by the one pass."""
+    ``copies``: S3 repositories (prefixes ``prefix``, ``prefix-2``, ...) fed by the one pass;
+    ``age_recipient``: every backup encrypted for that public key."""
     repos = []
     for n in range(copies):
         repo = bench.repo_options(s3, prefix if n == 0 else f"{prefix}-{n + 1}")
@@ -82,6 +85,8 @@ def write_job(work: Path, db: str, s3: dict, prefix: str, stem: str = "bench-job
            "sources": [{"name": "bench", "source": bench.source_spec(db)}],
            "repositories": repos, "retention": {"keep_last": 2},
            "log": {"path": str(work / "log" / "bench.log")}}
+    if age_recipient:
+        job["encryption"] = {"recipients": [age_recipient]}
     path = work / f"{stem}.yml"
     path.write_text(json.dumps(job, indent=1))  # JSON is YAML
     env = work / f"{stem}.env"
@@ -182,20 +187,24 @@ def export_engine(rev: str, work: Path) -> Path:
 
 
 def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samples: dict, engines: dict,
-              copies: int = 1) -> None:
-    """The reference pipeline, then the scheduled run with each engine (order alternating)."""
+              copies: int = 1, age: bool = False) -> None:
+    """The reference pipeline, then the scheduled run with each engine (order alternating).
+    ``age``: both encrypt for one age recipient (the reference through ``| age -r``)."""
     bench.log(f"cpu round {rep + 1}/{repeat}")
     pg_dump = bench.pg_tool("pg_dump")
     out = work / "reference.dump.zst"
+    recipient = bench.age_recipient(work) if age else None
+    encrypt = f" | age -r {recipient}" if age else ""
     bench.settle()
     env = dict(bench.pg_env(), PGAPPNAME=REFERENCE_APP)
     bench.record(samples, "cpu_reference", measure_cpu(
-        ["bash", "-o", "pipefail", "-c", f"{pg_dump} -Fc -Z0 {db} | zstd -q -1 > {out}"],
-        "pg_dump -Fc -Z0 | zstd -1", env, REFERENCE_APP, db))
+        ["bash", "-o", "pipefail", "-c", f"{pg_dump} -Fc -Z0 {db} | zstd -q -1{encrypt} > {out}"],
+        "pg_dump -Fc -Z0 | zstd -1" + encrypt, env, REFERENCE_APP, db))
     out.unlink()
     names = sorted(engines)
     for name in names if rep % 2 == 0 else names[::-1]:
-        job = write_job(work, db, s3, f"cpu-{name}", stem=f"job-cpu-{name}", copies=copies)
+        job = write_job(work, db, s3, f"cpu-{name}", stem=f"job-cpu-{name}", copies=copies,
+                        age_recipient=recipient)
         bench.settle()
         argv = [sys.executable, "-m", CLI_MODULE, "run", str(job), "--env-file", str(job.with_suffix(".env")), "--json"]
         report_path = work / "run.json"
@@ -216,7 +225,7 @@ def cpu_round(rep: int, repeat: int, db: str, s3: dict, client, work: Path, samp
 def cpu_markdown(samples: dict, meta: dict) -> tuple[str, list]:
     raw_gb = statistics.median(s["raw_size"] for k in samples if k.startswith("cpu_run_") for s in samples[k]) / 1e9
     keys = ["cpu_reference"] + sorted(k for k in samples if k.startswith("cpu_run_"))
-    label = {"cpu_reference": "`pg_dump -Fc -Z0 | zstd -1 > file`"}
+    label = {"cpu_reference": "`pg_dump -Fc -Z0 | zstd -1%s > file`" % (" | age -r" if meta.get("age") else "")}
     groups = sorted(set(g for k in keys for s in samples[k] for g in s["cpu_groups"]))
 
     def med(key, field):
@@ -225,7 +234,8 @@ def cpu_markdown(samples: dict, meta: dict) -> tuple[str, list]:
     def med_group(key, group):
         return statistics.median(s["cpu_groups"].get(group, 0.0) for s in samples[key])
     lines = [f"CPU seconds per GB of dump ({raw_gb:.2f} GB raw custom format; {meta.get('s3_copies', 1)} S3 "
-             f"repositories; {meta['rounds']} rounds, median; "
+             f"repositories; {'encrypted for one age recipient; ' if meta.get('age') else ''}"
+             f"{meta['rounds']} rounds, median; "
              f"load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at the end; "
              f"{meta['cpus']} CPUs). Processes sampled from /proc every 20 ms; the backends by application_name.",
              "", "| process | " + " | ".join(label.get(k, "run: " + k[len("cpu_run_"):]) for k in keys) + " |",
@@ -312,6 +322,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process per GB (issue 14) instead")
     ap.add_argument("--baseline", help="with --cpu: a git revision whose engine runs the same job too")
     ap.add_argument("--s3-copies", type=int, default=1, help="with --cpu: S3 repositories the run feeds at once")
+    ap.add_argument("--age", action="store_true", help="with --cpu: the run and the reference encrypt with age")
     bench.database_argument(ap)
     bench.s3_arguments(ap)
     args = ap.parse_args(argv)
@@ -334,7 +345,7 @@ def main(argv=None) -> int:
         bench.shell(f"{bench.pg_tool('pg_dump')} {db} > /dev/null", "warm-up")
         for rep in range(repeat):
             if args.cpu:
-                cpu_round(rep, repeat, db, s3, client, work, samples, engines, args.s3_copies)
+                cpu_round(rep, repeat, db, s3, client, work, samples, engines, args.s3_copies, args.age)
                 continue
             run_round(rep, repeat, db, s3, client, work, samples)
             if proxy is not None:
@@ -350,7 +361,7 @@ def main(argv=None) -> int:
         if svc is not None:
             svc.stop()
     meta = {"database": db, "database_bytes": facts["database_bytes"], "rounds": repeat, "cpus": os.cpu_count(),
-            "link_mib": args.link_mib, "baseline": args.baseline, "s3_copies": args.s3_copies,
+            "link_mib": args.link_mib, "baseline": args.baseline, "s3_copies": args.s3_copies, "age": args.age,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     text, checks = cpu_markdown(samples, meta) if args.cpu else markdown(samples, meta)
