@@ -27,7 +27,6 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import contextlib
-import ctypes
 import os
 import subprocess
 import threading
@@ -55,10 +54,11 @@ class _Holes(object):
     def __init__(self):
         self.fallocate = None
         try:
+            import ctypes  # here, not at import: every engine process imports this module
             libc = ctypes.CDLL(None, use_errno=True)  # this process's C library
             self.fallocate = getattr(libc, 'fallocate64', None) or libc.fallocate  # 64-bit offsets
             self.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-        except (OSError, AttributeError):
+        except (ImportError, OSError, AttributeError):
             self.fallocate = None
 
     def punch(self, archive, start, end):
