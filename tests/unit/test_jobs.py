@@ -96,7 +96,8 @@ def test_compression_threads_reach_the_dump(tmp_path, threads, in_reading_thread
         job['compression_threads'] = threads
     [result] = jobs.run(jobs.validate(job))
     assert result.succeeded, result.error
-    stored = open(result.backup['path'], 'rb').read()
+    with open(result.backup['path'], 'rb') as artifact:
+        stored = artifact.read()
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(stored)
     assert len(raw) == result.backup['raw_size']
     # compress() writes the content size into the frame; a stream cannot: compare without it
