@@ -10,7 +10,7 @@ commits synchronously). Rows, as whole processes side by side in each round:
     local_seekable_j2   pg_restore -j2 of a seekable custom file (pg_dump -Fc -Z0 -f): best local restore
     seed_gunzip_psql    the seed scripts' restore: gunzip -c file.sql.gz | psql (local file)
     ours_s3_serial      ours from S3 (moto, loopback), jobs 2, download then restore (before)
-    ours_s3_kept        the same overlapped, the pieces the loaders read kept in the work file (before)
+    ours_s3_unheld      the same overlapped, the download never held back for the loaders (before)
     ours_s3             ours from S3 (moto, loopback), jobs 2, overlapped (after)
     download_link       the artifact alone, boto3 get_object behind a --link-mib MiB/s link
     ours_link           ours from S3 behind that link, jobs 2, overlapped
@@ -19,7 +19,7 @@ Targets (PASS/MISS on medians): ours_s3 <= 1.15x local_seekable_j2; ours_link <=
 max(download_link, local_seekable_j2); seed_gunzip_psql >= 1.25x ours_s3. Wall times under
 load are indicative only: the table also gives CPU seconds of each process tree (pg_restore,
 psql and the engine; the PostgreSQL server's backends are not included) and the load average.
-"before" switches the overlap (or the freeing) off in the benchmark's own child process (the
+"before" switches the overlap (or the download's hold) off in the benchmark's own child process (the
 product cannot).
 The rounds, the child and the table are ``restore_rounds.py``'s; the link is
 ``fanout.Throttle`` pacing the server's replies.
@@ -45,7 +45,7 @@ ROWS = [
     ("local_seekable_j2", "local `pg_restore -j2`, seekable custom file (best local restore)"),
     ("seed_gunzip_psql", "seed: `gunzip -c file.sql.gz \\| psql` (local file)"),
     ("ours_s3_serial", "ours from S3 (loopback), jobs 2, download then restore (before)"),
-    ("ours_s3_kept", "ours from S3 (loopback), jobs 2, overlapped, the work file kept whole (before)"),
+    ("ours_s3_unheld", "ours from S3 (loopback), jobs 2, overlapped, the download not held back (before)"),
     ("ours_s3", "ours from S3 (loopback), jobs 2, overlapped"),
     ("download_link", "download alone behind the link (boto3 get_object)"),
     ("ours_link", "ours from S3 behind the link, jobs 2, overlapped"),
@@ -76,14 +76,14 @@ def run_round(rep: int, db: str, facts: dict, context: dict, work: Path, samples
     target = bench.scratch_database(db, KIND)
     files, s3, proxy = context["files"], context["s3"], context["proxy"]
 
-    def restore(endpoint: str, follow: bool, free: bool = True) -> dict:
+    def restore(endpoint: str, follow: bool, held: bool = True) -> dict:
         return restore_rounds.restore_spec(bench.repo_options(dict(s3, endpoint_url=endpoint), KIND), target, work,
-                                           follow=follow, free=free)
+                                           follow=follow, held=held)
     steps = [("local_seekable_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['seekable']}"),
              ("seed_gunzip_psql", f"gunzip -c {files['seed']} | psql -X -q -v ON_ERROR_STOP=1 -d \"{target}\" "
                                   "> /dev/null"),
              ("ours_s3_serial", restore(s3["endpoint_url"], False)),
-             ("ours_s3_kept", restore(s3["endpoint_url"], True, free=False)),
+             ("ours_s3_unheld", restore(s3["endpoint_url"], True, held=False)),
              ("ours_s3", restore(s3["endpoint_url"], True))]
     if proxy is not None:
         steps += [("download_link", {"op": "download", "s3": dict(s3, endpoint_url=proxy.endpoint_url),

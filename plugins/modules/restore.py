@@ -162,7 +162,11 @@ duration:
   type: float
   sample: 312.4
 download_seconds:
-  description: Seconds spent downloading, verifying and decompressing.
+  description:
+    - Seconds spent downloading, verifying and decompressing.
+    - When loading follows the download (PostgreSQL, O(target.jobs) > 1), the download overlaps
+      the loading and waits for loaders that fall more than 128 MiB behind, so this is the time
+      until the checksum was proven, not the store's speed.
   returned: when restored
   type: float
   sample: 18.2

@@ -210,6 +210,88 @@ def test_a_download_that_ends_before_the_scheduler_looks_still_loads_in_pieces(
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
 
+def _watch_the_download(monkeypatch, lead, feed_step):
+    """FollowingLoad with ``LEAD`` and ``FEED_STEP`` set small, recording after each of the
+    download's chunks how far it was ahead of the loaders and what the work file held."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import pgcustom
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
+    load = postgresql_following.FollowingLoad
+    monkeypatch.setattr(pgcustom, "SEGMENT", 64 * 1024)
+    monkeypatch.setattr(postgresql_following, "LEAD", lead)
+    monkeypatch.setattr(postgresql_following, "FEED_STEP", feed_step)
+    monkeypatch.setattr(postgresql_following, "LEAD_WAIT_SECONDS", 60)  # a busy CI machine is no stall
+    seen = {"ahead": [], "held": [], "chunks": [], "toc_end": None, "free": None}
+    tap = load.tap
+
+    def tap_and_look(self, data):
+        # the schema first, as from a store slower than this test's small local archive: no
+        # loader runs before it, and until then the download does not wait
+        deadline = time.monotonic() + 60
+        while self.plan.toc_ready(self._written()) and self.schema != "loaded" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tap(self, data)
+        written = self._written()
+        st = Path(self.path).stat()
+        seen["ahead"].append(written - self._unread(written))
+        seen["held"].append(st.st_blocks * 512)
+        seen["chunks"].append(len(data))
+        seen["toc_end"], seen["free"] = self.recorder.toc_end, self.held_back
+    monkeypatch.setattr(load, "tap", tap_and_look)
+    return seen
+
+
+def test_the_download_waits_for_the_loaders_and_the_work_file_stays_small(
+        sample_db, unique_db_name, tmp_path, monkeypatch):
+    """A download faster than its loaders is held back within ``LEAD`` of what they have still
+    to read, so the work file holds about ``LEAD`` of rows at any time, not the archive; the
+    restored database is the source's all the same."""
+    operations, commands, dummy = engine()
+    lead = 256 * 1024
+    seen = _watch_the_download(monkeypatch, lead, 64 * 1024)
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    made = _backup(sample_db, tmp_path, repo)
+    result = operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path),
+                                log=commands.CommandLog())
+    assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+    assert result["data_offsets"]["loaded_in_pieces"] > result["data_offsets"]["entries"]
+    # what the engine wrote: the raw archive, several times the bound below
+    bound = seen["toc_end"] + lead + max(seen["chunks"]) + 64 * 4096  # + the cut blocks' headers
+    print(f"raw {made['raw_size']} bytes; ahead at most {max(seen['ahead'])}, held at most {max(seen['held'])}, "
+          f"bound {bound}; chunks {len(seen['chunks'])} of at most {max(seen['chunks'])}")
+    assert made["raw_size"] > 2 * bound
+    assert seen["free"] is True  # never timed out: every hold ended when the loaders caught up
+    assert max(seen["ahead"]) <= lead
+    assert max(seen["held"]) <= bound
+
+
+def test_loaders_that_stall_let_the_download_run_free_and_the_restore_completes(
+        sample_db, unique_db_name, tmp_path, monkeypatch):
+    """The hold is a courtesy to the page cache, never a wait without end: loaders that stop
+    reading for longer than ``LEAD_WAIT_SECONDS`` let the download write the rest of the work
+    file as before, and the restore completes."""
+    operations, commands, dummy = engine()
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
+    seen = _watch_the_download(monkeypatch, 64 * 1024, 64 * 1024)
+    monkeypatch.setattr(postgresql_following, "LEAD_WAIT_SECONDS", 0.3)
+    copy = postgresql_following.FollowingLoad._copy
+    stalled = []
+
+    def stall_once(archive, pipe, start, end):
+        if start > 0 and not stalled:  # the first rows a loader reads: it stops for a while
+            stalled.append(start)
+            time.sleep(1.5)
+        return copy(archive, pipe, start, end)
+    monkeypatch.setattr(postgresql_following.FollowingLoad, "_copy", staticmethod(stall_once))
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    _backup(sample_db, tmp_path, repo)
+    operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path),
+                       log=commands.CommandLog())
+    assert stalled and seen["free"] is False  # the hold gave up once, and the download ran free
+    assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+
+
 def test_a_role_that_is_no_superuser_restores_too(sample_db, unique_db_name, tmp_path):
     """A superuser's loaders do not zero-fill the WAL files they create (``load_env``); the
     setting is a superuser's only, and anyone else's connection would be refused with it. A

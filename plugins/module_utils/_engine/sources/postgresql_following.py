@@ -17,6 +17,9 @@ where the TOC and each block end, and this loader follows:
 - once the download has proven the checksum: ``pg_restore -j`` of all the rest (data no
   loader took, sequences, then indexes and constraints, which pg_restore -j runs in parallel).
 
+Each piece is freed from the file once its loader has read it, and a download faster than the
+loaders waits within ``LEAD`` of what they have still to read (``_hold``).
+
 The scratch database is only swapped in after that and after the row counts; a checksum
 that fails drops it (``_prepare``). One thread schedules: it starts and reaps the loaders
 between the download's chunks (``tap``), one thread per loader feeds its pipe; the scheduler lives until every loader it started ended: a
@@ -30,11 +33,15 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
 
 from .. import commands, pgcustom, pipeline
 from ..errors import TargetError
 
 POLL_SECONDS = 0.05  # how often the scheduler looks at the file without a new chunk
+LEAD = 2 * pgcustom.SEGMENT  # how far the download may run ahead of what the loaders have read
+LEAD_WAIT_SECONDS = 5.0  # held back this long with no loader reading on, the download runs free
+FEED_STEP = 8 * 2 ** 20  # a feeder frees what it copied, and says how far it got, this often
 PRE_DATA = 'the schema (pre-data)'
 _PUNCH_HOLE = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE (linux/falloc.h)
 
@@ -103,6 +110,9 @@ class FollowingLoad(object):
         self.closing = False
         self.lists = 0
         self.holes = _Holes()
+        self.reading = {}           # (dumpId, n) -> where a loader is in that piece, from its take
+        self.read_to = 0            # the end of the last piece a loader finished, the furthest
+        self.held_back = True       # the download waits while it is more than LEAD ahead
         self.thread = threading.Thread(target=self._schedule, name='offsite-restore-following')
         self.thread.daemon = True
 
@@ -110,10 +120,48 @@ class FollowingLoad(object):
         self.thread.start()
 
     def tap(self, data):
-        """The download's chunk, before it is written: parsed, and the scheduler woken."""
+        """The download's chunk, before it is written: parsed, and the scheduler woken; then the
+        download waits while it is more than LEAD ahead of what the loaders have still to read."""
         with self.cond:
             self.recorder.feed(data)
             self.cond.notify_all()
+            if self.held_back:
+                self._hold()
+
+    def _hold(self):
+        """Why: from a fast store the download runs ahead of the loaders (on loopback ~3x), and
+        every byte it wrote ahead took a page of the page cache, and of the disk, that no loader
+        had freed yet. On a VM that hands free memory back to its host such pages cost a fault
+        each: an 848 MB archive's restore took 1.44-1.75 s of system CPU, and 1.05-1.19 s held
+        back (bench/README.md). Held within LEAD, the download writes into the pages the loaders
+        just freed (``_Holes``), and the work file holds about LEAD of rows, not the archive.
+        Behind a link slower than the loaders nothing waits. Loaders that read nothing for
+        LEAD_WAIT_SECONDS while the download waits (stalled) let it run free from then on."""
+        deadline = unread = None
+        while not (self.closing or self.draining or self.failure is not None
+                   or self.recorder.error is not None):
+            written = self._written()
+            unread_now = self._unread(written)
+            if written - unread_now <= LEAD:
+                return
+            now = time.monotonic()
+            if unread_now != unread:  # the loaders read on: wait as long again
+                deadline, unread = now + LEAD_WAIT_SECONDS, unread_now
+            elif now >= deadline:
+                self.held_back = False
+                return
+            self.cond.wait(POLL_SECONDS)
+
+    def _unread(self, written):
+        """The first byte of the file a loader has still to read: pieces are taken in file
+        order, so every piece no loader took lies after the pieces taken (``reading``); with
+        none taken or left, after the TOC and the last piece a loader finished. No loader runs
+        before the schema is in: until then the download does not wait."""
+        if self.schema != 'loaded':
+            return written
+        if self.reading:
+            return min(self.reading.values())
+        return max(self.recorder.toc_end, self.read_to)
 
     # -- the scheduler thread ---------------------------------------------------------------
     def _schedule(self):
@@ -140,6 +188,8 @@ class FollowingLoad(object):
         if self.schema != 'loaded':
             return
         for batch in self.plan.take(written, self.jobs - len(self.loaders)):
+            for piece in batch:
+                self.reading[piece] = self.plan.piece(*piece)[0]
             loader = self._start(['-L', self._list([dump_id for dump_id, n in batch])],
                                  'the data of %d table(s)' % len(batch), piped=True)
             loader.feeder = threading.Thread(target=self._feed, args=(loader.proc, batch),
@@ -173,6 +223,16 @@ class FollowingLoad(object):
         with self.cond:
             pos, end, last = self.plan.piece(dump_id, n)
             head = self.recorder.blocks[dump_id], self.recorder.heads.get(dump_id)
+        try:
+            pos = self._follow_rows(archive, pipe, dump_id, n, pos, head)
+        finally:
+            with self.cond:
+                self.reading.pop((dump_id, n), None)
+                self.read_to = max(self.read_to, pos)
+                self.cond.notify_all()
+
+    def _follow_rows(self, archive, pipe, dump_id, n, pos, head):
+        """``_follow`` from ``pos``: returns where it stopped."""
         if n:
             self._copy(archive, pipe, *head)
         # the block's header is read again by the pieces after each cut: never freed
@@ -185,17 +245,22 @@ class FollowingLoad(object):
                     if pos < limit or (end is not None and pos >= end) or self.closing:
                         break
                     if self.downloaded:
-                        return  # the file ended inside the block: fetch's checks say why
+                        return pos  # the file ended inside the block: fetch's checks say why
                     self.cond.wait(POLL_SECONDS)
             if self.closing:
-                return
+                return pos
             if end is not None and pos >= end:
                 break
+            limit = min(limit, pos + FEED_STEP)
             self._copy(archive, pipe, pos, limit)
             pos = limit
             freed = self.holes.punch(archive, freed, pos)
+            with self.cond:
+                self.reading[(dump_id, n)] = pos
+                self.cond.notify_all()  # a download held back may go on
         if not last:
             pipe.write(self.recorder.terminator())
+        return pos
 
     @staticmethod
     def _copy(archive, pipe, start, end):
