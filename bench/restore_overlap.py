@@ -21,8 +21,9 @@ load are indicative only: the table also gives CPU seconds of each process tree 
 psql and the engine; the PostgreSQL server's backends are not included) and the load average.
 "before" switches the overlap (or the download's hold) off in the benchmark's own child process (the
 product cannot).
-The rounds, the child and the table are ``restore_rounds.py``'s; the link is
-``fanout.Throttle`` pacing the server's replies.
+The rounds, the child and the table are ``restore_rounds.py``'s; the link (``--link``) is shaped
+by the kernel where this machine can (``netlink.py``: a moto of its own in a network namespace,
+its replies paced by tc), else ``fanout.Throttle`` pacing the server's replies in this process.
 
     bench/run.sh --overlap [--scale small] [--repeat N] [--link-mib 40]
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-import fanout  # noqa: E402  (Throttle)
+import netlink  # noqa: E402  (the link: shaped by the kernel, or fanout.Throttle's proxy)
 import restore_rounds  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
@@ -51,11 +52,12 @@ ROWS = [
     ("ours_link", "ours from S3 behind the link, jobs 2, overlapped"),
 ]
 TARGETS = {"s3_vs_local": 1.15, "link_vs_limit": 1.15, "seed_vs_s3": 1.25}
-LINK_MIB = []  # --link-mib, read by prepare
+LINK_MIB, LINK = [], []  # --link-mib and --link, read by prepare
 
 
 def prepare(db: str, work: Path, s3: dict) -> dict:
-    """The local files, one engine backup (module defaults) in S3, and the throttled link."""
+    """The local files, one engine backup (module defaults) in S3, and the store behind the link
+    (a store of its own when the kernel shapes the link: the backup is uploaded there too)."""
     pg_dump = bench.pg_tool("pg_dump")
     files = {"seekable": work / "seekable.dump", "seed": work / "seed.sql.gz"}
     subprocess.run([pg_dump, "-Fc", "-Z0", "-f", str(files["seekable"]), db], env=bench.pg_env(), check=True)
@@ -63,32 +65,34 @@ def prepare(db: str, work: Path, s3: dict) -> dict:
     operations = bench._engine()
     made = operations.dump("bench", bench.source_spec(db), str(work / "dest"))["backup"]
     operations.upload(made, [bench.repo_options(s3, KIND)])
+    link_mib, link_s3, link = LINK_MIB[0], None, None
+    if link_mib:
+        link_s3, link = netlink.open_link(s3, link_mib * bench.MIB, "down", LINK[0])
+        if link_s3["access_key"] != s3["access_key"]:
+            operations.upload(made, [bench.repo_options(link_s3, KIND)])
     shutil.rmtree(work / "dest", ignore_errors=True)
-    link_mib = LINK_MIB[0]
-    proxy = fanout.Throttle(int(s3["endpoint_url"].rsplit(":", 1)[1]), link_mib * bench.MIB, direction="down") \
-        if link_mib else None
-    return {"files": files, "s3": s3, "proxy": proxy, "key": f"{KIND}/bench/{os.path.basename(made['path'])}",
-            "raw_mib": files["seekable"].stat().st_size / bench.MIB, "meta": {"link_mib": link_mib}}
+    return {"files": files, "s3": s3, "link_s3": link_s3, "link": link,
+            "key": f"{KIND}/bench/{os.path.basename(made['path'])}",
+            "raw_mib": files["seekable"].stat().st_size / bench.MIB,
+            "meta": {"link_mib": link_mib, "link": LINK[0] if link_mib else None}}
 
 
 def run_round(rep: int, db: str, facts: dict, context: dict, work: Path, samples: dict) -> None:
     pg_restore = bench.pg_tool("pg_restore")
     target = bench.scratch_database(db, KIND)
-    files, s3, proxy = context["files"], context["s3"], context["proxy"]
+    files, s3, link_s3 = context["files"], context["s3"], context["link_s3"]
 
-    def restore(endpoint: str, follow: bool, held: bool = True) -> dict:
-        return restore_rounds.restore_spec(bench.repo_options(dict(s3, endpoint_url=endpoint), KIND), target, work,
-                                           follow=follow, held=held)
+    def restore(store: dict, follow: bool, held: bool = True) -> dict:
+        return restore_rounds.restore_spec(bench.repo_options(store, KIND), target, work, follow=follow, held=held)
     steps = [("local_seekable_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['seekable']}"),
              ("seed_gunzip_psql", f"gunzip -c {files['seed']} | psql -X -q -v ON_ERROR_STOP=1 -d \"{target}\" "
                                   "> /dev/null"),
-             ("ours_s3_serial", restore(s3["endpoint_url"], False)),
-             ("ours_s3_unheld", restore(s3["endpoint_url"], True, held=False)),
-             ("ours_s3", restore(s3["endpoint_url"], True))]
-    if proxy is not None:
-        steps += [("download_link", {"op": "download", "s3": dict(s3, endpoint_url=proxy.endpoint_url),
-                                     "key": context["key"]}),
-                  ("ours_link", restore(proxy.endpoint_url, True))]
+             ("ours_s3_serial", restore(s3, False)),
+             ("ours_s3_unheld", restore(s3, True, held=False)),
+             ("ours_s3", restore(s3, True))]
+    if link_s3 is not None:
+        steps += [("download_link", {"op": "download", "s3": link_s3, "key": context["key"]}),
+                  ("ours_link", restore(link_s3, True))]
     restore_rounds.run_steps(SCRIPT, steps, target, facts, work, samples)
 
 
@@ -111,7 +115,8 @@ def evaluate(samples: dict) -> list:
 
 
 def markdown(samples: dict, meta: dict) -> tuple[str, list]:
-    lines = restore_rounds.header(meta, f"; link {meta['link_mib']} MiB/s")
+    lines = restore_rounds.header(meta, f"; link {meta['link_mib']} MiB/s"
+                                  + (f", {netlink.LINKS[meta['link']]}" if meta.get("link") else ""))
     lines += restore_rounds.table(samples, ROWS, "local_seekable_j2", download=True)
     checks = evaluate(samples)
     lines += ["", "| target | measured | |", "|---|---:|---|"]
@@ -122,7 +127,7 @@ def markdown(samples: dict, meta: dict) -> tuple[str, list]:
 def main(argv=None) -> int:
     return restore_rounds.main_behind_link(argv, __doc__, KIND, "Restore overlapped with the download", prepare,
                                            run_round, markdown, LINK_MIB,
-                                           help_text="MiB/s of the throttled link (0: loopback only)")
+                                           help_text="MiB/s of the throttled link (0: loopback only)", link=LINK)
 
 
 if __name__ == "__main__":

@@ -190,21 +190,28 @@ def run(args, kind: str, what: str, prepare, round_, markdown, cleanup=None) -> 
 
 
 def main_behind_link(argv, doc: str, kind: str, what: str, prepare, round_, markdown, link_mib: list,
-                     help_text: str = "MiB/s of the throttled link", cleanup=None) -> int:
+                     help_text: str = "MiB/s of the throttled link", cleanup=None, link: list | None = None) -> int:
     """The command line of a benchmark with a throttled link: its ``_child`` entry, or ``run``
-    with ``--link-mib`` (appended to ``link_mib``, which ``prepare`` reads); the context's
-    ``proxy`` is closed, then ``cleanup(context)`` runs."""
+    with ``--link-mib`` (appended to ``link_mib``, which ``prepare`` reads) and, given ``link``,
+    ``--link`` (appended to it); the context's ``proxy`` or ``link`` is closed, then
+    ``cleanup(context)`` runs."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_child":
         return child_main(argv[1], argv[2])
     ap = arguments(doc, None)
     ap.add_argument("--link-mib", type=float, default=40, help=help_text)
+    if link is not None:
+        import netlink  # here: the timed child imports this module too, and must not pay for it
+        netlink.link_argument(ap)
     args = ap.parse_args(argv)
     link_mib.append(args.link_mib)
+    if link is not None:
+        link.append(args.link)
 
     def close(context):
-        if context.get("proxy") is not None:
-            context["proxy"].close()
+        for key in ("proxy", "link"):
+            if context.get(key) is not None:
+                context[key].close()
         if cleanup is not None:
             cleanup(context)
     return run(args, kind, what, prepare, round_, markdown, cleanup=close)

@@ -11,11 +11,14 @@ copy, upload to S3 (moto on loopback), retention — timed side by side with its
 Every step runs in its own process and is timed from outside, interpreter start included (for
 the engine and boto3 steps too), so the rows compare what cron would wait for.
 
-Each round runs twice: against moto on loopback, and against the same moto through a loopback
-TCP proxy that passes at most ``--link-mib`` MiB/s upstream (``fanout.Throttle``): a store behind
-a real uplink, where the network rather than this machine's two cores limits the upload. On
-loopback the S3 endpoint runs on the same two cores as PostgreSQL, pg_dump and the engine, so the
-overlap of dump and upload has no spare CPU to use.
+Each round runs twice: against moto on loopback, and against a store behind a link that passes
+at most ``--link-mib`` MiB/s upstream, where the network rather than this machine's two cores
+limits the upload. The link (``--link``) is shaped by the kernel where this machine can (root:
+a second moto in a network namespace of its own, reached over a veth pair with tc's token
+bucket, ``netlink.py``), else it is a loopback TCP proxy in this process (``fanout.Throttle``),
+whose own copying takes CPU from the cores it measures. On loopback the S3 endpoint runs on the
+same two cores as PostgreSQL, pg_dump and the engine, so the overlap of dump and upload has no
+spare CPU to use.
 
 The run is the real command exactly as cron starts it (a fresh interpreter, its job file and env
 file, no terminal), timed from outside, interpreter start-up included. Its memory is the peak RSS
@@ -53,11 +56,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import bench  # noqa: E402  (database builder, S3 settings, measurement helpers of the main benchmark)
-import fanout  # noqa: E402  (Throttle: a loopback TCP proxy with a bandwidth limit)
+import netlink  # noqa: E402  (the link: shaped by the kernel, or fanout.Throttle's proxy)
 import proc_cpu  # noqa: E402  (CPU seconds per process, /proc sampled)
 
 CLI_MODULE = "ansible_collections.offsite.backup.plugins.module_utils._engine.cli"
 TARGETS = {"run_vs_pg_dump": 1.5, "seed_vs_run": 3.5, "run_rss_mib": 150}  # from issue 6
+# issue 14: the seed pipeline >= 3x the two module calls and >= 4x the single pass; behind the
+# link the single pass <= 1.05x max(pg_dump > /dev/null, our upload alone at that rate)
+TARGETS_14 = {"seed_vs_two_calls": 3.0, "seed_vs_run": 4.0, "link_run_vs_limit": 1.05}
 ROWS = [
     ("pg_dump_plain_null", "`pg_dump > /dev/null` (plain)"),
     ("pg_dump_custom_z0_null", "`pg_dump -Fc -Z0 > /dev/null`"),
@@ -282,7 +288,7 @@ def markdown(samples: dict, meta: dict) -> tuple[str, list]:
              f"{meta['load_end']:.1f} at the end; {meta['cpus']} CPUs. Every row is a whole process "
              f"timed from outside.", "",
              "| step | loopback moto: median s | min–max s | × pg_dump | CPU s | peak RSS MiB | "
-             f"behind a {meta['link_mib']:g} MiB/s link: median s | × pg_dump |",
+             f"behind a {meta['link_mib']:g} MiB/s link ({netlink.LINKS[meta.get('link', 'proxy')]}): median s | × pg_dump |",
              "|---|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
         vals = [s["seconds"] for s in samples[key]]
@@ -306,7 +312,16 @@ def markdown(samples: dict, meta: dict) -> tuple[str, list]:
             (f"{where}: peak memory < {TARGETS['run_rss_mib']} MB", f"{rss:.0f} MiB",
              rss * 1.048576 < TARGETS["run_rss_mib"]),
             (f"{where}: (context) two module calls / one pass", f"{med('two_calls_total' + suffix) / run:.2f}×", None),
+            (f"{where}: (issue 14) seed pipeline ≥ {TARGETS_14['seed_vs_two_calls']:.0f}× the two module calls",
+             f"{seed / med('two_calls_total' + suffix):.2f}×", seed / med("two_calls_total" + suffix) >= TARGETS_14["seed_vs_two_calls"]),
+            (f"{where}: (issue 14) seed pipeline ≥ {TARGETS_14['seed_vs_run']:.0f}× the scheduled run",
+             f"{seed / run:.2f}×", seed / run >= TARGETS_14["seed_vs_run"]),
         ]
+        if suffix:
+            limit = max(base, med("ours_upload" + suffix))
+            checks.append((f"{where}: (issue 14) scheduled run ≤ {TARGETS_14['link_run_vs_limit']}× max(`pg_dump > "
+                           f"/dev/null`, our upload alone at that rate)", f"{run / limit:.3f}×",
+                           run / limit <= TARGETS_14["link_run_vs_limit"]))
     lines += ["", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {name} | {text} | {'' if ok is None else '**PASS**' if ok else '**MISS**'} |"
               for name, text, ok in checks]
@@ -318,6 +333,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=sorted(bench.SCALES), default="full")
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 5 full, 1 small)")
     ap.add_argument("--link-mib", type=float, default=40, help="MiB/s of the throttled link (0: loopback only)")
+    netlink.link_argument(ap)
     ap.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process per GB (issue 14) instead")
     ap.add_argument("--baseline", help="with --cpu: a git revision whose engine runs the same job too")
@@ -333,8 +349,10 @@ def main(argv=None) -> int:
     facts = bench.database_facts(db)
     s3, client, svc = bench.s3_bucket(args)
     work = Path(tempfile.mkdtemp(prefix="offsite-bench-run-"))
-    proxy = None if args.cpu or not args.link_mib else fanout.Throttle(
-        int(s3["endpoint_url"].rsplit(":", 1)[1]), args.link_mib * bench.MIB)
+    link = link_s3 = link_client = None
+    if not args.cpu and args.link_mib:
+        link_s3, link = netlink.open_link(s3, args.link_mib * bench.MIB, "up", args.link)
+        link_client = bench.s3_client(link_s3)
     samples: dict = {}
     started, load_start = time.time(), os.getloadavg()[0]
     engines = {"after": bench.COLLECTIONS}
@@ -348,11 +366,11 @@ def main(argv=None) -> int:
                 cpu_round(rep, repeat, db, s3, client, work, samples, engines, args.s3_copies, args.age)
                 continue
             run_round(rep, repeat, db, s3, client, work, samples)
-            if proxy is not None:
-                run_round(rep, repeat, db, dict(s3, endpoint_url=proxy.endpoint_url), client, work, samples, "_link")
+            if link_s3 is not None:
+                run_round(rep, repeat, db, link_s3, link_client, work, samples, "_link")
     finally:
-        if proxy is not None:
-            proxy.close()
+        if link is not None:
+            link.close()
         shutil.rmtree(work, ignore_errors=True)
         try:
             bench.s3_clear(client, s3["bucket"])
@@ -361,7 +379,7 @@ def main(argv=None) -> int:
         if svc is not None:
             svc.stop()
     meta = {"database": db, "database_bytes": facts["database_bytes"], "rounds": repeat, "cpus": os.cpu_count(),
-            "link_mib": args.link_mib, "baseline": args.baseline, "s3_copies": args.s3_copies, "age": args.age,
+            "link_mib": args.link_mib, "link": args.link, "baseline": args.baseline, "s3_copies": args.s3_copies, "age": args.age,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     text, checks = cpu_markdown(samples, meta) if args.cpu else markdown(samples, meta)
