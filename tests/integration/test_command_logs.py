@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import uuid
@@ -37,6 +38,7 @@ COLLECTIONS = str(Path(__file__).resolve().parents[2] / ".cache" / "collections"
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
+from ansible_collections.offsite.backup.plugins.module_utils._engine import commands as engine_commands  # noqa: E402
 from ansible_collections.offsite.backup.plugins.module_utils._engine import operations  # noqa: E402
 from ansible_collections.offsite.backup.plugins.module_utils._engine import verify as verifying  # noqa: E402
 from ansible_collections.offsite.backup.plugins.module_utils._engine.commands import CommandLog  # noqa: E402
@@ -59,12 +61,13 @@ def _uid() -> str:
 
 
 def programs(commands: list[str]) -> list[str]:
-    return [os.path.basename(shlex.split(c)[0]) for c in commands]
+    """The program of each recorded call, past a ``stdbuf -o N`` that runs it block-buffered."""
+    return [os.path.basename(engine_commands._program(shlex.split(c))) for c in commands]
 
 
 def calls(commands: list[str], program: str) -> list[list[str]]:
     """The argv (split) of every recorded call of ``program``."""
-    return [shlex.split(c) for c in commands if os.path.basename(shlex.split(c)[0]) == program]
+    return [shlex.split(c) for c, name in zip(commands, programs(commands)) if name == program]
 
 
 def assert_no_secret(logs: dict, secrets: list[str]) -> None:
@@ -256,6 +259,9 @@ def test_postgresql_source_logs_pg_tools_and_docker(scram_pg, tmp_path, monkeypa
         logs = dump_and_restore("pg", pg_source(name, **server), pg_source(f"{name}_copy", mode="create", **server),
                                 tmp_path)
         assert "pg_dump" in programs(logs["dump"]), logs["dump"]
+        if shutil.which("stdbuf"):  # its output reaches our pipe in blocks of 1 MiB, not 4 KiB
+            dumping = [argv for argv in calls(logs["dump"], "pg_dump") if "--version" not in argv]
+            assert dumping and all(os.path.basename(argv[0]) == "stdbuf" for argv in dumping), logs["dump"]
         assert "pg_restore" in programs(logs["restore"]) and "psql" in programs(logs["restore"]), logs["restore"]
         assert_no_secret(logs, [scram_pg.password])
 

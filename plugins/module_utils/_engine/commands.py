@@ -28,6 +28,7 @@ STDERR_TAIL = 2000
 # 2-core machine, dump of an 800 MB database ~6-13% faster with less CPU.
 PIPE_SIZE = 1024 * 1024
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on; Linux only
+STDBUF = 'stdbuf'  # coreutils: runs a program with the stdio buffers it is told
 
 
 class CommandLog(object):
@@ -107,6 +108,26 @@ def _past_pg_wrapper(tool, path):
     return program
 
 
+def block_buffered(argv):
+    """``argv`` run with its standard output in blocks of PIPE_SIZE (``stdbuf -o``), where
+    coreutils' stdbuf is installed; else as it is.
+
+    Why: a tool that writes with stdio (pg_dump) fills a pipe 4 KiB at a time, glibc's buffer
+    for a pipe, and each write wakes the reader for those 4 KiB: 850 MB of pg_dump output
+    came in 65,000-70,000 reads into a 1 MiB pipe, 0.60 s of the reader's CPU, against 810
+    reads and 0.10 s with ``stdbuf -o 1M`` (a reader that does nothing else; pg_dump's own CPU
+    unchanged). stdbuf execs the tool in its place: same process, same exit status."""
+    stdbuf = shutil.which(STDBUF)
+    return [stdbuf, '-o', str(PIPE_SIZE)] + list(argv) if stdbuf else list(argv)
+
+
+def _program(argv):
+    """The program ``argv`` runs, past a ``block_buffered`` prefix."""
+    if len(argv) > 3 and os.path.basename(argv[0]) == STDBUF and argv[1] == '-o':
+        return argv[3]
+    return argv[0] if argv else None
+
+
 def child_env(extra, program=None):
     env = dict(os.environ)
     env.update(dict((k, str(v)) for k, v in extra.items() if v is not None))
@@ -120,7 +141,7 @@ def run(argv, log, env=None, stdin=None, timeout=None, cwd=None):
     """Run to completion; returns (rc, stdout text, stderr text). Never raises on rc. ``cwd``:
     where it runs (a tool run as another user may not enter ours)."""
     log.record(argv)
-    proc = subprocess.run(argv, env=child_env(env or {}, argv[0]), stdin=stdin, stdout=subprocess.PIPE, cwd=cwd,
+    proc = subprocess.run(argv, env=child_env(env or {}, _program(argv)), stdin=stdin, stdout=subprocess.PIPE, cwd=cwd,
                           stderr=subprocess.PIPE, timeout=timeout, check=False, preexec_fn=lifeline.prepare())
     return (proc.returncode, proc.stdout.decode('utf-8', 'replace'),
             proc.stderr.decode('utf-8', 'replace'))
@@ -134,7 +155,7 @@ def streaming(argv, log, env=None, stdin=None, stdout=None, pass_fds=()):
     child inherits, e.g. the read end of a pipe holding a passphrase (``gpg --passphrase-fd``)."""
     log.record(argv)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, env=child_env(env or {}, argv[0]), stdin=stdin,
+        proc = subprocess.Popen(argv, env=child_env(env or {}, _program(argv)), stdin=stdin,
                                 stdout=stdout if stdout is not None else subprocess.PIPE,
                                 stderr=err, pass_fds=pass_fds, preexec_fn=lifeline.prepare())
         proc.stderr_file = err

@@ -253,6 +253,8 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         for table in self.options.get('exclude_tables') or []:
             argv += ['--exclude-table', table]
         argv.append(database)
+        if not self.in_container():  # a container's image may have no stdbuf
+            argv = commands.block_buffered(argv)
         return commands.streaming(self._argv(argv), self.log, env=self._env())
 
     def _dumped(self, proc, database):
