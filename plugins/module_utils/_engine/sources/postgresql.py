@@ -253,9 +253,12 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         for table in self.options.get('exclude_tables') or []:
             argv += ['--exclude-table', table]
         argv.append(database)
-        if not self.in_container():  # a container's image may have no stdbuf
-            argv = commands.block_buffered(argv)
-        return commands.streaming(self._argv(argv), self.log, env=self._env())
+        return commands.streaming(self._argv(self._block_buffered(argv)), self.log, env=self._env())
+
+    def _block_buffered(self, argv, stdin=False):
+        """``commands.block_buffered`` on this node; in a container as it is (the container's
+        image may have no stdbuf)."""
+        return list(argv) if self.in_container() else commands.block_buffered(argv, stdin=stdin)
 
     def _dumped(self, proc, database):
         """Raise if pg_dump failed: a truncated dump never passes for a complete one."""
@@ -444,6 +447,8 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
                                     if path else [])
             tool = 'pg_restore'
         env = self.load_env()
+        if stream:
+            argv = self._block_buffered(argv, stdin=True)
         with commands.streaming(self._argv(argv, stdin=bool(stream), env=env), self.log, env=env,
                                 stdin=subprocess.PIPE if stream else None, stdout=subprocess.DEVNULL) as proc:
             if stream:
@@ -462,8 +467,10 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         return argv + extra
 
     def load_argv(self, database, extra, env, stdin=False):
-        """``pg_restore`` into ``database`` with ``extra`` arguments (the archive last), as run."""
-        return self._argv(self._pg_restore(database, extra), stdin=stdin, env=env)
+        """``pg_restore`` into ``database`` with ``extra`` arguments (the archive last, or
+        ``stdin``: none, it reads a pipe), as run."""
+        argv = self._pg_restore(database, extra)
+        return self._argv(self._block_buffered(argv, stdin=True) if stdin else argv, stdin=stdin, env=env)
 
     def load_env(self):
         """The loaders' environment: their sessions' own settings (PGOPTIONS). Commits do not
