@@ -61,6 +61,12 @@ class Source(object):
         (where this node's PATH means nothing)."""
         return name if self.in_container() else commands.which(name, purpose)
 
+    def block_buffered(self, argv, stdin=False):
+        """``argv``, a tool writing (``stdin``: reading) one of our pipes with stdio, run so that
+        it moves 1 MiB per system call (``commands.block_buffered``); in a container as it is
+        (the container's image may have no stdbuf)."""
+        return list(argv) if self.in_container() else commands.block_buffered(argv, stdin=stdin)
+
     def exec_argv(self, argv, env_names=(), stdin=False):
         """``argv`` as run on this node: unchanged without ``container``, else wrapped the
         way the seed scripts do it, ``docker exec [-i]`` or ``docker compose exec -T``.

@@ -253,12 +253,7 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         for table in self.options.get('exclude_tables') or []:
             argv += ['--exclude-table', table]
         argv.append(database)
-        return commands.streaming(self._argv(self._block_buffered(argv)), self.log, env=self._env())
-
-    def _block_buffered(self, argv, stdin=False):
-        """``commands.block_buffered`` on this node; in a container as it is (the container's
-        image may have no stdbuf)."""
-        return list(argv) if self.in_container() else commands.block_buffered(argv, stdin=stdin)
+        return commands.streaming(self._argv(self.block_buffered(argv)), self.log, env=self._env())
 
     def _dumped(self, proc, database):
         """Raise if pg_dump failed: a truncated dump never passes for a complete one."""
@@ -448,7 +443,7 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
             tool = 'pg_restore'
         env = self.load_env()
         if stream:
-            argv = self._block_buffered(argv, stdin=True)
+            argv = self.block_buffered(argv, stdin=True)
         with commands.streaming(self._argv(argv, stdin=bool(stream), env=env), self.log, env=env,
                                 stdin=subprocess.PIPE if stream else None, stdout=subprocess.DEVNULL) as proc:
             if stream:
@@ -470,7 +465,7 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         """``pg_restore`` into ``database`` with ``extra`` arguments (the archive last, or
         ``stdin``: none, it reads a pipe), as run."""
         argv = self._pg_restore(database, extra)
-        return self._argv(self._block_buffered(argv, stdin=True) if stdin else argv, stdin=stdin, env=env)
+        return self._argv(self.block_buffered(argv, stdin=True) if stdin else argv, stdin=stdin, env=env)
 
     def load_env(self):
         """The loaders' environment: their sessions' own settings (PGOPTIONS). Commits do not
