@@ -57,8 +57,21 @@ def test_stdbuf_runs_the_program_in_its_place_with_its_exit_status():
 
 
 def test_without_stdbuf_the_program_runs_as_it_is(monkeypatch):
+    monkeypatch.setattr(commands, "_STDBUF", [])
     monkeypatch.setattr(commands.shutil, "which", lambda name: None)
     assert commands.block_buffered(["pg_dump", "db"]) == ["pg_dump", "db"]
+
+
+def test_a_stdbuf_that_cannot_run_a_program_is_not_used(tmp_path, monkeypatch):
+    """A coreutils without libstdbuf.so: stdbuf exits 125 before it runs anything. Every dump
+    would fail with it, so it is tried once and then left out."""
+    broken = tmp_path / "stdbuf"
+    broken.write_text("#!/bin/sh\necho \"stdbuf: failed to find 'libstdbuf.so'\" >&2\nexit 125\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(commands, "_STDBUF", [])
+    monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
+    assert commands.block_buffered(["pg_dump", "db"]) == ["pg_dump", "db"]
+    assert commands.block_buffered(["pg_restore"], stdin=True) == ["pg_restore"]  # tried once
 
 
 @needs_stdbuf

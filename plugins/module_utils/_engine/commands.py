@@ -120,8 +120,28 @@ def block_buffered(argv, stdin=False):
     and each read woke our feeder for one more page: a following restore's system CPU fell
     from 1.13-1.46 to 0.91-1.13 s with ``-i``. stdbuf execs the tool in its place: same
     process, same exit status."""
-    stdbuf = shutil.which(STDBUF)
+    stdbuf = _working_stdbuf()
     return [stdbuf, '-i' if stdin else '-o', str(PIPE_SIZE)] + list(argv) if stdbuf else list(argv)
+
+
+_STDBUF = []  # [path or None], once per process
+
+
+def _working_stdbuf():
+    """stdbuf's path if it runs a program here, else None. It preloads a library of its own
+    (libstdbuf.so): a coreutils without it, or a system that refuses the preload, would fail
+    every dump that used it, so it is tried once (``stdbuf -o 0 true``) before it is trusted."""
+    if not _STDBUF:
+        path = shutil.which(STDBUF)
+        true = shutil.which('true')
+        try:
+            works = bool(path and true) and subprocess.call(
+                [path, '-o', '0', true], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=10) == 0
+        except (OSError, subprocess.SubprocessError):
+            works = False
+        _STDBUF.append(path if works else None)
+    return _STDBUF[0]
 
 
 def _program(argv):
