@@ -38,8 +38,8 @@ STREAMED = ("s3", "box")
 def program_of(command: str) -> str:
     """The program an executed command runs, past the ``stdbuf -i/-o N`` that runs a tool
     reading or writing our pipes block-buffered (``commands.block_buffered``)."""
-    words = command.split()
-    return words[3] if len(words) > 3 and os.path.basename(words[0]) == "stdbuf" else words[0]
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import commands
+    return commands._program(command.split())
 
 
 def _uid() -> str:
