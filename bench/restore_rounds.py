@@ -21,12 +21,11 @@ import bench  # noqa: E402
 
 # -- the child: one engine restore (or a plain download) in a fresh interpreter -----------------
 def child_main(spec_path: str, result_path: str) -> int:
-    """``spec``: {"op": "restore", "kwargs", "offsets": bool, "follow": bool, "free": bool,
-    "held": bool} or {"op": "download", "s3", "key"}. ``offsets: false`` switches the TOC offset
-    recorder off, ``follow: false`` the overlapped restore (download, then restore), ``free:
-    false`` the freeing of the work file's pieces once loaded, ``held: false`` the download's
-    hold within ``LEAD`` of the loaders: "before" rows, in the benchmark's own child only
-    (nothing in the product switches them off)."""
+    """``spec``: {"op": "restore", "kwargs", "offsets": bool, "follow": bool, "held": bool} or
+    {"op": "download", "s3", "key"}. ``offsets: false`` switches the TOC offset recorder off,
+    ``follow: false`` the overlapped restore (download, then restore), ``held: false`` the
+    download's hold within ``LEAD`` of the loaders: "before" rows, in the benchmark's own child
+    only (nothing in the product switches them off)."""
     spec = json.loads(Path(spec_path).read_text())
     import boto3  # noqa: F401  (the S3 repository imports it anyway: not timed)
     if spec["op"] == "download":
@@ -46,8 +45,6 @@ def child_main(spec_path: str, result_path: str) -> int:
         if not spec.get("follow", True):
             postgresql.PostgresqlSource.follows = lambda self, manifest: False
         from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
-        if not spec.get("free", True):
-            postgresql_following._Holes.punch = lambda self, archive, start, end: start
         if not spec.get("held", True):
             postgresql_following.LEAD = float("inf")
         start = time.perf_counter()
