@@ -85,11 +85,13 @@ def test_rebuild_a_destroyed_server_from_s3(moto, sshd, bucket, sample_db, workd
         r = run_playbook(str(REBUILD), extravars=rebuild_vars(
             sets, workdir, cluster, port, password, offsite_dr_startup_tasks=startup_tasks(workdir, app_port),
             offsite_dr_health_url=f"http://127.0.0.1:{app_port}/", offsite_dr_health_timeout=30),
-            env=dba_environment())
+            env=dict(dba_environment(), ANSIBLE_ASYNC_DIR=str(workdir / "async")))
     finally:
         stop_app(workdir)
     assert r.rc == 0, r.output
     assert password not in r.output
+    # the server was started in the background (pg_ctlcluster), and its job file is gone
+    assert (workdir / "async").is_dir() and list((workdir / "async").iterdir()) == []
 
     # the rebuilt database equals the source (on the new cluster, reached with the new password)
     env = {"PGPORT": str(port), "PGPASSWORD": password}
