@@ -74,7 +74,8 @@ def test_drill_restores_checks_reports_and_cleans_up(moto, sshd, bucket, sample_
     repo = s3_repo(moto, bucket)
     backup_id = backup_to(repo, "crm", sample_db, workdir / "dumps")
     users = pg.run_sql(sample_db, "SELECT count(*) FROM public.users").strip()
-    sets = [{"name": "crm", "repositories": [unreachable_repo(sshd), repo],
+    # the first repository is down, the second holds the backup, the third (down too) is never asked
+    sets = [{"name": "crm", "repositories": [unreachable_repo(sshd), repo, unreachable_repo(sshd)],
              "target": {"type": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "postgres"},
              "rpo_seconds": 3600,
              "queries": [{"name": "users restored", "sql": "SELECT count(*) FROM public.users", "expect": users},
@@ -142,9 +143,10 @@ def test_failed_drill_alerts_reports_and_still_cleans_up(moto, sshd, bucket, sam
     assert crm["success"] is False and crm["backup_id"] and [c["ok"] for c in crm["checks"]] == [False, False]
     assert "no_such_table" in crm["checks"][1]["detail"]
     assert erp["success"] is False and erp["backup_id"] is None
-    assert erp["skipped_repositories"][0].startswith("sftp: ")
-    assert erp["skipped_repositories"][1].startswith("s3://%s/backups/erp" % bucket)
-    assert erp["skipped_repositories"][1].endswith(": no complete backup")
+    # in the order of the priority list
+    assert erp["skipped_repositories"][0].startswith("s3://%s/backups/erp" % bucket)
+    assert erp["skipped_repositories"][0].endswith(": no complete backup")
+    assert erp["skipped_repositories"][1].startswith("sftp: ")
     assert drill_databases() == []
     assert posts(rx) == ["/slack", "/hb/fail"]
     (slack,) = rx.json_bodies("/slack")
