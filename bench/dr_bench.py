@@ -74,7 +74,18 @@ def local_restore_seconds(db: str, work: Path, major: str) -> tuple[float, float
 def timed_playbook(path: Path, extravars: dict) -> tuple[float, object]:
     started = time.monotonic()
     result = run_playbook(str(path), extravars=extravars, timeout=1800)
+    result.started_at = time.time() - (time.monotonic() - started)  # for slowest_tasks
     return time.monotonic() - started, result
+
+
+def slowest_tasks(result, count: int = 8) -> str:
+    """Where a playbook's time went: each task's result minus the one before (the first: minus
+    the start of ``ansible-playbook``), the ``count`` longest."""
+    spans, last = [], result.started_at
+    for event in result.events:
+        spans.append((event["at"] - last, event["task"]))
+        last = event["at"]
+    return ", ".join(f"{task} {seconds:.2f} s" for seconds, task in sorted(spans, reverse=True)[:count])
 
 
 def report_of(directory: Path, kind: str) -> dict:
@@ -153,6 +164,7 @@ def main(argv=None) -> int:
             local, local_new_cluster = local_restore_seconds(db, work, major)
             rows.append((f"DR rebuild / local `pg_restore -j2` ({local:.1f} s)", rebuild_seconds / local,
                          REBUILD_OVER_LOCAL, f"{rebuild_seconds:.1f} s / {local:.1f} s"))
+            context.append(f"The rebuild's slowest tasks (from one task's result to the next): {slowest_tasks(rebuild)}.")
             context.append(f"Context: the same `pg_restore -j2` as the first restore of a new cluster (as the "
                            f"rebuild's): {local_new_cluster:.1f} s; the rebuild is {rebuild_seconds / local_new_cluster:.2f}x "
                            f"that, its restore step {steps_by_name.get('restore bench', 0) / local_new_cluster:.2f}x.")
@@ -168,7 +180,7 @@ def main(argv=None) -> int:
     for what, seconds, target_seconds, detail in rows:
         verdict = "PASS" if seconds <= target_seconds else "MISS"
         lines.append(f"| {what} | {seconds:.2f} | <= {target_seconds} | {verdict} | {detail} |")
-    text = "\n".join(lines + ([""] + context if context else [])) + "\n"
+    text = "\n".join(lines + [line for item in context for line in ("", item)]) + "\n"
     print(text)
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
