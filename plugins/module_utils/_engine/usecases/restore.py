@@ -8,6 +8,7 @@ __metaclass__ = type
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 from .. import lifeline
@@ -89,12 +90,13 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                                     % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
                                     'free space or set work_dir to a larger disk; nothing was changed')
             scratch = leases.make_work_dir(work_dir)
+            opening = _Opening(repo, chosen.artifact_key)
             try:
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
                 fetched = []
 
                 def fetch(tap=None):
-                    with repo.get(chosen.artifact_key) as reader:
+                    with opening.take() as reader:
                         fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
                                        expected_sha256=chosen.sha256, where=where, decrypt=decrypt, tap=tap)
                     fetched.append(time.time())
@@ -108,6 +110,7 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                     details = tgt.restore(local, data, mode)
                 downloaded = fetched[0]
             finally:
+                opening.close()
                 shutil.rmtree(scratch, ignore_errors=True)
         finished = time.time()
         if mark_proven:
@@ -120,6 +123,62 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                 duration=round(finished - started, 3),
                 download_seconds=round(downloaded - started, 3),
                 restore_seconds=round(finished - downloaded, 3))
+
+
+class _Opening(object):
+    """The artifact's download, opened in a thread of its own while the target prepares (the
+    scratch database is created, its lease written): the store's time to the first byte (0.17 s
+    from moto for a 175 MB object, tens of milliseconds from S3) passes beside the target's own
+    round trips instead of after them. ``take`` hands the opened reader over, once; ``close``
+    closes it if nothing took it (the restore failed before its download).
+
+    The thread lives until the reader is closed: a process it started to read the artifact
+    (``restic dump``) gets SIGKILL when the thread that started it ends (``lifeline``)."""
+
+    def __init__(self, repo, key):
+        self.context = repo.get(key)
+        self.reader = self.error = None
+        self.taken = False
+        self.opened, self.closed = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._open, name='offsite-restore-open')
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _open(self):
+        try:
+            self.reader = self.context.__enter__()
+        except BaseException as exc:  # raised where the reader is taken, as if opened there
+            self.error = exc
+        self.opened.set()
+        self.closed.wait()
+
+    def take(self):
+        self.opened.wait()
+        if self.taken:
+            raise RuntimeError('the download of the artifact was taken twice')
+        self.taken = True
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __enter__(self):
+        return self.reader
+
+    def __exit__(self, *exc_info):
+        try:
+            return self.context.__exit__(*exc_info)
+        finally:
+            self.closed.set()
+
+    def close(self):
+        self.opened.wait()
+        try:
+            if self.reader is not None and not self.taken:
+                self.taken = True
+                self.context.__exit__(None, None, None)
+        finally:
+            self.closed.set()
+            self.thread.join()
 
 
 def cleanup(target=None, work_dir=None, check_mode=False, log=None):
