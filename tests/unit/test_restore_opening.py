@@ -26,10 +26,13 @@ class CatRepository(object):
         self.path, self.fail = path, fail
         self.closed = []
 
-    @contextlib.contextmanager
     def get(self, key):
-        if self.fail:
+        if self.fail:  # before any context, as restic's get asks for its snapshots
             raise self.fail
+        return self._cat(key)
+
+    @contextlib.contextmanager
+    def _cat(self, key):
         with commands.streaming(['cat', str(self.path)], commands.CommandLog()) as proc:
             try:
                 yield proc.stdout
@@ -60,6 +63,8 @@ def test_the_download_taken_later_reads_every_byte_the_opening_thread_started(ar
 
 
 def test_an_opening_that_failed_raises_where_the_download_is_taken(artifact):
+    """Where the restore takes the download (inside the block that removes its work directory),
+    not where it began opening it."""
     opening = restore._Opening(CatRepository(artifact, fail=OSError('no route to the store')), 'the-key')
     try:
         with pytest.raises(OSError, match='no route to the store'):

@@ -136,8 +136,8 @@ class _Opening(object):
     (``restic dump``) gets SIGKILL when the thread that started it ends (``lifeline``)."""
 
     def __init__(self, repo, key):
-        self.context = repo.get(key)
-        self.reader = self.error = None
+        self.repo, self.key = repo, key
+        self.context = self.reader = self.error = None
         self.taken = False
         self.opened, self.closed = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._open, name='offsite-restore-open')
@@ -146,6 +146,7 @@ class _Opening(object):
 
     def _open(self):
         try:
+            self.context = self.repo.get(self.key)  # some stores ask before they stream (restic)
             self.reader = self.context.__enter__()
         except BaseException as exc:  # raised where the reader is taken, as if opened there
             self.error = exc
