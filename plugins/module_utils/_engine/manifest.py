@@ -199,8 +199,11 @@ def parse_legacy(key, name, tz=datetime.timezone.utc, seed_form=True):
 
 
 def build(name, backup_id, created, extension, compression, fmt, size, sha256, raw_size,
-          source, tags, duration, encryption=None):
-    return {
+          source, tags, duration, encryption=None, layout=None):
+    """A new manifest. ``layout`` (pglayout: where the zstd frames of a PostgreSQL
+    custom-format dump begin) is written only when given; engines that do not know it ignore
+    it, as ``loads`` ignores every key it does not know."""
+    data = {
         'format_version': FORMAT_VERSION,
         'tool': 'offsite.backup',
         'tool_version': ENGINE_VERSION,
@@ -219,6 +222,9 @@ def build(name, backup_id, created, extension, compression, fmt, size, sha256, r
         'tags': list(tags or []),
         'duration_seconds': round(duration, 3),
     }
+    if layout is not None:
+        data['layout'] = layout
+    return data
 
 
 def dumps(manifest):

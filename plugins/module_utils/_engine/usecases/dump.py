@@ -12,6 +12,7 @@ import time
 import uuid
 
 from .. import manifest as mf
+from .. import pglayout
 from ..commands import CommandLog
 from ..encryption import ENCRYPTION_EXT_FOR, Encryption
 from ..errors import DiskFullError, LockedError, from_os_error
@@ -102,7 +103,10 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
                 with src.dump() as reader:
                     # source -> compress -> encrypt -> hash -> file: the sha256 covers what is stored
                     with enc.encrypting(writer) as sink:
-                        raw_size = compress(reader, sink, compression, level, threads)
+                        if pglayout.applies(predicted):  # zstd frames a restore can fetch out of order
+                            raw_size, layout = pglayout.compress(reader, sink, level, threads)
+                        else:
+                            raw_size, layout = compress(reader, sink, compression, level, threads), None
                 # facts only known once the dump finished (row counts for verification)
                 facts.update(src.dump_facts())
                 out.flush()
@@ -119,7 +123,8 @@ def dump(name, source, dest, compression='zstd', level=None, tags=None, threads=
             raise
         duration = time.time() - started
         data = mf.build(name, backup_id, created, extension, compression, fmt, writer.size,
-                        writer.hexdigest(), raw_size, facts, tags, duration, encryption=encryption_info)
+                        writer.hexdigest(), raw_size, facts, tags, duration, encryption=encryption_info,
+                        layout=layout)
         data = signer.sign(data)
         manifest_path = os.path.join(set_dir, backup_id + mf.MANIFEST_SUFFIX)
         _write_atomic(manifest_path, mf.dumps(data))  # manifest last: now the backup exists
