@@ -249,32 +249,45 @@ class OffsetRecorder(object):
                 raise Malformed('dumpId %d has the unknown data offset flag %d' % (dump_id, flag))
             self.entries.append((dump_id, flag, at))
         self.toc_end = self._pos
-        wanted = dict((dump_id, flag) for dump_id, flag, at in self.entries if flag != NO_DATA)
+        wanted = self.wanted()
         while len(self.blocks) < len(wanted):
             self._context = 'the data after block %d of %d' % (len(self.blocks), len(wanted))
-            at = self._pos
-            kind = bytearray((yield _BLOCK, 1))[0]
-            dump_id = yield from self._int_value('a block id')
-            self._context = 'the data block of dumpId %d' % dump_id
-            if dump_id not in wanted:
-                raise Malformed('a data block for dumpId %d, which %s' % (
-                    dump_id, 'has no data' if dump_id in ids else 'is not in the TOC'))
-            if dump_id in self.blocks:
-                raise Malformed('a second data block for dumpId %d' % dump_id)
-            self.blocks[dump_id] = at
-            if kind == BLK_DATA:
-                self.heads[dump_id] = self._pos
-                self.cuts[dump_id] = []
-                self._cutting = dump_id
-                yield _CHUNKS, 0
-                self._cutting = None
-            elif kind == BLK_BLOBS:
-                while (yield from self._int_value('a large object oid')):
-                    yield _CHUNKS, 0
-            else:
-                raise Malformed('a data block of unknown type %d' % kind)
-            self.ends[dump_id] = self._pos
+            yield from self._block(wanted)
         self._context = 'the end of the archive'
+
+    def wanted(self):
+        """The dumpIds of the TOC that have a data block."""
+        return set(dump_id for dump_id, flag, at in self.entries if flag != NO_DATA)
+
+    def _block(self, wanted):
+        """One data block, from its type byte to the byte after it."""
+        at = self._pos
+        kind = bytearray((yield _BLOCK, 1))[0]
+        dump_id = yield from self._int_value('a block id')
+        self._context = 'the data block of dumpId %d' % dump_id
+        if dump_id not in wanted:
+            raise Malformed('a data block for dumpId %d, which %s' % (
+                dump_id, 'has no data' if any(d == dump_id for d, f, a in self.entries) else 'is not in the TOC'))
+        if dump_id in self.blocks:
+            raise Malformed('a second data block for dumpId %d' % dump_id)
+        self.blocks[dump_id] = at
+        if kind == BLK_DATA:
+            self.heads[dump_id] = self._pos
+            yield from self._rows(dump_id)
+        elif kind == BLK_BLOBS:
+            while (yield from self._int_value('a large object oid')):
+                yield _CHUNKS, 0
+            self.ends[dump_id] = self._pos
+        else:
+            raise Malformed('a data block of unknown type %d' % kind)
+
+    def _rows(self, dump_id):
+        """A table data block's chunks, up to its terminator: where the block ends."""
+        self.cuts.setdefault(dump_id, [])
+        self._cutting = dump_id
+        yield _CHUNKS, 0
+        self._cutting = None
+        self.ends[dump_id] = self._pos
 
     def _int_value(self, what):
         sign, value = self._int.unpack((yield _READ, self._hdr))
@@ -332,6 +345,149 @@ class OffsetRecorder(object):
         return {'data_offsets': 'recorded', 'entries': len(offsets), 'patched': patched}
 
 
+class _FrameWalker(OffsetRecorder):
+    """Walks the data of one frame of a laid-out archive (``LaidOutWalk``) on its own, from a
+    block's type byte or (``in_block``) from a row of that table's data block."""
+
+    def __init__(self, toc, start, in_block=None):  # pylint: disable=super-init-not-called
+        self.where = toc.where
+        self.segment = toc.segment
+        self.version, self.entries = toc.version, toc.entries
+        self.blocks, self.ends, self.heads, self.cuts = {}, {}, {}, {}
+        self.toc_end = toc.toc_end
+        self._cutting = None
+        self.error = self.unsupported = None
+        self.done = False
+        self._context = 'the frame at byte %d' % start
+        self._base = self._pos = start
+        self._pending, self._left = b'', 0
+        self._int, self._hdr = toc._int, toc._hdr
+        self._parser = self._frame(toc.wanted(), in_block)
+        self._op = next(self._parser)
+
+    def _frame(self, wanted, in_block):
+        if in_block is not None:
+            self.heads[in_block] = self._pos
+            yield from self._rows(in_block)
+        while True:
+            yield from self._block(wanted)
+
+    def stopped_at(self):
+        """Where the walk stands after the frame's last byte: 'block' (before a data block's
+        type byte, or the archive's end), ('rows', dumpId) (before a row of that table), or
+        None (inside a value)."""
+        if self.error is not None or self._pending or self._left:
+            return None
+        if self._op[0] == _BLOCK:
+            return 'block'
+        if self._op[0] == _CHUNKS and self._cutting is not None:
+            return 'rows', self._cutting
+        return None
+
+
+class LaidOutWalk(object):
+    """Proves an archive fetched frame by frame, in any order, as the walk in order would
+    (``OffsetRecorder``): the manifest's layout (pglayout.Layout) says where each zstd frame
+    starts, and every frame begins at the TOC's end, at a data block or at a row (a cut). The
+    recorder is fed the first frame (header and TOC); each other frame is walked on its own
+    from where it starts, and must end where the next one starts (a block, or a row of the
+    table it cuts). ``finish`` then checks every block was found once, where the layout put it,
+    and leaves the recorder as if it had walked the whole archive (``patch`` works)."""
+
+    def __init__(self, recorder, layout):
+        self.recorder, self.layout = recorder, layout
+        self.cut_of = dict((at, dump_id) for dump_id, at in layout.cuts)
+        self.starts = [raw for raw, stored in layout.frames] + [layout.raw_size]
+        self.found = []  # each frame's walker, once walked
+
+    def walker(self, index):
+        """The walker of frame ``index`` (>= 1): feed it the frame's bytes, then ``walked``."""
+        return _FrameWalker(self.recorder, self.starts[index], self.cut_of.get(self.starts[index]))
+
+    def toc_walked(self):
+        """After the recorder was fed frame 0: an error unless it ends exactly at the TOC's end."""
+        r = self.recorder
+        if r.error is None and r.unsupported is None and (r.toc_end != self.layout.toc_end or self.starts[1] != r.toc_end):
+            r.error = 'the layout puts the end of the TOC at byte %d, the archive at %s' % (self.layout.toc_end, r.toc_end)
+        return self._failure(r.error or r.unsupported)
+
+    def walked(self, index, walker):
+        """Frame ``index`` was fed whole: it must end where frame ``index + 1`` begins."""
+        end = self.starts[index + 1]
+        expected = ('rows', self.cut_of[end]) if end in self.cut_of else 'block'
+        stopped = walker.stopped_at()
+        if walker.error is None and stopped != expected:
+            walker.error = 'the frame at byte %d does not end at %s' % (
+                self.starts[index], 'a row of dumpId %d' % expected[1] if expected != 'block' else 'a data block')
+        self.found.append(walker)
+        return self._failure(walker.error)
+
+    def _failure(self, error):
+        if error is None:
+            return None
+        return IntegrityError('%s does not match the layout of its manifest: %s' % (self.recorder.where, error),
+                              'the backup was written damaged (its checksum matches what was stored); '
+                              'restore another backup. Nothing was changed')
+
+    def finish(self):
+        """Every frame walked: the blocks found must be the TOC's, once each, where the layout
+        said. Raises IntegrityError; on success the recorder holds them (``patch``)."""
+        blocks, ends = {}, {}
+        for walker in self.found:
+            for dump_id, at in walker.blocks.items():
+                if dump_id in blocks:
+                    raise self._failure('a second data block for dumpId %d' % dump_id)
+                blocks[dump_id] = at
+            ends.update(walker.ends)
+        if len(self.found) != len(self.layout.frames) - 1:
+            raise self._failure('%d of %d frames were walked' % (len(self.found), len(self.layout.frames) - 1))
+        if set(blocks) != self.recorder.wanted() or blocks != dict(self.layout.blocks):
+            raise self._failure('its data blocks are not those of the TOC where the layout puts them')
+        r = self.recorder
+        r.blocks, r.ends, r.done, r._op = blocks, ends, True, (None, 0)
+
+
+class LaidOut(object):
+    """The marks ``Following`` plans with, taken from a manifest's layout instead of a walk in
+    order: every block, row cut and block end is known before the first data byte arrives. The
+    TOC (its end, its entries) is still the recorder's, once frame 0 was walked."""
+
+    def __init__(self, recorder, layout):
+        self.recorder = recorder
+        self.blocks = dict(layout.blocks)
+        self.cuts = {}
+        for dump_id, at in layout.cuts:
+            self.cuts.setdefault(dump_id, []).append(at)
+        starts = [at for dump_id, at in layout.blocks] + [layout.raw_size]
+        self.ends = dict((dump_id, starts[n + 1]) for n, (dump_id, at) in enumerate(layout.blocks))
+        self._heads = None
+
+    @property
+    def heads(self):
+        if self._heads is None:  # the block's type byte, then its dumpId (an int of the TOC's size)
+            self._heads = dict((dump_id, at + 1 + self.recorder._hdr) for dump_id, at in self.blocks.items())
+        return self._heads
+
+    @property
+    def toc_end(self):
+        return self.recorder.toc_end
+
+    @property
+    def entries(self):
+        return self.recorder.entries
+
+    @property
+    def error(self):
+        return self.recorder.error
+
+    @property
+    def unsupported(self):
+        return self.recorder.unsupported
+
+    def terminator(self):
+        return self.recorder.terminator()
+
+
 class Following(object):
     """What of a growing archive file can be loaded already (``restore_following``): the
     schema (pre-data) once the TOC is in the file, then the table data in pieces - a block, or
@@ -341,34 +497,47 @@ class Following(object):
 
     A piece is (dumpId, n): piece 0 begins with the block, piece n > 0 at the block's cut n - 1.
     ``written`` is how many bytes of the file are on disk (its size), not how many the
-    recorder saw pass on their way there."""
+    recorder saw pass on their way there; or, for a file written out of order, a function of a
+    position: the end of the bytes on disk from there on.
 
-    def __init__(self, recorder):
+    ``recorder`` is the OffsetRecorder walking the file, or a ``LaidOut`` (the manifest's layout)."""
+
+    def __init__(self, recorder, first=None):
         self.recorder = recorder
         self.taken = set()      # pieces handed to a loader
+        # {dumpId: urgency}: pieces go out by it (the highest first), then in file order; for a
+        # file written out of order, the order its frames are fetched in (framefetch.plan)
+        self.first = first or {}
 
     def toc_ready(self, written):
         """The TOC is in the file and parsed: a schema-only restore can read it."""
         r = self.recorder
-        return r.error is None and r.unsupported is None and r.toc_end is not None and written >= r.toc_end
+        return (r.error is None and r.unsupported is None and r.toc_end is not None
+                and _extent(written)(0) >= r.toc_end)
 
     def _starts(self, dump_id):
         return [self.recorder.blocks[dump_id]] + self.recorder.cuts.get(dump_id, [])
 
     def begun(self, written):
-        """Pieces begun in the file that no loader took, in file order."""
+        """Pieces begun in the file that no loader took, the most urgent first, then in file order."""
         if self.recorder.error is not None:
             return []
         found = []
+        extent = _extent(written)
+        heads = self.recorder.heads
         for dump_id in list(self.recorder.blocks):
-            for n, at in enumerate(self._starts(dump_id)):
-                if at < written and (dump_id, n) not in self.taken:
-                    found.append((at, dump_id, n))
-        return [(dump_id, n) for at, dump_id, n in sorted(found)]
+            starts = self._starts(dump_id)
+            # a piece after a cut is sent with its block's header: on disk too (out of order,
+            # the frame of a cut can come before the block's first frame)
+            header = len(starts) == 1 or extent(starts[0]) >= heads[dump_id]
+            for n, at in enumerate(starts):
+                if extent(at) > at and (n == 0 or header) and (dump_id, n) not in self.taken:
+                    found.append((-self.first.get(dump_id, 0), at, dump_id, n))
+        return [(dump_id, n) for urgency, at, dump_id, n in sorted(found)]
 
     def take(self, written, free):
-        """Batches for up to ``free`` idle loaders, each in file order (a loader reads its
-        pieces one after the other, as a pipe) and with one piece per table (pg_restore loads
+        """Batches for up to ``free`` idle loaders, each in ``begun``'s order (a loader reads
+        its pieces one after the other, as a pipe, as its list names them) and with one piece per table (pg_restore loads
         an entry once), spread round-robin so that no loader gets all the small tables while
         another idles; at most the last piece of a batch still grows."""
         batches = [[] for dummy in range(max(0, free))]
@@ -401,6 +570,13 @@ class Following(object):
         """Every dumpId of the TOC no loader took, in TOC order: what the final restore lists."""
         taken = self.tables()
         return [dump_id for dump_id, flag, at in self.recorder.entries if dump_id not in taken]
+
+
+def _extent(written):
+    """``Following``'s ``written``, as a function of a position."""
+    if callable(written):
+        return written
+    return lambda pos: max(pos, written)
 
 
 def recorder_for(manifest, where='the archive'):

@@ -266,12 +266,36 @@ class Layout(object):
         self.cuts = cuts
         self.size = size
         self.raw_size = raw_size
+        self._bounds = None
 
     def spans(self):
         """[(raw_start, raw_end, stored_start, stored_end)] per frame: a stored span
         decompresses on its own to the raw span."""
         ends = self.frames[1:] + [(self.raw_size, self.size)]
         return [(raw, raw_end, stored, stored_end) for (raw, stored), (raw_end, stored_end) in zip(self.frames, ends)]
+
+    def overlaps(self, raw_start, raw_end):
+        """[(dumpId, bytes)]: the data blocks that hold bytes of [raw_start, raw_end), and how many."""
+        if self._bounds is None:
+            self._bounds = [at for dump_id, at in self.blocks] + [self.raw_size]
+        bounds, found = self._bounds, []
+        for n in range(max(0, bisect.bisect_right(bounds, raw_start) - 1), len(self.blocks)):
+            if bounds[n] >= raw_end:
+                break
+            overlap = min(raw_end, bounds[n + 1]) - max(raw_start, bounds[n])
+            if overlap > 0:
+                found.append((self.blocks[n][0], overlap))
+        return found
+
+    def ratios(self):
+        """{dumpId: raw bytes per stored byte} of each data block: its load work per byte to
+        download. A frame's stored bytes are shared among the blocks it holds by raw bytes."""
+        work = dict((dump_id, [0, 0.0]) for dump_id, at in self.blocks)
+        for raw_start, raw_end, stored_start, stored_end in self.spans()[1:]:
+            for dump_id, overlap in self.overlaps(raw_start, raw_end):
+                work[dump_id][0] += overlap
+                work[dump_id][1] += (stored_end - stored_start) * float(overlap) / (raw_end - raw_start)
+        return dict((dump_id, raw / max(1.0, stored)) for dump_id, (raw, stored) in work.items())
 
     def frame_at(self, raw_offset):
         """The index of the frame that holds ``raw_offset``."""

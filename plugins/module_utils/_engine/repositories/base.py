@@ -44,6 +44,16 @@ class StreamingStore(Capability):
     streams = True
 
 
+class RangedReads(Capability, metaclass=abc.ABCMeta):
+    """Reads any stretch of a stored object (an S3 ranged GET): a laid-out artifact is then
+    fetched frame by frame, in the order that lets a restore load while it downloads
+    (framefetch.py). Not shown in the docs."""
+
+    @abc.abstractmethod
+    def get_range(self, key, start, end):
+        """A context manager: a reader of exactly the bytes [start, end) of ``key``."""
+
+
 class LocalFileStore(Capability):
     """``put`` also takes ``local=``: the path of a local file holding the bytes ``reader`` yields
     (upload's artifact), or None. The store may read that file itself (rsync sends it, b2 hashes

@@ -30,7 +30,8 @@ import threading
 
 from ..errors import ConfigError, DependencyError, NotFoundError, RepositoryError, UnreachableError
 from ..schema import Option
-from .base import AWS_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, Repository, StreamingStore, checked_key, redact_url
+from .base import (AWS_CREDENTIALS, ROOT_IN_BUCKET, ObjectInfo, PutResult, RangedReads, Repository, StreamingStore,
+                   checked_key, redact_url)
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB            # S3's floor for every part but the last
@@ -86,7 +87,7 @@ def checksum_setting(endpoint_url, requested='auto'):
     return 'when_required'
 
 
-class S3Repository(StreamingStore, Repository):
+class S3Repository(StreamingStore, RangedReads, Repository):
     type = 's3'
     DESCRIPTION = ('C(s3) is Amazon S3 or any S3-compatible store (Backblaze B2\'s S3 API, Wasabi, MinIO, '
                    'Google Cloud Storage interoperability with HMAC keys).',)
@@ -374,6 +375,20 @@ class S3Repository(StreamingStore, Repository):
         with self._errors('downloading', key):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))['Body']
         try:
+            yield _ErrorMappingReader(body, self, key)
+        finally:
+            body.close()
+
+    @contextlib.contextmanager
+    def get_range(self, key, start, end):
+        with self._errors('downloading', key):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range='bytes=%d-%d' % (start, end - 1))
+        body = response['Body']
+        try:
+            if response.get('ContentLength') != end - start:  # a store that ignores Range sends it all
+                raise RepositoryError('%s answered %s bytes for the range %d-%d' % (
+                    self.location(key), response.get('ContentLength'), start, end - 1),
+                    'the store does not serve ranged reads')
             yield _ErrorMappingReader(body, self, key)
         finally:
             body.close()

@@ -210,9 +210,11 @@ class FollowingRestore(Capability, metaclass=abc.ABCMeta):
         return True
 
     @abc.abstractmethod
-    def restore_following(self, path, fetch, manifest, mode, where):
-        """``fetch(tap)`` writes the artifact, decompressed, into ``path``, calling ``tap``
-        with each chunk before it is written, and returns once its checksum is proven."""
+    def restore_following(self, path, fetch, manifest, mode, where, layout=None):
+        """``fetch(follow)`` writes the artifact, decompressed, into ``path`` and returns once
+        its checksum is proven: in order, calling ``follow.tap`` with each chunk before it is
+        written; or, given the manifest's ``layout`` (pglayout.Layout), frame by frame in any
+        order (framefetch.FrameFetch: ``follow.placed``, ``follow.walk``)."""
 
 
 class FileTree(Capability, metaclass=abc.ABCMeta):

@@ -335,17 +335,17 @@ class PostgresqlSource(ClusterMode, PostgresqlConnection, StreamingRestore, Foll
         """One database from a custom-format archive: loaded as its work file arrives."""
         return not self.databases and pgcustom.recorder_for(manifest) is not None
 
-    def restore_following(self, path, fetch, manifest, mode, where):
+    def restore_following(self, path, fetch, manifest, mode, where, layout=None):
         """Load the archive while ``fetch`` writes it into ``path`` (postgresql_following.py);
         swapped in once the checksum and the row counts are proven."""
         recorder = pgcustom.OffsetRecorder(where)
         offsets = {}
 
         def load(scratch):
-            follow = FollowingLoad(self, scratch, path, recorder, self.jobs)
+            follow = FollowingLoad(self, scratch, path, recorder, self.jobs, layout)
             try:
                 follow.start()
-                fetch(follow.tap)
+                fetch(follow)
                 offsets.update(follow.finish())
             finally:
                 follow.stop()

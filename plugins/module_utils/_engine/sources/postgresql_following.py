@@ -29,6 +29,7 @@ the caller's thread, where ``lifeline`` interrupts it.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import bisect
 import contextlib
 import os
 import subprocess
@@ -84,6 +85,25 @@ class _Holes(object):
         return last
 
 
+class _Ranges(object):
+    """The stretches of a file written out of order (merged, sorted): what is on disk."""
+
+    def __init__(self):
+        self.starts, self.ends = [], []
+
+    def add(self, start, end):
+        i = bisect.bisect_left(self.ends, start)  # the first stretch that ends at or after start
+        j = bisect.bisect_right(self.starts, end)  # past the last that starts at or before end
+        if i < j:
+            start, end = min(start, self.starts[i]), max(end, self.ends[j - 1])
+        self.starts[i:j], self.ends[i:j] = [start], [end]
+
+    def extent(self, pos):
+        """The end of the bytes on disk from ``pos`` on (``pos`` if none are)."""
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return self.ends[i] if i >= 0 and self.ends[i] > pos else pos
+
+
 class _Loader(object):
     def __init__(self, what, stack, proc):
         self.what, self.stack, self.proc = what, stack, proc
@@ -94,10 +114,16 @@ class FollowingLoad(object):
     """Loads ``path`` (an archive being written) into ``database`` as described above.
     ``start``, then the download with ``tap``, then ``finish``; ``stop`` always."""
 
-    def __init__(self, source, database, path, recorder, jobs):
+    def __init__(self, source, database, path, recorder, jobs, layout=None):
         self.source, self.database, self.path = source, database, path
         self.recorder = recorder
-        self.plan = pgcustom.Following(recorder)
+        # the blocks and cuts: found by the recorder as the file is written in order, or known
+        # from the manifest's layout when the file is written frame by frame (``placed``)
+        self.marks = pgcustom.LaidOut(recorder, layout) if layout is not None else recorder
+        self.walk = pgcustom.LaidOutWalk(recorder, layout) if layout is not None else None
+        self.plan = pgcustom.Following(self.marks, layout.ratios() if layout is not None else None)
+        self.ranges = _Ranges() if layout is not None else None
+        self.placed_bytes = self.copied_bytes = 0  # written out of order / read by the loaders
         self.jobs = max(1, jobs)
         self.env = source.load_env()
         self.cond = threading.Condition()
@@ -127,6 +153,32 @@ class FollowingLoad(object):
             self.cond.notify_all()
             if self.held_back:
                 self._hold()
+
+    def placed(self, start, end):
+        """Bytes [start, end) of the file are written (out of order: a frame fetched by
+        framefetch.py)."""
+        with self.cond:
+            self.ranges.add(start, end)
+            self.placed_bytes += end - start
+            self.cond.notify_all()
+
+    def room(self):
+        """Out of order, ``_hold``'s rule before a frame that expands a lot (framefetch.py): it
+        waits while what was placed runs more than LEAD ahead of what the loaders read (no
+        loader before the schema: no wait), and runs free once they read nothing for
+        LEAD_WAIT_SECONDS."""
+        with self.cond:
+            deadline = copied = None
+            while self.held_back and not (self.closing or self.draining or self.failure is not None):
+                if self.schema != 'loaded' or self.placed_bytes - self.copied_bytes <= LEAD:
+                    return
+                now = time.monotonic()
+                if self.copied_bytes != copied:
+                    deadline, copied = now + LEAD_WAIT_SECONDS, self.copied_bytes
+                elif now >= deadline:
+                    self.held_back = False
+                    return
+                self.cond.wait(POLL_SECONDS)
 
     def _hold(self):
         """Why: from a fast store the download runs ahead of the loaders (on loopback ~3x), and
@@ -179,7 +231,7 @@ class FollowingLoad(object):
         self._reap()
         if self.failure is not None or self.draining:
             return
-        written = self._written()
+        written = self._on_disk()
         if self.schema is None:
             if self.plan.toc_ready(written):
                 self.schema = 'loading'
@@ -202,7 +254,9 @@ class FollowingLoad(object):
         """A loader's pipe: the archive's header and TOC, then each block of ``batch``,
         following the last one while the download writes it."""
         try:
-            with open(self.path, 'r+b') as archive:  # writable: the pieces read are freed
+            # writable: the pieces read are freed; unbuffered: a buffer would keep what it read
+            # ahead of a piece, where a file written out of order may not be written yet
+            with open(self.path, 'r+b', buffering=0) as archive:
                 self._copy(archive, proc.stdin, 0, self.recorder.toc_end)
                 for dump_id, n in batch:
                     self._follow(archive, proc.stdin, dump_id, n)
@@ -222,7 +276,7 @@ class FollowingLoad(object):
         a terminator where a cut, not the block, ends it."""
         with self.cond:
             pos, end, last = self.plan.piece(dump_id, n)
-            head = self.recorder.blocks[dump_id], self.recorder.heads.get(dump_id)
+            head = self.marks.blocks[dump_id], self.marks.heads.get(dump_id)
         try:
             pos = self._follow_rows(archive, pipe, dump_id, n, pos, head)
         finally:
@@ -241,7 +295,7 @@ class FollowingLoad(object):
             with self.cond:
                 while True:
                     start, end, last = self.plan.piece(dump_id, n)
-                    limit = self._written() if end is None else min(end, self._written())
+                    limit = self._upto(pos) if end is None else min(end, self._upto(pos))
                     if pos < limit or (end is not None and pos >= end) or self.closing:
                         break
                     if self.downloaded:
@@ -253,9 +307,10 @@ class FollowingLoad(object):
                 break
             limit = min(limit, pos + FEED_STEP)
             self._copy(archive, pipe, pos, limit)
-            pos = limit
+            copied, pos = limit - pos, limit
             freed = self.holes.punch(archive, freed, pos)
             with self.cond:
+                self.copied_bytes += copied
                 self.reading[(dump_id, n)] = pos
                 self.cond.notify_all()  # a download held back may go on
         if not last:
@@ -277,6 +332,14 @@ class FollowingLoad(object):
             return os.stat(self.path).st_size
         except OSError:
             return 0
+
+    def _on_disk(self):
+        """What ``Following`` is told is on disk: the file's size, or its stretches' ends."""
+        return self._written() if self.ranges is None else self.ranges.extent
+
+    def _upto(self, pos):
+        """The end of the bytes on disk from ``pos`` on."""
+        return self._written() if self.ranges is None else self.ranges.extent(pos)
 
     # -- processes -----------------------------------------------------------------------------
     def _start(self, extra, what, piped=False):
@@ -327,8 +390,8 @@ class FollowingLoad(object):
             # download that ended before the scheduler's first look still gets the schema first
             # and the pieces: which way a restore loads must not depend on that race
             while self.thread.is_alive() and (self.loaders or (self.failure is None and (
-                    (self.schema is None and self.plan.toc_ready(self._written()))
-                    or (self.schema == 'loaded' and self.plan.begun(self._written()))))):
+                    (self.schema is None and self.plan.toc_ready(self._on_disk()))
+                    or (self.schema == 'loaded' and self.plan.begun(self._on_disk()))))):
                 self.cond.wait(POLL_SECONDS)
             self.draining = True
         offsets = self.recorder.patch(self.path)  # a malformed archive: IntegrityError, the root cause
@@ -344,7 +407,10 @@ class FollowingLoad(object):
             rc = proc.wait()
             if rc != 0:
                 raise self._failed(what, proc, rc)
-        return dict(offsets, loaded_while_downloading=during, loaded_in_pieces=len(self.plan.taken))
+        result = dict(offsets, loaded_while_downloading=during, loaded_in_pieces=len(self.plan.taken))
+        if self.walk is not None:
+            result['frames'] = len(self.walk.layout.frames)
+        return result
 
     def stop(self):
         """Always, last: no loader left running (after a failure: terminated), no scheduler."""

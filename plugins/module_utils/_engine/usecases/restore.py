@@ -17,9 +17,12 @@ from .. import scratch as leases
 from ..catalog import Catalog, legacy_timezone
 from ..commands import CommandLog
 from ..encryption import Encryption, decrypter
-from ..errors import ConfigError, DiskFullError
+from ..errors import ConfigError, DiskFullError, IntegrityError
+from ..framefetch import FrameFetch, reorders
+from ..pglayout import read_layout
 from ..pipeline import VerifiedStream, fetch_verified, free_bytes
 from ..repositories import open_repository
+from ..repositories.base import RangedReads
 from ..signing import Verifier
 from ..sources import open_source
 from ..sources.base import FollowingRestore, ReplaysArchive, StreamingRestore
@@ -90,27 +93,35 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                                     % (work_dir, free_bytes(work_dir) // 2 ** 20, chosen.id, needed // 2 ** 20),
                                     'free space or set work_dir to a larger disk; nothing was changed')
             scratch = leases.make_work_dir(work_dir)
-            opening = _Opening(repo, chosen.artifact_key)
+            following = isinstance(tgt, FollowingRestore) and tgt.follows(data)
+            layout = _frames_to_fetch(repo, data, decrypt, where, summary) if following else None
+            opening = _Opening(repo, chosen.artifact_key) if layout is None else None
             try:
                 local = os.path.join(scratch, 'artifact.%s' % (data.get('extension') or 'dump').split('.')[0])
                 fetched = []
 
-                def fetch(tap=None):
-                    with opening.take() as reader:
-                        fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
-                                       expected_sha256=chosen.sha256, where=where, decrypt=decrypt, tap=tap)
+                def fetch(follow=None):
+                    if layout is not None:  # frame by frame, the most load work per byte first
+                        FrameFetch(repo, chosen.artifact_key, local, layout, follow.walk, follow,
+                                   chosen.size, chosen.sha256, where).run()
+                    else:
+                        with opening.take() as reader:
+                            fetch_verified(reader, local, chosen.compression, expected_size=chosen.size,
+                                           expected_sha256=chosen.sha256, where=where, decrypt=decrypt,
+                                           tap=follow.tap if follow else None)
                     fetched.append(time.time())
                     return local
-                if isinstance(tgt, FollowingRestore) and tgt.follows(data):
+                if following:
                     # loading starts while the work file is written; proven before the swap
-                    details = tgt.restore_following(local, fetch, data, mode, where)
+                    details = tgt.restore_following(local, fetch, data, mode, where, layout)
                     summary['data_offsets'] = details.pop('data_offsets', None)
                 else:
                     fetch()
                     details = tgt.restore(local, data, mode)
                 downloaded = fetched[0]
             finally:
-                opening.close()
+                if opening is not None:
+                    opening.close()
                 shutil.rmtree(scratch, ignore_errors=True)
         finished = time.time()
         if mark_proven:
@@ -123,6 +134,23 @@ def _restore(name, repository, target, backup='latest', mode='create', work_dir=
                 duration=round(finished - started, 3),
                 download_seconds=round(downloaded - started, 3),
                 restore_seconds=round(finished - downloaded, 3))
+
+
+def _frames_to_fetch(repo, manifest, decrypt, where, summary):
+    """The manifest's layout (pglayout.py) when the artifact can be fetched frame by frame and
+    that changes its order: a store that reads ranges, an artifact not encrypted (a decrypting
+    tool reads in order), and a table slower to load than those before it (framefetch.plan). A layout that does not hold together is passed over
+    with a warning: the artifact is then fetched in order, as one written without one."""
+    if not isinstance(repo, RangedReads) or decrypt is not None:
+        return None
+    try:
+        layout = read_layout(manifest)
+    except IntegrityError as exc:
+        summary.setdefault('warnings', []).append('the layout in the manifest of %s was not used: %s' % (where, exc))
+        return None
+    if layout is None or not reorders(layout):
+        return None
+    return layout
 
 
 class _Opening(object):
