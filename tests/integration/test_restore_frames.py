@@ -20,9 +20,10 @@ FAST = {"retries": 0, "timeout": 30}
 
 def laid_out_db(name):
     """The sample database and two tables of more than a frame each (pglayout.FRAME_MIN, 1 MiB):
-    random bytes (stored as large as they are) before many small rows (compressing ~10:1)."""
+    6 MiB of random bytes (stored as large as they are: more than framefetch.SMALL_UNIT) before
+    many small rows (compressing ~10:1)."""
     pg.run_sql(name, "CREATE TABLE aaa_noise AS SELECT i, decode(string_agg(md5(random()::text || i || g), ''), 'hex') "
-                     "AS data FROM generate_series(1, 300) i, generate_series(1, 512) g GROUP BY i;"
+                     "AS data FROM generate_series(1, 800) i, generate_series(1, 512) g GROUP BY i;"
                      "CREATE TABLE zzz_rows AS SELECT i, 'row ' || (i % 97) AS note FROM generate_series(1, 200000) i;"
                      "ALTER TABLE zzz_rows ADD PRIMARY KEY (i);")
 

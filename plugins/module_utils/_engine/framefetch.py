@@ -29,19 +29,23 @@ __metaclass__ = type
 import hashlib
 import os
 import threading
+import time
 
 from .errors import IntegrityError
 from .pipeline import CHUNK
 
 CONNECTIONS = 2                  # ranged GETs at once: an urgent table shares the link with the rest
 SMALL_UNIT = 4 * 2 ** 20         # a request for fewer stored bytes takes its neighbours along
-LARGEST_UNIT = 64 * 2 ** 20      # and none asks for more
-READ = 64 * 1024                 # stored bytes per decompression call: 40:1 rows are ~2.5 MiB out
+# and none asks for more than this: few requests, as each costs the store's time to the first
+# byte (and moto, the benchmark's S3, reads the whole object for every range it serves)
+LARGEST_UNIT = 2 ** 30
+READ = 256 * 1024                # stored bytes per decompression call: 40:1 rows are ~10 MiB out
 # Frames that expand this much or more wait for the loaders (FollowingLoad.room): a link that
 # carries them fills the work file (and the page cache) faster than the loaders read, however
 # slow it is, whereas bytes that barely compress arrive at the link's pace and must not wait
 # behind those the loaders take first (bench/README.md)
 HOLD_RATIO = 4.0
+FAST = 80 * 2 ** 20  # stored bytes per second
 
 
 class _Unit(object):
@@ -56,7 +60,8 @@ def plan(layout, small=SMALL_UNIT, most=LARGEST_UNIT):
     """The units after frame 0 (header and TOC), in the order they are fetched: the data
     block with the most raw bytes (load work) per stored byte (download) first, each block's
     frames in the file's order. Neighbouring frames of equal urgency go in one request (up to
-    ``most`` stored bytes), and so do those of units that would be smaller than ``small``.
+    ``most`` stored bytes), and so do runs smaller than ``small`` and a frame smaller than
+    that after a more urgent one.
 
     A frame goes out with the most urgent block it holds bytes of: the frame that holds a
     block's header (its start) never comes after the block's other frames, though it may hold
@@ -67,7 +72,8 @@ def plan(layout, small=SMALL_UNIT, most=LARGEST_UNIT):
     for span in [(i,) + span for i, span in enumerate(layout.spans())][1:]:
         frame = max([ratios[dump_id] for dump_id, overlap in layout.overlaps(span[1], span[2])] or [0.0])
         stored = run[-1][4] - run[0][3] if run else 0
-        if run and (stored >= most or (frame != urgency and stored >= small)):
+        tiny = run and span[4] - span[3] < small and frame <= urgency  # goes along: it delays nothing
+        if run and (stored >= most or (frame != urgency and stored >= small and not tiny)):
             units.append(_Unit(run, urgency))
             run = []
         urgency = frame if not run else max(urgency, frame)
@@ -194,11 +200,21 @@ class FrameFetch(object):
 
     def _fetch(self, unit):
         first, last = unit.spans[0], unit.spans[-1]
+        started = time.monotonic()
         with self.repo.get_range(self.key, first[3], last[4]) as body:
             for index, raw_start, raw_end, stored_start, stored_end in unit.spans:
-                if unit.urgency is not None and unit.urgency >= HOLD_RATIO and self.damage is None:
+                if self._holds(unit, stored_start - first[3], time.monotonic() - started):
                     self.follow.room()
                 self._frame(body, index, raw_start, raw_end, stored_start, stored_end)
+
+    def _holds(self, unit, stored, seconds):
+        """Whether the next frame of ``unit`` waits for the loaders (``follow.room``): frames
+        that expand HOLD_RATIO times or more always do, others once their request ran faster
+        than FAST (a store on the same network: a wait costs little there, and the bytes ahead
+        of the loaders cost pages), never behind a slower link, whose time they would waste."""
+        if unit.urgency is None or self.damage is not None:
+            return False
+        return unit.urgency >= HOLD_RATIO or (stored > 0 and stored >= FAST * seconds)
 
     def _frame(self, body, index, raw_start, raw_end, stored_start, stored_end):
         """One frame: its stored bytes hashed in order, decompressed to its place, walked."""
