@@ -11,9 +11,11 @@ commits synchronously). Rows, as whole processes side by side in each round:
     seed_gunzip_psql    the seed scripts' restore: gunzip -c file.sql.gz | psql (local file)
     ours_s3_serial      ours from S3 (moto, loopback), jobs 2, download then restore (before)
     ours_s3_unheld      the same overlapped, the download never held back for the loaders (before)
-    ours_s3             ours from S3 (moto, loopback), jobs 2, overlapped (after)
+    ours_s3_in_order    ours from S3 (moto, loopback), jobs 2, overlapped, read in order (before)
+    ours_s3             ours from S3 (moto, loopback), jobs 2, overlapped, frame by frame (after)
     download_link       the artifact alone, boto3 get_object behind a --link-mib MiB/s link
-    ours_link           ours from S3 behind that link, jobs 2, overlapped
+    ours_link_in_order  ours from S3 behind that link, jobs 2, overlapped, read in order (before)
+    ours_link           ours from S3 behind that link, jobs 2, overlapped, frame by frame (after)
 
 Targets (PASS/MISS on medians): ours_s3 <= 1.15x local_seekable_j2; ours_link <= 1.15x
 max(download_link, local_seekable_j2); seed_gunzip_psql >= 1.25x ours_s3. Wall times under
@@ -47,9 +49,11 @@ ROWS = [
     ("seed_gunzip_psql", "seed: `gunzip -c file.sql.gz \\| psql` (local file)"),
     ("ours_s3_serial", "ours from S3 (loopback), jobs 2, download then restore (before)"),
     ("ours_s3_unheld", "ours from S3 (loopback), jobs 2, overlapped, the download not held back (before)"),
-    ("ours_s3", "ours from S3 (loopback), jobs 2, overlapped"),
+    ("ours_s3_in_order", "ours from S3 (loopback), jobs 2, overlapped, read in order (before)"),
+    ("ours_s3", "ours from S3 (loopback), jobs 2, overlapped, frame by frame"),
     ("download_link", "download alone behind the link (boto3 get_object)"),
-    ("ours_link", "ours from S3 behind the link, jobs 2, overlapped"),
+    ("ours_link_in_order", "ours from S3 behind the link, jobs 2, overlapped, read in order (before)"),
+    ("ours_link", "ours from S3 behind the link, jobs 2, overlapped, frame by frame"),
 ]
 TARGETS = {"s3_vs_local": 1.15, "link_vs_limit": 1.15, "seed_vs_s3": 1.25}
 LINK_MIB, LINK = [], []  # --link-mib and --link, read by prepare
@@ -82,16 +86,19 @@ def run_round(rep: int, db: str, facts: dict, context: dict, work: Path, samples
     target = bench.scratch_database(db, KIND)
     files, s3, link_s3 = context["files"], context["s3"], context["link_s3"]
 
-    def restore(store: dict, follow: bool, held: bool = True) -> dict:
-        return restore_rounds.restore_spec(bench.repo_options(store, KIND), target, work, follow=follow, held=held)
+    def restore(store: dict, follow: bool, held: bool = True, frames: bool = True) -> dict:
+        return restore_rounds.restore_spec(bench.repo_options(store, KIND), target, work, follow=follow, held=held,
+                                           frames=frames)
     steps = [("local_seekable_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['seekable']}"),
              ("seed_gunzip_psql", f"gunzip -c {files['seed']} | psql -X -q -v ON_ERROR_STOP=1 -d \"{target}\" "
                                   "> /dev/null"),
              ("ours_s3_serial", restore(s3, False)),
              ("ours_s3_unheld", restore(s3, True, held=False)),
+             ("ours_s3_in_order", restore(s3, True, frames=False)),
              ("ours_s3", restore(s3, True))]
     if link_s3 is not None:
         steps += [("download_link", {"op": "download", "s3": link_s3, "key": context["key"]}),
+                  ("ours_link_in_order", restore(link_s3, True, frames=False)),
                   ("ours_link", restore(link_s3, True))]
     restore_rounds.run_steps(SCRIPT, steps, target, facts, work, samples)
 

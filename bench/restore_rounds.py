@@ -24,8 +24,9 @@ def child_main(spec_path: str, result_path: str) -> int:
     """``spec``: {"op": "restore", "kwargs", "offsets": bool, "follow": bool, "held": bool} or
     {"op": "download", "s3", "key"}. ``offsets: false`` switches the TOC offset recorder off,
     ``follow: false`` the overlapped restore (download, then restore), ``held: false`` the
-    download's hold within ``LEAD`` of the loaders: "before" rows, in the benchmark's own child
-    only (nothing in the product switches them off)."""
+    download's hold within ``LEAD`` of the loaders, ``frames: false`` the fetch frame by frame of a
+    laid-out artifact (it is read in order): "before" rows, in the benchmark's own child only
+    (nothing in the product switches them off)."""
     spec = json.loads(Path(spec_path).read_text())
     import boto3  # noqa: F401  (the S3 repository imports it anyway: not timed)
     if spec["op"] == "download":
@@ -47,6 +48,9 @@ def child_main(spec_path: str, result_path: str) -> int:
         from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
         if not spec.get("held", True):
             postgresql_following.LEAD = float("inf")
+        if not spec.get("frames", True):
+            from ansible_collections.offsite.backup.plugins.module_utils._engine.usecases import restore
+            restore._frames_to_fetch = lambda *args, **kwargs: None
         start = time.perf_counter()
         result = operations.restore(**spec["kwargs"])
     Path(result_path).write_text(json.dumps({"seconds": time.perf_counter() - start, "result": result},

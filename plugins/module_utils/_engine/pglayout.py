@@ -297,10 +297,6 @@ class Layout(object):
                 work[dump_id][1] += (stored_end - stored_start) * float(overlap) / (raw_end - raw_start)
         return dict((dump_id, raw / max(1.0, stored)) for dump_id, (raw, stored) in work.items())
 
-    def frame_at(self, raw_offset):
-        """The index of the frame that holds ``raw_offset``."""
-        return bisect.bisect_right([raw for raw, stored in self.frames], raw_offset) - 1
-
     def __repr__(self):
         return 'Layout(%d frames, toc_end=%d, %d blocks, %d cuts)' % (
             len(self.frames), self.toc_end, len(self.blocks), len(self.cuts))
