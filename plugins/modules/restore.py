@@ -181,10 +181,10 @@ data_offsets:
       scratch database while the download was still running (the rest, with the indexes and
       constraints, follows once the checksum is proven); V(loaded_in_pieces) how many pieces the loaders
       loaded (a large table is cut about every 64 MiB of rows, so that several loaders COPY it at once).
-    - V(frames) is there when the artifact was fetched frame by frame rather than in order (a repository
-      with ranged reads, S3; a dump not encrypted whose manifest records where its zstd frames begin): the
-      number of frames, fetched over two connections, those with the most raw bytes per stored byte
-      first, so that the tables slowest to load arrive first.
+    - V(frames) is the number of zstd frames when the artifact was fetched frame by frame rather than in
+      order (a repository with ranged reads, S3, and a dump not encrypted whose manifest records where its
+      frames begin), over two connections, those with the most raw bytes per stored byte first, so that
+      the tables slowest to load arrive first.
   returned: when restored from a PostgreSQL custom-format archive through a work file
   type: dict
   sample: {"data_offsets": "recorded", "entries": 12, "patched": 12, "loaded_while_downloading": 9,

@@ -37,8 +37,8 @@ def _backup(db, tmp_path, repos):
     return made
 
 
-def test_a_laid_out_backup_is_fetched_frame_by_frame_and_equals_the_source(moto, bucket, sample_db, unique_db_name,
-                                                                          tmp_path):
+def test_a_laid_out_backup_is_fetched_frame_by_frame_and_equals_the_source(
+        moto, bucket, sample_db, unique_db_name, tmp_path):
     laid_out_db(sample_db)
     (tmp_path / "repo").mkdir()
     s3, local = s3_repo(moto, bucket, **FAST), local_repo(tmp_path / "repo")
@@ -61,8 +61,8 @@ def test_a_laid_out_backup_is_fetched_frame_by_frame_and_equals_the_source(moto,
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
 
-def test_a_byte_changed_in_a_frame_fails_as_a_checksum_mismatch_and_changes_nothing(moto, bucket, sample_db,
-                                                                                      unique_db_name, tmp_path):
+def test_a_byte_changed_in_a_frame_fails_as_a_checksum_mismatch_and_changes_nothing(
+        moto, bucket, sample_db, unique_db_name, tmp_path):
     laid_out_db(sample_db)
     repo = s3_repo(moto, bucket, **FAST)
     made = _backup(sample_db, tmp_path, [repo])
@@ -83,15 +83,15 @@ def test_a_byte_changed_in_a_frame_fails_as_a_checksum_mismatch_and_changes_noth
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("offsite-restore-")]
 
 
-def test_frames_in_any_order_with_cut_tables_restore_the_source(moto, bucket, sample_db, unique_db_name, tmp_path,
-                                                                 monkeypatch):
+def test_frames_in_any_order_with_cut_tables_restore_the_source(
+        moto, bucket, sample_db, unique_db_name, tmp_path, monkeypatch):
     """Tables cut every 64 KiB of rows, frames of every table and cut fetched in a random order
     (one GET each): pieces of a table can arrive before its first frame, and the restore still
     equals the source. In this process, with the sizes made small."""
     import random
 
-    from ansible_collections.offsite.backup.plugins.module_utils._engine import (commands, framefetch, operations,
-                                                                                   pgcustom, pglayout)
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import (
+        commands, framefetch, operations, pgcustom, pglayout)
     laid_out_db(sample_db)
     monkeypatch.setattr(pgcustom, "SEGMENT", 64 * 1024)
     monkeypatch.setattr(pglayout, "FRAME_MIN", 1)

@@ -132,6 +132,7 @@ def test_frames_go_out_by_load_work_per_stored_byte():
         frames.append((raw, stored))
         raw, stored = raw + r, stored + s
     layout = pglayout.Layout(frames, 10, blocks, [], stored, raw)
+
     def order(layout, **sizes):
         return [[span[0] for span in unit.spans] for unit in framefetch.plan(layout, **sizes)]
     assert order(layout, small=1, most=1) == [[3], [4], [5], [1], [2], [6]]
