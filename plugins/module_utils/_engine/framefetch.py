@@ -32,14 +32,14 @@ import threading
 import time
 
 from .errors import IntegrityError
-from .pipeline import CHUNK
+from .pipeline import CHUNK, check_stored
 
 CONNECTIONS = 2                  # ranged GETs at once: an urgent table shares the link with the rest
 SMALL_UNIT = 4 * 2 ** 20         # a request for fewer stored bytes takes its neighbours along
 # and none asks for more than this: few requests, as each costs the store's time to the first
 # byte (and moto, the benchmark's S3, reads the whole object for every range it serves)
 LARGEST_UNIT = 2 ** 30
-READ = 256 * 1024                # stored bytes per decompression call: 40:1 rows are ~10 MiB out
+READ = 256 * 1024                # stored bytes read from the store at a time
 # Frames that expand this much or more wait for the loaders (FollowingLoad.room): a link that
 # carries them fills the work file (and the page cache) faster than the loaders read, however
 # slow it is, whereas bytes that barely compress arrive at the link's pace and must not wait
@@ -123,6 +123,27 @@ class _InOrderHash(object):
         os.close(self.spool)
 
 
+class _Stored(object):
+    """A frame's stored bytes from the ranged GET's ``body``, hashed in their order as they are
+    read (``_InOrderHash``), and no byte beyond the frame."""
+
+    def __init__(self, fetch, body, at, end):
+        self.fetch, self.body, self.at, self.end = fetch, body, at, end
+
+    def read(self, size=-1):
+        size = self.end - self.at if size is None or size < 0 else min(size, self.end - self.at)
+        if size <= 0:
+            return b''
+        data = self.body.read(size)
+        if not data:
+            raise IntegrityError('%s ended at byte %d, inside a frame that its manifest puts up to byte %d'
+                                 % (self.fetch.where, self.at, self.end),
+                                 'the copy is truncated; restore another backup')
+        self.fetch.hash.add(self.at, data)
+        self.at += len(data)
+        return data
+
+
 class FrameFetch(object):
     """Fetches ``key`` of ``repo`` (a RangedReads store) into ``path`` frame by frame, for
     ``follow`` (a FollowingLoad built with the layout): ``run`` returns (size, sha256,
@@ -161,7 +182,8 @@ class FrameFetch(object):
                 worker.join()
             if self.failure is not None:
                 raise self.failure
-            self._check()
+            check_stored(self.where, self.hash.next, self.hash.digest.hexdigest(), self.expected_size,
+                         self.expected_sha256)
             if self.damage is not None:
                 raise self.damage
             self.walk.finish()
@@ -173,17 +195,6 @@ class FrameFetch(object):
                 os.unlink(spool)
             except OSError:
                 pass
-
-    def _check(self):
-        size, sha256 = self.hash.next, self.hash.digest.hexdigest()
-        if size != self.expected_size:
-            raise IntegrityError('%s has %d bytes in order but the manifest records %d'
-                                 % (self.where, size, self.expected_size),
-                                 'the copy is truncated or damaged; restore another backup')
-        if self.expected_sha256 and sha256 != self.expected_sha256:
-            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
-                                 % (self.where, sha256, self.expected_sha256),
-                                 'the copy is corrupted; restore another backup')
 
     def _work(self):
         while True:
@@ -219,42 +230,31 @@ class FrameFetch(object):
     def _frame(self, body, index, raw_start, raw_end, stored_start, stored_end):
         """One frame: its stored bytes hashed in order, decompressed to its place, walked."""
         walker = self.walk.recorder if index == 0 else self.walk.walker(index)
-        dctx = self.zstd.ZstdDecompressor().decompressobj()
-        at, raw = stored_start, raw_start
-        while at < stored_end:
-            data = body.read(min(READ, stored_end - at))
-            if not data:
-                raise IntegrityError('%s ended at byte %d, inside a frame the manifest puts at %d-%d'
-                                     % (self.where, at, stored_start, stored_end),
-                                     'the copy is truncated; restore another backup')
-            self.hash.add(at, data)
-            at += len(data)
-            if self.damage is not None:
-                continue  # only the checksum matters now
+        stored = _Stored(self, body, stored_start, stored_end)
+        raw = raw_start
+        if self.damage is None:
+            # CHUNK-sized reads, as the download in order makes: a frame of rows that compress
+            # 40:1 decompressed in one call would be a new 40 MiB buffer, page-faulted each time
+            reader = self.zstd.ZstdDecompressor().stream_reader(stored, read_size=READ, read_across_frames=False)
             try:
-                out = dctx.decompress(data)
-            except self.zstd.ZstdError as exc:
-                self._damaged('frame %d (stored bytes %d-%d) does not decompress: %s'
-                              % (index, stored_start, stored_end, exc))
-                continue
-            if out:
-                if raw + len(out) > raw_end:
-                    self._damaged('frame %d holds more than the %d bytes the layout gives it'
-                                  % (index, raw_end - raw_start))
-                    continue
-                walker.feed(out)
-                os.pwrite(self.fd, out, raw)
-                self.follow.placed(raw, raw + len(out))
-                raw += len(out)
-        if self.damage is not None:
-            return
-        if not dctx.eof or raw != raw_end:
-            self._damaged('frame %d ends after %d of the %d bytes the layout gives it'
-                          % (index, raw - raw_start, raw_end - raw_start))
-        elif index:
-            damage = self.walk.walked(index, walker)
-            with self.lock:
-                self.damage = self.damage or damage
+                for out in iter(lambda: reader.read(CHUNK), b''):
+                    if raw + len(out) > raw_end:
+                        raise ValueError('it holds more than the %d bytes the layout gives it' % (raw_end - raw_start))
+                    walker.feed(out)
+                    os.pwrite(self.fd, out, raw)
+                    self.follow.placed(raw, raw + len(out))
+                    raw += len(out)
+                if stored.at != stored_end or raw != raw_end:
+                    raise ValueError('it ends after %d of its %d stored and %d of its %d raw bytes' % (
+                        stored.at - stored_start, stored_end - stored_start, raw - raw_start, raw_end - raw_start))
+            except (ValueError, self.zstd.ZstdError) as exc:
+                self._damaged('frame %d (stored bytes %d-%d): %s' % (index, stored_start, stored_end, exc))
+            if index and self.damage is None:
+                damage = self.walk.walked(index, walker)
+                with self.lock:
+                    self.damage = self.damage or damage
+        while stored.read(READ):  # a frame that did not fit: its bytes still count for the checksum
+            pass
 
     def _damaged(self, why):
         with self.lock:

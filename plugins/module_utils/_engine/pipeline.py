@@ -152,6 +152,17 @@ def decompressing_reader(reader, compression):
     return gzip.GzipFile(fileobj=reader, mode='rb')
 
 
+def check_stored(where, size, sha256, expected_size, expected_sha256):
+    """The stored bytes read (their count and sha256) are the manifest's, else IntegrityError."""
+    if expected_size is not None and size != expected_size:
+        raise IntegrityError('%s has %d bytes but the manifest records %d' % (where, size, expected_size),
+                             'the copy is truncated or damaged; restore another backup')
+    if expected_sha256 and sha256 != expected_sha256:
+        raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
+                             % (where, sha256, expected_sha256),
+                             'the copy is corrupted; restore another backup')
+
+
 class VerifiedStream(object):
     """The decompressed bytes of ``reader`` (an artifact's compressed bytes), readable as they
     arrive, and ``finish()`` that proves afterwards those bytes were the ones backed up.
@@ -214,14 +225,7 @@ class VerifiedStream(object):
         return self.hashed.size, self.hashed.hexdigest(), self.raw_size
 
     def _check(self):
-        if self.expected_size is not None and self.hashed.size != self.expected_size:
-            raise IntegrityError('%s has %d bytes but the manifest records %d'
-                                 % (self.where, self.hashed.size, self.expected_size),
-                                 'the copy is truncated or damaged; restore another backup')
-        if self.expected_sha256 and self.hashed.hexdigest() != self.expected_sha256:
-            raise IntegrityError('%s does not match its manifest checksum (sha256 %s, expected %s)'
-                                 % (self.where, self.hashed.hexdigest(), self.expected_sha256),
-                                 'the copy is corrupted; restore another backup')
+        check_stored(self.where, self.hashed.size, self.hashed.hexdigest(), self.expected_size, self.expected_sha256)
 
     def _damaged(self, exc):
         """Decompression failed: read the rest so that bytes differing from the manifest are

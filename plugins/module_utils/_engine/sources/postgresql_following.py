@@ -20,6 +20,11 @@ where the TOC and each block end, and this loader follows:
 Each piece is freed from the file once its loader has read it, and a download faster than the
 loaders waits within ``LEAD`` of what they have still to read (``_hold``).
 
+Given the manifest's layout, the file is instead written frame by frame in any order
+(framefetch.py, ``placed``): the pieces are known from the layout (``pgcustom.LaidOut``), what
+is on disk is a set of stretches (``_Ranges``), the most urgent tables' pieces go out first, and
+the fetch waits for the loaders before frames that expand a lot (``room``).
+
 The scratch database is only swapped in after that and after the row counts; a checksum
 that fails drops it (``_prepare``). One thread schedules: it starts and reaps the loaders
 between the download's chunks (``tap``), one thread per loader feeds its pipe; the scheduler lives until every loader it started ended: a
