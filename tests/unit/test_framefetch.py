@@ -271,3 +271,26 @@ def test_a_piece_after_a_cut_waits_for_its_blocks_header(tmp_path):
     assert (dump_id, 1) not in plan.begun(ranges.extent)
     ranges.add(block, plan.recorder.heads[dump_id])
     assert (dump_id, 1) in plan.begun(ranges.extent) and (dump_id, 0) in plan.begun(ranges.extent)
+
+
+def test_a_malformed_layout_read_from_storage_is_passed_over_with_a_warning():
+    """A manifest is input: a layout that does not hold together (frames out of order here)
+    makes the restore warn and read the artifact in order, as one written without a layout;
+    a store without ranged reads, or an encrypted backup, never looks at it."""
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.repositories.base import RangedReads
+    from ansible_collections.offsite.backup.plugins.module_utils._engine.usecases import restore
+
+    class Ranged(RangedReads):
+        def get_range(self, key, start, end):
+            raise AssertionError('nothing is fetched to decide')
+    raw = fixture('pipe.dump')
+    stored, manifest = laid_out(raw)
+    summary = {}
+    assert restore._frames_to_fetch(Ranged(), manifest, None, 'w', summary) is None  # nothing to reorder
+    assert summary == {}
+    broken = dict(manifest, layout=dict(manifest['layout'], frames=manifest['layout']['frames'][::-1]))
+    assert restore._frames_to_fetch(Ranged(), broken, None, 's3://b/x.dump.zst', summary) is None
+    assert len(summary['warnings']) == 1 and 'the layout in the manifest of s3://b/x.dump.zst was not used' \
+        in summary['warnings'][0] and 'not usable' in summary['warnings'][0]
+    assert restore._frames_to_fetch(object(), broken, None, 'w', {}) is None
+    assert restore._frames_to_fetch(Ranged(), broken, object(), 'w', {}) is None
