@@ -180,7 +180,9 @@ data_offsets:
     - V(loaded_while_downloading) is the number of those entries whose data was loaded into the
       scratch database while the download was still running (the rest, with the indexes and
       constraints, follows once the checksum is proven); V(loaded_in_pieces) how many pieces the loaders
-      loaded (a large table is cut about every 64 MiB of rows, so that several loaders COPY it at once).
+      loaded (a large table is cut about every 64 MiB of rows, so that several loaders COPY it at once);
+      V(built_while_downloading) how many indexes and constraints were built as soon as their tables' data was
+      loaded, rather than by the final C(pg_restore -j).
     - V(frames) is the number of zstd frames when the artifact was fetched frame by frame rather than in
       order (a repository with ranged reads, S3, and a dump not encrypted whose manifest records where its
       frames begin), over two connections, those with the most raw bytes per stored byte first, so that
@@ -188,7 +190,7 @@ data_offsets:
   returned: when restored from a PostgreSQL custom-format archive through a work file
   type: dict
   sample: {"data_offsets": "recorded", "entries": 12, "patched": 12, "loaded_while_downloading": 9,
-           "loaded_in_pieces": 20, "frames": 7}
+           "loaded_in_pieces": 20, "built_while_downloading": 14, "frames": 7}
 proven_marker:
   description: Where the proof of restorability was written.
   returned: when O(mark_proven=true) and restored

@@ -53,10 +53,14 @@ def test_a_restore_from_s3_loads_while_downloading_and_equals_the_source(moto, b
     offsets = res["data_offsets"]
     assert offsets["data_offsets"] == "recorded" and offsets["entries"] == offsets["patched"] > 5
     restores = [c for c in res["executed_commands"] if "pg_restore" in c]
-    # the schema first, from the work file; then loaders reading a pipe (-L, no file); the rest last
+    # the schema first, from the work file; then loaders reading a pipe (-L, no file), and the
+    # keys and indexes of the tables loaded, from the work file's TOC (-L); the rest last
     assert "--section=pre-data" in restores[0] and restores[0].endswith("artifact.dump")
     loaders = restores[1:-1]
-    assert loaders and all(" -L " in c and "artifact.dump" not in c for c in loaders)
+    assert loaders and all(" -L " in c for c in loaders)
+    built = [c for c in loaders if c.endswith("artifact.dump")]
+    assert built and len(built) < len(loaders)
+    assert offsets["built_while_downloading"] >= len(built)
     assert "-j 2 --section=data --section=post-data -L" in restores[-1]
     assert "PGOPTIONS" not in " ".join(res["executed_commands"])  # settings travel in the environment
     assert scratch_databases(unique_db_name) == []
@@ -110,6 +114,94 @@ def test_tables_are_loaded_before_the_last_byte_has_arrived(sample_db, unique_db
     assert seen["rows"] > 0
     assert result["data_offsets"]["loaded_while_downloading"] > 0
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
+
+
+# keys, indexes and foreign keys of every shape pg_restore orders (both ways between two tables,
+# on a partitioned table and its partitions, to it), beside what must not run before all data is
+# in: a trigger that writes on every insert, a materialized view and its index
+KEYS_SCHEMA = """
+CREATE TABLE a (id int PRIMARY KEY, b_id int, note text);
+CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id), note text);
+ALTER TABLE a ADD FOREIGN KEY (b_id) REFERENCES b (id);
+CREATE INDEX a_note ON a (note);
+CREATE TABLE p (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (500);
+CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (500) TO (1000);
+CREATE INDEX p_k ON p (k);
+CREATE TABLE c (id int PRIMARY KEY, p_id int, p_k int, FOREIGN KEY (p_id, p_k) REFERENCES p,
+                EXCLUDE USING btree (id WITH =));
+CREATE TABLE audit (c_id int);
+CREATE FUNCTION audit_c() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END$$;
+INSERT INTO a SELECT i, NULL, repeat(md5(i::text), 40) FROM generate_series(1, 3000) i;
+INSERT INTO b SELECT i, 3001 - i, repeat(md5(i::text), 40) FROM generate_series(1, 3000) i;
+UPDATE a SET b_id = id;
+INSERT INTO p SELECT i, i % 1000 FROM generate_series(1, 5000) i;
+INSERT INTO c SELECT i, i, i % 1000 FROM generate_series(1, 5000) i;
+INSERT INTO audit SELECT id FROM c WHERE id % 7 = 0;
+CREATE TRIGGER c_audit AFTER INSERT ON c FOR EACH ROW EXECUTE FUNCTION audit_c();
+CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, (SELECT count(*) FROM c) AS m FROM a;
+CREATE UNIQUE INDEX totals_n ON totals (n);
+"""
+
+
+def test_keys_and_indexes_are_built_while_other_tables_still_download(unique_db_name, db_names, tmp_path,
+                                                                     monkeypatch):
+    """Once a table's data is all loaded, its keys and indexes are built (pg_restore's rules:
+    everything an entry depends on restored, no two builds on one table at once) while the
+    download is held back before its last byte; triggers, the materialized view's refresh and
+    the rest wait for the final restore. The restored database equals the source: the trigger
+    fired on no restored row, the view holds every table's rows."""
+    operations, commands, local = engine()
+    from ansible_collections.offsite.backup.plugins.module_utils._engine import pgcustom
+    monkeypatch.setattr(pgcustom, "SEGMENT", 64 * 1024)  # a and b cut into pieces too
+    source = db_names("keys")
+    pg.create_database(source)
+    pg.run_sql(source, KEYS_SCHEMA)
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    _backup(source, tmp_path, repo)
+    seen = {}
+
+    def indexes_built():
+        names = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
+                                       f"{pg.quote_literal(unique_db_name + '_restore_%')};").split()
+        if not names:
+            return 0
+        try:
+            return int(pg.run_sql(names[0], "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").strip())
+        except Exception:  # the schema is not there yet
+            return 0
+
+    class HeldBack:
+        def __init__(self, handle):
+            self.handle = handle
+            self.size = Path(handle.name).stat().st_size
+
+        def read(self, size=-1):
+            pos = self.handle.tell()
+            if pos >= self.size - 1 and "built" not in seen:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and not indexes_built():
+                    time.sleep(0.1)
+                seen["built"] = indexes_built()
+            limit = self.size - 1 - pos if pos < self.size - 1 else size
+            return self.handle.read(min(size, limit) if size and size > 0 else limit)
+
+    original = local.LocalRepository.get
+
+    @contextlib.contextmanager
+    def held_back(self, key):
+        with original(self, key) as handle:
+            yield HeldBack(handle) if key.endswith(".zst") else handle
+    monkeypatch.setattr(local.LocalRepository, "get", held_back)
+    log = commands.CommandLog()
+    result = operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path), log=log)
+    assert seen["built"] > 0
+    assert result["data_offsets"]["built_while_downloading"] >= seen["built"]
+    assert pg.fingerprint(unique_db_name) == pg.fingerprint(source)
+    assert pg.run_sql(unique_db_name, "SELECT count(*) FROM audit").strip() == str(5000 // 7)
+    assert pg.run_sql(unique_db_name, "SELECT n || ' ' || m FROM totals").strip() == "3000 5000"
 
 
 def test_a_damaged_artifact_fails_after_loading_began_and_changes_nothing(moto, bucket, sample_db,

@@ -14,8 +14,10 @@ where the TOC and each block end, and this loader follows:
   then those pieces (a piece after a cut gets the block's header and a terminator), which
   follows a piece still being written (``-Z0`` blocks are COPY data: a table loads at the pace
   of its download, and several loaders COPY one large table at once);
+- once a table's data is all loaded: its keys and indexes (``pgcustom.EarlyPostData``), in a
+  loader's slot, beside the COPY of the tables still arriving;
 - once the download has proven the checksum: ``pg_restore -j`` of all the rest (data no
-  loader took, sequences, then indexes and constraints, which pg_restore -j runs in parallel).
+  loader took, sequences, the indexes and constraints not built yet, triggers and the rest).
 
 Each piece is freed from the file once its loader has read it, and a download faster than the
 loaders waits within ``LEAD`` of what they have still to read (``_hold``).
@@ -113,6 +115,8 @@ class _Loader(object):
     def __init__(self, what, stack, proc):
         self.what, self.stack, self.proc = what, stack, proc
         self.feeder = None  # the thread filling its stdin, if it reads a pipe
+        self.pieces = ()  # the pieces of table data it loads
+        self.post_data = None  # or the indexes and constraints it builds (EarlyPostData)
 
 
 class FollowingLoad(object):
@@ -142,6 +146,8 @@ class FollowingLoad(object):
         self.lists = 0
         self.holes = _Holes()
         self.reading = {}           # (dumpId, n) -> where a loader is in that piece, from its take
+        self.loaded = set()         # pieces loaded (their loader ended well)
+        self.post_data = None       # pgcustom.EarlyPostData, once the schema is in
         self.read_to = 0            # the end of the last piece a loader finished, the furthest
         self.held_back = True       # the download waits while it is more than LEAD ahead
         self.thread = threading.Thread(target=self._schedule, name='offsite-restore-following')
@@ -240,15 +246,21 @@ class FollowingLoad(object):
         if self.schema is None:
             if self.plan.toc_ready(written):
                 self.schema = 'loading'
-                self._start(['--section=pre-data'], PRE_DATA)
+                self._start(['--section=pre-data', self.path], PRE_DATA)
             return
         if self.schema != 'loaded':
             return
+        if self.post_data is None:
+            self.post_data = pgcustom.EarlyPostData(self.recorder.toc)
+        for entries in self.post_data.take(self.plan.loaded(self.loaded), self.jobs - len(self.loaders)):
+            loader = self._start(['-L', self._list(entries), self.path], '%d index(es) and constraint(s)' % len(entries))
+            loader.post_data = entries
         for batch in self.plan.take(written, self.jobs - len(self.loaders)):
             for piece in batch:
                 self.reading[piece] = self.plan.piece(*piece)[0]
             loader = self._start(['-L', self._list([dump_id for dump_id, n in batch])],
                                  'the data of %d table(s)' % len(batch), piped=True)
+            loader.pieces = batch
             loader.feeder = threading.Thread(target=self._feed, args=(loader.proc, batch),
                                              name='offsite-restore-feeder')
             loader.feeder.daemon = True
@@ -350,7 +362,7 @@ class FollowingLoad(object):
     def _start(self, extra, what, piped=False):
         """A loader reading the work file, or (``piped``) a pipe a feeder fills."""
         stack = contextlib.ExitStack()
-        argv = self.source.load_argv(self.database, extra + ([] if piped else [self.path]), self.env, stdin=piped)
+        argv = self.source.load_argv(self.database, extra, self.env, stdin=piped)
         proc = stack.enter_context(commands.streaming(argv, self.source.log, env=self.env, stdout=subprocess.DEVNULL,
                                                       stdin=subprocess.PIPE if piped else None))
         loader = _Loader(what, stack, proc)
@@ -367,6 +379,10 @@ class FollowingLoad(object):
                 self.failure = self.failure or self._failed(loader.what, loader.proc, rc)
             elif loader.what == PRE_DATA:
                 self.schema = 'loaded'
+            elif loader.post_data is not None:
+                self.post_data.finished(loader.post_data)
+            else:
+                self.loaded.update(loader.pieces)
             loader.stack.close()
 
     def _failed(self, what, proc, rc):
@@ -402,8 +418,10 @@ class FollowingLoad(object):
         offsets = self.recorder.patch(self.path)  # a malformed archive: IntegrityError, the root cause
         if self.failure is not None:
             raise self.failure
+        built = self.post_data.done if self.post_data is not None else set()
         if self.schema == 'loaded':
-            extra = ['--section=data', '--section=post-data', '-L', self._list(self.plan.rest())]
+            rest = [dump_id for dump_id in self.plan.rest() if dump_id not in built]
+            extra = ['--section=data', '--section=post-data', '-L', self._list(rest)]
         else:  # the TOC was never read here (a version pgcustom leaves alone, a tiny file): all of it
             extra = []
         what = 'the rest (data, indexes and constraints)'
@@ -412,7 +430,8 @@ class FollowingLoad(object):
             rc = proc.wait()
             if rc != 0:
                 raise self._failed(what, proc, rc)
-        result = dict(offsets, loaded_while_downloading=during, loaded_in_pieces=len(self.plan.taken))
+        result = dict(offsets, loaded_while_downloading=during, loaded_in_pieces=len(self.plan.taken),
+                      built_while_downloading=len(built))
         if self.walk is not None:
             result['frames'] = len(self.walk.layout.frames)
         return result
