@@ -50,9 +50,12 @@ ROWS = [
     ("ours_s3_serial", "ours from S3 (loopback), jobs 2, download then restore (before)"),
     ("ours_s3_unheld", "ours from S3 (loopback), jobs 2, overlapped, the download not held back (before)"),
     ("ours_s3_in_order", "ours from S3 (loopback), jobs 2, overlapped, read in order (before)"),
+    ("ours_s3_keys_last", "ours from S3 (loopback), jobs 2, overlapped, frame by frame, keys built last (before)"),
     ("ours_s3", "ours from S3 (loopback), jobs 2, overlapped, frame by frame"),
     ("download_link", "download alone behind the link (boto3 get_object)"),
     ("ours_link_in_order", "ours from S3 behind the link, jobs 2, overlapped, read in order (before)"),
+    ("ours_link_keys_last", "ours from S3 behind the link, jobs 2, overlapped, frame by frame, keys built last "
+                            "(before)"),
     ("ours_link", "ours from S3 behind the link, jobs 2, overlapped, frame by frame"),
 ]
 TARGETS = {"s3_vs_local": 1.15, "link_vs_limit": 1.15, "seed_vs_s3": 1.25}
@@ -86,19 +89,21 @@ def run_round(rep: int, db: str, facts: dict, context: dict, work: Path, samples
     target = bench.scratch_database(db, KIND)
     files, s3, link_s3 = context["files"], context["s3"], context["link_s3"]
 
-    def restore(store: dict, follow: bool, held: bool = True, frames: bool = True) -> dict:
+    def restore(store: dict, follow: bool, held: bool = True, frames: bool = True, keys: bool = True) -> dict:
         return restore_rounds.restore_spec(bench.repo_options(store, KIND), target, work, follow=follow, held=held,
-                                           frames=frames)
+                                           frames=frames, keys=keys)
     steps = [("local_seekable_j2", f"{pg_restore} --exit-on-error -j 2 -d \"{target}\" {files['seekable']}"),
              ("seed_gunzip_psql", f"gunzip -c {files['seed']} | psql -X -q -v ON_ERROR_STOP=1 -d \"{target}\" "
                                   "> /dev/null"),
              ("ours_s3_serial", restore(s3, False)),
              ("ours_s3_unheld", restore(s3, True, held=False)),
              ("ours_s3_in_order", restore(s3, True, frames=False)),
+             ("ours_s3_keys_last", restore(s3, True, keys=False)),
              ("ours_s3", restore(s3, True))]
     if link_s3 is not None:
         steps += [("download_link", {"op": "download", "s3": link_s3, "key": context["key"]}),
                   ("ours_link_in_order", restore(link_s3, True, frames=False)),
+                  ("ours_link_keys_last", restore(link_s3, True, keys=False)),
                   ("ours_link", restore(link_s3, True))]
     restore_rounds.run_steps(SCRIPT, steps, target, facts, work, samples)
 

@@ -25,8 +25,9 @@ def child_main(spec_path: str, result_path: str) -> int:
     {"op": "download", "s3", "key"}. ``offsets: false`` switches the TOC offset recorder off,
     ``follow: false`` the overlapped restore (download, then restore), ``held: false`` the
     download's hold within ``LEAD`` of the loaders, ``frames: false`` the fetch frame by frame of a
-    laid-out artifact (it is read in order): "before" rows, in the benchmark's own child only
-    (nothing in the product switches them off)."""
+    laid-out artifact (it is read in order), ``keys: false`` the keys and indexes built as soon as
+    their table is loaded (the final ``pg_restore -j`` builds them all): "before" rows, in the
+    benchmark's own child only (nothing in the product switches them off)."""
     spec = json.loads(Path(spec_path).read_text())
     import boto3  # noqa: F401  (the S3 repository imports it anyway: not timed)
     if spec["op"] == "download":
@@ -48,6 +49,8 @@ def child_main(spec_path: str, result_path: str) -> int:
         from ansible_collections.offsite.backup.plugins.module_utils._engine.sources import postgresql_following
         if not spec.get("held", True):
             postgresql_following.LEAD = float("inf")
+        if not spec.get("keys", True):
+            pgcustom.EarlyPostData.take = lambda self, loaded, free: []
         if not spec.get("frames", True):
             from ansible_collections.offsite.backup.plugins.module_utils._engine.usecases import restore
             restore._frames_to_fetch = lambda *args, **kwargs: None

@@ -15,7 +15,7 @@ where the TOC and each block end, and this loader follows:
   follows a piece still being written (``-Z0`` blocks are COPY data: a table loads at the pace
   of its download, and several loaders COPY one large table at once);
 - once a table's data is all loaded: its keys and indexes (``pgcustom.EarlyPostData``), in a
-  loader's slot, beside the COPY of the tables still arriving;
+  slot no piece on disk waits for, beside the COPY of the tables still arriving;
 - once the download has proven the checksum: ``pg_restore -j`` of all the rest (data no
   loader took, sequences, the indexes and constraints not built yet, triggers and the rest).
 
@@ -250,11 +250,6 @@ class FollowingLoad(object):
             return
         if self.schema != 'loaded':
             return
-        if self.post_data is None:
-            self.post_data = pgcustom.EarlyPostData(self.recorder.toc)
-        for entries in self.post_data.take(self.plan.loaded(self.loaded), self.jobs - len(self.loaders)):
-            loader = self._start(['-L', self._list(entries), self.path], '%d index(es) and constraint(s)' % len(entries))
-            loader.post_data = entries
         for batch in self.plan.take(written, self.jobs - len(self.loaders)):
             for piece in batch:
                 self.reading[piece] = self.plan.piece(*piece)[0]
@@ -266,6 +261,12 @@ class FollowingLoad(object):
             loader.feeder.daemon = True
             loader.feeder.start()
             self.feeders.append(loader.feeder)
+        # keys and indexes in the slots the data leaves free: never ahead of a piece on disk
+        if self.post_data is None:
+            self.post_data = pgcustom.EarlyPostData(self.recorder.toc)
+        for entries in self.post_data.take(self.plan.loaded(self.loaded), self.jobs - len(self.loaders)):
+            loader = self._start(['-L', self._list(entries), self.path], '%d index(es) and constraint(s)' % len(entries))
+            loader.post_data = entries
 
     def _feed(self, proc, batch):
         """A loader's pipe: the archive's header and TOC, then each block of ``batch``,
