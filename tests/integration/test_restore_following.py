@@ -145,8 +145,8 @@ CREATE UNIQUE INDEX totals_n ON totals (n);
 """
 
 
-def test_keys_and_indexes_are_built_while_other_tables_still_download(unique_db_name, db_names, tmp_path,
-                                                                     monkeypatch):
+def test_keys_and_indexes_are_built_while_other_tables_still_download(
+        unique_db_name, db_names, tmp_path, monkeypatch):
     """Once a table's data is all loaded, its keys and indexes are built (pg_restore's rules:
     everything an entry depends on restored, no two builds on one table at once) while the
     download is held back before its last byte; triggers, the materialized view's refresh and
