@@ -67,23 +67,20 @@ def test_a_restore_from_s3_loads_while_downloading_and_equals_the_source(moto, b
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("offsite-restore-")]
 
 
-def test_tables_are_loaded_before_the_last_byte_has_arrived(sample_db, unique_db_name, tmp_path, monkeypatch):
-    """The download is held back before its last byte until the scratch database has rows of a
-    table: with loading after the download, it would wait in vain (and the test fail)."""
-    operations, commands, local = engine()
-    (tmp_path / "repo").mkdir()
-    repo = local_repo(tmp_path / "repo")
-    _backup(sample_db, tmp_path, repo)
+def _hold_the_last_byte(monkeypatch, target_db, sql):
+    """The local repository's artifact read as it is, but its last byte only once ``sql`` counts
+    more than 0 in the scratch database of a restore into ``target_db`` (up to 120 s). Returns
+    {"seen": that count}, filled when the last byte is let through."""
+    dummy, dummy2, local = engine()
     seen = {}
 
-    def loaded_rows():
+    def counted():
         names = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
-                                       f"{pg.quote_literal(unique_db_name + '_restore_%')};").split()
+                                       f"{pg.quote_literal(target_db + '_restore_%')};").split()
         if not names:
             return 0
         try:
-            return int(pg.run_sql(names[0], "SELECT (SELECT count(*) FROM billing.invoice_lines) "
-                                            "+ (SELECT count(*) FROM billing.invoices);").strip())
+            return int(pg.run_sql(names[0], sql).strip())
         except Exception:  # the schema is not there yet
             return 0
 
@@ -94,11 +91,11 @@ def test_tables_are_loaded_before_the_last_byte_has_arrived(sample_db, unique_db
 
         def read(self, size=-1):
             pos = self.handle.tell()
-            if pos >= self.size - 1 and "rows" not in seen:
+            if pos >= self.size - 1 and "seen" not in seen:
                 deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and not loaded_rows():
+                while time.monotonic() < deadline and not counted():
                     time.sleep(0.1)
-                seen["rows"] = loaded_rows()
+                seen["seen"] = counted()
             limit = self.size - 1 - pos if pos < self.size - 1 else size
             return self.handle.read(min(size, limit) if size and size > 0 else limit)
 
@@ -109,9 +106,21 @@ def test_tables_are_loaded_before_the_last_byte_has_arrived(sample_db, unique_db
         with original(self, key) as handle:
             yield HeldBack(handle) if key.endswith(".zst") else handle
     monkeypatch.setattr(local.LocalRepository, "get", held_back)
+    return seen
+
+
+def test_tables_are_loaded_before_the_last_byte_has_arrived(sample_db, unique_db_name, tmp_path, monkeypatch):
+    """The download is held back before its last byte until the scratch database has rows of a
+    table: with loading after the download, it would wait in vain (and the test fail)."""
+    operations, commands, dummy = engine()
+    (tmp_path / "repo").mkdir()
+    repo = local_repo(tmp_path / "repo")
+    _backup(sample_db, tmp_path, repo)
+    seen = _hold_the_last_byte(monkeypatch, unique_db_name, "SELECT (SELECT count(*) FROM billing.invoice_lines) "
+                                                            "+ (SELECT count(*) FROM billing.invoices)")
     log = commands.CommandLog()
     result = operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path), log=log)
-    assert seen["rows"] > 0
+    assert seen["seen"] > 0
     assert result["data_offsets"]["loaded_while_downloading"] > 0
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(sample_db)
 
@@ -152,7 +161,7 @@ def test_keys_and_indexes_are_built_while_other_tables_still_download(
     download is held back before its last byte; triggers, the materialized view's refresh and
     the rest wait for the final restore. The restored database equals the source: the trigger
     fired on no restored row, the view holds every table's rows."""
-    operations, commands, local = engine()
+    operations, commands, dummy = engine()
     from ansible_collections.offsite.backup.plugins.module_utils._engine import pgcustom
     monkeypatch.setattr(pgcustom, "SEGMENT", 64 * 1024)  # a and b cut into pieces too
     source = db_names("keys")
@@ -161,44 +170,11 @@ def test_keys_and_indexes_are_built_while_other_tables_still_download(
     (tmp_path / "repo").mkdir()
     repo = local_repo(tmp_path / "repo")
     _backup(source, tmp_path, repo)
-    seen = {}
-
-    def indexes_built():
-        names = pg.run_sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE "
-                                       f"{pg.quote_literal(unique_db_name + '_restore_%')};").split()
-        if not names:
-            return 0
-        try:
-            return int(pg.run_sql(names[0], "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").strip())
-        except Exception:  # the schema is not there yet
-            return 0
-
-    class HeldBack:
-        def __init__(self, handle):
-            self.handle = handle
-            self.size = Path(handle.name).stat().st_size
-
-        def read(self, size=-1):
-            pos = self.handle.tell()
-            if pos >= self.size - 1 and "built" not in seen:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and not indexes_built():
-                    time.sleep(0.1)
-                seen["built"] = indexes_built()
-            limit = self.size - 1 - pos if pos < self.size - 1 else size
-            return self.handle.read(min(size, limit) if size and size > 0 else limit)
-
-    original = local.LocalRepository.get
-
-    @contextlib.contextmanager
-    def held_back(self, key):
-        with original(self, key) as handle:
-            yield HeldBack(handle) if key.endswith(".zst") else handle
-    monkeypatch.setattr(local.LocalRepository, "get", held_back)
+    seen = _hold_the_last_byte(monkeypatch, unique_db_name, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'")
     log = commands.CommandLog()
     result = operations.restore(SET, repo, pg_target(unique_db_name, jobs=2), work_dir=str(tmp_path), log=log)
-    assert seen["built"] > 0
-    assert result["data_offsets"]["built_while_downloading"] >= seen["built"]
+    assert seen["seen"] > 0
+    assert result["data_offsets"]["built_while_downloading"] >= seen["seen"]
     assert pg.fingerprint(unique_db_name) == pg.fingerprint(source)
     assert pg.run_sql(unique_db_name, "SELECT count(*) FROM audit").strip() == str(5000 // 7)
     assert pg.run_sql(unique_db_name, "SELECT n || ' ' || m FROM totals").strip() == "3000 5000"
